@@ -1,0 +1,30 @@
+# parcelbox: `make demo` runs the story in the MicroPython VM, `make test` runs every test.
+# Both create the virtual environment at .venv first (from pinned dependencies).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-all vm-tests venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/parcelbox demo
+
+test: venv
+	$(PY) -m pytest -q
+
+# also the slow suites (long simulations)
+test-all: venv
+	$(PY) -m pytest -q -m ''
+
+vm-tests: venv
+	$(PY) -m pytest -q -m vm
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,55 @@
+# Event types the box reports, and which of them are security events that the
+# outbox may never drop silently. Numbers are stable: they are stored on flash.
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+BOOT = const(1)          # arg: reset cause / boot count
+OPENED = const(2)        # comp, code_id, arg: role
+CLOSED = const(3)        # comp
+DEPOSIT = const(4)       # comp, code_id of the driver's code
+PICKUP = const(5)        # comp, code_id of the recipient's code
+WRONG_CODE = const(6)    # arg: reason (see REASON_*), consecutive failures in high bits
+THROTTLED = const(7)     # arg: lockout seconds
+FORCED = const(8)        # comp: opened without an unlock
+LEFT_OPEN = const(9)     # comp: open longer than the configured limit
+NOT_OPENED = const(10)   # comp, code_id: unlocked, never opened, use given back
+REFUSED = const(11)      # comp, code_id, arg: reason (occupied, empty, cooling)
+SERVICE = const(12)      # code_id, arg: 1 entered, 0 left service mode
+STORE_CORRUPT = const(13)  # arg: which file (see FILE_*)
+OVERFLOW = const(14)     # arg: events dropped; code_id: first dropped seq
+EXPIRED = const(15)      # arg: number of codes removed by expiry
+
+NAMES = {
+    BOOT: "boot", OPENED: "opened", CLOSED: "closed", DEPOSIT: "deposit",
+    PICKUP: "pickup", WRONG_CODE: "wrong_code", THROTTLED: "throttled",
+    FORCED: "forced", LEFT_OPEN: "left_open", NOT_OPENED: "not_opened",
+    REFUSED: "refused", SERVICE: "service", STORE_CORRUPT: "store_corrupt",
+    OVERFLOW: "overflow", EXPIRED: "expired",
+}
+
+# Bit i set: event type i is a security event.
+SECURITY = const((1 << 2) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
+                 | (1 << 12) | (1 << 13) | (1 << 14))
+
+# WRONG_CODE reasons (low byte of arg)
+REASON_UNKNOWN = const(0)
+REASON_EXPIRED = const(1)
+REASON_NOT_YET_VALID = const(2)
+REASON_USED_UP = const(3)
+
+# REFUSED reasons
+REFUSED_OCCUPIED = const(1)   # deposit code, compartment already holds a parcel
+REFUSED_EMPTY = const(2)      # recipient code, compartment holds no parcel
+REFUSED_COOLING = const(3)    # solenoid still cooling down
+
+# STORE_CORRUPT files
+FILE_CODES = const(1)
+FILE_OUTBOX = const(2)
+FILE_STATE = const(3)
+
+
+def is_security(kind):
+    return (SECURITY >> kind) & 1 == 1

