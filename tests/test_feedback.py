@@ -14,30 +14,30 @@ ALL = (fb.KEY, fb.ACCEPTED, fb.REJECTED, fb.THROTTLED, fb.BUSY, fb.ERROR, fb.CLE
 def test_every_pattern_constant_indexes_a_pattern_of_valid_steps():
     assert sorted(ALL) == list(range(len(PATTERNS))) == list(range(len(fb.NAMES)))
     for p in ALL:
-        assert PATTERNS[p]
-        for led, hz, ms in PATTERNS[p]:
+        assert fb.steps(p)
+        for led, hz, ms in fb.steps(p):
             assert led in LEDS
             assert hz == 0 or 100 <= hz <= 5000
             assert 0 < ms <= 2000
 
 
 def test_patterns_are_distinguishable_by_light_alone_and_by_sound_alone():
-    lights = set(tuple(s[0] for s in PATTERNS[p]) for p in ALL if p != fb.KEY)
-    sounds = set(tuple(s[1] for s in PATTERNS[p]) for p in ALL)
+    lights = set(tuple(s[0] for s in fb.steps(p)) for p in ALL if p != fb.KEY)
+    sounds = set(tuple(s[1] for s in fb.steps(p)) for p in ALL)
     assert len(lights) == len(ALL) - 1
     assert len(sounds) == len(ALL)
 
 
 def test_outcome_colours_match_their_meaning():
     def colours(p):
-        return set(s[0] for s in PATTERNS[p]) - {fb.LED_OFF}
+        return set(s[0] for s in fb.steps(p)) - {fb.LED_OFF}
     assert colours(fb.ACCEPTED) == {fb.LED_GREEN}
     assert colours(fb.REJECTED) == colours(fb.ERROR) == {fb.LED_RED}
     assert colours(fb.THROTTLED) == colours(fb.BUSY) == {fb.LED_AMBER}
     assert colours(fb.SERVICE) == {fb.LED_BLUE}
-    tones = [s[1] for s in PATTERNS[fb.ACCEPTED] if s[1]]
+    tones = [s[1] for s in fb.steps(fb.ACCEPTED) if s[1]]
     assert tones == sorted(tones) and len(tones) == 2          # rising two-tone
-    assert [s[1] for s in PATTERNS[fb.THROTTLED] if s[1]] == [300] * 3
+    assert [s[1] for s in fb.steps(fb.THROTTLED) if s[1]] == [300] * 3
 
 
 def test_player_steps_change_exactly_at_their_boundaries():

@@ -197,7 +197,8 @@ class Box:
                 reason = events.REASON_USED_UP
             else:
                 self.throttle.success(now)
-                self._save_state()
+                if self.throttle.dirty:  # only when it reset a failure count
+                    self._save_state()
                 self._accept(slot, code_id, role, comp, now)
                 return
         # Every rejection counts alike, so the throttle leaks nothing about stored codes.

@@ -22,13 +22,10 @@ STORE_CORRUPT = const(13)  # arg: which file (see FILE_*)
 OVERFLOW = const(14)     # arg: events dropped; code_id: first dropped seq
 EXPIRED = const(15)      # arg: number of codes removed by expiry
 
-NAMES = {
-    BOOT: "boot", OPENED: "opened", CLOSED: "closed", DEPOSIT: "deposit",
-    PICKUP: "pickup", WRONG_CODE: "wrong_code", THROTTLED: "throttled",
-    FORCED: "forced", LEFT_OPEN: "left_open", NOT_OPENED: "not_opened",
-    REFUSED: "refused", SERVICE: "service", STORE_CORRUPT: "store_corrupt",
-    OVERFLOW: "overflow", EXPIRED: "expired",
-}
+# Names for logs and the wire, indexed by type (a tuple: cheaper in RAM than a dict).
+NAMES = ("", "boot", "opened", "closed", "deposit", "pickup", "wrong_code", "throttled",
+         "forced", "left_open", "not_opened", "refused", "service", "store_corrupt",
+         "overflow", "expired")
 
 # Bit i set: event type i is a security event.
 SECURITY = const((1 << 2) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)

@@ -1,7 +1,6 @@
 # Language-free feedback: LED colour and buzzer patterns, and a sans-I/O Player.
 # The port polls led(now) and hz(now) and drives the LED and the buzzer with the ints.
 #
-# Each pattern is a tuple of steps (led, buzzer_hz, duration_ms); buzzer_hz 0 = silent.
 # They are told apart by colour alone (for the deaf or in street noise) and by sound
 # alone (LED in sunlight): green = it worked, red = it did not, amber = wait, blue =
 # technician. Rising tones mean yes, low long tones mean no (docs/keypad.md section 5).
@@ -28,46 +27,45 @@ LED_RED = const(2)
 LED_AMBER = const(3)
 LED_BLUE = const(4)
 
-_LOW = const(300)       # "no" tone
-_MID = const(800)
-_HIGH = const(1200)
-_CLICK = const(2400)
-
+# Each pattern is bytes of 3-byte steps: LED colour, buzzer Hz / 20 (0 = silent),
+# duration ms / 10. Bytes, not tuples of tuples, so the table costs ~160 bytes of RAM.
+# Tones: 300 Hz low ("no"), 800 mid, 1200 high, 1800 higher, 1600, 2400 click.
 PATTERNS = (
     # KEY: a 30 ms high click, LED untouched (off): fast typing stays crisp.
-    ((LED_OFF, _CLICK, 30),),
+    b"\x00\x78\x03",
     # ACCEPTED: green, rising two-tone, green held so the driver sees it while pulling.
-    ((LED_GREEN, _MID, 150), (LED_GREEN, _HIGH * 3 // 2, 200), (LED_GREEN, 0, 1650)),
+    b"\x01\x28\x0f\x01\x5a\x14\x01\x00\xa5",
     # REJECTED: red, one low long buzz, red held.
-    ((LED_RED, _LOW, 800), (LED_RED, 0, 700)),
+    b"\x02\x0f\x50\x02\x00\x46",
     # THROTTLED: amber blinking, three short low beeps, then two silent blinks.
-    ((LED_AMBER, _LOW, 120), (LED_OFF, 0, 120),
-     (LED_AMBER, _LOW, 120), (LED_OFF, 0, 120),
-     (LED_AMBER, _LOW, 120), (LED_OFF, 0, 120),
-     (LED_AMBER, 0, 120), (LED_OFF, 0, 120),
-     (LED_AMBER, 0, 120), (LED_OFF, 0, 120)),
+    b"\x03\x0f\x0c\x00\x00\x0c\x03\x0f\x0c\x00\x00\x0c\x03\x0f\x0c\x00\x00\x0c"
+    b"\x03\x00\x0c\x00\x00\x0c\x03\x00\x0c\x00\x00\x0c",
     # BUSY: amber steady, two mid beeps.
-    ((LED_AMBER, _MID, 100), (LED_AMBER, 0, 100), (LED_AMBER, _MID, 100),
-     (LED_AMBER, 0, 900)),
+    b"\x03\x28\x0a\x03\x00\x0a\x03\x28\x0a\x03\x00\x5a",
     # ERROR: red fast blinking with a high/low warble (unlike REJECTED's steady red).
-    ((LED_RED, _HIGH, 60), (LED_OFF, _LOW, 60), (LED_RED, _HIGH, 60), (LED_OFF, _LOW, 60),
-     (LED_RED, _HIGH, 60), (LED_OFF, _LOW, 60), (LED_RED, 0, 60), (LED_OFF, 0, 60),
-     (LED_RED, 0, 60), (LED_OFF, 0, 60), (LED_RED, 0, 60), (LED_OFF, 0, 60)),
+    b"\x02\x3c\x06\x00\x0f\x06\x02\x3c\x06\x00\x0f\x06\x02\x3c\x06\x00\x0f\x06"
+    b"\x02\x00\x06\x00\x00\x06\x02\x00\x06\x00\x00\x06\x02\x00\x06\x00\x00\x06",
     # CLEARED: falling two-tone, LED off: "undone", neither yes nor no.
-    ((LED_OFF, _HIGH, 60), (LED_OFF, _MID, 90)),
+    b"\x00\x3c\x06\x00\x28\x09",
     # SERVICE: blue steady, three rising tones.
-    ((LED_BLUE, _MID, 100), (LED_BLUE, _HIGH, 100), (LED_BLUE, _HIGH * 4 // 3, 100),
-     (LED_BLUE, 0, 1200)),
+    b"\x04\x28\x0a\x04\x3c\x0a\x04\x50\x0a\x04\x00\x78",
 )
 
 NAMES = ("key", "accepted", "rejected", "throttled", "busy", "error", "cleared", "service")
 
 
+# Pattern `p` as a list of (led, hz, ms) steps, for tools and tests.
+def steps(p):
+    b = PATTERNS[p]
+    return [(b[i], b[i + 1] * 20, b[i + 2] * 10) for i in range(0, len(b), 3)]
+
+
 # Total length of pattern `p` in ms.
 def duration(p):
+    b = PATTERNS[p]
     total = 0
-    for step in PATTERNS[p]:
-        total += step[2]
+    for i in range(2, len(b), 3):
+        total += b[i] * 10
     return total
 
 
@@ -75,8 +73,8 @@ class Player:
     # Plays one pattern at a time; a new start() cuts the current one short.
     def __init__(self):
         self.pattern = -1       # pattern playing, -1 when idle
-        self._steps = ()
-        self._i = 0             # index of the current step
+        self._steps = b""
+        self._i = 0             # byte offset of the current step
         self._t0 = 0            # tick at which the current step began
         self._fresh = -1        # last pattern started and not yet taken
 
@@ -99,32 +97,32 @@ class Player:
     # Silence: LED off, buzzer off, idle.
     def stop(self):
         self.pattern = -1
-        self._steps = ()
+        self._steps = b""
         self._i = 0
 
     # Move past every step that has ended by `now`; step starts add up, so no drift.
     def _advance(self, now):
         steps = self._steps
         while self._i < len(steps):
-            end = ticks.add(self._t0, steps[self._i][2])
+            end = ticks.add(self._t0, steps[self._i + 2] * 10)
             if not ticks.reached(now, end):
                 return
             self._t0 = end
-            self._i += 1
+            self._i += 3
         self.pattern = -1
 
     # LED colour to show at `now` (LED_OFF when idle).
     def led(self, now):
         self._advance(now)
         if self._i < len(self._steps):
-            return self._steps[self._i][0]
+            return self._steps[self._i]
         return LED_OFF
 
     # Buzzer frequency in Hz at `now` (0 = silent, also when idle).
     def hz(self, now):
         self._advance(now)
         if self._i < len(self._steps):
-            return self._steps[self._i][1]
+            return self._steps[self._i + 1] * 20
         return 0
 
     # True when nothing is playing at `now`.
@@ -136,4 +134,4 @@ class Player:
     def next_deadline(self):
         if self._i >= len(self._steps):
             return None
-        return ticks.add(self._t0, self._steps[self._i][2])
+        return ticks.add(self._t0, self._steps[self._i + 2] * 10)

@@ -46,7 +46,7 @@ class Rig:
         self.out({"power": "on", "heap_free": gc.mem_free() if hasattr(gc, "mem_free") else 0})
 
     def on_event(self, seq, kind, comp, code_id, arg, t):
-        self.out({"ev": events.NAMES.get(kind, str(kind)), "seq": seq, "comp": comp,
+        self.out({"ev": events.NAMES[kind], "seq": seq, "comp": comp,
                   "code_id": code_id, "arg": arg})
 
     # One scan period: keypad frame, door samples, tick, outputs.
