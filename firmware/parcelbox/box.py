@@ -63,7 +63,7 @@ class Box:
         self._next_expire = now
         self.outbox = Outbox(storage, cfg["outbox_capacity"])
         bad_outbox = self.outbox.load()
-        self.codes = CodeStore(storage, derive(box_key, b"code"))
+        self.codes = CodeStore(storage, derive(box_key, b"code"), cfg["max_codes"])
         bad_codes = self.codes.load()
         bad_state = not self._load_state(now)
         self._boots += 1

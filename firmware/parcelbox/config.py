@@ -20,6 +20,7 @@ DEFAULTS = {
     "lockout_max_ms": 900000,
     "target_years": 10,
     "outbox_capacity": 256,
+    "max_codes": 256,
     "service_timeout_ms": 120000,
 }
 
@@ -42,6 +43,7 @@ _RANGES = {
     "lockout_max_ms": (1000, 86400000),
     "target_years": (1, 100),
     "outbox_capacity": (8, 4096),
+    "max_codes": (1, 16384),
     "service_timeout_ms": (10000, 3600000),
 }
 

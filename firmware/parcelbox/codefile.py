@@ -1,0 +1,171 @@
+# The code store on flash: snapshot "codes.bin" and journal "codes.log" (docs/codestore.md
+# sections 3-5), written and read for CodeStore, which holds the records and the index.
+import struct
+from binascii import crc32
+
+from parcelbox.storage import frame, frame_at
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+# Records live in pages of _PR records (512 B): small enough to fit the holes that
+# loading modules leaves in a fragmented ESP32-sized heap, big enough to keep the
+# per-page object overhead near 8%. Slot s is page s >> _PS, offset (s & _PM) << 5.
+_PS = const(4)
+_PR = const(16)
+_PM = const(15)
+
+
+_Z = bytes(4)
+
+
+# Sign of (u32 at a[i]) - (u32 at b[j]), little-endian, without big ints.
+def _cmp(a, i, b, j):
+    return (((a[i + 3] << 8 | a[i + 2]) - (b[j + 3] << 8 | b[j + 2]))
+            or ((a[i + 1] << 8 | a[i]) - (b[j + 1] << 8 | b[j])))
+
+
+# Mixed into CodeStore: uses its pages _pg, count _n, _at(), _find(), _grow() and _index().
+class CodeFile:
+    # Apply a journal op to RAM, first appending it to the journal if `write`; returns the
+    # codes it hit (0: nothing written). ValueError if it cannot apply (a corrupt journal
+    # on replay). Codes that go rebuild the index, except on replay: load() does it then.
+    # `hit`: the slot of its code_id when the caller knows it (no scan).
+    def _do(self, op, write, hit=None):
+        k = op[0]
+        if not 0 < k < 6 or len(op) != b"\5\41\5\7\7\5"[k]:  # payload length per op
+            raise ValueError("bad op")
+        if k == 1:  # ADD
+            s = self._find(op[5:21]) if write else -1
+            if s >= 0 and _cmp(*self._at(s), op, 1):
+                raise ValueError("digest in use")
+            self._grow(self._n + 1)
+        for act in (0, 1):  # count the codes it hits (ADD: written anyway), journal it; apply it
+            n = 0
+            scan = range(self._n - 1, -1, -1) if hit is None else (hit,)
+            for s in scan if act or k > 1 else ():  # backwards: a moved-in record was seen
+                pg, o = self._pg[s >> _PS], (s & _PM) << 5
+                if not (_cmp(pg, o + 28, op, 1) < 0 < _cmp(pg, o + 28, _Z, 0) if k == 5
+                        else not _cmp(pg, o, op, 1)):  # EXPIRE: ended before; else: code_id
+                    continue
+                n += 1
+                if act and 2 < k < 5:  # CONSUME, GIVEBACK: uses left as journaled
+                    pg[o + 22] = op[5]
+                    pg[o + 23] = op[6]
+                elif act:  # REVOKE, EXPIRE, ADD (the old code): the last record moves in
+                    q, r = self._at(self._n - 1)
+                    pg[o:o + 32] = q[r:r + 32]
+                    self._n -= 1
+            if not (act or n or k == 1):
+                return 0
+            if write and not act:
+                # a snapshot first if flash needs one (bad snapshot, torn or stale journal)
+                # or the journal passed compact_at (a failure there is retried later)
+                if self._dirty or self._jlen > self._limit:
+                    try:
+                        self._snap()
+                    except OSError:
+                        if self._dirty:
+                            raise
+                fr = frame(op)
+                if not self._jlen:  # a new journal starts with HEAD: the snapshot it follows
+                    fr = frame(struct.pack("<BI", 0, self._gen)) + fr
+                self._dirty = True  # until the append is known to be complete
+                self._st.append("codes.log", fr)
+                self._dirty = False
+                self._jlen += len(fr)
+        if k == 1:
+            self._n += 1
+            pg, o = self._at(self._n - 1)
+            pg[o:o + 32] = op[1:]
+        if write and n and not 2 < k < 5:
+            self._index(4)  # codes went (REVOKE, EXPIRE, a replacing ADD)
+        elif write and k == 1:
+            self._find(op[5:21], 4, self._n)  # a new code
+        return n
+
+    # Write RAM as the next generation's snapshot (page by page, no copy), then drop the journal.
+    def _snap(self):
+        n = self._n
+        self._gen += 1  # even if the write fails: a generation may be skipped, never reused
+        parts = [struct.pack("<4sII", b"PBC1", self._gen, n)]
+        for s in range(0, n, _PR):
+            parts.append(self._pg[s >> _PS][:min(n - s, _PR) << 5])
+        crc = 0
+        for p in parts:
+            crc = crc32(p, crc)
+        parts.append(struct.pack("<I", crc))
+        self._st.replace("codes.bin", parts)
+        self._st.remove("codes.log")
+        self._jlen = 0
+        self._dirty = False
+
+    # Read snapshot and journal into RAM; 0 when clean, else PROBLEM_SNAPSHOT (1) and/or
+    # PROBLEM_JOURNAL (2). Never raises on bad data: a bad snapshot leaves the store EMPTY.
+    def load(self):
+        st = self._st
+        self._grow(1, True)  # the old records go before the new ones come
+        st.remove("codes.bin.tmp")  # left by a cut during a snapshot write
+        size = st.size("codes.bin")
+        n = (size - 16) >> 5
+        f = st.open("codes.bin")
+        bad = size >= 0
+        if f:
+            try:  # straight into the pages with readinto: no second buffer
+                h = f.read(12)
+                if size == 16 + (n << 5) and h[:4] == b"PBC1" and h[8:] == struct.pack("<I", n):
+                    self._grow(n or 1, True)
+                    self._n = n
+                    crc = crc32(h)
+                    for s in range(0, n, _PR):
+                        p = self._pg[s >> _PS][:min(n - s, _PR) << 5]
+                        if f.readinto(p) != len(p):
+                            raise ValueError
+                        crc = crc32(p, crc)
+                    if f.read(4) == struct.pack("<I", crc):
+                        self._index(0)  # ValueError: an impossible record or a code_id twice
+                        self._gen = struct.unpack_from("<I", h, 4)[0]
+                        bad = False
+            except ValueError:
+                pass
+            finally:
+                f.close()
+        if bad:
+            self._grow(1, True)
+        f = st.open("codes.log")
+        pos = r = 0  # r: 0 clean, 1 stale (follows another snapshot: ignored), 2 torn or corrupt
+        while f and not r:
+            h = f.read(2)
+            if not h:
+                break
+            fr = h + f.read(min(h[-1] << 8 | h[0], 41) + 4)  # frame by frame: 47 bytes at most
+            if frame_at(fr, 0) is None:
+                r = 2
+            elif pos:
+                try:
+                    self._do(memoryview(fr)[2:-4], False)
+                except (ValueError, IndexError):
+                    r = 2
+            elif fr[2] or len(fr) != 11:  # the first frame is HEAD
+                r = 2
+            else:
+                g = struct.unpack_from("<I", fr, 3)[0]
+                if bad or g != self._gen:
+                    self._gen = g  # the next snapshot must not carry this generation
+                    r = 1
+            if not r:
+                pos += len(fr)
+        if f:
+            f.close()
+        try:
+            self._index(4)  # replay leaves it behind; a digest twice makes the store bad
+        except ValueError:
+            self._n = 0  # EMPTY, keeping the generation
+            self._index(4)
+            bad = True
+        self._jlen = pos
+        self._dirty = bad or r > 0
+        return (1 if bad or (r == 1 and size < 0) else 0) | (r & 2)
