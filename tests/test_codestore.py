@@ -804,3 +804,15 @@ def test_a_failed_journal_write_leaves_ram_unchanged_and_the_tail_is_cut():
     assert s.consume(s.find(code(1))) == 1
     s2 = CodeStore(MemStorage(st.files), KEY)
     assert s2.load() == 0 and s2.fields(s2.find(code(1)))[3] == 1
+
+
+def test_full_store_refuses_a_new_code_but_still_replaces_one():
+    st = MemStorage()
+    s = CodeStore(st, KEY, 16)
+    for i in range(1, 17):
+        s.add(*rec(s, i))
+    with pytest.raises(ValueError, match="full"):
+        s.add(*rec(s, 17))
+    assert s.count() == 16 and s.find(code(17)) == -1
+    s.add(5, s.digest(code(99)), ROLE_RECIPIENT, 1, 3, 0, 0)  # same id: a replacement
+    assert s.count() == 16 and s.fields(s.find(code(99)))[0] == 5 and s.find(code(5)) == -1

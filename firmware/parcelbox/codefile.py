@@ -20,6 +20,9 @@ _PM = const(15)
 
 
 _Z = bytes(4)
+# Length of a journal op with its op byte, by op: ADD 1 + 32-byte record (33), REVOKE
+# 1 + code_id (5), CONSUME and GIVEBACK 1 + code_id + uses (7), EXPIRE 1 + time (5).
+_OP_LEN = b"\x05\x21\x05\x07\x07\x05"
 
 
 # Sign of (u32 at a[i]) - (u32 at b[j]), little-endian, without big ints.
@@ -36,14 +39,18 @@ class CodeFile:
     # `hit`: the slot of its code_id when the caller knows it (no scan).
     def _do(self, op, write, hit=None):
         k = op[0]
-        if not 0 < k < 6 or len(op) != b"\5\41\5\7\7\5"[k]:  # payload length per op
+        if not 0 < k < 6 or len(op) != _OP_LEN[k]:
             raise ValueError("bad op")
         if k == 1:  # ADD
             s = self._find(op[5:21]) if write else -1
             if s >= 0 and _cmp(*self._at(s), op, 1):
                 raise ValueError("digest in use")
-            self._grow(self._n + 1)
-        for act in (0, 1):  # count the codes it hits (ADD: written anyway), journal it; apply it
+            if self._n >= self._cap and self.slot_of(struct.unpack_from("<I", op, 1)[0]) < 0:
+                self._grow(self._n + 1)  # full, and not a replacement: ValueError
+        # Two passes over the codes it hits: the first only counts them (nothing hit: no
+        # write; an ADD is written anyway), the journal write goes between, the second
+        # applies it. RAM changes only after the op is on flash.
+        for act in (0, 1):
             n = 0
             scan = range(self._n - 1, -1, -1) if hit is None else (hit,)
             for s in scan if act or k > 1 else ():  # backwards: a moved-in record was seen

@@ -29,6 +29,13 @@ DIGEST_LEN = const(16)     # HMAC-SHA256(code_key, code) truncated
 PROBLEM_SNAPSHOT = const(1)  # load(): snapshot corrupt, truncated or lost; the store is EMPTY
 PROBLEM_JOURNAL = const(2)   # load(): torn or corrupt journal tail dropped
 
+# Journal ops (the first byte of a journal record; docs/codestore.md section 3).
+_ADD = const(1)
+_REVOKE = const(2)
+_CONSUME = const(3)
+_GIVEBACK = const(4)
+_EXPIRE = const(5)
+
 _FMT = "<I16sBBHII"  # code_id, digest, role, compartment, uses, not_before, not_after
 
 
@@ -173,33 +180,38 @@ class CodeStore(CodeFile):
     # add(code_id, digest, role, compartment, uses, not_before, not_after): a new code, or
     # one replacing the code with the same code_id. On flash before returning.
     def add(self, *rec):
-        self._do(b"\x01" + _pack(_FMT, rec), True)
+        self._do(bytes((_ADD,)) + _pack(_FMT, rec), True)
 
     # Remove a code; False if there was none. On flash before returning.
     def revoke(self, code_id):
-        return self._do(b"\x02" + _pack("<I", (code_id,)), True) > 0
+        return self._do(bytes((_REVOKE,)) + _pack("<I", (code_id,)), True) > 0
 
     # Remove codes whose window ended before `now_s`; returns how many (none: nothing written).
     def expire(self, now_s):
-        return self._do(b"\x05" + _pack("<I", (now_s,)), True)
+        return self._do(bytes((_EXPIRE,)) + _pack("<I", (now_s,)), True)
 
-    # Use one use of the code in `slot` (k=4: give one back); returns the uses left, or
-    # UNLIMITED, writing nothing, if it is unlimited or would become so. On flash first.
-    def consume(self, slot, k=3):
+    # Use one use of the code in `slot`; returns the uses left (UNLIMITED: nothing
+    # written). On flash before returning. ValueError if none is left.
+    def consume(self, slot):
+        return self._change_uses(slot, _CONSUME, -1)
+
+    # Journal op `op` setting the uses of `slot` to uses + delta, unless unlimited or
+    # the result would be out of range (a give-back never makes a code unlimited).
+    def _change_uses(self, slot, op, delta):
         f = self.fields(slot)
         u = f[3]
         if u < UNLIMITED:
-            u += 2 * k - 7
+            u += delta
             if u < 0:
                 raise ValueError("used up")
             if u < UNLIMITED:
-                self._do(struct.pack("<BIH", k, f[0], u), True, slot)
+                self._do(struct.pack("<BIH", op, f[0], u), True, slot)
         return u
 
     # Return a use (unlocked, never opened). False if the code is gone, unlimited or full.
     def give_back(self, code_id):
         s = self.slot_of(code_id)
-        return s >= 0 and self.consume(s, 4) < UNLIMITED
+        return s >= 0 and self._change_uses(s, _GIVEBACK, 1) < UNLIMITED
 
     # Full sync: every code replaced by `records` (any iterable of add() tuples), all or
     # nothing. Built over the old records in RAM; on any error RAM is reloaded from flash.
