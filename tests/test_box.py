@@ -264,3 +264,115 @@ def test_bad_settings_are_refused_with_a_clear_error(settings, msg):
 def test_short_box_key_is_refused():
     with pytest.raises(ValueError, match="box key"):
         Box(MemStorage(), b"short")
+
+
+def test_power_cut_during_a_check_never_gives_a_free_guess(rig):
+    # Whenever a typed code was looked up, the failure it turns out to be is on flash.
+    looked = []
+    for cut in range(0, 120, 5):
+        snapshot = MemStorage({k: bytearray(v) for k, v in rig.storage.files.items()})
+        r = Rig(snapshot)
+        before = r.box.throttle.failures
+        real_find = r.box.codes.find
+        r.box.codes.find = lambda c, f=real_find: looked.append(1) or f(c)
+        r.type("99999")
+        r.storage.cut_after(cut)
+        n = len(looked)
+        try:
+            r.type("9")
+        except PowerCut:
+            pass
+        r.power_cut()
+        if len(looked) > n:
+            assert r.box.throttle.failures == before + 1, f"cut at {cut}: the guess was free"
+            assert events.WRONG_CODE in [e[1] for e in r.events]
+    assert looked
+
+
+def test_power_cut_between_a_deposit_event_and_the_state_keeps_the_parcel(rig):
+    rig.type(DRIVER)
+    rig.door(1, True)
+    base = {k: bytearray(v) for k, v in rig.storage.files.items()}
+    for cut in range(0, 160, 4):
+        r = Rig.__new__(Rig)
+        r.storage, r.settings, r.now, r.events, r.pulses = MemStorage(
+            {k: bytearray(v) for k, v in base.items()}), None, rig.now, [], 0
+        r.box = Box(r.storage, KEY, None, r.now, on_event=lambda *e: r.events.append(e))
+        r.box.opener_role[0] = 2  # as the open door's driver left it
+        r.box.doors[0].door(True, r.now)
+        r.box.doors[0].door(True, r.now + 100)
+        r.storage.cut_after(cut)
+        try:
+            r.box._door(1, False, r.now + 200)
+            r.box._door(1, False, r.now + 400)
+        except PowerCut:
+            pass
+        r.power_cut()
+        ob = r.box.outbox
+        deposits = [ob.get(i) for i in range(ob.pending()) if ob.get(i)[1] == events.DEPOSIT]
+        assert bool(deposits) == (r.box.occupied == 1), f"cut at {cut}"
+
+
+def test_owner_code_for_all_compartments_never_gains_a_use():
+    r = Rig(settings={"compartments": 2})
+    r.box.codes.replace_all([(5, code_digest(KEY, "555555"), 3, 0, 1, 0, 0)])
+    assert r.type("555555") == feedback.ACCEPTED
+    r.door(1, True)
+    r.door(1, False)
+    r.advance(12000)  # compartment 2 never opened
+    slot = r.box.codes.find(b"555555")
+    assert r.box.codes.fields(slot)[3] == 0
+    r.advance(4000)
+    assert r.type("555555") == feedback.REJECTED
+
+
+def test_reboot_never_turns_the_clock_back_past_the_hourly_floor(rig):
+    rig.advance(3 * 3_600_000, step=60_000)  # three hours on a trusted clock
+    t = rig.box.wall(rig.now)
+    rig.storage = rig.storage.reboot()
+    rig.box = Box(rig.storage, KEY, None, 0)  # no time source after this reboot
+    assert rig.box.wall(0) >= t - 3600
+
+
+def test_busy_compartment_is_refused_as_busy_not_as_occupied(rig):
+    assert rig.type(DRIVER) == feedback.ACCEPTED
+    rig.box.codes.add(8, code_digest(KEY, "888888"), 2, 1, 1, 0, 0)
+    assert rig.type("888888") == feedback.BUSY  # still unlocking for the first driver
+    assert rig.events[-1][1] == events.REFUSED and rig.events[-1][4] == events.REFUSED_BUSY
+
+
+def test_recipient_code_for_any_compartment_is_refused_on_a_bank():
+    r = Rig(settings={"compartments": 3})
+    r.box.occupied = 0b100
+    r.box.codes.replace_all([(6, code_digest(KEY, "666666"), 1, 0, 1, 0, 0)])
+    assert r.type("666666") == feedback.BUSY
+    r.advance(1000)
+    assert r.pulses == 0
+
+
+class FailingStorage(MemStorage):
+    def __init__(self, files):
+        super().__init__(files)
+        self.broken = False
+
+    def replace(self, name, data):
+        if self.broken:
+            raise OSError(28, "no space")
+        super().replace(name, data)
+
+    def append(self, name, data):
+        if self.broken:
+            raise OSError(28, "no space")
+        super().append(name, data)
+
+
+def test_flash_error_shows_error_and_opens_nothing(rig):
+    st = FailingStorage(rig.storage.files)
+    r = Rig(st)
+    st.broken = True
+    assert r.type(OWNER) == feedback.ERROR  # the attempt could not be charged: not checked
+    r.advance(1000)
+    assert r.pulses == 0 and r.box.faults >= 1
+    st.broken = False
+    r.advance(4000)
+    assert r.type(OWNER) == feedback.ACCEPTED

@@ -21,8 +21,10 @@ except ImportError:
     def const(x):
         return x
 
-_STATE_FMT = "<IIIIB"  # generation, occupancy bits, clock floor (epoch s), boots, clock trusted
-_STATE_LEN = const(17)
+# generation, occupancy bits, clock floor (epoch s), boots, seq of the charged attempt's
+# wrong_code event (0: none), seq of the last event whose occupancy change is saved
+_STATE_FMT = "<IIIIII"
+_STATE_LEN = const(24)
 _DAY_MS = const(86400000)
 _EXPIRE_EVERY_MS = const(3600000)
 
@@ -50,13 +52,17 @@ class Box:
                                           cfg["cooldown_ms"], cfg["open_window_ms"],
                                           cfg["left_open_ms"], cfg["door_debounce_ms"]))
         self.opener_role = bytearray(n)  # role of the code behind each compartment's opening
+        self._shared = 0  # bit i: compartment i+1 was unlocked with others by one use
         self.occupied = 0  # bit i: compartment i+1 holds a parcel
         self.service_code = -1  # code id of the technician while in service mode
+        self.faults = 0  # flash errors survived since boot
         self._svc_num = 0
         self._svc_last = now
         self._gen = 0
         self._boots = 0
         self._floor = 0  # newest wall-clock time ever trusted, epoch seconds
+        self._attempt = 0  # seq the charged attempt's wrong_code event takes (0: none)
+        self._applied = 0  # occupancy includes every deposit/pickup up to this seq
         self._wall_base = 0
         self._wall_tick = now
         self._trusted = False
@@ -68,10 +74,11 @@ class Box:
         bad_state = not self._load_state(now)
         self._boots += 1
         self._wall_base = self._floor
+        self._recover(now)  # first: it must see the outbox exactly as the cut left it
         if bad_outbox:
-            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_OUTBOX, now)
+            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_OUTBOX | bad_outbox << 8, now)
         if bad_codes:
-            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_CODES, now)
+            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_CODES | bad_codes << 8, now)
         if bad_state:
             self._event(events.STORE_CORRUPT, 0, 0, events.FILE_STATE, now)
         self._save_state()
@@ -81,17 +88,31 @@ class Box:
 
     # The shell tells the wall-clock time (NTP, or the backend) as epoch seconds.
     def set_time(self, epoch_s, now):
+        try:
+            self._set_time(epoch_s, now)
+        except OSError:
+            self._fault(now)
+
+    def _set_time(self, epoch_s, now):
         self._wall_base = epoch_s
         self._wall_tick = now
         self._trusted = True
         self._next_expire = now  # the clock may have jumped: sweep expired codes soon
-        if epoch_s > self._floor:
-            self._floor = epoch_s
-            self._save_state()
+        self._raise_floor(now)
 
-    # Current epoch seconds: trusted, or estimated from the last trusted time plus uptime.
+    # Current epoch seconds: trusted, or estimated from the last trusted time plus
+    # uptime; never earlier than the newest time the box has ever trusted.
     def wall(self, now):
-        return self._wall_base + ticks.diff(now, self._wall_tick) // 1000
+        t = self._wall_base + ticks.diff(now, self._wall_tick) // 1000
+        return t if t > self._floor else self._floor
+
+    # Persist the trusted time as the floor, so a reboot never turns the clock back
+    # further than the last save (hourly): an expired code stays expired offline.
+    def _raise_floor(self, now):
+        t = self._wall_base + ticks.diff(now, self._wall_tick) // 1000
+        if self._trusted and t > self._floor:
+            self._floor = t
+            self._save_state()
 
     # ---- inputs ------------------------------------------------------------
 
@@ -102,8 +123,37 @@ class Box:
             self.key(k, now)
         return k
 
+    # The entry points below never let a flash error (OSError) escape into the
+    # superloop: it is counted, ERROR is shown, and the solenoids stay safe because
+    # their level is computed from time. Whatever was not written is not acted upon.
+
     # One accepted key press (ASCII code).
     def key(self, ch, now):
+        try:
+            self._key(ch, now)
+        except OSError:
+            self._fault(now)
+
+    # A raw door-sensor sample of compartment `comp` (1-based).
+    def door(self, comp, is_open, now):
+        try:
+            return self._door(comp, is_open, now)
+        except OSError:
+            self._fault(now)
+            return _lock.NONE
+
+    # Time passes: timeouts of entry, unlock windows, open doors, service mode.
+    def tick(self, now):
+        try:
+            self._tick(now)
+        except OSError:
+            self._fault(now)
+
+    def _fault(self, now):
+        self.faults += 1
+        self.player.start(feedback.ERROR, now)
+
+    def _key(self, ch, now):
         if self.service_code >= 0:
             self._service_key(ch, now)
             return
@@ -119,8 +169,7 @@ class Box:
         elif r == _entry.SHORT or r == _entry.OVERFLOW:
             self.player.start(feedback.REJECTED, now)
 
-    # A raw door-sensor sample of compartment `comp` (1-based).
-    def door(self, comp, is_open, now):
+    def _door(self, comp, is_open, now):
         d = self._compartment(comp)
         known = d.door_known
         ev = d.door(is_open, now)
@@ -136,15 +185,19 @@ class Box:
             self._closed(comp, d, now)
         return ev
 
-    # Time passes: timeouts of entry, unlock windows, open doors, service mode.
-    def tick(self, now):
+    def _tick(self, now):
         if self.entry.tick(now) == _entry.TIMEOUT:
             self.player.start(feedback.CLEARED, now)
         for i in range(len(self.doors)):
             d = self.doors[i]
             ev = d.tick(now)
             if ev == _lock.NOT_OPENED:
-                self.codes.give_back(d.code_id)
+                # One use may have unlocked several compartments (an owner code for
+                # all): it is not given back then, so it can never grow into two.
+                if not (self._shared >> i) & 1:
+                    self.codes.give_back(d.code_id)
+                self._shared &= ~(1 << i)
+                self.opener_role[i] = 0
                 self._event(events.NOT_OPENED, i + 1, d.code_id, 0, now)
             elif ev == _lock.LEFT_OPEN:
                 self._event(events.LEFT_OPEN, i + 1, d.code_id, 0, now)
@@ -155,6 +208,7 @@ class Box:
             self._wall_tick = now
         if self._trusted and ticks.reached(now, self._next_expire):
             self._next_expire = ticks.add(now, _EXPIRE_EVERY_MS)
+            self._raise_floor(now)
             n = self.codes.expire(self.wall(now))
             if n:
                 self._event(events.EXPIRED, 0, 0, n, now)
@@ -185,6 +239,13 @@ class Box:
             self.player.start(feedback.THROTTLED, now)
             return
         wall = self.wall(now)
+        # The attempt is charged and on flash before the code is even looked up, so
+        # cutting the power during the check never yields a free guess; a correct code
+        # is refunded. The seq its wrong_code event will take is saved with the charge:
+        # a boot that finds no such event reports it (_recover).
+        lockout = self.throttle.failure(now, self.codes.active_count(wall))
+        self._attempt = self.outbox.next_seq
+        self._save_state()
         slot = self.codes.find(code)
         reason = events.REASON_UNKNOWN
         if slot >= 0:
@@ -196,14 +257,15 @@ class Box:
             elif uses == 0:
                 reason = events.REASON_USED_UP
             else:
-                self.throttle.success(now)
-                if self.throttle.dirty:  # only when it reset a failure count
-                    self._save_state()
+                self.throttle.refund(now)
+                self._attempt = 0
+                self._save_state()
                 self._accept(slot, code_id, role, comp, now)
                 return
         # Every rejection counts alike, so the throttle leaks nothing about stored codes.
-        lockout = self.throttle.failure(now, self.codes.active_count(wall))
-        self._save_state()
+        self._wrong(reason, lockout, now)
+
+    def _wrong(self, reason, lockout, now):
         self._event(events.WRONG_CODE, 0, 0, reason | (self.throttle.failures << 8), now)
         if lockout:
             self._event(events.THROTTLED, 0, 0, (lockout + 999) // 1000, now)
@@ -223,68 +285,91 @@ class Box:
             targets = ((1 << n) - 1) if comp == 0 else (1 << (comp - 1))
         elif role == ROLE_DRIVER:
             targets = self._pick(comp, False)
-            if not targets:
-                self._refuse(comp, code_id, events.REFUSED_OCCUPIED, now)
-                return
-        elif role == ROLE_RECIPIENT:
+        elif role == ROLE_RECIPIENT and (comp or n == 1):
             targets = self._pick(comp, True)
-            if not targets:
-                self._refuse(comp, code_id, events.REFUSED_EMPTY, now)
-                return
-        else:
-            self.player.start(feedback.ERROR, now)
+        else:  # a recipient code for "any" compartment on a bank could open another's parcel
+            targets = 0
+        if targets <= 0:
+            why = events.REFUSED_BUSY if targets < 0 else (
+                events.REFUSED_OCCUPIED if role == ROLE_DRIVER else events.REFUSED_EMPTY)
+            self._refuse(comp, code_id, why, now)
             return
         # The use is consumed and durable before any solenoid fires.
-        try:
-            self.codes.consume(slot)
-        except OSError:
-            self.player.start(feedback.ERROR, now)
-            return
+        self.codes.consume(slot)
         opened = 0
         for i in range(n):
             if targets & (1 << i):
                 r = self.doors[i].unlock(now, code_id)
                 if r == _lock.STARTED or r == _lock.QUEUED:
                     self.opener_role[i] = role
-                    opened += 1
+                    opened |= 1 << i
+        if opened & (opened - 1):
+            self._shared |= opened
         if opened == 0:  # every target busy or cooling: nothing fired, the use comes back
             self.codes.give_back(code_id)
-            self._refuse(comp, code_id, events.REFUSED_COOLING, now)
+            self._refuse(comp, code_id, events.REFUSED_BUSY, now)
             return
         self.player.start(feedback.ACCEPTED, now)
 
-    # Bitmask of the compartment a driver (want_full=False) or recipient may open.
+    # The compartment a driver (want_full=False) or recipient may open, as a bit mask;
+    # 0 if none has the right occupancy, -1 if one has but is busy (unlocking, open).
     def _pick(self, comp, want_full):
-        n = len(self.doors)
-        for i in range(n):
+        busy = 0
+        for i in range(len(self.doors)):
             if comp and i != comp - 1:
                 continue
-            full = (self.occupied >> i) & 1 == 1
-            d = self.doors[i]
-            if full == want_full and d.state == _lock.LOCKED and not d.door_open:
-                return 1 << i
-        return 0
+            if ((self.occupied >> i) & 1 == 1) == want_full:
+                d = self.doors[i]
+                if d.state == _lock.LOCKED and not d.door_open:
+                    return 1 << i
+                busy = -1
+        return busy
 
     def _refuse(self, comp, code_id, reason, now):
         self._event(events.REFUSED, comp, code_id, reason, now)
         self.player.start(feedback.BUSY, now)
 
+    # Events first, then the occupancy they imply: a power cut between the two is
+    # repaired at boot from the events still in the outbox (_recover).
     def _closed(self, comp, d, now):
         role = self.opener_role[comp - 1]
-        self.opener_role[comp - 1] = 0
         self._event(events.CLOSED, comp, d.code_id, role, now)
         bit = 1 << (comp - 1)
+        seq = 0
         if role == ROLE_DRIVER:
-            self.occupied |= bit
-            self._save_state()
-            self._event(events.DEPOSIT, comp, d.code_id, 0, now)
+            seq = self._event(events.DEPOSIT, comp, d.code_id, 0, now)
         elif role == ROLE_RECIPIENT:
-            self.occupied &= ~bit
-            self._save_state()
-            self._event(events.PICKUP, comp, d.code_id, 0, now)
+            seq = self._event(events.PICKUP, comp, d.code_id, 0, now)
         elif role == ROLE_OWNER and self.occupied & bit:
-            self.occupied &= ~bit  # the owner took what was inside
+            seq = self.outbox.next_seq - 1  # the CLOSED event, arg = owner
+        if seq:
+            self._occupy(comp, role == ROLE_DRIVER)
+            self._applied = seq
             self._save_state()
+        self.opener_role[comp - 1] = 0
+        self._shared &= ~bit
+
+    def _occupy(self, comp, full):
+        if full:
+            self.occupied |= 1 << (comp - 1)
+        else:
+            self.occupied &= ~(1 << (comp - 1))
+
+    # At boot: report an attempt that was charged but never resolved, and apply the
+    # occupancy of deposits and pickups recorded after the last saved state.
+    def _recover(self, now):
+        ob = self.outbox
+        if self._attempt and ob.next_seq <= self._attempt:
+            self._event(events.WRONG_CODE, 0, 0,
+                        events.REASON_UNRESOLVED | (self.throttle.failures << 8), now)
+        self._attempt = 0
+        for i in range(ob.pending()):
+            seq, kind, comp, code_id, arg, t = ob.get(i)
+            if seq > self._applied and 1 <= comp <= len(self.doors):
+                if kind == events.DEPOSIT or kind == events.PICKUP or (
+                        kind == events.CLOSED and arg == ROLE_OWNER):
+                    self._occupy(comp, kind == events.DEPOSIT)
+                    self._applied = seq
 
     # ---- service mode: digits then '#' open that compartment; '*' leaves -----
 
@@ -354,8 +439,8 @@ class Box:
                 self.throttle.load(b"", now)
             return not bad
         gen, data, r = best
-        self._gen, self.occupied, self._floor, self._boots, _ = struct.unpack_from(
-            _STATE_FMT, data, r[0])
+        (self._gen, self.occupied, self._floor, self._boots, self._attempt,
+         self._applied) = struct.unpack_from(_STATE_FMT, data, r[0])
         self.occupied &= (1 << len(self.doors)) - 1
         ok = self.throttle.load(bytes(data[r[0] + _STATE_LEN:r[1]]), now)
         return ok and not bad
@@ -363,5 +448,5 @@ class Box:
     def _save_state(self):
         self._gen += 1
         head = struct.pack(_STATE_FMT, self._gen, self.occupied, self._floor, self._boots,
-                           1 if self._trusted else 0)
+                           self._attempt, self._applied)
         self.storage.replace("state.%d" % (self._gen & 1), frame(head + self.throttle.dump()))

@@ -150,12 +150,12 @@ class CodeFile:
                 break
             fr = h + f.read(min(h[-1] << 8 | h[0], 41) + 4)  # frame by frame: 47 bytes at most
             if frame_at(fr, 0) is None:
-                r = 2
+                r = 2 if not f.read(1) else 3  # a torn last record; damage before the end
             elif pos:
                 try:
                     self._do(memoryview(fr)[2:-4], False)
                 except (ValueError, IndexError):
-                    r = 2
+                    r = 3
             elif fr[2] or len(fr) != 11:  # the first frame is HEAD
                 r = 2
             else:
@@ -167,6 +167,12 @@ class CodeFile:
                 pos += len(fr)
         if f:
             f.close()
+        if r == 3:
+            # Damage inside the journal: the revokes and uses after it are unknown, and
+            # replaying only the prefix could bring back a revoked or used-up code. Fail
+            # closed, as for a bad snapshot: EMPTY until the backend resyncs.
+            self._n = 0
+            bad = True
         try:
             self._index(4)  # replay leaves it behind; a digest twice makes the store bad
         except ValueError:

@@ -16,7 +16,7 @@ THROTTLED = const(7)     # arg: lockout seconds
 FORCED = const(8)        # comp: opened without an unlock
 LEFT_OPEN = const(9)     # comp: open longer than the configured limit
 NOT_OPENED = const(10)   # comp, code_id: unlocked, never opened, use given back
-REFUSED = const(11)      # comp, code_id, arg: reason (occupied, empty, cooling)
+REFUSED = const(11)      # comp, code_id, arg: reason (occupied, empty, busy)
 SERVICE = const(12)      # code_id, arg: 1 entered, 0 left service mode
 STORE_CORRUPT = const(13)  # arg: which file (see FILE_*)
 OVERFLOW = const(14)     # arg: events dropped; code_id: first dropped seq
@@ -36,11 +36,12 @@ REASON_UNKNOWN = const(0)
 REASON_EXPIRED = const(1)
 REASON_NOT_YET_VALID = const(2)
 REASON_USED_UP = const(3)
+REASON_UNRESOLVED = const(4)  # power lost while the code was being checked: counted as wrong
 
 # REFUSED reasons
 REFUSED_OCCUPIED = const(1)   # deposit code, compartment already holds a parcel
 REFUSED_EMPTY = const(2)      # recipient code, compartment holds no parcel
-REFUSED_COOLING = const(3)    # solenoid still cooling down
+REFUSED_BUSY = const(3)       # compartment unlocking, open or its solenoid cooling down
 
 # STORE_CORRUPT files
 FILE_CODES = const(1)

@@ -208,6 +208,16 @@ class Throttle:
             self.failures = 0
             self.dirty = True
 
+    # The guess just charged with failure() proved correct: its token comes back, the
+    # consecutive count starts again and the lockout it may have started is lifted.
+    def refund(self, now):
+        self._refill(now)
+        if self._tokens < self._cap:
+            self._tokens += 1
+        self.failures = 0
+        self._lock_len = 0
+        self.dirty = True
+
     # Tick at which the throttle next changes (lockout end or next token), or None.
     def next_deadline(self, now):
         self._refill(now)
