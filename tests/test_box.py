@@ -376,3 +376,27 @@ def test_flash_error_shows_error_and_opens_nothing(rig):
     st.broken = False
     r.advance(4000)
     assert r.type(OWNER) == feedback.ACCEPTED
+
+
+def test_power_cut_with_the_door_open_still_ends_in_a_deposit(rig):
+    rig.type(DRIVER)
+    rig.door(1, True)
+    rig.storage = rig.storage.reboot()  # power cut while the driver has the door open
+    rig.box = Box(rig.storage, KEY, None, rig.now, on_event=lambda *e: rig.events.append(e))
+    rig.door(1, True)  # found open at boot: the driver's opening goes on
+    assert rig.kinds()[-1] == "opened" and "forced" not in rig.kinds()
+    rig.door(1, False)
+    assert rig.kinds()[-2:] == ["closed", "deposit"] and rig.events[-1][3] == 2
+    assert rig.box.occupied == 1
+
+
+def test_power_cut_before_the_door_opened_reports_an_unknown_outcome(rig):
+    rig.type(DRIVER)
+    rig.storage = rig.storage.reboot()
+    rig.box = Box(rig.storage, KEY, None, rig.now, on_event=lambda *e: rig.events.append(e))
+    rig.door(1, False)
+    assert rig.events[-1][1] == events.NOT_OPENED and rig.events[-1][4] == 1
+    slot = rig.box.codes.find(DRIVER.encode())
+    assert rig.box.codes.fields(slot)[3] == 0  # the use stays spent: never two openings
+    rig.door(1, True)
+    assert rig.kinds()[-1] == "forced"  # the grant is gone

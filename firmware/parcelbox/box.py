@@ -25,6 +25,7 @@ except ImportError:
 # wrong_code event (0: none), seq of the last event whose occupancy change is saved
 _STATE_FMT = "<IIIIII"
 _STATE_LEN = const(24)
+_THROTTLE_LEN = const(16)  # throttle.STATE_LEN; then 5 bytes per compartment: grant
 _DAY_MS = const(86400000)
 _EXPIRE_EVERY_MS = const(3600000)
 
@@ -51,7 +52,10 @@ class Box:
             self.doors.append(Compartment(i + 1, cfg["pulse_ms"], cfg["max_on_ms"],
                                           cfg["cooldown_ms"], cfg["open_window_ms"],
                                           cfg["left_open_ms"], cfg["door_debounce_ms"]))
-        self.opener_role = bytearray(n)  # role of the code behind each compartment's opening
+        # The unlock granted to each compartment: role and code id, saved with the state
+        # before the solenoid fires, so a power cut with the door open loses no deposit.
+        self.opener_role = bytearray(n)
+        self.grant_code = [0] * n
         self._shared = 0  # bit i: compartment i+1 was unlocked with others by one use
         self.occupied = 0  # bit i: compartment i+1 holds a parcel
         self.service_code = -1  # code id of the technician while in service mode
@@ -173,8 +177,8 @@ class Box:
         d = self._compartment(comp)
         known = d.door_known
         ev = d.door(is_open, now)
-        if not known and d.door_known and d.door_open:  # found open at boot: suspicious
-            self._event(events.FORCED, comp, 0, 1, now)
+        if not known and d.door_known:
+            self._boot_door(comp, d, now)
         if ev == _lock.OPENED:
             self._event(events.OPENED, comp, d.code_id, self.opener_role[comp - 1], now)
         elif ev == _lock.FORCED:
@@ -196,9 +200,9 @@ class Box:
                 # all): it is not given back then, so it can never grow into two.
                 if not (self._shared >> i) & 1:
                     self.codes.give_back(d.code_id)
-                self._shared &= ~(1 << i)
-                self.opener_role[i] = 0
+                self._ungrant(i)
                 self._event(events.NOT_OPENED, i + 1, d.code_id, 0, now)
+                self._save_state()
             elif ev == _lock.LEFT_OPEN:
                 self._event(events.LEFT_OPEN, i + 1, d.code_id, 0, now)
         if self.service_code >= 0 and ticks.diff(now, self._svc_last) > self.cfg["service_timeout_ms"]:
@@ -259,8 +263,7 @@ class Box:
             else:
                 self.throttle.refund(now)
                 self._attempt = 0
-                self._save_state()
-                self._accept(slot, code_id, role, comp, now)
+                self._accept(slot, code_id, role, comp, now)  # saves the refund
                 return
         # Every rejection counts alike, so the throttle leaks nothing about stored codes.
         self._wrong(reason, lockout, now)
@@ -276,9 +279,11 @@ class Box:
     def _accept(self, slot, code_id, role, comp, now):
         n = len(self.doors)
         if role == ROLE_TECH:
+            self._save_state()
             self._enter_service(code_id, now)
             return
         if comp > n:
+            self._save_state()
             self._refuse(comp, code_id, events.REFUSED_EMPTY, now)
             return
         if role == ROLE_OWNER:
@@ -290,26 +295,40 @@ class Box:
         else:  # a recipient code for "any" compartment on a bank could open another's parcel
             targets = 0
         if targets <= 0:
+            self._save_state()
             why = events.REFUSED_BUSY if targets < 0 else (
                 events.REFUSED_OCCUPIED if role == ROLE_DRIVER else events.REFUSED_EMPTY)
             self._refuse(comp, code_id, why, now)
             return
-        # The use is consumed and durable before any solenoid fires.
+        # The grant, then the used-up use, are durable before any solenoid fires.
+        for i in range(n):
+            if targets & (1 << i):
+                self.opener_role[i] = role
+                self.grant_code[i] = code_id
+        self._save_state()
         self.codes.consume(slot)
         opened = 0
         for i in range(n):
             if targets & (1 << i):
                 r = self.doors[i].unlock(now, code_id)
                 if r == _lock.STARTED or r == _lock.QUEUED:
-                    self.opener_role[i] = role
                     opened |= 1 << i
+                else:
+                    self._ungrant(i)
         if opened & (opened - 1):
             self._shared |= opened
+        if opened != targets:
+            self._save_state()
         if opened == 0:  # every target busy or cooling: nothing fired, the use comes back
             self.codes.give_back(code_id)
             self._refuse(comp, code_id, events.REFUSED_BUSY, now)
             return
         self.player.start(feedback.ACCEPTED, now)
+
+    def _ungrant(self, i):
+        self.opener_role[i] = 0
+        self.grant_code[i] = 0
+        self._shared &= ~(1 << i)
 
     # The compartment a driver (want_full=False) or recipient may open, as a bit mask;
     # 0 if none has the right occupancy, -1 if one has but is busy (unlocking, open).
@@ -329,6 +348,23 @@ class Box:
         self._event(events.REFUSED, comp, code_id, reason, now)
         self.player.start(feedback.BUSY, now)
 
+    # The first stable sample of a door after boot. Open with a saved grant: the
+    # opening goes on (its close still makes the deposit or pickup). Open without one:
+    # forced (arg 1: found open). Closed with a grant: whether it opened while the
+    # power was off is unknown; not_opened (arg 1), and the use stays spent.
+    def _boot_door(self, comp, d, now):
+        i = comp - 1
+        if d.door_open and self.opener_role[i]:
+            d.authorised = True
+            d.code_id = self.grant_code[i]
+            self._event(events.OPENED, comp, d.code_id, self.opener_role[i], now)
+        elif d.door_open:
+            self._event(events.FORCED, comp, 0, 1, now)
+        elif self.opener_role[i]:
+            self._event(events.NOT_OPENED, comp, self.grant_code[i], 1, now)
+            self._ungrant(i)
+            self._save_state()
+
     # Events first, then the occupancy they imply: a power cut between the two is
     # repaired at boot from the events still in the outbox (_recover).
     def _closed(self, comp, d, now):
@@ -342,12 +378,13 @@ class Box:
             seq = self._event(events.PICKUP, comp, d.code_id, 0, now)
         elif role == ROLE_OWNER and self.occupied & bit:
             seq = self.outbox.next_seq - 1  # the CLOSED event, arg = owner
+        granted = role or self.grant_code[comp - 1]
+        self._ungrant(comp - 1)
         if seq:
             self._occupy(comp, role == ROLE_DRIVER)
             self._applied = seq
+        if seq or granted:
             self._save_state()
-        self.opener_role[comp - 1] = 0
-        self._shared &= ~bit
 
     def _occupy(self, comp, full):
         if full:
@@ -398,6 +435,8 @@ class Box:
                 r = self.doors[c - 1].unlock(now, self.service_code)
             if r == _lock.STARTED or r == _lock.QUEUED:
                 self.opener_role[c - 1] = ROLE_TECH
+                self.grant_code[c - 1] = self.service_code
+                self._save_state()
                 self.player.start(feedback.ACCEPTED, now)
             else:
                 self.player.start(feedback.REJECTED, now)
@@ -442,11 +481,20 @@ class Box:
         (self._gen, self.occupied, self._floor, self._boots, self._attempt,
          self._applied) = struct.unpack_from(_STATE_FMT, data, r[0])
         self.occupied &= (1 << len(self.doors)) - 1
-        ok = self.throttle.load(bytes(data[r[0] + _STATE_LEN:r[1]]), now)
+        t = r[0] + _STATE_LEN
+        ok = self.throttle.load(bytes(data[t:t + _THROTTLE_LEN]), now)
+        if r[1] - t - _THROTTLE_LEN == 5 * len(self.doors):  # else: compartments changed
+            for i in range(len(self.doors)):
+                self.grant_code[i], self.opener_role[i] = struct.unpack_from(
+                    "<IB", data, t + _THROTTLE_LEN + 5 * i)
         return ok and not bad
 
     def _save_state(self):
         self._gen += 1
         head = struct.pack(_STATE_FMT, self._gen, self.occupied, self._floor, self._boots,
                            self._attempt, self._applied)
-        self.storage.replace("state.%d" % (self._gen & 1), frame(head + self.throttle.dump()))
+        grants = bytearray(5 * len(self.doors))
+        for i in range(len(self.doors)):
+            struct.pack_into("<IB", grants, 5 * i, self.grant_code[i], self.opener_role[i])
+        self.storage.replace("state.%d" % (self._gen & 1),
+                             frame(head + self.throttle.dump() + grants))
