@@ -132,6 +132,7 @@ class Rig:
                 self.out({"acked": True, "pending": ob.pending()})
             else:
                 raise ValueError("unknown story step " + op)
+        gc.collect()
         self.out({"end": True, "pending": self.box.outbox.pending(),
                   "heap_free": gc.mem_free() if hasattr(gc, "mem_free") else 0})
 
