@@ -1,6 +1,5 @@
 # The box core: joins keypad, code entry, code store, throttle, compartments and
 # outbox into one sans-I/O state machine. Inputs carry `now` (ms ticks); no I/O but Storage.
-import struct
 
 from parcelbox import config, events, feedback, ticks
 from parcelbox.codestore import (CodeStore, ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT,
@@ -12,7 +11,7 @@ from parcelbox.keypad import Keypad
 from parcelbox import lock as _lock
 from parcelbox.lock import Compartment
 from parcelbox.outbox import Outbox
-from parcelbox.storage import frame, frame_at
+from parcelbox.boxstate import BoxState
 from parcelbox.throttle import Throttle
 
 try:
@@ -21,16 +20,11 @@ except ImportError:
     def const(x):
         return x
 
-# generation, occupancy bits, clock floor (epoch s), boots, seq of the charged attempt's
-# wrong_code event (0: none), seq of the last event whose occupancy change is saved
-_STATE_FMT = "<IIIIII"
-_STATE_LEN = const(24)
-_THROTTLE_LEN = const(16)  # throttle.STATE_LEN; then 5 bytes per compartment: grant
 _DAY_MS = const(86400000)
 _EXPIRE_EVERY_MS = const(3600000)
 
 
-class Box:
+class Box(BoxState):
     # storage: the Storage for all state; box_key: the box's 32-byte secret.
     # on_event(seq, kind, comp, code_id, arg, t) is called for every event, boot included.
     def __init__(self, storage, box_key, settings=None, now=0, on_event=None):
@@ -87,36 +81,6 @@ class Box:
             self._event(events.STORE_CORRUPT, 0, 0, events.FILE_STATE, now)
         self._save_state()
         self._event(events.BOOT, 0, 0, self._boots, now)
-
-    # ---- clock -------------------------------------------------------------
-
-    # The shell tells the wall-clock time (NTP, or the backend) as epoch seconds.
-    def set_time(self, epoch_s, now):
-        try:
-            self._set_time(epoch_s, now)
-        except OSError:
-            self._fault(now)
-
-    def _set_time(self, epoch_s, now):
-        self._wall_base = epoch_s
-        self._wall_tick = now
-        self._trusted = True
-        self._next_expire = now  # the clock may have jumped: sweep expired codes soon
-        self._raise_floor(now)
-
-    # Current epoch seconds: trusted, or estimated from the last trusted time plus
-    # uptime; never earlier than the newest time the box has ever trusted.
-    def wall(self, now):
-        t = self._wall_base + ticks.diff(now, self._wall_tick) // 1000
-        return t if t > self._floor else self._floor
-
-    # Persist the trusted time as the floor, so a reboot never turns the clock back
-    # further than the last save (hourly): an expired code stays expired offline.
-    def _raise_floor(self, now):
-        t = self._wall_base + ticks.diff(now, self._wall_tick) // 1000
-        if self._trusted and t > self._floor:
-            self._floor = t
-            self._save_state()
 
     # ---- inputs ------------------------------------------------------------
 
@@ -325,11 +289,6 @@ class Box:
             return
         self.player.start(feedback.ACCEPTED, now)
 
-    def _ungrant(self, i):
-        self.opener_role[i] = 0
-        self.grant_code[i] = 0
-        self._shared &= ~(1 << i)
-
     # The compartment a driver (want_full=False) or recipient may open, as a bit mask;
     # 0 if none has the right occupancy, -1 if one has but is busy (unlocking, open).
     def _pick(self, comp, want_full):
@@ -347,66 +306,6 @@ class Box:
     def _refuse(self, comp, code_id, reason, now):
         self._event(events.REFUSED, comp, code_id, reason, now)
         self.player.start(feedback.BUSY, now)
-
-    # The first stable sample of a door after boot. Open with a saved grant: the
-    # opening goes on (its close still makes the deposit or pickup). Open without one:
-    # forced (arg 1: found open). Closed with a grant: whether it opened while the
-    # power was off is unknown; not_opened (arg 1), and the use stays spent.
-    def _boot_door(self, comp, d, now):
-        i = comp - 1
-        if d.door_open and self.opener_role[i]:
-            d.authorised = True
-            d.code_id = self.grant_code[i]
-            self._event(events.OPENED, comp, d.code_id, self.opener_role[i], now)
-        elif d.door_open:
-            self._event(events.FORCED, comp, 0, 1, now)
-        elif self.opener_role[i]:
-            self._event(events.NOT_OPENED, comp, self.grant_code[i], 1, now)
-            self._ungrant(i)
-            self._save_state()
-
-    # Events first, then the occupancy they imply: a power cut between the two is
-    # repaired at boot from the events still in the outbox (_recover).
-    def _closed(self, comp, d, now):
-        role = self.opener_role[comp - 1]
-        self._event(events.CLOSED, comp, d.code_id, role, now)
-        bit = 1 << (comp - 1)
-        seq = 0
-        if role == ROLE_DRIVER:
-            seq = self._event(events.DEPOSIT, comp, d.code_id, 0, now)
-        elif role == ROLE_RECIPIENT:
-            seq = self._event(events.PICKUP, comp, d.code_id, 0, now)
-        elif role == ROLE_OWNER and self.occupied & bit:
-            seq = self.outbox.next_seq - 1  # the CLOSED event, arg = owner
-        granted = role or self.grant_code[comp - 1]
-        self._ungrant(comp - 1)
-        if seq:
-            self._occupy(comp, role == ROLE_DRIVER)
-            self._applied = seq
-        if seq or granted:
-            self._save_state()
-
-    def _occupy(self, comp, full):
-        if full:
-            self.occupied |= 1 << (comp - 1)
-        else:
-            self.occupied &= ~(1 << (comp - 1))
-
-    # At boot: report an attempt that was charged but never resolved, and apply the
-    # occupancy of deposits and pickups recorded after the last saved state.
-    def _recover(self, now):
-        ob = self.outbox
-        if self._attempt and ob.next_seq <= self._attempt:
-            self._event(events.WRONG_CODE, 0, 0,
-                        events.REASON_UNRESOLVED | (self.throttle.failures << 8), now)
-        self._attempt = 0
-        for i in range(ob.pending()):
-            seq, kind, comp, code_id, arg, t = ob.get(i)
-            if seq > self._applied and 1 <= comp <= len(self.doors):
-                if kind == events.DEPOSIT or kind == events.PICKUP or (
-                        kind == events.CLOSED and arg == ROLE_OWNER):
-                    self._occupy(comp, kind == events.DEPOSIT)
-                    self._applied = seq
 
     # ---- service mode: digits then '#' open that compartment; '*' leaves -----
 
@@ -456,45 +355,3 @@ class Box:
         if self.on_event is not None:
             self.on_event(seq, kind, comp, code_id, arg, t)
         return seq
-
-    # Two alternating state files; the newest valid one wins, so bit rot in one
-    # still leaves the last good state.
-    def _load_state(self, now):
-        best = None
-        bad = False
-        for name in ("state.0", "state.1"):
-            data = self.storage.read(name)
-            if data is None:
-                continue
-            r = frame_at(data, 0)
-            if r is None or r[1] - r[0] < _STATE_LEN:
-                bad = True
-                continue
-            gen = struct.unpack_from("<I", data, r[0])[0]
-            if best is None or gen > best[0]:
-                best = (gen, data, r)
-        if best is None:
-            if bad:  # state lost: never grant free guesses
-                self.throttle.load(b"", now)
-            return not bad
-        gen, data, r = best
-        (self._gen, self.occupied, self._floor, self._boots, self._attempt,
-         self._applied) = struct.unpack_from(_STATE_FMT, data, r[0])
-        self.occupied &= (1 << len(self.doors)) - 1
-        t = r[0] + _STATE_LEN
-        ok = self.throttle.load(bytes(data[t:t + _THROTTLE_LEN]), now)
-        if r[1] - t - _THROTTLE_LEN == 5 * len(self.doors):  # else: compartments changed
-            for i in range(len(self.doors)):
-                self.grant_code[i], self.opener_role[i] = struct.unpack_from(
-                    "<IB", data, t + _THROTTLE_LEN + 5 * i)
-        return ok and not bad
-
-    def _save_state(self):
-        self._gen += 1
-        head = struct.pack(_STATE_FMT, self._gen, self.occupied, self._floor, self._boots,
-                           self._attempt, self._applied)
-        grants = bytearray(5 * len(self.doors))
-        for i in range(len(self.doors)):
-            struct.pack_into("<IB", grants, 5 * i, self.grant_code[i], self.opener_role[i])
-        self.storage.replace("state.%d" % (self._gen & 1),
-                             frame(head + self.throttle.dump() + grants))
