@@ -1,10 +1,10 @@
 # The box's code store: keyed digests of codes with role, compartment, uses and validity
-# window, in 512-byte pages of 32-byte records with an open-addressing digest index (docs/codestore.md).
+# window, in 1 KB pages of 32-byte records with an open-addressing digest index (docs/codestore.md).
 import struct
 from array import array
 from hashlib import sha256
 
-from parcelbox.codefile import CodeFile, _PM, _PR, _PS, _Z, _cmp  # page layout: codefile.py
+from parcelbox.codefile import CodeFile, _Z, _cmp
 from parcelbox.hmac256 import Hmac, equal
 
 try:
@@ -12,6 +12,13 @@ try:
 except ImportError:
     def const(x):
         return x
+
+# Records live in pages of _PR records (512 B): small enough to fit the holes that
+# loading modules leaves in a fragmented ESP32-sized heap, big enough to keep the
+# per-page object overhead near 8%. Slot s is page s >> _PS, offset (s & _PM) << 5.
+_PS = const(4)
+_PR = const(16)
+_PM = const(15)
 
 ROLE_RECIPIENT = const(1)
 ROLE_DRIVER = const(2)
