@@ -1,5 +1,5 @@
 # The box's code store: keyed digests of codes with role, compartment, uses and validity
-# window, in 1 KB pages of 32-byte records with an open-addressing digest index (docs/codestore.md).
+# window, in 512-byte pages of 32-byte records with an open-addressing digest index (docs/codestore.md).
 import struct
 from array import array
 from hashlib import sha256
@@ -13,9 +13,9 @@ except ImportError:
     def const(x):
         return x
 
-# Records live in pages of _PR records (512 B): small enough to fit the holes that
-# loading modules leaves in a fragmented ESP32-sized heap, big enough to keep the
-# per-page object overhead near 8%. Slot s is page s >> _PS, offset (s & _PM) << 5.
+# The page layout, as in codefile.py (private consts are compiled in and cannot be
+# imported on MicroPython, so both modules state them): slot s is page s >> _PS,
+# offset (s & _PM) << 5; 16 records of 32 bytes make a 512-byte page.
 _PS = const(4)
 _PR = const(16)
 _PM = const(15)
