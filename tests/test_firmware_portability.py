@@ -48,3 +48,23 @@ def test_firmware_imports_only_what_the_esp32_build_has(path):
 def test_firmware_uses_no_assert_for_checks(path):
     tree = ast.parse(path.read_text())
     assert not any(isinstance(n, ast.Assert) for n in ast.walk(tree))
+
+
+def _private_consts(path):
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "id", "") == "const"):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name) and t.id.startswith("_")}
+    return names
+
+
+@pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_firmware_never_imports_a_private_const(path):
+    # MicroPython compiles `_NAME = const(...)` in and never exports it: importing it
+    # works on CPython and fails on the device.
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("parcelbox."):
+            src = ROOT / "firmware" / (node.module.replace(".", "/") + ".py")
+            hidden = _private_consts(src) & {a.name for a in node.names}
+            assert not hidden, f"{path.name} imports {hidden} from {node.module}"
