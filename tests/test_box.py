@@ -400,3 +400,15 @@ def test_power_cut_before_the_door_opened_reports_an_unknown_outcome(rig):
     assert rig.box.codes.fields(slot)[3] == 0  # the use stays spent: never two openings
     rig.door(1, True)
     assert rig.kinds()[-1] == "forced"  # the grant is gone
+
+
+def test_throttle_cap_follows_the_codes_active_at_each_guess(rig):
+    from parcelbox.throttle import daily_cap
+
+    rig.type("999999")
+    assert rig.box.throttle.cap == daily_cap(4, 6)
+    for i in range(10, 40):
+        rig.box.codes.add(i, code_digest(KEY, "%06d" % (700000 + i)), 1, 1, 1, 0, 0)
+    rig.advance(4000)
+    rig.type("999999")
+    assert rig.box.throttle.cap == daily_cap(34, 6)

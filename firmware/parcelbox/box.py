@@ -54,6 +54,7 @@ class Box(BoxState):
         self.occupied = 0  # bit i: compartment i+1 holds a parcel
         self.service_code = -1  # code id of the technician while in service mode
         self.faults = 0  # flash errors survived since boot
+        self._act_count = self._act_changes = self._act_minute = -1
         self._svc_num = 0
         self._svc_last = now
         self._gen = 0
@@ -211,7 +212,7 @@ class Box(BoxState):
         # cutting the power during the check never yields a free guess; a correct code
         # is refunded. The seq its wrong_code event will take is saved with the charge:
         # a boot that finds no such event reports it (_recover).
-        lockout = self.throttle.failure(now, self.codes.active_count(wall))
+        lockout = self.throttle.failure(now, self._active(wall))
         self._attempt = self.outbox.next_seq
         self._save_state()
         slot = self.codes.find(code)
@@ -231,6 +232,16 @@ class Box(BoxState):
                 return
         # Every rejection counts alike, so the throttle leaks nothing about stored codes.
         self._wrong(reason, lockout, now)
+
+    # Codes active at `wall`, for the throttle's cap: a scan of the store, cached until
+    # the store changes or a minute passes (windows open and close by the second).
+    def _active(self, wall):
+        c = self.codes
+        if c.changes != self._act_changes or wall // 60 != self._act_minute:
+            self._act_count = c.active_count(wall)
+            self._act_changes = c.changes
+            self._act_minute = wall // 60
+        return self._act_count
 
     def _wrong(self, reason, lockout, now):
         self._event(events.WRONG_CODE, 0, 0, reason | (self.throttle.failures << 8), now)

@@ -38,6 +38,7 @@ class CodeFile:
     # on replay). Codes that go rebuild the index, except on replay: load() does it then.
     # `hit`: the slot of its code_id when the caller knows it (no scan).
     def _do(self, op, write, hit=None):
+        self.changes += 1  # callers that cache a figure about the set watch this
         k = op[0]
         if not 0 < k < 6 or len(op) != _OP_LEN[k]:
             raise ValueError("bad op")
@@ -113,6 +114,7 @@ class CodeFile:
     # Read snapshot and journal into RAM; 0 when clean, else PROBLEM_SNAPSHOT (1) and/or
     # PROBLEM_JOURNAL (2). Never raises on bad data: a bad snapshot leaves the store EMPTY.
     def load(self):
+        self.changes += 1
         st = self._st
         self._grow(1, True)  # the old records go before the new ones come
         st.remove("codes.bin.tmp")  # left by a cut during a snapshot write

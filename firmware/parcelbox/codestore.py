@@ -67,6 +67,7 @@ class CodeStore(CodeFile):
         if not isinstance(capacity, int) or not 1 <= capacity <= 16384:
             raise ValueError("code capacity must be 1..16384")
         self._st = storage
+        self.changes = 0  # counts every change of the set (add, revoke, use, load, ...)
         self._mac = Hmac(code_key)
         self._limit = compact_at
         self._pg = []
@@ -217,6 +218,7 @@ class CodeStore(CodeFile):
     # nothing. Built over the old records in RAM; on any error RAM is reloaded from flash.
     # `count`, when the sender announces it, refuses a set too big before any is read.
     def replace_all(self, records, count=0):
+        self.changes += 1
         try:
             self._n = 0  # the index is stale while the records come: rebuilt at the end
             self._grow(count)
