@@ -112,7 +112,7 @@ _FRAME_FIXED = bytes([0x20, 0x06, 0x41, 0x2C, 0x72, 0x0D, 0x00, 0x20, 0x0B, 0x10
 # as roots. Function numbers are the artifact's (imports counted), checked by bytes.
 _GC_ALLOC, _GC_COLLECT, _GC_COLLECT_ROOT, _FUNC_IMPORTS = 54, 1271, 51, 26
 _RING_BODY_END = bytes([0x20, 0x02, 0x0B])  # gc_alloc: local.get 2 (the pointer); end
-_RING, _RING_LEN, _RING_INDEX = 512, 32, 768  # 32 pointers at 512..639, index at 768
+# The ring: 32 pointers at linear addresses 512..639, its next index at 768.
 _RING_STORE = bytes([
     0x20, 0x02, 0x04, 0x40,                          # if ptr != 0
     0x41, 0x80, 0x04,                                 #   ring (512)
@@ -128,7 +128,7 @@ _RING_STORE = bytes([
 _COLLECT_BODY = bytes([0x00, 0x10, 0x31, 0x10, 0x84, 0x0A, 0x10, 0x34, 0x0B])
 _COLLECT_FIXED = bytes([0x00, 0x10, 0x31,               # gc_collect_start()
                         0x41, 0x80, 0x04, 0x41, 0x20,   # gc_collect_root(ring, 32)
-                        0x10, 0x33,
+                        0x10, _GC_COLLECT_ROOT,
                         0x10, 0x84, 0x0A, 0x10, 0x34, 0x0B])  # stack; gc_collect_end()
 
 

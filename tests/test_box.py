@@ -3,7 +3,7 @@ import pytest
 
 from host_tools.crypto import code_digest
 from memflash import MemStorage, PowerCut
-from parcelbox import events, feedback
+from parcelbox import events, feedback, ticks
 from parcelbox.box import Box
 
 KEY = bytes(range(32))
@@ -75,7 +75,7 @@ def rig():
 
 def test_solenoid_is_never_energised_at_boot(rig):
     assert not rig.box.solenoid(1, rig.now)
-    assert rig.kinds()[:1] == ["boot"] or "boot" in rig.kinds()
+    assert rig.kinds() == ["boot"]
 
 
 def test_driver_deposit_marks_compartment_occupied_and_reports_deposit(rig):
@@ -412,3 +412,16 @@ def test_throttle_cap_follows_the_codes_active_at_each_guess(rig):
     rig.advance(4000)
     rig.type("999999")
     assert rig.box.throttle.cap == daily_cap(34, 6)
+
+
+def test_next_deadline_covers_feedback_steps_and_service_timeout(rig):
+    rig.box.key(0x31, rig.now)  # a digit: the KEY click runs 30 ms
+    assert ticks.diff(rig.box.next_deadline(rig.now), rig.now) <= 30
+    rig.box.entry.clear()
+    rig.advance(3000)
+    rig.type(TECH)
+    rig.advance(3000)  # the SERVICE pattern is over; only the service timeout is left
+    dl = rig.box.next_deadline(rig.now)
+    assert 0 < ticks.diff(dl, rig.now) <= 120_001
+    rig.advance(ticks.diff(dl, rig.now) + 10, step=1000)
+    assert rig.box.service_code == -1

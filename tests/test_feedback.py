@@ -96,3 +96,11 @@ def test_idle_player_is_dark_and_silent():
 def test_unknown_pattern_raises(bad):
     with pytest.raises(ValueError):
         Player().start(bad, 0)
+
+
+def test_next_deadline_given_now_never_returns_a_finished_step():
+    p = Player()
+    p.start(fb.ACCEPTED, 1000)
+    assert p.next_deadline(1000) == 1150
+    assert p.next_deadline(1200) == 1350  # the first step ended at 1150
+    assert p.next_deadline(5000) is None

@@ -24,6 +24,13 @@ _DAY_MS = const(86400000)
 _EXPIRE_EVERY_MS = const(3600000)
 
 
+# The earlier of two ticks, either of which may be None.
+def _earlier(a, b):
+    if a is None or (b is not None and ticks.diff(b, a) < 0):
+        return b
+    return a
+
+
 class Box(BoxState):
     # storage: the Storage for all state; box_key: the box's 32-byte secret.
     # on_event(seq, kind, comp, code_id, arg, t) is called for every event, boot included.
@@ -188,16 +195,18 @@ class Box(BoxState):
     def solenoid(self, comp, now):
         return self._compartment(comp).energised(now)
 
-    # Earliest tick at which tick() or an output needs attention (None: nothing pending).
+    # Earliest tick at which tick() or an output needs attention (None: nothing pending):
+    # entry timeout, lock and door timers, throttle, LED/buzzer steps, service timeout,
+    # the hourly sweep.
     def next_deadline(self, now):
-        best = self.entry.deadline()
+        best = _earlier(self.entry.deadline(), self.throttle.next_deadline(now))
         for d in self.doors:
-            t = d.next_deadline(now)
-            if t is not None and (best is None or ticks.diff(t, best) < 0):
-                best = t
-        t = self.throttle.next_deadline(now)
-        if t is not None and (best is None or ticks.diff(t, best) < 0):
-            best = t
+            best = _earlier(best, d.next_deadline(now))
+        best = _earlier(best, self.player.next_deadline(now))
+        if self.service_code >= 0:
+            best = _earlier(best, ticks.add(self._svc_last, self.cfg["service_timeout_ms"] + 1))
+        if self._trusted:
+            best = _earlier(best, self._next_expire)
         return best
 
     # ---- the decision ------------------------------------------------------

@@ -130,8 +130,11 @@ class Player:
         self._advance(now)
         return self._i >= len(self._steps)
 
-    # Tick at which the current step ends (the port changes outputs then), or None.
-    def next_deadline(self):
+    # Tick at which the current step ends (the port changes outputs then), or None;
+    # given `now`, steps that have ended by then are passed first (never a past tick).
+    def next_deadline(self, now=None):
+        if now is not None:
+            self._advance(now)
         if self._i >= len(self._steps):
             return None
         return ticks.add(self._t0, self._steps[self._i + 2] * 10)

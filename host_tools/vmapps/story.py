@@ -4,7 +4,7 @@ import gc
 import json
 from binascii import unhexlify
 
-from parcelbox import events, feedback
+from parcelbox import events, feedback, ticks
 from parcelbox.box import Box
 from parcelbox.storage import Storage
 
@@ -92,7 +92,7 @@ class Rig:
             self.feedback_seen()
             dl = self.box.next_deadline(now)
             if dl is not None:
-                gap = ((dl - now + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+                gap = ticks.diff(dl, now)
             else:
                 gap = end - self.clock
             if gap > _SCAN_MS * 2 and not any(self.sol.values()):
