@@ -1,0 +1,294 @@
+"""The wire protocol, backend side (CPython): docs/protocol.md made code.
+
+Topics, key derivation, the MAC envelope, command bodies, event and state
+parsing, the set digest and the key-rotation wrap. No I/O: the SDK's client
+publishes what this builds and hands over what it receives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import struct
+from dataclasses import dataclass
+
+from host_tools.crypto import derive
+
+PREFIX = "parcelbox/v1/"
+MAX_COMMAND = 4096
+MAX_ACKS = 64
+BOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+ROLES = {"recipient": 1, "driver": 2, "owner": 3, "tech": 4}
+ROLE_NAMES = {v: k for k, v in ROLES.items()} | {5: "remote"}
+UNLIMITED = 0xFFFF
+
+OPS = ("", "add", "revoke", "sync_begin", "sync_part", "sync_end", "unlock",
+       "clear_throttle", "settings", "rotate", "state", "time")
+STATUS = ("ok", "unknown_code", "full", "bad_value", "busy", "sync_mismatch",
+          "sync_order", "flash")
+REJECT = ("", "bad_mac", "replay", "stale", "malformed", "too_big", "unknown_op",
+          "wrong_box", "expired", "bad_version")
+EVENTS = ("", "boot", "opened", "closed", "deposit", "pickup", "wrong_code", "throttled",
+          "forced", "left_open", "not_opened", "refused", "service", "store_corrupt",
+          "overflow", "expired", "result", "rejected")
+WRONG_REASONS = ("unknown", "expired", "not_yet_valid", "used_up", "unresolved")
+REFUSED_REASONS = ("", "occupied", "empty", "busy")
+REMOTE_SETTINGS = ("entry_timeout_ms", "submit_on_length", "pulse_ms", "open_window_ms",
+                   "left_open_ms", "free_tries", "lockout_base_ms", "lockout_max_ms",
+                   "target_years", "service_timeout_ms", "state_every_s")
+# codes per sync_part: 7 fields of at most ~75 bytes of JSON each keeps a part
+# well under MAX_COMMAND
+SYNC_PART = 40
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow docs/protocol.md (bad MAC, shape, field)."""
+
+
+def check_box_id(box_id: str) -> str:
+    if not isinstance(box_id, str) or not BOX_ID.match(box_id):
+        raise ValueError("box id must be 1 to 32 characters from A-Z a-z 0-9 _ -")
+    return box_id
+
+
+def topic(box_id: str, kind: str) -> str:
+    """The topic of `kind` (cmd, ack, evt, state, status) for one box."""
+    if kind not in ("cmd", "ack", "evt", "state", "status"):
+        raise ValueError("no such topic kind: " + kind)
+    return PREFIX + check_box_id(box_id) + "/" + kind
+
+
+def split_topic(t: str) -> tuple[str, str]:
+    """(box id, kind) of a protocol topic; ProtocolError for anything else."""
+    parts = t.split("/")
+    if len(parts) != 4 or parts[0] + "/" + parts[1] + "/" != PREFIX or not BOX_ID.match(parts[2]):
+        raise ProtocolError("not a parcelbox v1 topic")
+    return parts[2], parts[3]
+
+
+@dataclass(frozen=True)
+class WireKeys:
+    """The keys of one box: the code key (from the box key) and the wire keys."""
+
+    code: bytes
+    cmd: bytes
+    evt: bytes
+
+    @classmethod
+    def of(cls, box_key: bytes, wire_key: bytes | None = None) -> "WireKeys":
+        w = wire_key or box_key
+        return cls(derive(box_key, b"code"), derive(w, b"cmd"), derive(w, b"evt"))
+
+
+def mac(key: bytes, topic_: str, body: bytes) -> bytes:
+    return hmac.new(key, topic_.encode() + b"\n" + body, hashlib.sha256).digest()
+
+
+def seal(key: bytes, topic_: str, body: bytes) -> bytes:
+    """payload = hex(MAC) || " " || body."""
+    return mac(key, topic_, body).hex().encode() + b" " + body
+
+
+def open_envelope(key: bytes, topic_: str, payload: bytes) -> bytes:
+    """The body of a sealed payload; ProtocolError unless its MAC is valid under `key`."""
+    if len(payload) < 66 or payload[64:65] != b" ":
+        raise ProtocolError("malformed envelope")
+    try:
+        tag = bytes.fromhex(payload[:64].decode("ascii"))
+    except ValueError:
+        raise ProtocolError("malformed envelope") from None
+    body = payload[65:]
+    if not hmac.compare_digest(tag, mac(key, topic_, body)):
+        raise ProtocolError("bad MAC")
+    return body
+
+
+def dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def code_digest(code_key: bytes, code: str) -> bytes:
+    return hmac.new(code_key, code.encode(), hashlib.sha256).digest()[:16]
+
+
+def code_array(code_id: int, digest: bytes, role: int, comp: int, uses: int,
+               not_before: int = 0, not_after: int = 0) -> list:
+    """The wire form of a code (section 5), checked."""
+    if not 1 <= code_id <= 0xFFFFFFFF or len(digest) != 16 or role not in (1, 2, 3, 4):
+        raise ValueError("bad code id, digest or role")
+    if not 0 <= comp <= 32 or not 1 <= uses <= UNLIMITED:
+        raise ValueError("bad compartment or uses")
+    if not (0 <= not_before <= 0xFFFFFFFF and 0 <= not_after <= 0xFFFFFFFF):
+        raise ValueError("bad validity window")
+    if not_after and not_after < not_before:
+        raise ValueError("validity window ends before it starts")
+    return [code_id, digest.hex(), role, comp, uses, not_before, not_after]
+
+
+def set_digest(codes) -> bytes:
+    """Set digest of code arrays (section 5): order-free, `uses` left out."""
+    acc = 0
+    n = 0
+    for c in codes:
+        rec = struct.pack("<I16sBBII", c[0], bytes.fromhex(c[1]), c[2], c[3], c[5], c[6])
+        acc ^= int.from_bytes(hashlib.sha256(rec).digest(), "little")
+        n += 1
+    return hashlib.sha256(struct.pack("<I", n) + acc.to_bytes(32, "little")).digest()[:16]
+
+
+def wrap_pad(cmd_key: bytes, seq: int) -> bytes:
+    return hmac.new(cmd_key, b"parcelbox/v1/wrap" + struct.pack("<I", seq), hashlib.sha256).digest()
+
+
+def wrap_key(cmd_key: bytes, seq: int, new_wire_key: bytes) -> str:
+    if len(new_wire_key) != 32:
+        raise ValueError("a wire key is 32 bytes")
+    return bytes(a ^ b for a, b in zip(new_wire_key, wrap_pad(cmd_key, seq))).hex()
+
+
+def command(keys: WireKeys, box_id: str, seq: int, op: str, exp: int | None = None,
+            **fields) -> tuple[str, bytes]:
+    """(topic, payload) of a sealed command."""
+    if op not in OPS[1:]:
+        raise ValueError("unknown op: " + op)
+    if not 1 <= seq <= 0xFFFFFFFF:
+        raise ValueError("command seq must be 1..2^32-1")
+    body = {"v": 1, "box": box_id, "seq": seq, "op": op}
+    body.update(fields)
+    if exp is not None:
+        body["exp"] = exp
+    t = topic(box_id, "cmd")
+    payload = seal(keys.cmd, t, dumps(body))
+    if len(payload) > MAX_COMMAND:
+        raise ValueError("command of %d bytes exceeds %d" % (len(payload), MAX_COMMAND))
+    return t, payload
+
+
+def ack(keys: WireKeys, box_id: str, seqs) -> tuple[str, bytes]:
+    seqs = list(seqs)
+    if not 1 <= len(seqs) <= MAX_ACKS:
+        raise ValueError("an ack names 1 to %d seqs" % MAX_ACKS)
+    t = topic(box_id, "ack")
+    return t, seal(keys.cmd, t, dumps({"v": 1, "box": box_id, "acks": seqs}))
+
+
+@dataclass(frozen=True)
+class Event:
+    box: str
+    seq: int
+    type: str
+    comp: int
+    id: int
+    arg: int
+    t: int
+
+    def describe(self) -> str:
+        """Readable detail of the event's fields (no secrets: codes are ids)."""
+        k, a = self.type, self.arg
+        if k == "wrong_code":
+            r = a & 0xFF
+            return "%s, %d in a row" % (WRONG_REASONS[r] if r < len(WRONG_REASONS) else r, a >> 8)
+        if k == "refused":
+            return "code %d: %s" % (self.id, REFUSED_REASONS[a] if a < 4 else a)
+        if k == "result":
+            op = OPS[self.comp] if self.comp < len(OPS) else self.comp
+            st = STATUS[a & 0xFF] if (a & 0xFF) < len(STATUS) else a
+            return "command %d (%s): %s%s" % (self.id, op, st, ", restart pending" if a & 0x100 else "")
+        if k == "rejected":
+            r = REJECT[a & 0xFF] if (a & 0xFF) < len(REJECT) else a
+            more = ", %d more suppressed" % (a >> 8) if a >> 8 else ""
+            return "command %d: %s%s" % (self.id, r, more)
+        if k in ("opened", "closed"):
+            return "code %d, %s" % (self.id, ROLE_NAMES.get(a, "none"))
+        if k == "throttled":
+            return "locked out for %d s" % a
+        if k in ("deposit", "pickup", "left_open", "not_opened"):
+            return "code %d" % self.id
+        return "arg %d" % a if a else ""
+
+
+def _u32(d: dict, name: str) -> int:
+    v = d.get(name)
+    if type(v) is not int or not 0 <= v <= 0xFFFFFFFF:
+        raise ProtocolError("field %s missing or not a u32" % name)
+    return v
+
+
+def parse_event(keys_to_try, box_id: str, payload: bytes) -> tuple[Event, int]:
+    """(event, index of the key that verified it) of an evt payload; ProtocolError if no
+    key in `keys_to_try` (WireKeys, newest last) verifies it or the body is malformed."""
+    t = topic(box_id, "evt")
+    for i, keys in enumerate(keys_to_try):
+        try:
+            body = open_envelope(keys.evt, t, payload)
+        except ProtocolError:
+            continue
+        return _event_body(box_id, body), i
+    raise ProtocolError("event from %s has no valid MAC" % box_id)
+
+
+def _event_body(box_id: str, body: bytes) -> Event:
+    try:
+        d = json.loads(body)
+    except ValueError:
+        raise ProtocolError("event body is not JSON") from None
+    if not isinstance(d, dict) or d.get("v") != 1 or d.get("box") != box_id:
+        raise ProtocolError("event of another version or box")
+    kind = d.get("type")
+    if kind not in EVENTS[1:]:
+        raise ProtocolError("unknown event type")
+    comp = d.get("comp")
+    if type(comp) is not int or not 0 <= comp <= 255:
+        raise ProtocolError("bad compartment")
+    seq = _u32(d, "seq")
+    if seq == 0:
+        raise ProtocolError("event seq 0")
+    return Event(box_id, seq, kind, comp, _u32(d, "id"), _u32(d, "arg"), _u32(d, "t"))
+
+
+def event_body(box_id: str, seq: int, kind: int, comp: int, code_id: int, arg: int, t: int) -> bytes:
+    """The exact bytes a box emits for an event (section 6), for vectors and tests."""
+    return ('{"v":1,"box":"%s","seq":%d,"type":"%s","comp":%d,"id":%d,"arg":%d,"t":%d}'
+            % (box_id, seq, EVENTS[kind], comp, code_id, arg, t)).encode()
+
+
+STATE_FIELDS = ("t", "boots", "codes", "active", "capacity", "digest", "pending", "next_seq",
+                "cmd_seq", "key_gen", "occupied", "failures", "wait_s", "faults")
+
+
+def parse_state(keys_to_try, box_id: str, payload: bytes) -> dict:
+    """The state summary (section 8) as a dict; ProtocolError if unverified or malformed."""
+    t = topic(box_id, "state")
+    for keys in keys_to_try:
+        try:
+            body = open_envelope(keys.evt, t, payload)
+        except ProtocolError:
+            continue
+        try:
+            d = json.loads(body)
+        except ValueError:
+            raise ProtocolError("state body is not JSON") from None
+        if not isinstance(d, dict) or d.get("v") != 1 or d.get("box") != box_id:
+            raise ProtocolError("state of another version or box")
+        for f in STATE_FIELDS:
+            if f == "digest":
+                if not isinstance(d.get(f), str) or not re.fullmatch(r"[0-9a-f]{32}", d[f]):
+                    raise ProtocolError("bad set digest")
+            else:
+                _u32(d, f)
+        return d
+    raise ProtocolError("state from %s has no valid MAC" % box_id)
+
+
+def parse_status(payload: bytes) -> bool | None:
+    """True/False from a status payload; None if it is not one."""
+    try:
+        d = json.loads(payload)
+    except ValueError:
+        return None
+    if isinstance(d, dict) and d.get("v") == 1 and isinstance(d.get("online"), bool):
+        return d["online"]
+    return None

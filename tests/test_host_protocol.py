@@ -1,0 +1,118 @@
+# The backend's codec (host_tools/protocol.py) against docs/protocol.md and the
+# published test vectors in tests/protocol_vectors.json.
+import json
+from pathlib import Path
+
+import pytest
+
+import gen_protocol_vectors as gen
+from host_tools import protocol as p
+
+VEC = json.loads((Path(__file__).parent / "protocol_vectors.json").read_text())
+KEYS = p.WireKeys.of(bytes.fromhex(VEC["box_key"]))
+BOX = VEC["box_id"]
+
+
+def test_vectors_file_is_what_the_generator_writes():
+    assert (Path(__file__).parent / "protocol_vectors.json").read_text() == gen.text()
+
+
+def test_derived_keys_match_vectors():
+    assert KEYS.code.hex() == VEC["keys"]["code"]
+    assert KEYS.cmd.hex() == VEC["keys"]["cmd"]
+    assert KEYS.evt.hex() == VEC["keys"]["evt"]
+
+
+def test_code_digests_match_vectors():
+    for c in VEC["codes"]:
+        assert p.code_digest(KEYS.code, c["code"]).hex() == c["array"][1]
+
+
+def test_every_vector_command_opens_with_the_cmd_key():
+    for c in VEC["commands"]:
+        keys = KEYS if c["seq"] < 14 else p.WireKeys.of(
+            bytes.fromhex(VEC["box_key"]), bytes.fromhex(VEC["rotation"]["new_wire_key"]))
+        body = p.open_envelope(keys.cmd, c["topic"], c["payload"].encode())
+        assert body.decode() == c["body"]
+        d = json.loads(body)
+        assert d["seq"] == c["seq"] and d["op"] == c["op"] and d["box"] == BOX
+
+
+def test_a_command_on_another_topic_fails_its_mac():
+    c = VEC["commands"][0]
+    with pytest.raises(p.ProtocolError, match="bad MAC"):
+        p.open_envelope(KEYS.cmd, p.topic("box-0002", "cmd"), c["payload"].encode())
+
+
+def test_a_flipped_body_byte_fails_the_mac():
+    c = VEC["commands"][0]["payload"].encode()
+    bad = c[:70] + bytes([c[70] ^ 1]) + c[71:]
+    with pytest.raises(p.ProtocolError):
+        p.open_envelope(KEYS.cmd, VEC["topics"]["cmd"], bad)
+
+
+@pytest.mark.parametrize("payload", [b"", b"x" * 65, b"zz" * 32 + b" {}", b"00" * 32 + b"{}"])
+def test_malformed_envelopes_are_refused(payload):
+    with pytest.raises(p.ProtocolError):
+        p.open_envelope(KEYS.cmd, VEC["topics"]["cmd"], payload)
+
+
+def test_vector_events_parse_with_the_right_key_generation():
+    new = p.WireKeys.of(bytes.fromhex(VEC["box_key"]), bytes.fromhex(VEC["rotation"]["new_wire_key"]))
+    for e in VEC["events"]:
+        ev, i = p.parse_event([KEYS, new], BOX, e["payload"].encode())
+        assert i == e["key_gen"]
+        assert (ev.seq, ev.type, ev.comp, ev.id, ev.arg, ev.t) == (
+            e["seq"], e["type"], e["comp"], e["id"], e["arg"], e["t"])
+        assert p.event_body(BOX, e["seq"], e["kind"], e["comp"], e["id"], e["arg"], e["t"]).decode() == e["body"]
+
+
+def test_an_event_under_an_unknown_key_is_refused():
+    e = VEC["events"][-1]  # sealed with the rotated key
+    with pytest.raises(p.ProtocolError, match="no valid MAC"):
+        p.parse_event([KEYS], BOX, e["payload"].encode())
+
+
+def test_state_summary_vector_parses():
+    d = p.parse_state([KEYS], BOX, VEC["state"]["payload"].encode())
+    assert {f: d[f] for f in p.STATE_FIELDS} == VEC["state"]["fields"]
+
+
+def test_set_digest_ignores_order_and_uses():
+    codes = VEC["set_digest"]["codes"]
+    assert p.set_digest(codes).hex() == VEC["set_digest"]["digest"]
+    assert p.set_digest(list(reversed(codes))) == p.set_digest(codes)
+    used = [list(c) for c in codes]
+    used[0][4] = 0
+    assert p.set_digest(used) == p.set_digest(codes)
+    assert p.set_digest(codes[:-1]) != p.set_digest(codes)
+
+
+def test_rotation_wrap_unwraps_with_the_same_pad():
+    r = VEC["rotation"]
+    pad = bytes.fromhex(r["pad"])
+    assert bytes(a ^ b for a, b in zip(bytes.fromhex(r["wrapped"]), pad)).hex() == r["new_wire_key"]
+
+
+def test_commands_over_4096_bytes_are_not_built():
+    with pytest.raises(ValueError, match="exceeds 4096"):
+        p.command(KEYS, BOX, 1, "settings", set={"x" * 5000: 1})
+
+
+def test_a_sync_part_of_the_chosen_size_fits_one_command():
+    worst = p.code_array(0xFFFFFFFF, b"\xff" * 16, 4, 32, 65535, 0xFFFFFFFF, 0xFFFFFFFF)
+    _, payload = p.command(KEYS, BOX, 0xFFFFFFFF, "sync_part", sync=0xFFFFFFFF, part=9999,
+                           codes=[worst] * p.SYNC_PART)
+    assert len(payload) <= p.MAX_COMMAND
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "x" * 33, "+", "#", "box 1"])
+def test_bad_box_ids_are_refused(bad):
+    with pytest.raises(ValueError, match="box id"):
+        p.topic(bad, "cmd")
+
+
+def test_status_payloads():
+    assert p.parse_status(VEC["status"]["online"].encode()) is True
+    assert p.parse_status(VEC["status"]["offline"].encode()) is False
+    assert p.parse_status(b"online") is None
