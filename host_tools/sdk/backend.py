@@ -1,0 +1,266 @@
+"""The backend SDK: send authenticated commands to boxes, and consume their events.
+
+`Backend` registers boxes, issues and revokes codes, syncs, unlocks; every command
+is recorded in the ledger before it is published. `Consumer` receives events on a
+shared subscription (any number of consumers split them), stores each once, and
+acks it to the box only after it is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+
+from host_tools import protocol as p
+from host_tools.sdk import mqtt
+from host_tools.sdk.ledger import Ledger, LedgerError, mqtt_password
+
+log = logging.getLogger("parcelbox.sdk")
+
+GROUP = "parcelbox"
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A freshly issued code: show `code` to its holder once; the ledger has only its digest."""
+
+    box: str
+    code_id: int
+    code: str
+    cmd_seq: int
+    sent: bool
+
+    def __repr__(self) -> str:  # never print the code by accident
+        return "Issued(box=%r, code_id=%d, cmd_seq=%d, sent=%r)" % (
+            self.box, self.code_id, self.cmd_seq, self.sent)
+
+
+class Backend:
+    def __init__(self, ledger: Ledger, cfg: mqtt.MqttConfig | None = None,
+                 client_id: str | None = None):
+        self.ledger = ledger
+        self.cfg = cfg
+        self._client_id = client_id or (cfg.username if cfg and cfg.username else
+                                        "backend-" + secrets.token_hex(4))
+        self._c = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        if self._c is not None:
+            self._c.disconnect()
+            self._c.loop_stop()
+            self._c = None
+
+    def _client(self):
+        if self.cfg is None:
+            raise mqtt.BrokerError("no broker configured")
+        if self._c is None:
+            c = mqtt.client(self.cfg, self._client_id, clean_session=True)
+            mqtt.connect(c, self.cfg)
+            self._c = c
+        return self._c
+
+    # ---- registry ----------------------------------------------------------
+
+    def register(self, box_id: str, compartments: int = 1, code_len: int = 6) -> dict:
+        """Register a box. Returns its provisioning record (box id, key, broker password):
+        write it to the box and nowhere else."""
+        key = self.ledger.add_box(box_id, compartments, code_len)
+        rec = {"box_id": box_id, "box_key": key.hex(), "mqtt_username": box_id,
+               "mqtt_password": mqtt_password(key), "compartments": compartments,
+               "code_len": code_len}
+        if self.cfg is not None:
+            rec["broker"] = self.cfg.as_dict()
+        return rec
+
+    # ---- commands ----------------------------------------------------------
+
+    def _send(self, box_id: str, op: str, prepare=None, **fields) -> int:
+        with self.ledger.tx() as db:
+            if prepare is not None:
+                fields.update(prepare(db))
+            seq, topic, payload = self.ledger.next_command(db, box_id, op, **fields)
+        mqtt.publish(self._client(), topic, payload)
+        return seq
+
+    def issue(self, box_id: str, role: str = "recipient", comp: int = 0, uses: int = 1,
+              not_before: int = 0, not_after: int = 0) -> Issued:
+        """A new random code on `box_id`, never equal to another code the box may hold.
+        If the broker cannot be reached the code stays in the ledger (sent=False) and
+        reaches the box with the next sync."""
+        if role not in p.ROLES:
+            raise ValueError("role must be one of " + ", ".join(p.ROLES))
+        now = time.time()
+        with self.ledger.tx() as db:
+            code, arr = self.ledger.new_code(db, box_id, p.ROLES[role], comp, uses,
+                                             not_before, not_after, now)
+            seq, topic, payload = self.ledger.next_command(db, box_id, "add", code=arr)
+            db.execute("UPDATE codes SET cmd_seq=? WHERE box=? AND id=?", (seq, box_id, arr[0]))
+        try:
+            mqtt.publish(self._client(), topic, payload)
+            sent = True
+        except mqtt.BrokerError as e:
+            log.warning("code %d for %s not sent: %s", arr[0], box_id, e)
+            sent = False
+        return Issued(box_id, arr[0], code, seq, sent)
+
+    def revoke(self, box_id: str, code_id: int) -> int:
+        with self.ledger.tx() as db:
+            cur = db.execute("UPDATE codes SET status='revoked' WHERE box=? AND id=? AND "
+                             "status!='revoked'", (box_id, code_id))
+            if cur.rowcount == 0:
+                raise LedgerError("box %s has no code %d to revoke" % (box_id, code_id))
+            seq, topic, payload = self.ledger.next_command(db, box_id, "revoke", id=code_id)
+        mqtt.publish(self._client(), topic, payload)
+        return seq
+
+    def sync(self, box_id: str) -> list[int]:
+        """Replace the box's whole set with the ledger's; returns the command seqs
+        (begin, parts..., end). The box applies it at the end, all or nothing."""
+        with self.ledger.tx() as db:
+            codes = self.ledger.box_set(db, box_id, int(time.time()))
+            parts = [codes[i:i + p.SYNC_PART] for i in range(0, len(codes), p.SYNC_PART)]
+            msgs = []
+            sync_id = db.execute("SELECT cmd_seq + 1 FROM boxes WHERE id=?", (box_id,)).fetchone()
+            if sync_id is None:
+                raise LedgerError("no box %s in the registry" % box_id)
+            sid = sync_id[0]
+            msgs.append(self.ledger.next_command(db, box_id, "sync_begin", sync=sid,
+                                                 count=len(codes), digest=p.set_digest(codes).hex()))
+            for k, part in enumerate(parts):
+                msgs.append(self.ledger.next_command(db, box_id, "sync_part", sync=sid, part=k,
+                                                     codes=part))
+            msgs.append(self.ledger.next_command(db, box_id, "sync_end", sync=sid, parts=len(parts)))
+        c = self._client()
+        for _, topic, payload in msgs:
+            mqtt.publish(c, topic, payload)
+        return [m[0] for m in msgs]
+
+    def unlock(self, box_id: str, comp: int) -> int:
+        n = self.ledger.box(box_id).compartments
+        if not 1 <= comp <= n:
+            raise LedgerError("box %s has compartments 1..%d" % (box_id, n))
+        return self._send(box_id, "unlock", comp=comp)
+
+    def clear_throttle(self, box_id: str) -> int:
+        return self._send(box_id, "clear_throttle")
+
+    def request_state(self, box_id: str) -> int:
+        return self._send(box_id, "state")
+
+    def set_time(self, box_id: str, t: int | None = None) -> int:
+        return self._send(box_id, "time", t=int(t if t is not None else time.time()))
+
+    def settings(self, box_id: str, values: dict) -> int:
+        bad = [k for k in values if k not in p.REMOTE_SETTINGS]
+        if bad:
+            raise ValueError("not a remote setting: " + ", ".join(sorted(bad)))
+        return self._send(box_id, "settings", set=values)
+
+    def rotate(self, box_id: str) -> int:
+        """New wire keys for a box; they take effect when its result arrives."""
+        new = secrets.token_bytes(32)
+
+        def prepare(db):
+            r = db.execute("SELECT cmd_seq + 1, key_gen, pending_seq FROM boxes WHERE id=?",
+                           (box_id,)).fetchone()
+            if r is None:
+                raise LedgerError("no box %s in the registry" % box_id)
+            if r[2] is not None:
+                raise LedgerError("a key rotation of %s is still waiting for its result" % box_id)
+            db.execute("UPDATE boxes SET pending_key=?, pending_seq=? WHERE id=?", (new, r[0], box_id))
+            return {"gen": r[1] + 1,
+                    "key": p.wrap_key(self.ledger.current_keys(box_id).cmd, r[0], new)}
+
+        return self._send(box_id, "rotate", prepare=prepare)
+
+    def wait(self, box_id: str, seq: int, timeout: float = 10) -> tuple[int | None, int | None]:
+        """Wait until a consumer has recorded the box's answer to command `seq`:
+        (status, rejection reason), or (None, None) after `timeout`."""
+        end = time.monotonic() + timeout
+        while True:
+            out = self.ledger.command_outcome(box_id, seq)
+            if out != (None, None) or time.monotonic() > end:
+                return out
+            time.sleep(0.05)
+
+
+class Consumer:
+    """Receives events (shared subscription), state and status; stores each event once,
+    then acks it. `handler(db, event)` runs inside the storing transaction."""
+
+    def __init__(self, ledger_path: str, cfg: mqtt.MqttConfig, name: str | None = None,
+                 group: str = GROUP, handler=None):
+        self.ledger_path = str(ledger_path)
+        self.cfg = cfg
+        self.name = name or cfg.username or "consumer"
+        self.group = group
+        self.handler = handler
+        self.stats = {"received": 0, "stored": 0, "duplicates": 0, "refused": 0}
+        self._ledger: Ledger | None = None
+        self._c = None
+        self.subscribed = threading.Event()
+
+    def start(self) -> "Consumer":
+        self._ledger = Ledger(self.ledger_path)  # used only on the network thread
+        c = mqtt.client(self.cfg, self.cfg.username or self.name, clean_session=False)
+        c.on_connect = self._on_connect
+        c.on_subscribe = lambda *a: self.subscribed.set()
+        c.on_message = self._on_message
+        mqtt.connect(c, self.cfg)
+        self._c = c
+        return self
+
+    def stop(self) -> None:
+        if self._c is not None:
+            self._c.disconnect()
+            self._c.loop_stop()
+            self._c = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _on_connect(self, c, userdata, flags, rc, props=None):
+        if rc == 0:
+            c.subscribe([("$share/%s/%s+/evt" % (self.group, p.PREFIX), 1),
+                         (p.PREFIX + "+/state", 1), (p.PREFIX + "+/status", 1)])
+
+    def _on_message(self, c, userdata, msg: paho.MQTTMessage) -> None:
+        try:
+            box_id, kind = p.split_topic(msg.topic)
+            keys = self._ledger.keys(box_id)
+            if kind == "evt":
+                self._event(c, box_id, keys, msg.payload)
+            elif kind == "state":
+                self._ledger.set_state(box_id, p.parse_state(keys, box_id, msg.payload))
+            elif kind == "status":
+                online = p.parse_status(msg.payload)
+                if online is not None:
+                    self._ledger.set_status(box_id, online)
+        except (p.ProtocolError, LedgerError) as e:
+            self.stats["refused"] += 1
+            log.warning("refused a message on %s: %s", msg.topic, e)
+
+    def _event(self, c, box_id, keys, payload) -> None:
+        self.stats["received"] += 1
+        ev, _ = p.parse_event(keys, box_id, payload)
+        if self._ledger.record_event(ev, self.name, self.handler):
+            self.stats["stored"] += 1
+        else:
+            self.stats["duplicates"] += 1
+        # stored (now or before): ack with the key the box now expects
+        topic, ack = p.ack(self._ledger.current_keys(box_id), box_id, [ev.seq])
+        c.publish(topic, ack, qos=1)

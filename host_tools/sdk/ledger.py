@@ -1,0 +1,312 @@
+"""The backend's key registry and code ledger: one SQLite file.
+
+Boxes and their keys, the codes issued (as keyed digests: a plain code is never
+stored), the commands sent with their results, and every event received,
+deduplicated on (box, seq). Several processes may share the file: every
+read-modify-write runs in a BEGIN IMMEDIATE transaction, which SQLite
+serialises across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from host_tools import crypto
+from host_tools import protocol as p
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS boxes (
+    id TEXT PRIMARY KEY,
+    box_key BLOB NOT NULL,
+    wire_key BLOB,              -- NULL: the box key (no rotation yet)
+    key_gen INTEGER NOT NULL DEFAULT 0,
+    pending_key BLOB,           -- a rotation sent, its result not yet seen
+    pending_seq INTEGER,
+    prev_key BLOB,              -- the wire key before the last rotation (late events)
+    compartments INTEGER NOT NULL,
+    code_len INTEGER NOT NULL,
+    cmd_seq INTEGER NOT NULL DEFAULT 0,
+    next_code_id INTEGER NOT NULL DEFAULT 1,
+    online INTEGER,
+    status_at REAL,
+    state TEXT,
+    state_at REAL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS codes (
+    box TEXT NOT NULL REFERENCES boxes(id),
+    id INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    role INTEGER NOT NULL,
+    comp INTEGER NOT NULL,
+    uses INTEGER NOT NULL,
+    not_before INTEGER NOT NULL,
+    not_after INTEGER NOT NULL,
+    status TEXT NOT NULL,       -- active, used, revoked
+    issued REAL NOT NULL,
+    cmd_seq INTEGER,            -- the add command that carried it (NULL: only by sync)
+    PRIMARY KEY (box, id)
+);
+CREATE TABLE IF NOT EXISTS commands (
+    box TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    op TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent REAL NOT NULL,
+    status INTEGER,             -- result status (protocol section 5), NULL: none yet
+    rejected INTEGER,           -- rejection reason, if the box refused it
+    done REAL,
+    PRIMARY KEY (box, seq)
+);
+CREATE TABLE IF NOT EXISTS events (
+    box TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    comp INTEGER NOT NULL,
+    code_id INTEGER NOT NULL,
+    arg INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    received REAL NOT NULL,
+    consumer TEXT NOT NULL,
+    PRIMARY KEY (box, seq)
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (received);
+"""
+
+
+class LedgerError(ValueError):
+    """A request the ledger refuses: unknown box, box exists, no such code, ..."""
+
+
+@dataclass(frozen=True)
+class BoxRow:
+    id: str
+    compartments: int
+    code_len: int
+    key_gen: int
+    cmd_seq: int
+    online: bool | None
+    state: dict | None
+    created: float
+
+
+def mqtt_password(box_key: bytes) -> str:
+    """The box's broker password, derived from its key (docs/protocol.md section 9)."""
+    return crypto.derive(box_key, b"mqtt").hex()[:32]
+
+
+class Ledger:
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        new = not os.path.exists(self.path)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                  check_same_thread=False)
+        if new:
+            os.chmod(self.path, 0o600)  # it holds box keys
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self):
+        """One write transaction, serialised across processes."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ---- boxes -------------------------------------------------------------
+
+    def add_box(self, box_id: str, compartments: int = 1, code_len: int = 6) -> bytes:
+        """Register a box; returns its new key (the caller shows it once or writes it to
+        a provisioning file; the ledger keeps it for digests and MACs)."""
+        p.check_box_id(box_id)
+        if not 1 <= compartments <= 32 or not 4 <= code_len <= 8:
+            raise LedgerError("compartments must be 1..32 and code length 4..8")
+        key = crypto.new_box_key()
+        with self.tx() as db:
+            if db.execute("SELECT 1 FROM boxes WHERE id=?", (box_id,)).fetchone():
+                raise LedgerError("box %s is already registered" % box_id)
+            db.execute("INSERT INTO boxes (id, box_key, compartments, code_len, created) "
+                       "VALUES (?,?,?,?,?)", (box_id, key, compartments, code_len, time.time()))
+        return key
+
+    def box(self, box_id: str) -> BoxRow:
+        r = self.db.execute("SELECT id, compartments, code_len, key_gen, cmd_seq, online, state, "
+                            "created FROM boxes WHERE id=?", (box_id,)).fetchone()
+        if r is None:
+            raise LedgerError("no box %s in the registry" % box_id)
+        return BoxRow(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]),
+                      json.loads(r[6]) if r[6] else None, r[7])
+
+    def boxes(self) -> list[BoxRow]:
+        ids = [r[0] for r in self.db.execute("SELECT id FROM boxes ORDER BY id")]
+        return [self.box(i) for i in ids]
+
+    def box_key(self, box_id: str) -> bytes:
+        r = self.db.execute("SELECT box_key FROM boxes WHERE id=?", (box_id,)).fetchone()
+        if r is None:
+            raise LedgerError("no box %s in the registry" % box_id)
+        return r[0]
+
+    def keys(self, box_id: str) -> list[p.WireKeys]:
+        """Keys to verify a box's messages with: previous, current, pending (current
+        is the one commands are sealed with)."""
+        r = self.db.execute("SELECT box_key, prev_key, wire_key, pending_key FROM boxes "
+                            "WHERE id=?", (box_id,)).fetchone()
+        if r is None:
+            raise LedgerError("no box %s in the registry" % box_id)
+        out = [p.WireKeys.of(r[0], r[2])]
+        if r[1]:
+            out.insert(0, p.WireKeys.of(r[0], r[1]))
+        if r[3]:
+            out.append(p.WireKeys.of(r[0], r[3]))
+        return out
+
+    def current_keys(self, box_id: str) -> p.WireKeys:
+        r = self.db.execute("SELECT box_key, wire_key FROM boxes WHERE id=?", (box_id,)).fetchone()
+        if r is None:
+            raise LedgerError("no box %s in the registry" % box_id)
+        return p.WireKeys.of(r[0], r[1])
+
+    # ---- commands ----------------------------------------------------------
+
+    def next_command(self, db, box_id: str, op: str, **fields) -> tuple[int, str, bytes]:
+        """Inside a tx: take the box's next command seq, record and seal the command."""
+        r = db.execute("UPDATE boxes SET cmd_seq = cmd_seq + 1 WHERE id=? RETURNING cmd_seq",
+                       (box_id,)).fetchone()
+        if r is None:
+            raise LedgerError("no box %s in the registry" % box_id)
+        seq = r[0]
+        t, payload = p.command(self.current_keys(box_id), box_id, seq, op, **fields)
+        # the body holds digests and ids only, never a code; a rotation's wrapped key
+        # is stored only as the pending key column, not in the body log
+        body = "(wrapped key)" if op == "rotate" else payload[65:].decode()
+        db.execute("INSERT INTO commands (box, seq, op, body, sent) VALUES (?,?,?,?,?)",
+                   (box_id, seq, op, body, time.time()))
+        return seq, t, payload
+
+    def command_outcome(self, box_id: str, seq: int) -> tuple[int | None, int | None]:
+        """(status, rejection reason) of a command; (None, None) while unanswered."""
+        r = self.db.execute("SELECT status, rejected FROM commands WHERE box=? AND seq=?",
+                            (box_id, seq)).fetchone()
+        if r is None:
+            raise LedgerError("no command %d for box %s" % (seq, box_id))
+        return r[0], r[1]
+
+    # ---- codes -------------------------------------------------------------
+
+    def new_code(self, db, box_id: str, role: int, comp: int, uses: int, not_before: int,
+                 not_after: int, now: float) -> tuple[str, list]:
+        """Inside a tx: a fresh random code whose digest no code that may still be in the
+        box has, recorded as active; returns (code, wire array)."""
+        b = self.box(box_id)
+        if comp > b.compartments:
+            raise LedgerError("box %s has %d compartments" % (box_id, b.compartments))
+        keys = self.current_keys(box_id)
+        taken = {r[0] for r in db.execute(
+            "SELECT digest FROM codes WHERE box=? AND status!='revoked' "
+            "AND (not_after=0 OR not_after>=?)", (box_id, int(now) - 86400))}
+        while True:
+            code = crypto.new_code(b.code_len)
+            digest = p.code_digest(keys.code, code)
+            if digest not in taken:
+                break
+        code_id = db.execute("UPDATE boxes SET next_code_id = next_code_id + 1 WHERE id=? "
+                             "RETURNING next_code_id - 1", (box_id,)).fetchone()[0]
+        arr = p.code_array(code_id, digest, role, comp, uses, not_before, not_after)
+        db.execute("INSERT INTO codes VALUES (?,?,?,?,?,?,?,?,'active',?,NULL)",
+                   (box_id, code_id, digest, role, comp, uses, not_before, not_after, now))
+        return code, arr
+
+    def codes(self, box_id: str, include_revoked: bool = False) -> list[dict]:
+        q = ("SELECT id, role, comp, uses, not_before, not_after, status, issued FROM codes "
+             "WHERE box=?" + ("" if include_revoked else " AND status!='revoked'") + " ORDER BY id")
+        return [dict(zip(("id", "role", "comp", "uses", "not_before", "not_after", "status",
+                          "issued"), r)) for r in self.db.execute(q, (box_id,))]
+
+    def box_set(self, db, box_id: str, at: int | None = None) -> list[list]:
+        """Wire arrays of the codes the box should hold (not revoked; with `at`, not
+        expired at that time)."""
+        q = ("SELECT id, digest, role, comp, uses, not_before, not_after FROM codes "
+             "WHERE box=? AND status!='revoked'")
+        args: tuple = (box_id,)
+        if at is not None:
+            q += " AND (not_after=0 OR not_after>=?)"
+            args += (at,)
+        return [p.code_array(*r) for r in db.execute(q + " ORDER BY id", args)]
+
+    def in_sync(self, box_id: str) -> bool | None:
+        """Whether the box's last state summary shows the set the ledger expects (None:
+        no summary yet). The box sweeps expired codes hourly, so either the set with
+        or without the codes expired by its report time matches."""
+        st = self.box(box_id).state
+        if not st:
+            return None
+        want = st["digest"]
+        return want in (p.set_digest(self.box_set(self.db, box_id)).hex(),
+                        p.set_digest(self.box_set(self.db, box_id, st["t"] or None)).hex())
+
+    # ---- events ------------------------------------------------------------
+
+    def record_event(self, ev: p.Event, consumer: str, handler=None) -> bool:
+        """Store an event once; False if (box, seq) was already stored. Its effects on
+        the ledger (code used, command result, key promoted) and `handler(db, ev)` run
+        in the same transaction, so they happen exactly once."""
+        with self.tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)",
+                             (ev.box, ev.seq, ev.type, ev.comp, ev.id, ev.arg, ev.t,
+                              time.time(), consumer))
+            if cur.rowcount == 0:
+                return False
+            self._apply(db, ev)
+            if handler is not None:
+                handler(db, ev)
+        return True
+
+    def _apply(self, db, ev: p.Event) -> None:
+        if ev.type == "pickup" or ev.type == "deposit":
+            db.execute("UPDATE codes SET uses = CASE WHEN uses=65535 THEN uses ELSE max(uses-1,0) END "
+                       "WHERE box=? AND id=?", (ev.box, ev.id))
+            db.execute("UPDATE codes SET status='used' WHERE box=? AND id=? AND uses=0",
+                       (ev.box, ev.id))
+        elif ev.type == "result":
+            db.execute("UPDATE commands SET status=?, done=? WHERE box=? AND seq=?",
+                       (ev.arg & 0xFF, time.time(), ev.box, ev.id))
+            if ev.comp == p.OPS.index("rotate") and ev.arg & 0xFF == 0:
+                db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), "
+                           "wire_key=pending_key, pending_key=NULL, pending_seq=NULL, "
+                           "key_gen=key_gen+1 WHERE id=? AND pending_seq=?", (ev.box, ev.id))
+        elif ev.type == "rejected" and ev.id:
+            db.execute("UPDATE commands SET rejected=?, done=? WHERE box=? AND seq=? "
+                       "AND status IS NULL", (ev.arg & 0xFF, time.time(), ev.box, ev.id))
+
+    def events(self, box_id: str | None = None, after: float = 0, limit: int = 1000) -> list[p.Event]:
+        q = "SELECT box, seq, type, comp, code_id, arg, t FROM events WHERE received>?"
+        args: tuple = (after,)
+        if box_id:
+            q += " AND box=?"
+            args += (box_id,)
+        rows = self.db.execute(q + " ORDER BY received, box, seq LIMIT ?", args + (limit,))
+        return [p.Event(*r) for r in rows]
+
+    def set_status(self, box_id: str, online: bool) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE boxes SET online=?, status_at=? WHERE id=?",
+                       (int(online), time.time(), box_id))
+
+    def set_state(self, box_id: str, state: dict) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE boxes SET state=?, state_at=? WHERE id=?",
+                       (json.dumps(state), time.time(), box_id))

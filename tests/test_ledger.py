@@ -1,0 +1,177 @@
+# The backend's key registry and code ledger (host_tools/sdk/ledger.py): SQLite only,
+# no broker; the SDK's MQTT side is tested against mosquitto in test_sdk_broker.py.
+import os
+import stat
+import threading
+
+import pytest
+
+from host_tools import crypto
+from host_tools import protocol as p
+from host_tools.sdk import Backend, Ledger, LedgerError
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    lg = Ledger(tmp_path / "ledger.db")
+    yield lg
+    lg.close()
+
+
+def test_the_ledger_file_is_readable_by_its_owner_only(tmp_path):
+    Ledger(tmp_path / "l.db").close()
+    assert stat.S_IMODE(os.stat(tmp_path / "l.db").st_mode) == 0o600
+
+
+def test_registering_a_box_twice_is_refused_and_keeps_the_first_key(ledger):
+    key = ledger.add_box("A")
+    with pytest.raises(LedgerError, match="already registered"):
+        ledger.add_box("A")
+    assert ledger.box_key("A") == key and len(key) == 32
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "x" * 33, "#"])
+def test_a_bad_box_id_is_refused(ledger, bad):
+    with pytest.raises(ValueError, match="box id"):
+        ledger.add_box(bad)
+    assert ledger.boxes() == []
+
+
+def test_an_issued_code_is_stored_as_a_digest_only(ledger, tmp_path):
+    be = Backend(ledger)
+    be.register("A")
+    issued = be.issue("A", "recipient", comp=1)
+    assert not issued.sent  # no broker configured: it waits for the next sync
+    assert issued.code not in repr(issued)
+    raw = (tmp_path / "ledger.db").read_bytes() + (tmp_path / "ledger.db-wal").read_bytes()
+    assert issued.code.encode() not in raw
+    digest = p.code_digest(p.WireKeys.of(ledger.box_key("A")).code, issued.code)
+    assert digest in raw or ledger.db.execute("SELECT 1 FROM codes WHERE digest=?", (digest,)).fetchone()
+
+
+def test_a_new_code_never_equals_another_code_the_box_may_hold(ledger, monkeypatch):
+    be = Backend(ledger)
+    be.register("A", code_len=4)
+    seq = iter(["1111", "1111", "1111", "2222"])
+    monkeypatch.setattr(crypto, "new_code", lambda n: next(seq))
+    first = be.issue("A")
+    second = be.issue("A")
+    assert (first.code, second.code) == ("1111", "2222")
+
+
+def test_a_revoked_code_frees_its_value(ledger, monkeypatch):
+    be = Backend(ledger)
+    be.register("A", code_len=4)
+    monkeypatch.setattr(crypto, "new_code", lambda n: "1111")
+    first = be.issue("A")
+    with ledger.tx() as db:
+        db.execute("UPDATE codes SET status='revoked' WHERE id=?", (first.code_id,))
+    assert be.issue("A").code == "1111"
+
+
+def test_issuing_for_a_compartment_the_box_lacks_changes_nothing(ledger):
+    be = Backend(ledger)
+    be.register("A", compartments=2)
+    with pytest.raises(LedgerError, match="2 compartments"):
+        be.issue("A", comp=3)
+    assert ledger.codes("A") == [] and ledger.box("A").cmd_seq == 0
+
+
+def test_an_event_is_stored_once_however_often_it_arrives(ledger):
+    ledger.add_box("A")
+    ev = p.Event("A", 5, "boot", 0, 0, 1, 0)
+    seen = []
+    assert ledger.record_event(ev, "c1", lambda db, e: seen.append(e.seq))
+    assert not ledger.record_event(ev, "c2", lambda db, e: seen.append(e.seq))
+    assert seen == [5] and len(ledger.events("A")) == 1
+
+
+def test_a_failing_handler_stores_nothing_so_the_event_comes_again(ledger):
+    ledger.add_box("A")
+    ev = p.Event("A", 1, "boot", 0, 0, 1, 0)
+
+    def boom(db, e):
+        raise RuntimeError("handler bug")
+
+    with pytest.raises(RuntimeError):
+        ledger.record_event(ev, "c1", boom)
+    assert ledger.events("A") == []
+    assert ledger.record_event(ev, "c1")
+
+
+def test_concurrent_consumers_store_each_event_once(tmp_path):
+    path = tmp_path / "shared.db"
+    Ledger(path).add_box("A")
+    stored = []
+
+    def consumer(name):
+        lg = Ledger(path)
+        for seq in range(1, 101):
+            if lg.record_event(p.Event("A", seq, "boot", 0, 0, 0, 0), name):
+                stored.append(seq)
+        lg.close()
+
+    ts = [threading.Thread(target=consumer, args=("c%d" % i,)) for i in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(stored) == list(range(1, 101))
+
+
+def test_a_pickup_uses_up_a_one_time_code(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    issued = be.issue("A", comp=1)
+    ledger.record_event(p.Event("A", 1, "pickup", 1, issued.code_id, 0, 0), "c")
+    (c,) = ledger.codes("A")
+    assert c["uses"] == 0 and c["status"] == "used"
+
+
+def test_a_result_answers_its_command_and_a_rotation_takes_effect(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    old = ledger.current_keys("A")
+    with ledger.tx() as db:
+        seq, _, _ = ledger.next_command(db, "A", "state")
+    assert ledger.command_outcome("A", seq) == (None, None)
+    ledger.record_event(p.Event("A", 1, "result", 10, seq, 0, 0), "c")
+    assert ledger.command_outcome("A", seq) == (0, None)
+    with pytest.raises(Exception):
+        be.rotate("A")  # no broker: the command is recorded, the publish fails
+    (pending,) = ledger.db.execute("SELECT pending_seq FROM boxes").fetchone()
+    assert ledger.current_keys("A") == old and len(ledger.keys("A")) == 2
+    ledger.record_event(p.Event("A", 2, "result", 9, pending, 0, 0), "c")
+    assert ledger.current_keys("A") != old and ledger.box("A").key_gen == 1
+    assert ledger.keys("A")[0] == old  # late events under the old key still verify
+
+
+def test_a_rejection_is_recorded_against_its_command(ledger):
+    ledger.add_box("A")
+    with ledger.tx() as db:
+        seq, _, _ = ledger.next_command(db, "A", "unlock", comp=1)
+    ledger.record_event(p.Event("A", 1, "rejected", 0, seq, 2, 0), "c")
+    assert ledger.command_outcome("A", seq) == (None, 2)
+
+
+def test_in_sync_compares_the_box_digest_with_the_ledger(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    assert ledger.in_sync("A") is None
+    be.issue("A")
+    want = p.set_digest(ledger.box_set(ledger.db, "A")).hex()
+    ledger.set_state("A", {"digest": want, "t": 0})
+    assert ledger.in_sync("A") is True
+    ledger.set_state("A", {"digest": "00" * 16, "t": 0})
+    assert ledger.in_sync("A") is False
+
+
+def test_command_seqs_are_shared_by_every_process_on_the_ledger(tmp_path):
+    path = tmp_path / "l.db"
+    a, b = Ledger(path), Ledger(path)
+    a.add_box("A")
+    seqs = []
+    for lg in (a, b, a, b):
+        with lg.tx() as db:
+            seqs.append(lg.next_command(db, "A", "state")[0])
+    assert seqs == [1, 2, 3, 4]
