@@ -11,7 +11,8 @@ from host_tools import vm as _vm
 
 @click.group()
 def main() -> None:
-    """parcelbox host tools: the MicroPython VM runner and the demo."""
+    """parcelbox host tools: the backend (boxes, codes, events), the MicroPython VM runner
+    and the demo. Every command has --help."""
 
 
 @main.command()
@@ -35,6 +36,10 @@ def demo(heap: str, keep: str | None) -> None:
 
     sys.exit(_demo.run(heap=heap, keep=keep))
 
+
+from host_tools import backend_cli as _backend_cli  # noqa: E402
+
+_backend_cli.register(main)
 
 if __name__ == "__main__":
     main()
