@@ -237,11 +237,12 @@ def _recv_exact(sock, n):
 class TestClient(mqtt.Client):
     """A paho-mqtt 2.x client (callback API 2, MQTT 3.1.1) with blocking
     helpers. Received messages go to `self.messages` (a queue.Queue) unless
-    `on_message` is replaced."""
+    `on_message` is replaced. It does not reconnect unless asked to
+    (Broker.paho_client says why)."""
 
     __test__ = False    # not a pytest class
 
-    def __init__(self, client_id="", clean_session=True, reconnect=True):
+    def __init__(self, client_id="", clean_session=True, reconnect=False):
         super().__init__(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session, protocol=mqtt.MQTTv311,
                          reconnect_on_failure=reconnect)
@@ -337,7 +338,7 @@ class TestClient(mqtt.Client):
                 sock.shutdown(socket.SHUT_RDWR)     # wakes the network thread,
             except OSError:
                 pass
-        self.loop_stop()        # which ends before its first reconnect (0.1 s)
+        self.loop_stop()        # which ends (or would reconnect 0.1 s later at the earliest)
         if sock is not None:
             sock.close()
 
@@ -500,11 +501,14 @@ class Broker:
         return MqttConfig(a["host"], a["port"], a["username"], a["password"], a["ca"])
 
     def paho_client(self, username, password=None, client_id=None, clean_session=True, *,
-                    will=None, keepalive=60, timeout=5.0, connect=True, reconnect=True):
+                    will=None, keepalive=60, timeout=5.0, connect=True, reconnect=False):
         """A connected TestClient with its network thread running. The password
         defaults to the user's; client_id to the username (as a box does).
         will: (topic, payload, qos, retain). reconnect: after a lost
-        connection, as paho does by default. Raises ConnectRefused when the
+        connection, as paho does by default; off, because the client id is
+        the username: a client of a stopped broker, or one taken over by a
+        newer connection of the same user, would reconnect and take over in
+        turn, back and forth. Raises ConnectRefused when the
         broker refuses it. Its `session_present` is the CONNACK's flag.
         Broker.close() closes it."""
         args = self.connect_args(username, password)

@@ -248,7 +248,9 @@ def test_a_persistent_box_session_keeps_commands_and_retained_status_across_a_re
     assert box1.subscribe_wait(CMD.format("box1")) == [1]
     box1.publish_wait(STATUS.format("box1"), ONLINE, retain=True)
     box1.close()
-    boxes.paho_client("backend").publish_wait(CMD.format("box1"), b"queued command")
+    backend = boxes.paho_client("backend")
+    backend.publish_wait(CMD.format("box1"), b"queued command")
+    backend.close()
     boxes.restart()
 
     box1 = boxes.paho_client("box1", clean_session=False)
@@ -302,7 +304,7 @@ def test_backend_consumers_on_a_shared_subscription_split_the_events(boxes):
 def test_two_consumers_with_one_username_take_each_others_connection(boxes):
     # use_username_as_clientid: both are client "backend", so each backend
     # consumer needs a username of its own
-    first = boxes.paho_client("backend", reconnect=False)
+    first = boxes.paho_client("backend")
     second = boxes.paho_client("backend")
     first.disconnects.get(timeout=5)
     assert second.is_connected() and not first.is_connected()
