@@ -39,8 +39,8 @@ def rec(s, i, role=ROLE_RECIPIENT, comp=1, uses=1, nb=0, na=0):
     return (i, s.digest(code(i)), role, comp, uses, nb, na)
 
 
-# Everything a store holds, in a comparable form: the fields sorted by code id, and the
-# set digest, which covers every byte of every record (digests included).
+# Everything a store holds, in a comparable form: the fields sorted by code id (uses
+# included), and the set digest, which covers the digests too.
 def fields(s):
     return sorted(s.fields(slot) for slot in range(s.count()))
 
@@ -590,7 +590,7 @@ def test_snapshot_is_read_into_the_record_buffer_not_read_whole():
     assert s2.load() == 0 and state(s2) == state(s)
 
 
-def test_set_digest_depends_on_content_not_order():
+def test_set_digest_depends_on_content_not_order_nor_uses():
     a, _ = new_store()
     b, _ = new_store()
     for i in range(1, 30):
@@ -600,11 +600,27 @@ def test_set_digest_depends_on_content_not_order():
     b.revoke(7)
     b.add(*rec(b, 7))
     assert a.set_digest() == b.set_digest() and len(a.set_digest()) == 16
-    b.consume(b.find(code(3)))
+    b.consume(b.find(code(3)))  # uses change as codes are used: not part of the set
+    assert a.set_digest() == b.set_digest()
+    b.add(*rec(b, 3, na=5))
     assert a.set_digest() != b.set_digest()
     e1, _ = new_store()
     e2, _ = new_store()
     assert e1.set_digest() == e2.set_digest() != a.set_digest()
+
+
+def test_set_digest_is_the_protocols_over_30_byte_records_without_uses():
+    s, _ = new_store()
+    recs = [rec(s, 1), rec(s, 2, ROLE_DRIVER, 0, 3, 1000, 2000), rec(s, 9, ROLE_OWNER, 2, UNLIMITED)]
+    for r in recs:
+        s.add(*r)
+    acc = 0
+    for i, d, role, comp, uses, nb, na in recs:
+        h = hashlib.sha256(struct.pack("<I16sBBII", i, d, role, comp, nb, na)).digest()
+        acc ^= int.from_bytes(h, "little")
+    want = hashlib.sha256(struct.pack("<I", 3) + acc.to_bytes(32, "little")).digest()[:16]
+    assert s.set_digest() == want
+    assert codestore.set_digest_of([]) == hashlib.sha256(bytes(36)).digest()[:16]
 
 
 def test_store_grows_as_codes_come_and_keeps_every_code():

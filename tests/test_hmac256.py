@@ -65,9 +65,16 @@ def test_key_and_message_may_be_bytearray_or_memoryview():
     assert Hmac(memoryview(key)).digest(memoryview(msg)[2:8]) == want
 
 
+def test_digest_of_two_parts_is_the_digest_of_their_concatenation():
+    mac = Hmac(b"k" * 32)
+    body = bytearray(b"xx{\"v\":1}")
+    want = hmac.new(b"k" * 32, b"parcelbox/v1/a/cmd\n{\"v\":1}", hashlib.sha256).digest()
+    assert mac.digest(b"parcelbox/v1/a/cmd\n", memoryview(body)[2:]) == want
+
+
 def test_derive_is_hmac_of_box_key_over_prefixed_label():
     box_key = bytes(range(32))
-    for label in (b"code", b"cmd", b"event"):
+    for label in (b"code", b"cmd", b"evt"):
         want = hmac.new(box_key, b"parcelbox/v1/" + label, hashlib.sha256).digest()
         assert derive(box_key, label) == want
 
@@ -76,7 +83,7 @@ def test_derived_keys_differ_per_label_and_per_box():
     a = bytes(32)
     b = bytes(31) + b"\x01"
     keys = {derive(a, hmac256.LABEL_CODE), derive(a, hmac256.LABEL_CMD),
-            derive(a, hmac256.LABEL_EVENT), derive(b, hmac256.LABEL_CODE)}
+            derive(a, hmac256.LABEL_EVT), derive(b, hmac256.LABEL_CODE)}
     assert len(keys) == 4
 
 

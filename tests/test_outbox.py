@@ -140,6 +140,34 @@ def test_get_outside_pending_raises_index_error():
             ob.get(i)
 
 
+def test_seq_of_each_pending_event_comes_from_ram():
+    st, ob = fresh()
+    for i in range(5):
+        ob.add(events.OPENED, arg=i)
+    ob.ack(2)
+
+    class NoOpen(MemStorage):
+        def open(self, name):
+            raise AssertionError("flash read")
+    ob._st = NoOpen(st.files)
+    assert [ob.seq(i) for i in range(ob.pending())] == [1, 3, 4, 5]
+    with pytest.raises(IndexError):
+        ob.seq(4)
+
+
+def test_skip_to_raises_next_seq_and_the_next_event_keeps_it():
+    st, ob = fresh()
+    ob.add(events.BOOT)
+    ob.skip_to(1)  # never lowers
+    assert ob.next_seq == 2
+    before = st.bytes_written
+    ob.skip_to(300)
+    assert ob.next_seq == 300 and st.bytes_written == before  # writes nothing itself
+    assert ob.add(events.OPENED) == 300
+    st, ob, flags = reload(st)
+    assert flags == 0 and ob.next_seq == 301 and [e[0] for e in all_pending(ob)] == [1, 300]
+
+
 def test_ack_out_of_order_and_duplicates():
     st, ob = fresh()
     for _ in range(6):

@@ -24,6 +24,7 @@ ROLE_RECIPIENT = const(1)
 ROLE_DRIVER = const(2)
 ROLE_OWNER = const(3)
 ROLE_TECH = const(4)
+ROLE_REMOTE = const(5)     # not a code's role: the opener of a remote unlock (events only)
 UNLIMITED = const(0xFFFF)  # uses value that never runs out
 DIGEST_LEN = const(16)     # HMAC-SHA256(code_key, code) truncated
 PROBLEM_SNAPSHOT = const(1)  # load(): snapshot corrupt, truncated or lost; the store is EMPTY
@@ -55,6 +56,19 @@ def _pack(fmt, vals):
     if not ok:
         raise ValueError("bad field or not_after")
     return b
+
+
+# The protocol's set digest (docs/protocol.md section 5) of `records`, any iterable of
+# 32-byte records: SHA-256(u32 count || XOR of SHA-256 of each record without `uses`,
+# i.e. its bytes 0-21 and 24-31), truncated. Order does not matter.
+def set_digest_of(records):
+    acc = n = 0
+    for r in records:
+        h = sha256(r[:22])
+        h.update(r[24:32])
+        acc ^= int.from_bytes(h.digest(), "little")
+        n += 1
+    return sha256(struct.pack("<I", n) + acc.to_bytes(32, "little")).digest()[:DIGEST_LEN]
 
 
 class CodeStore(CodeFile):
@@ -158,6 +172,10 @@ class CodeStore(CodeFile):
     def count(self):
         return self._n
 
+    # Codes the store can hold (the capacity asked for, rounded up to whole pages).
+    def capacity(self):
+        return self._cap
+
     # Codes usable at `now_s`: uses left and inside their window (bounds inclusive).
     def active_count(self, now_s):
         t = _pack("<I", (now_s,))
@@ -169,14 +187,15 @@ class CodeStore(CodeFile):
                 n += 1
         return n
 
-    # 16 bytes naming the whole set, whatever the order: SHA-256(u32 count ||
-    # XOR of SHA-256 of each 32-byte record), truncated.
+    # 16 bytes naming the whole set, whatever the order and the uses left (set_digest_of).
     def set_digest(self):
-        acc = 0
+        return set_digest_of(self.records())
+
+    # Each stored 32-byte record (a view into the pages, valid until the next change).
+    def records(self):
         for s in range(self._n):
-            pg, o = self._at(s)
-            acc ^= int.from_bytes(sha256(pg[o:o + 32]).digest(), "little")
-        return sha256(struct.pack("<I", self._n) + acc.to_bytes(32, "little")).digest()[:DIGEST_LEN]
+            pg, o = self._pg[s >> _PS], (s & _PM) << 5
+            yield pg[o:o + 32]
 
     # add(code_id, digest, role, compartment, uses, not_before, not_after): a new code, or
     # one replacing the code with the same code_id. On flash before returning.

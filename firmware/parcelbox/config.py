@@ -22,6 +22,7 @@ DEFAULTS = {
     "outbox_capacity": 256,
     "max_codes": 256,
     "service_timeout_ms": 120000,
+    "state_every_s": 3600,  # the remote's periodic state summary (docs/protocol.md section 8)
 }
 
 # name: (low, high) for every integer setting
@@ -45,6 +46,7 @@ _RANGES = {
     "outbox_capacity": (8, 4096),
     "max_codes": (1, 16384),
     "service_timeout_ms": (10000, 3600000),
+    "state_every_s": (60, 86400),
 }
 
 
@@ -76,6 +78,8 @@ def make(settings=None):
             raise ValueError("setting keypad_layout lacks the key " + chr(ch))
     if cfg["pulse_ms"] > cfg["max_on_ms"]:
         raise ValueError("setting pulse_ms must not exceed max_on_ms")
+    if cfg["cooldown_ms"] < 3 * cfg["pulse_ms"]:  # as lock.Compartment requires
+        raise ValueError("setting cooldown_ms must be at least 3 * pulse_ms")
     if cfg["lockout_base_ms"] > cfg["lockout_max_ms"]:
         raise ValueError("setting lockout_base_ms must not exceed lockout_max_ms")
     return cfg

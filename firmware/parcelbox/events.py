@@ -21,11 +21,13 @@ SERVICE = const(12)      # code_id, arg: 1 entered, 0 left service mode
 STORE_CORRUPT = const(13)  # arg: which file (see FILE_*)
 OVERFLOW = const(14)     # arg: events dropped; code_id: first dropped seq
 EXPIRED = const(15)      # arg: number of codes removed by expiry
+RESULT = const(16)       # comp: op number, code_id: command seq, arg: status (docs/protocol.md)
+REJECTED = const(17)     # code_id: command seq (0: unknown), arg: reason + suppressed << 8
 
 # Names for logs and the wire, indexed by type (a tuple: cheaper in RAM than a dict).
 NAMES = ("", "boot", "opened", "closed", "deposit", "pickup", "wrong_code", "throttled",
          "forced", "left_open", "not_opened", "refused", "service", "store_corrupt",
-         "overflow", "expired")
+         "overflow", "expired", "result", "rejected")
 
 # Bit i set: event type i is a security event.
 SECURITY = const((1 << 2) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
@@ -47,6 +49,7 @@ REFUSED_BUSY = const(3)       # compartment unlocking, open or its solenoid cool
 FILE_CODES = const(1)
 FILE_OUTBOX = const(2)
 FILE_STATE = const(3)
+FILE_KEY = const(4)    # the wire key file (docs/storage.md): both copies lost
 
 
 def is_security(kind):

@@ -16,7 +16,7 @@ _LABEL_PREFIX = b"parcelbox/v1/"
 # Purpose labels for derive(); the backend derives the same keys from the box key.
 LABEL_CODE = b"code"
 LABEL_CMD = b"cmd"
-LABEL_EVENT = b"event"
+LABEL_EVT = b"evt"
 
 
 def _check_bytes(value, what):
@@ -42,10 +42,12 @@ class Hmac:
         self._ipad = bytes(ipad)
         self._opad = bytes(opad)
 
-    # The 32-byte MAC of `msg`.
-    def digest(self, msg):
+    # The 32-byte MAC of `msg`, followed by `more` if given (no concatenated copy).
+    def digest(self, msg, more=None):
         h = hashlib.sha256(self._ipad)
         h.update(msg)
+        if more is not None:
+            h.update(more)
         inner = h.digest()
         h = hashlib.sha256(self._opad)
         h.update(inner)

@@ -132,6 +132,18 @@ class Outbox:
     def first(self):
         return self.get(0) if self.pending() else None
 
+    # Seq of the i-th unacked event, oldest first, from RAM (no flash read).
+    def seq(self, i):
+        if not 0 <= i < self.pending():
+            raise IndexError("no pending event at " + str(i))
+        return self._seq_at(i)
+
+    # Raise next_seq to `seq`, the box's floor after this file was lost or damaged, so no
+    # seq is ever issued twice. Writes nothing: the next add() persists it.
+    def skip_to(self, seq):
+        self._ready()
+        self.next_seq = max(self.next_seq, seq)
+
     # The i-th unacked event, oldest first, read from flash (payloads are not kept in RAM).
     def get(self, i):
         self._ready()
