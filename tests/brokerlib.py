@@ -16,7 +16,6 @@ subscriptions), unless CI=true, where that is an error.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import base64
 import datetime
@@ -683,8 +682,10 @@ class Broker:
     # ---- amqtt
 
     def _start_amqtt(self):
-        from amqtt.broker import Broker as AmqttBroker
+        import asyncio
         import logging
+
+        from amqtt.broker import Broker as AmqttBroker
 
         _AMQTT_OWNERS[id(self)] = self
         config = {
@@ -736,6 +737,7 @@ class Broker:
     def _stop_amqtt(self):
         if self._amqtt is None:
             return
+        import asyncio
         import logging
 
         broker, loop, thread, handler = self._amqtt
@@ -811,22 +813,26 @@ def _stop_all():
 
 
 # ---------------------------------------------------------------- amqtt plugins
+# Made on first use (amqtt loads them by dotted name through the module
+# __getattr__ below), so that importing this module does not import amqtt.
 
-try:
+_PLUGINS = {}
+
+
+def _amqtt_plugins():
+    if _PLUGINS:
+        return _PLUGINS
     from amqtt.contexts import Action
     from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-except ImportError:     # pragma: no cover - amqtt is a pinned dependency
-    BaseAuthPlugin = BaseTopicPlugin = None
 
-if BaseAuthPlugin is not None:
     @dataclass
-    class _OwnerConfig:
+    class OwnerConfig:
         owner: int = 0
 
     class AmqttAuthPlugin(BaseAuthPlugin):
         """Username and password from the owning Broker's users."""
 
-        Config = _OwnerConfig
+        Config = OwnerConfig
 
         async def authenticate(self, *, session):
             owner = _AMQTT_OWNERS.get(self.context.config.owner)
@@ -840,7 +846,7 @@ if BaseAuthPlugin is not None:
     class AmqttAclPlugin(BaseTopicPlugin):
         """The section 9 ACL (Broker.allowed)."""
 
-        Config = _OwnerConfig
+        Config = OwnerConfig
 
         async def topic_filtering(self, *, session=None, topic=None, action=None):
             owner = _AMQTT_OWNERS.get(self.context.config.owner)
@@ -849,3 +855,12 @@ if BaseAuthPlugin is not None:
             access = {Action.PUBLISH: "write", Action.SUBSCRIBE: "subscribe",
                       Action.RECEIVE: "read"}[action]
             return owner.allowed(session.username, topic, access)
+
+    _PLUGINS.update(AmqttAuthPlugin=AmqttAuthPlugin, AmqttAclPlugin=AmqttAclPlugin)
+    return _PLUGINS
+
+
+def __getattr__(name):
+    if name in ("AmqttAuthPlugin", "AmqttAclPlugin"):
+        return _amqtt_plugins()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,8 +9,6 @@ for p in (ROOT / "firmware", ROOT / "tests" / "vmlib", ROOT / "tests", ROOT):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-import brokerlib  # noqa: E402  (tests/, just put on the path)
-
 # The private MQTT broker (tests/brokerlib.py, docs/testing.md). `broker` is
 # mosquitto when installed, else the amqtt fallback (never under CI=true, where
 # a missing mosquitto fails the test); `mosquitto` skips on the fallback.
@@ -19,6 +17,8 @@ BROKER_FIXTURES = ("broker", "mosquitto")
 
 
 def _start_broker(tmp_path, need_mosquitto):
+    import brokerlib    # here: paho is not imported by runs without broker tests
+
     try:
         kind = brokerlib.choose_kind()
     except brokerlib.BrokerUnavailable as e:
