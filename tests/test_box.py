@@ -255,6 +255,8 @@ def test_corrupt_code_store_reports_store_corrupt_and_boots(rig):
     ({"nonsense": 1}, "unknown setting"),
     ({"keypad_layout": b"123"}, "keypad_layout"),
     ({"compartments": "2"}, "compartments"),
+    ({"pulse_ms": 1200}, "cooldown_ms"),  # the solenoid's duty cycle
+    ({"state_every_s": 59}, "state_every_s"),
 ])
 def test_bad_settings_are_refused_with_a_clear_error(settings, msg):
     with pytest.raises(ValueError, match=msg):
@@ -425,3 +427,58 @@ def test_next_deadline_covers_feedback_steps_and_service_timeout(rig):
     assert 0 < ticks.diff(dl, rig.now) <= 120_001
     rig.advance(ticks.diff(dl, rig.now) + 10, step=1000)
     assert rig.box.service_code == -1
+
+
+# ---- event seqs never repeat (the backend dedups on (box, seq)) -------------------------
+
+def test_a_lost_events_log_never_repeats_a_seq_and_is_reported(rig):
+    rig.type("999999")
+    top = rig.box.outbox.next_seq - 1
+    del rig.storage.files["events.log"]
+    k = len(rig.events)
+    rig.power_cut()
+    new = rig.events[k:]
+    # the last guess's event is gone with the file: reported as unresolved
+    assert [events.NAMES[e[1]] for e in new] == ["wrong_code", "store_corrupt", "boot"]
+    assert new[1][4] == events.FILE_OUTBOX | 4 << 8  # 4: lost
+    assert all(e[0] > top for e in new)
+
+
+def test_a_corrupt_events_log_continues_above_the_floor(rig):
+    for _ in range(3):
+        rig.type("999999")
+    top = rig.box.outbox.next_seq - 1
+    log = rig.storage.files["events.log"]
+    for i in range(len(log) - 60, len(log)):
+        log[i] ^= 0x55  # the newest records, with the highest seqs
+    k = len(rig.events)
+    rig.power_cut()
+    assert events.STORE_CORRUPT in [e[1] for e in rig.events[k:]]
+    assert all(e[0] > top for e in rig.events[k:])
+
+
+def test_a_clean_reboot_skips_no_seq_a_torn_append_skips_to_the_floor(rig):
+    n = rig.box.outbox.next_seq
+    rig.power_cut()
+    assert rig.events[-1][0] == n  # the boot event takes the next seq
+    rig.storage.cut_after(len(rig.storage.files["state.0"]) + 5)  # the charge, then 5 B
+    with pytest.raises(PowerCut):
+        rig.type("999999")
+    n = rig.box.outbox.next_seq
+    k = len(rig.events)
+    rig.power_cut()
+    new = rig.events[k:]
+    # A torn tail looks the same as rot of records that may have been sent: no reuse.
+    assert new[0][1] == events.WRONG_CODE and n < new[0][0] <= n + 256
+    assert new[1][1] == events.STORE_CORRUPT and new[1][4] == events.FILE_OUTBOX | 1 << 8
+
+
+def test_the_seq_floor_costs_one_state_write_per_256_events(rig):
+    writes = []
+    replace = rig.storage.replace
+    rig.storage.replace = lambda name, data: writes.append(name) or replace(name, data)
+    for _ in range(600):
+        rig.box._event(events.CLOSED, 1, 0, 0, rig.now)
+    assert sum(1 for w in writes if w.startswith("state.")) == 2
+    floor = rig.box._seq_floor
+    assert rig.box.outbox.next_seq < floor <= rig.box.outbox.next_seq + 256

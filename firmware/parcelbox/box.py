@@ -3,7 +3,7 @@
 
 from parcelbox import config, events, feedback, ticks
 from parcelbox.codestore import (CodeStore, ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT,
-                                 ROLE_TECH)
+                                 ROLE_REMOTE, ROLE_TECH)
 from parcelbox.entry import CodeEntry
 from parcelbox import entry as _entry
 from parcelbox.hmac256 import derive
@@ -69,6 +69,8 @@ class Box(BoxState):
         self._floor = 0  # newest wall-clock time ever trusted, epoch seconds
         self._attempt = 0  # seq the charged attempt's wrong_code event takes (0: none)
         self._applied = 0  # occupancy includes every deposit/pickup up to this seq
+        self.cmd_top = self.cmd_bits = 0  # command anti-replay window (parcelbox.remote)
+        self._seq_floor = 0  # every event seq ever handed out is below this saved value
         self._wall_base = 0
         self._wall_tick = now
         self._trusted = False
@@ -80,7 +82,8 @@ class Box(BoxState):
         bad_state = not self._load_state(now)
         self._boots += 1
         self._wall_base = self._floor
-        self._recover(now)  # first: it must see the outbox exactly as the cut left it
+        # first: it must see the outbox exactly as the cut left it
+        bad_outbox = self._recover(now, bad_outbox)
         if bad_outbox:
             self._event(events.STORE_CORRUPT, 0, 0, events.FILE_OUTBOX | bad_outbox << 8, now)
         if bad_codes:
@@ -170,7 +173,8 @@ class Box(BoxState):
             if ev == _lock.NOT_OPENED:
                 # One use may have unlocked several compartments (an owner code for
                 # all): it is not given back then, so it can never grow into two.
-                if not (self._shared >> i) & 1:
+                # A remote unlock's code_id is a command seq: no use to give back.
+                if not (self._shared >> i) & 1 and self.opener_role[i] != ROLE_REMOTE:
                     self.codes.give_back(d.code_id)
                 self._ungrant(i)
                 self._event(events.NOT_OPENED, i + 1, d.code_id, 0, now)
@@ -371,6 +375,7 @@ class Box(BoxState):
 
     def _event(self, kind, comp, code_id, arg, now):
         t = self.wall(now) if self._trusted else 0  # 0: the box does not know the time
+        self._seq_room()
         seq = self.outbox.add(kind, comp, code_id, arg, t)
         if self.on_event is not None:
             self.on_event(seq, kind, comp, code_id, arg, t)

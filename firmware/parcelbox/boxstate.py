@@ -1,9 +1,10 @@
-# What the box keeps across power cuts: the state file (occupancy, unlock grants,
-# clock floor, the throttle), and the repairs a boot makes after a cut. Mixed into Box.
+# What the box keeps across power cuts: the state file (occupancy, grants, clock floor, the
+# throttle, command window, seq floor), a boot's repairs, the remote's calls. Mixed into Box.
 import struct
 
-from parcelbox import events, ticks
-from parcelbox.codestore import ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT
+from parcelbox import events, feedback, ticks
+from parcelbox import lock as _lock
+from parcelbox.codestore import ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT, ROLE_REMOTE
 from parcelbox.storage import frame, frame_at
 
 try:
@@ -13,13 +14,82 @@ except ImportError:
         return x
 
 # generation, occupancy bits, clock floor (epoch s), boots, seq of the charged attempt's
-# wrong_code event (0: none), seq of the last event whose occupancy change is saved
-_STATE_FMT = "<IIIIII"
-_STATE_LEN = const(24)
+# wrong_code event (0: none), seq of the last event whose occupancy change is saved,
+# the command anti-replay window (highest seq, bitmap of the 32 below), the event seq floor
+_STATE_FMT = "<IIIIIIIII"
+_STATE_LEN = const(36)
+# Every event seq handed out stays below the saved floor, raised this far ahead when
+# reached: one state write per 256 events, and at most 256 seqs skipped after events.log
+# is lost (docs/storage.md section 2).
+_SEQ_MARGIN = const(256)
 _THROTTLE_LEN = const(16)  # throttle.STATE_LEN; then 5 bytes per compartment: grant
 
 
 class BoxState:
+    # ---- for the remote (parcelbox.remote) ---------------------------------
+
+    # Record an event (durable when it returns); its seq.
+    def event(self, kind, comp, code_id, arg, now):
+        return self._event(kind, comp, code_id, arg, now)
+
+    # A flash error survived: counted, ERROR shown.
+    def fault(self, now):
+        self._fault(now)
+
+    def boots(self):
+        return self._boots
+
+    def clock_trusted(self):
+        return self._trusted
+
+    # Persist the anti-replay window before a command applies; OSError: RAM as on flash.
+    def save_window(self, top, bits):
+        old = self.cmd_top, self.cmd_bits
+        self.cmd_top, self.cmd_bits = top, bits
+        try:
+            self._save_state()
+        except OSError:
+            self.cmd_top, self.cmd_bits = old
+            raise
+
+    # Forget failed attempts and lockouts (the backend's clear_throttle). OSError escapes.
+    def clear_throttle(self, now):
+        self.throttle.clear(now)
+        self._save_state()
+
+    # Remote unlock by backend command `seq` (docs/protocol.md section 5): opens as a code
+    # of role REMOTE whose code_id is the seq; occupancy unchanged. The grant is durable
+    # before the solenoid can fire. False: busy (unlocking, open, cooling down). OSError
+    # escapes.
+    def remote_unlock(self, comp, seq, now):
+        d = self._compartment(comp)
+        if d.state != _lock.LOCKED or d.door_open:
+            return False
+        i = comp - 1
+        self.opener_role[i] = ROLE_REMOTE
+        self.grant_code[i] = seq
+        self._save_state()
+        r = d.unlock(now, seq)
+        if r != _lock.STARTED and r != _lock.QUEUED:
+            self._ungrant(i)
+            self._save_state()
+            return False
+        self.player.start(feedback.ACCEPTED, now)
+        return True
+
+    # Before an event takes seq next_seq (or next_seq + 1 with an overflow summary): the
+    # floor saved on flash must stay above it, so a lost events.log never repeats a seq.
+    def _seq_room(self):
+        n = self.outbox.next_seq + 1
+        if n >= self._seq_floor:
+            old = self._seq_floor
+            self._seq_floor = n + _SEQ_MARGIN
+            try:
+                self._save_state()
+            except OSError:
+                self._seq_floor = old
+                raise
+
     # ---- clock -------------------------------------------------------------
 
     # The shell tells the wall-clock time (NTP, or the backend) as epoch seconds.
@@ -101,10 +171,17 @@ class BoxState:
             self.occupied &= ~(1 << (comp - 1))
 
     # At boot: report an attempt that was charged but never resolved, and apply the
-    # occupancy of deposits and pickups recorded after the last saved state.
-    def _recover(self, now):
+    # occupancy of deposits and pickups recorded after the last saved state. If events.log
+    # is damaged (`bad`: its load flags; even a torn tail, which rot of sent records can
+    # look like) or lost (its next_seq below the last saved one), seqs go on above the floor
+    # first: the backend dedups on (box, seq). Returns the damage to report (4: lost).
+    def _recover(self, now, bad):
         ob = self.outbox
-        if self._attempt and ob.next_seq <= self._attempt:
+        unresolved = self._attempt and ob.next_seq <= self._attempt
+        lost = ob.next_seq < self._seq_floor - _SEQ_MARGIN
+        if bad or lost:
+            ob.skip_to(self._seq_floor)
+        if unresolved:
             self._event(events.WRONG_CODE, 0, 0,
                         events.REASON_UNRESOLVED | (self.throttle.failures << 8), now)
         self._attempt = 0
@@ -115,6 +192,7 @@ class BoxState:
                         kind == events.CLOSED and arg == ROLE_OWNER):
                     self._occupy(comp, kind == events.DEPOSIT)
                     self._applied = seq
+        return bad | (4 if lost else 0)
 
     # Two alternating state files; the newest valid one wins, so bit rot in one
     # still leaves the last good state.
@@ -137,8 +215,8 @@ class BoxState:
                 self.throttle.load(b"", now)
             return not bad
         gen, data, r = best
-        (self._gen, self.occupied, self._floor, self._boots, self._attempt,
-         self._applied) = struct.unpack_from(_STATE_FMT, data, r[0])
+        (self._gen, self.occupied, self._floor, self._boots, self._attempt, self._applied,
+         self.cmd_top, self.cmd_bits, self._seq_floor) = struct.unpack_from(_STATE_FMT, data, r[0])
         self.occupied &= (1 << len(self.doors)) - 1
         t = r[0] + _STATE_LEN
         ok = self.throttle.load(bytes(data[t:t + _THROTTLE_LEN]), now)
@@ -151,7 +229,8 @@ class BoxState:
     def _save_state(self):
         self._gen += 1
         head = struct.pack(_STATE_FMT, self._gen, self.occupied, self._floor, self._boots,
-                           self._attempt, self._applied)
+                           self._attempt, self._applied, self.cmd_top, self.cmd_bits,
+                           self._seq_floor)
         grants = bytearray(5 * len(self.doors))
         for i in range(len(self.doors)):
             struct.pack_into("<IB", grants, 5 * i, self.grant_code[i], self.opener_role[i])
