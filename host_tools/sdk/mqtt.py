@@ -50,10 +50,6 @@ class MqttConfig:
         return {"host": self.host, "port": self.port, "tls": self.tls}
 
 
-_CONNACK = {1: "unacceptable protocol version", 2: "client id rejected",
-            3: "server unavailable", 4: "bad user name or password", 5: "not authorised"}
-
-
 def client(cfg: MqttConfig, client_id: str, clean_session: bool = True,
            will: tuple[str, bytes] | None = None) -> mqtt.Client:
     """An unconnected paho client (MQTT 3.1.1) for `cfg`."""
@@ -96,8 +92,8 @@ def connect(c: mqtt.Client, cfg: MqttConfig, timeout: float = 10) -> None:
     if rc != 0:
         c.loop_stop()
         c.disconnect()
-        code = rc.value if hasattr(rc, "value") else int(rc)
-        raise BrokerError("the broker refused the connection: %s" % _CONNACK.get(code, rc))
+        # paho 2 maps MQTT 3.1.1 return codes to v5 reason codes with readable names
+        raise BrokerError("the broker refused the connection: %s" % str(rc).lower())
     if prev is not None:
         prev(c, c._userdata, None, rc, None)
 
