@@ -1,0 +1,131 @@
+# The backend SDK against the private mosquitto, with a scripted box made of the host
+# codec: consumers store each event once and ack it, forged events are refused, any
+# number of consumers split the stream, status and state are tracked.
+import json
+import time
+
+import pytest
+
+from host_tools import protocol as p
+from host_tools.sdk import Backend, BrokerError, Consumer, Ledger, mqtt_password
+
+
+def wait_for(cond, timeout=10, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class ScriptedBox:
+    """Publishes sealed events as a box would; records the acks it receives."""
+
+    def __init__(self, broker, ledger, box_id):
+        self.id = box_id
+        self.keys = ledger.keys(box_id)[-1]
+        broker.add_user(box_id, mqtt_password(ledger.box_key(box_id)))
+        self.c = broker.paho_client(box_id, clean_session=False, will=(
+            p.topic(box_id, "status"), b'{"v":1,"online":false}', 1, True))
+        self.c.subscribe_wait(p.topic(box_id, "ack"))
+
+    def event(self, seq, kind="boot", comp=0, code_id=0, arg=0, keys=None):
+        t = p.topic(self.id, "evt")
+        body = p.event_body(self.id, seq, p.EVENTS.index(kind), comp, code_id, arg, 0)
+        self.c.publish_wait(t, p.seal((keys or self.keys).evt, t, body))
+
+    def acks(self, want, timeout=10):
+        got = set()
+        end = time.monotonic() + timeout
+        while not want <= got and time.monotonic() < end:
+            try:
+                m = self.c.messages.get(timeout=0.1)
+            except Exception:
+                continue
+            body = p.open_envelope(self.keys.cmd, m.topic, m.payload)
+            got |= set(json.loads(body)["acks"])
+        return got
+
+
+@pytest.fixture
+def world(mosquitto, tmp_path):
+    db = tmp_path / "ledger.db"
+    lg = Ledger(db)
+    Backend(lg).register("box-a")
+
+    def consumer(name, **kw):
+        mosquitto.add_user(name, backend=True)
+        return Consumer(db, mosquitto.sdk_config(name), name=name, **kw)
+
+    yield mosquitto, lg, db, consumer
+    lg.close()
+
+
+def test_each_event_is_stored_once_and_acked_even_when_sent_twice(world):
+    broker, lg, db, consumer = world
+    box = ScriptedBox(broker, lg, "box-a")
+    with consumer("consumer-1") as c:
+        wait_for(c.subscribed.is_set)
+        for seq in (1, 2, 2, 3, 1):
+            box.event(seq)
+        assert box.acks({1, 2, 3}) >= {1, 2, 3}
+        wait_for(lambda: c.stats["received"] == 5, what="5 deliveries")
+    assert [e.seq for e in lg.events("box-a")] == [1, 2, 3]
+    assert c.stats["duplicates"] == 2
+
+
+def test_a_forged_event_is_refused_and_not_acked(world):
+    broker, lg, db, consumer = world
+    box = ScriptedBox(broker, lg, "box-a")
+    forger = p.WireKeys.of(b"\x01" * 32)
+    with consumer("consumer-1") as c:
+        wait_for(c.subscribed.is_set)
+        box.event(1, keys=forger)
+        box.event(2)
+        assert box.acks({2}) == {2}
+    assert [e.seq for e in lg.events("box-a")] == [2] and c.stats["refused"] == 1
+
+
+def test_two_consumers_on_a_shared_subscription_split_the_stream_without_loss(world):
+    broker, lg, db, consumer = world
+    box = ScriptedBox(broker, lg, "box-a")
+    c1, c2 = consumer("consumer-1").start(), consumer("consumer-2").start()
+    try:
+        wait_for(lambda: c1.subscribed.is_set() and c2.subscribed.is_set())
+        for seq in range(1, 201):
+            box.event(seq, "wrong_code", arg=seq << 8)
+        assert box.acks(set(range(1, 201))) >= set(range(1, 201))
+    finally:
+        c1.stop()
+        c2.stop()
+    assert sorted(e.seq for e in lg.events("box-a", limit=1000)) == list(range(1, 201))
+    assert c1.stats["stored"] > 0 and c2.stats["stored"] > 0
+    assert c1.stats["stored"] + c2.stats["stored"] == 200
+
+
+def test_status_and_state_of_a_box_are_tracked(world):
+    broker, lg, db, consumer = world
+    box = ScriptedBox(broker, lg, "box-a")
+    with consumer("consumer-1") as c:
+        wait_for(c.subscribed.is_set)
+        box.c.publish_wait(p.topic("box-a", "status"), b'{"v":1,"online":true}', retain=True)
+        wait_for(lambda: lg.box("box-a").online is True, what="online")
+        st = {"t": 0, "boots": 1, "codes": 0, "active": 0, "capacity": 256,
+              "digest": p.set_digest([]).hex(), "pending": 0, "next_seq": 1, "cmd_seq": 0,
+              "key_gen": 0, "occupied": 0, "failures": 0, "wait_s": 0, "faults": 0}
+        body = json.dumps(dict(v=1, box="box-a", **st)).encode()
+        t = p.topic("box-a", "state")
+        box.c.publish_wait(t, p.seal(box.keys.evt, t, body), retain=True)
+        wait_for(lambda: lg.box("box-a").state is not None, what="state")
+        assert lg.in_sync("box-a") is True
+        box.c.drop()  # the will: offline
+        wait_for(lambda: lg.box("box-a").online is False, what="offline")
+
+
+def test_a_backend_with_a_wrong_password_gets_a_clear_error(world):
+    broker, lg, db, consumer = world
+    cfg = broker.sdk_config("backend")
+    cfg.password = "wrong"
+    with pytest.raises(BrokerError, match="refused the connection"):
+        Backend(lg, cfg).unlock("box-a", 1)
