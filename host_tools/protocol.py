@@ -259,10 +259,11 @@ STATE_FIELDS = ("t", "boots", "codes", "active", "capacity", "digest", "pending"
                 "cmd_seq", "key_gen", "occupied", "failures", "wait_s", "faults")
 
 
-def parse_state(keys_to_try, box_id: str, payload: bytes) -> dict:
-    """The state summary (section 8) as a dict; ProtocolError if unverified or malformed."""
+def parse_state(keys_to_try, box_id: str, payload: bytes) -> tuple[dict, int]:
+    """(state summary as a dict, index of the key that verified it); ProtocolError if
+    unverified or malformed."""
     t = topic(box_id, "state")
-    for keys in keys_to_try:
+    for i, keys in enumerate(keys_to_try):
         try:
             body = open_envelope(keys.evt, t, payload)
         except ProtocolError:
@@ -279,7 +280,7 @@ def parse_state(keys_to_try, box_id: str, payload: bytes) -> dict:
                     raise ProtocolError("bad set digest")
             else:
                 _u32(d, f)
-        return d
+        return d, i
     raise ProtocolError("state from %s has no valid MAC" % box_id)
 
 

@@ -74,7 +74,8 @@ def test_an_event_under_an_unknown_key_is_refused():
 
 
 def test_state_summary_vector_parses():
-    d = p.parse_state([KEYS], BOX, VEC["state"]["payload"].encode())
+    d, i = p.parse_state([KEYS], BOX, VEC["state"]["payload"].encode())
+    assert i == 0
     assert {f: d[f] for f in p.STATE_FIELDS} == VEC["state"]["fields"]
 
 

@@ -175,3 +175,15 @@ def test_command_seqs_are_shared_by_every_process_on_the_ledger(tmp_path):
         with lg.tx() as db:
             seqs.append(lg.next_command(db, "A", "state")[0])
     assert seqs == [1, 2, 3, 4]
+
+
+def test_a_message_under_the_pending_key_confirms_a_rotation_whose_result_was_lost(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    with pytest.raises(Exception):
+        be.rotate("A")
+    old, pending = ledger.keys("A")
+    assert not ledger.confirm_key("A", old)
+    assert ledger.confirm_key("A", pending)
+    assert ledger.current_keys("A") == pending and ledger.box("A").key_gen == 1
+    assert not ledger.confirm_key("A", pending)  # once

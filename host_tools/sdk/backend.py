@@ -245,7 +245,9 @@ class Consumer:
             if kind == "evt":
                 self._event(c, box_id, keys, msg.payload)
             elif kind == "state":
-                self._ledger.set_state(box_id, p.parse_state(keys, box_id, msg.payload))
+                state, i = p.parse_state(keys, box_id, msg.payload)
+                self._ledger.confirm_key(box_id, keys[i])
+                self._ledger.set_state(box_id, state)
             elif kind == "status":
                 online = p.parse_status(msg.payload)
                 if online is not None:
@@ -256,7 +258,8 @@ class Consumer:
 
     def _event(self, c, box_id, keys, payload) -> None:
         self.stats["received"] += 1
-        ev, _ = p.parse_event(keys, box_id, payload)
+        ev, i = p.parse_event(keys, box_id, payload)
+        self._ledger.confirm_key(box_id, keys[i])
         if self._ledger.record_event(ev, self.name, self.handler):
             self.stats["stored"] += 1
         else:

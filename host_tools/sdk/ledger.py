@@ -292,6 +292,17 @@ class Ledger:
             db.execute("UPDATE commands SET rejected=?, done=? WHERE box=? AND seq=? "
                        "AND status IS NULL", (ev.arg & 0xFF, time.time(), ev.box, ev.id))
 
+    def confirm_key(self, box_id: str, used: p.WireKeys) -> bool:
+        """A message verified under the pending rotation's key: the box has that key
+        (its result may have been lost to a power cut), so it becomes the current one."""
+        with self.tx() as db:
+            r = db.execute("SELECT box_key, pending_key FROM boxes WHERE id=?", (box_id,)).fetchone()
+            if r is None or r[1] is None or p.WireKeys.of(r[0], r[1]) != used:
+                return False
+            db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), wire_key=pending_key, "
+                       "pending_key=NULL, pending_seq=NULL, key_gen=key_gen+1 WHERE id=?", (box_id,))
+        return True
+
     def events(self, box_id: str | None = None, after: float = 0, limit: int = 1000) -> list[p.Event]:
         q = "SELECT box, seq, type, comp, code_id, arg, t FROM events WHERE received>?"
         args: tuple = (after,)
