@@ -1,0 +1,304 @@
+# The box's end of the wire protocol (docs/protocol.md), sans-I/O: commands and acks in,
+# sealed events and state summaries out. A network link drives it (docs/box.md section 9).
+import json
+
+from parcelbox import events, ticks
+from parcelbox import protocol as P
+from parcelbox.hmac256 import Hmac
+from parcelbox.remotestore import Staging, change_settings, load_wire, save_wire
+from parcelbox.remotestore import stored_settings  # noqa: F401 (the shell's, before its Box)
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_IN_FLIGHT = const(8)      # events published and not yet acked
+_RESEND_MS = const(30000)  # an event not acked this long after publishing goes again
+_BURST = const(5)          # rejected events written at once...
+_REFILL_MS = const(60000)  # ...then one per minute; the rest are counted as suppressed
+
+# json.loads of a memoryview saves copying a 4 KB body: MicroPython reads any buffer,
+# CPython wants bytes.
+try:
+    json.loads(memoryview(b"0"))
+    _loads = json.loads
+except TypeError:
+    def _loads(body):
+        return json.loads(bytes(body))
+
+
+class Remote:
+    # box: the Box; box_id: its id (str); box_key: its 32-byte key. The wire key comes from
+    # flash if the backend has rotated it. ValueError or TypeError on a bad id or key.
+    def __init__(self, box, box_id, box_key):
+        (self.topic_cmd, self.topic_ack, self.topic_evt, self.topic_state,
+         self.topic_status) = P.topics(box_id)
+        self.box = box
+        self.box_id = box_id
+        self.restart_pending = False  # settings saved; in effect once the shell rebuilds the Box
+        w = load_wire(box.storage)
+        self._key_lost = w is False  # reported at the first connect, when time is known
+        self.key_gen, key = w if w else (0, box_key)
+        self._set_key(key)
+        self._stage = Staging(box.storage)
+        self._online = False
+        self._state_due = False
+        self._next_state = 0
+        self._upto = 0    # highest event seq published since the last connect
+        self._sent = {}   # seq: tick last published, for each event in flight
+        self._tokens = _BURST
+        self._rl_tick = 0
+        self._suppressed = 0
+
+    def _set_key(self, wire_key):
+        self._cmd_key, evt_key = P.wire_keys(wire_key)
+        self._cmd = Hmac(self._cmd_key)
+        self._evt = Hmac(evt_key)
+
+    # ---- the link's API ----------------------------------------------------
+
+    # Topics to subscribe to, QoS 1.
+    def subscriptions(self):
+        return [self.topic_cmd, self.topic_ack]
+
+    # (topic, payload) of the last will: offline, QoS 1, retained.
+    def will(self):
+        return self.topic_status, P.OFFLINE
+
+    # (topic, payload) published retained right after each connect.
+    def online(self):
+        return self.topic_status, P.ONLINE
+
+    # A new connection: a state summary is due, then every pending event goes (again).
+    def connected(self, now):
+        self._online = True
+        self._state_due = True
+        self._upto = 0
+        self._sent = {}
+        if self._key_lost:
+            try:
+                self.box.event(events.STORE_CORRUPT, 0, 0, events.FILE_KEY, now)
+                self._key_lost = False
+            except OSError:
+                self.box.fault(now)
+
+    # One message on cmd or ack, applied fully (on flash) before this returns. Never raises
+    # on content: a bug inside is reported as malformed and never opens anything.
+    def receive(self, topic, payload, now):
+        try:
+            if topic == self.topic_cmd:
+                self._command(payload, now)
+            elif topic == self.topic_ack:
+                self._acks(payload, now)
+        except OSError:
+            self.box.fault(now)
+        except Exception:  # a bug: the state stays as on flash
+            try:
+                self._reject(P.MALFORMED, 0, now)
+            except OSError:
+                self.box.fault(now)
+
+    # The next (topic, payload, retain) to publish, or None: call until None.
+    def poll(self, now):
+        if not self._online:
+            return None
+        try:
+            return self._poll(now)
+        except OSError:
+            self.box.fault(now)
+            return None
+
+    # Tick at which poll() next has something (now if at once), or None while offline.
+    def next_deadline(self, now):
+        if not self._online:
+            return None
+        n = self._in_flight(now)
+        if self._state_due or n < min(_IN_FLIGHT, self.box.outbox.pending()):
+            return now
+        best = self._next_state
+        for s in self._sent:
+            t = ticks.add(self._sent[s], _RESEND_MS)
+            if ticks.diff(t, best) < 0:
+                best = t
+        return best
+
+    # ---- publishing --------------------------------------------------------
+
+    def _poll(self, now):
+        box = self.box
+        if self._state_due or ticks.reached(now, self._next_state):
+            self._state_due = False
+            self._next_state = ticks.add(now, box.cfg["state_every_s"] * 1000)
+            return self.topic_state, P.seal(self._evt, self.topic_state, self._summary(now)), True
+        ob = box.outbox
+        n = self._in_flight(now)
+        for i in range(n):
+            if ticks.reached(now, ticks.add(self._sent[ob.seq(i)], _RESEND_MS)):
+                return self._publish(i, now)
+        if n < _IN_FLIGHT and n < ob.pending():
+            return self._publish(n, now)
+        return None
+
+    def _publish(self, i, now):
+        ev = self.box.outbox.get(i)
+        self._sent[ev[0]] = now
+        if ev[0] > self._upto:
+            self._upto = ev[0]
+        body = P.event_body(self.box_id, *ev)
+        return self.topic_evt, P.seal(self._evt, self.topic_evt, body), False
+
+    # How many pending events are in flight: those published since the connect, always
+    # the oldest pending ones. Resynced if the outbox dropped one (its full policy).
+    def _in_flight(self, now):
+        ob = self.box.outbox
+        n = 0
+        while n < ob.pending() and ob.seq(n) <= self._upto:
+            n += 1
+        if n != len(self._sent):
+            old, self._sent = self._sent, {}
+            for i in range(n):
+                s = ob.seq(i)
+                self._sent[s] = old.get(s, now)
+        return n
+
+    def _summary(self, now):
+        box = self.box
+        c, ob, th = box.codes, box.outbox, box.throttle
+        wall = box.wall(now)
+        return P.state_body(self.box_id, wall if box.clock_trusted() else 0, box.boots(),
+                            c.count(), c.active_count(wall), c.capacity(), c.set_digest(),
+                            ob.pending(), ob.next_seq, box.cmd_top, self.key_gen, box.occupied,
+                            th.failures, (th.check(now) + 999) // 1000, box.faults)
+
+    # ---- receiving ---------------------------------------------------------
+
+    # A `rejected` event, at most _BURST at once and then one per _REFILL_MS.
+    def _reject(self, why, seq, now):
+        e = ticks.diff(now, self._rl_tick)
+        n = e // _REFILL_MS if e > 0 else 0
+        if e < 0 or self._tokens + n >= _BURST:
+            self._tokens, self._rl_tick = _BURST, now
+        elif n:
+            self._tokens += n
+            self._rl_tick = ticks.add(self._rl_tick, n * _REFILL_MS)
+        if not self._tokens:
+            self._suppressed += 1
+            return None
+        arg = why | min(self._suppressed, 0xFFFFFF) << 8
+        self.box.event(events.REJECTED, 0, seq, arg, now)
+        self._tokens -= 1
+        self._suppressed = 0
+        return None
+
+    # Checks 1 to 6 of section 5 on a payload from `topic` whose body must hold `need`:
+    # the JSON object, or None (rejected).
+    def _open(self, topic, payload, need, now):
+        body = P.open_payload(self._cmd, topic, payload)
+        if type(body) is int:
+            return self._reject(body, 0, now)
+        try:
+            m = _loads(body)
+        except ValueError:  # UnicodeDecodeError too
+            m = None
+        ok = type(m) is dict and "v" in m and "box" in m and need in m
+        seq = m.get("seq") if ok and need == "op" else 0
+        if need == "op" and not P.is_int(seq, 1):
+            ok = False
+        if not ok:
+            return self._reject(P.MALFORMED, 0, now)
+        v = m["v"]
+        if type(v) is not int or v != P.VERSION:
+            return self._reject(P.BAD_VERSION, seq, now)
+        if m["box"] != self.box_id:
+            return self._reject(P.WRONG_BOX, seq, now)
+        return m
+
+    def _acks(self, payload, now):
+        m = self._open(self.topic_ack, payload, "acks", now)
+        if m is None:
+            return
+        a = m["acks"]
+        ok = type(a) is list and 1 <= len(a) <= P.MAX_ACKS
+        for s in a if ok else ():
+            ok = ok and P.is_int(s)
+        if not ok:
+            return self._reject(P.MALFORMED, 0, now)
+        for s in a:
+            if self.box.outbox.ack(s):
+                self._sent.pop(s, None)
+
+    def _command(self, payload, now):
+        c = self._open(self.topic_cmd, payload, "op", now)
+        if c is None:
+            return
+        box = self.box
+        seq = c["seq"]
+        why = P.window_check(box.cmd_top, box.cmd_bits, seq)
+        exp = c.get("exp")
+        if not why and exp is not None:
+            if not P.is_int(exp):
+                why = P.MALFORMED
+            elif box.clock_trusted() and box.wall(now) > exp:
+                why = P.EXPIRED
+        op = c["op"]
+        op = P.OPS.index(op) if type(op) is str and op in P.OPS else 0
+        if not why and not op:
+            why = P.UNKNOWN_OP
+        args = None if why else P.op_fields(op, c)
+        if args is None:
+            return self._reject(why or P.MALFORMED, seq, now)
+        # The window is on flash before anything is applied: a power cut may lose this
+        # command, never apply it twice. A flash error here applies nothing (receive).
+        box.save_window(*P.window_mark(box.cmd_top, box.cmd_bits, seq))
+        try:
+            st = self._apply(op, args, seq, now)
+        except OSError:
+            st = P.FLASH
+        box.event(events.RESULT, op, seq, st, now)
+
+    # Apply a checked command; its status. OSError escapes (status FLASH).
+    def _apply(self, op, a, seq, now):
+        box = self.box
+        codes = box.codes
+        if op == P.ADD:
+            if codes.count() >= codes.capacity() and codes.slot_of(a[0][0]) < 0:
+                return P.FULL
+            try:
+                codes.add(*a[0])
+            except ValueError:  # the digest belongs to another code
+                return P.BAD_VALUE
+        elif op == P.REVOKE:
+            return P.OK if codes.revoke(a[0]) else P.UNKNOWN_CODE
+        elif op == P.SYNC_BEGIN:
+            if a[1] > codes.capacity():
+                return P.FULL
+            self._stage.begin(*a)
+        elif op == P.SYNC_PART:
+            return self._stage.part(*a)
+        elif op == P.SYNC_END:
+            self._state_due = True
+            return self._stage.end(a[0], a[1], codes)
+        elif op == P.UNLOCK:
+            if a[0] > len(box.doors):
+                return P.BAD_VALUE
+            return P.OK if box.remote_unlock(a[0], seq, now) else P.BUSY
+        elif op == P.CLEAR_THROTTLE:
+            box.clear_throttle(now)
+        elif op == P.SETTINGS:
+            st = change_settings(box.storage, box.cfg, a[0])
+            self.restart_pending = self.restart_pending or st != P.BAD_VALUE
+            return st
+        elif op == P.ROTATE:
+            if a[0] != self.key_gen + 1:
+                return P.BAD_VALUE
+            key = P.unwrap(self._cmd_key, seq, a[1])
+            save_wire(box.storage, a[0], key)  # before the result, which the new key seals
+            self.key_gen = a[0]
+            self._set_key(key)
+        elif op == P.STATE:
+            self._state_due = True
+        elif op == P.TIME:
+            box.set_time(a[0], now)
+        return P.OK
