@@ -94,6 +94,11 @@ class Rig:
                 for t, p, r in msgs if t == EVT_T]
 
 
+# The state summary in a payload, verified under one of `keys` (WireKeys).
+def state_of(keys, payload):
+    return HP.parse_state(keys, BOX, payload)[0]
+
+
 def body(seq=1, op="state", **kw):
     b = {"v": 1, "box": BOX, "seq": seq, "op": op}
     b.update(kw)
@@ -127,7 +132,7 @@ def test_a_connect_publishes_the_retained_state_then_the_pending_events(rig):
     rig.remote.connected(rig.now)
     out = rig.drain()
     assert out[0][0] == STATE_T and out[0][2] is True
-    s = HP.parse_state([rig.keys], BOX, out[0][1])
+    s = state_of([rig.keys], out[0][1])
     assert s["boots"] == 1 and s["pending"] == 1 and s["t"] == T0 and s["capacity"] == 256
     assert [e.type for e in rig.published_events(out[1:])] == ["boot"]
     assert all(retain is False for t, p, retain in out[1:])
@@ -206,7 +211,7 @@ def test_a_sync_in_parts_replaces_every_code_at_the_end_and_publishes_state(rig)
     assert rig.box.codes.set_digest() == HP.set_digest(new)
     assert remotestore.STAGE not in rig.st.files
     out = rig.drain()
-    s = HP.parse_state([rig.keys], BOX, out[0][1])
+    s = state_of([rig.keys], out[0][1])
     assert out[0][0] == STATE_T and s["digest"] == HP.set_digest(new).hex() and s["codes"] == 100
 
 
@@ -387,7 +392,7 @@ def test_rotate_saves_the_new_key_and_seals_the_result_with_it(rig):
     rig.send("state")
     assert rig.result()[2] == P.OK
     rig.remote.connected(rig.now)
-    s = HP.parse_state([rig.keys], BOX, rig.drain()[0][1])
+    s = state_of([rig.keys], rig.drain()[0][1])
     assert s["key_gen"] == 1 and s["cmd_seq"] == rig.seq
 
 
@@ -415,7 +420,7 @@ def test_state_op_publishes_a_state_summary(rig):
     rig.drain()
     rig.send("state")
     out = rig.drain()
-    assert out[0][0] == STATE_T and HP.parse_state([rig.keys], BOX, out[0][1])["cmd_seq"] == 1
+    assert out[0][0] == STATE_T and state_of([rig.keys], out[0][1])["cmd_seq"] == 1
 
 
 def test_time_op_sets_a_trusted_clock():

@@ -5,8 +5,8 @@ import json
 from parcelbox import events, ticks
 from parcelbox import protocol as P
 from parcelbox.hmac256 import Hmac
-from parcelbox.remotestore import Staging, change_settings, load_wire, save_wire
-from parcelbox.remotestore import stored_settings  # noqa: F401 (the shell's, before its Box)
+# stored_settings is the shell's, before it builds the Box (docs/box.md section 9)
+from parcelbox.remotestore import Staging, change_settings, load_wire, save_wire, stored_settings
 
 try:
     from micropython import const
@@ -43,8 +43,7 @@ class Remote:
         self.key_gen, key = w if w else (0, box_key)
         self._set_key(key)
         self._stage = Staging(box.storage)
-        self._online = False
-        self._state_due = False
+        self._online = self._state_due = False
         self._next_state = 0
         self._upto = 0    # highest event seq published since the last connect
         self._sent = {}   # seq: tick last published, for each event in flight
@@ -174,7 +173,7 @@ class Remote:
 
     # ---- receiving ---------------------------------------------------------
 
-    # A `rejected` event, at most _BURST at once and then one per _REFILL_MS.
+    # A `rejected` event, at most _BURST at once and then one per _REFILL_MS. None.
     def _reject(self, why, seq, now):
         e = ticks.diff(now, self._rl_tick)
         n = e // _REFILL_MS if e > 0 else 0
@@ -185,12 +184,10 @@ class Remote:
             self._rl_tick = ticks.add(self._rl_tick, n * _REFILL_MS)
         if not self._tokens:
             self._suppressed += 1
-            return None
-        arg = why | min(self._suppressed, 0xFFFFFF) << 8
-        self.box.event(events.REJECTED, 0, seq, arg, now)
+            return
+        self.box.event(events.REJECTED, 0, seq, why | min(self._suppressed, 0xFFFFFF) << 8, now)
         self._tokens -= 1
         self._suppressed = 0
-        return None
 
     # Checks 1 to 6 of section 5 on a payload from `topic` whose body must hold `need`:
     # the JSON object, or None (rejected).
