@@ -251,7 +251,7 @@ def register(main: click.Group) -> None:
         with Backend(c.ledger, cfg) as be:
             c.ledger.box(box_id)
             issued = be.issue(box_id, role, comp, n, nb, na)
-            status = _wait(c, cfg, box_id, issued.cmd_seq, wait) if wait and issued.sent else None
+        status = _wait(c, cfg, box_id, issued.cmd_seq, wait) if wait and issued.sent else None
         data = {"box": box_id, "code_id": issued.code_id, "code": issued.code, "role": role,
                 "comp": comp, "uses": n, "not_before": nb, "not_after": na, "sent": issued.sent,
                 "command": issued.cmd_seq, "result": status}
@@ -281,7 +281,7 @@ def register(main: click.Group) -> None:
         cfg = c.mqtt()
         with Backend(c.ledger, cfg) as be:
             seq = be.revoke(box_id, code_id)
-            status = _wait(c, cfg, box_id, seq, wait) if wait else None
+        status = _wait(c, cfg, box_id, seq, wait) if wait else None
         _out({"box": box_id, "code_id": code_id, "command": seq, "result": status}, as_json,
              lambda: click.echo("Revoke of code %d sent to %s (command %d)%s." % (
                  code_id, box_id, seq, ": " + status if status else "")))
@@ -316,7 +316,7 @@ def register(main: click.Group) -> None:
         cfg = c.mqtt()
         with Backend(c.ledger, cfg) as be:
             seqs = be.sync(box_id)
-            status = _wait(c, cfg, box_id, seqs[-1], wait) if wait else None
+        status = _wait(c, cfg, box_id, seqs[-1], wait) if wait else None
         n = len(c.ledger.box_set(c.ledger.db, box_id, int(time.time())))
         _out({"box": box_id, "codes": n, "commands": seqs, "result": status}, as_json,
              lambda: click.echo("Sync of %d codes sent to %s in %d commands%s." % (
@@ -334,7 +334,7 @@ def register(main: click.Group) -> None:
         cfg = c.mqtt()
         with Backend(c.ledger, cfg) as be:
             seq = be.unlock(box_id, comp)
-            status = _wait(c, cfg, box_id, seq, wait) if wait else None
+        status = _wait(c, cfg, box_id, seq, wait) if wait else None
         _out({"box": box_id, "comp": comp, "command": seq, "result": status}, as_json,
              lambda: click.echo("Unlock of compartment %d sent to %s (command %d)%s." % (
                  comp, box_id, seq, ": " + status if status else "")))
@@ -386,9 +386,11 @@ def _print_event(e: p.Event, as_json: bool) -> None:
 
 
 def _wait(c: Ctx, cfg: MqttConfig, box_id: str, seq: int, timeout: float) -> str:
-    """Consume events until the box answers command `seq` (or timeout): its outcome."""
+    """Consume events until the box answers command `seq` (or timeout): its outcome.
+    Called after the command's own connection is closed: the client id is the username,
+    so a second connection under it would push the first one out."""
     be = Backend(c.ledger)
-    with Consumer(c.db_path, cfg):
+    with Consumer(c.db_path, cfg, persistent=False):
         status, rejected = be.wait(box_id, seq, timeout)
     if status is not None:
         return p.STATUS[status] if status < len(p.STATUS) else str(status)

@@ -199,13 +199,18 @@ class Consumer:
     """Receives events (shared subscription), state and status; stores each event once,
     then acks it. `handler(db, event)` runs inside the storing transaction."""
 
+    # persistent=False for a consumer that leaves for good when it stops (the CLI's
+    # --wait): mosquitto keeps routing a share of the events to the stored session of a
+    # persistent member while it is away, and they reach the others only when the
+    # box sends them again (30 s).
     def __init__(self, ledger_path: str, cfg: mqtt.MqttConfig, name: str | None = None,
-                 group: str = GROUP, handler=None):
+                 group: str = GROUP, handler=None, persistent: bool = True):
         self.ledger_path = str(ledger_path)
         self.cfg = cfg
         self.name = name or cfg.username or "consumer"
         self.group = group
         self.handler = handler
+        self.persistent = persistent
         self.stats = {"received": 0, "stored": 0, "duplicates": 0, "refused": 0}
         self._ledger: Ledger | None = None
         self._c = None
@@ -213,7 +218,7 @@ class Consumer:
 
     def start(self) -> "Consumer":
         self._ledger = Ledger(self.ledger_path)  # used only on the network thread
-        c = mqtt.client(self.cfg, self.cfg.username or self.name, clean_session=False)
+        c = mqtt.client(self.cfg, self.cfg.username or self.name, clean_session=not self.persistent)
         c.on_connect = self._on_connect
         c.on_subscribe = lambda *a: self.subscribed.set()
         c.on_message = self._on_message

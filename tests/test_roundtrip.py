@@ -1,0 +1,100 @@
+# The issue's proof, against the private mosquitto: a code issued with the CLI opens the
+# right compartment of a firmware box core, and deposit and pickup reach the ledger once.
+import pytest
+
+from roundtrip_world import World, open_and_close, wait_for
+
+
+@pytest.fixture
+def world(mosquitto, tmp_path):
+    w = World(mosquitto, tmp_path)
+    yield w
+    w.close()
+
+
+def test_codes_issued_with_the_cli_open_the_right_compartment_and_report_once(world):
+    world.consumer()
+    link = world.add_box("box-1", compartments=2)
+    driver = world.cli_json("codes", "issue", "box-1", "--role", "driver", "--comp", "1",
+                            "--wait", "15")
+    recipient = world.cli_json("codes", "issue", "box-1", "--role", "recipient", "--comp", "1",
+                               "--valid-until", "2d", "--wait", "15")
+    assert driver["result"] == "ok" and recipient["result"] == "ok"
+
+    link.type(driver["code"])
+    wait_for(lambda: link.unlocks, what="an unlock")
+    assert [c for c, _ in link.unlocks] == [1]
+    open_and_close(world, link, 1, "box-1")
+    (dep,) = wait_for(lambda: world.events("box-1", "deposit"), what="deposit")
+    assert (dep.comp, dep.id) == (1, driver["code_id"])
+
+    link.skip(5000)  # past the solenoid's cool-down
+    link.type(recipient["code"])
+    wait_for(lambda: len(link.unlocks) == 2, what="second unlock")
+    assert [c for c, _ in link.unlocks] == [1, 1]
+    open_and_close(world, link, 1, "box-1")
+    (pick,) = wait_for(lambda: world.events("box-1", "pickup"), what="pickup")
+    assert (pick.comp, pick.id) == (1, recipient["code_id"])
+
+    # every event acked: the box's outbox drains; the ledger holds each seq once
+    link.skip(31000)  # anything published while no consumer listened goes again
+    wait_for(lambda: link.call(lambda box, r, now: box.outbox.pending() == 0), what="all acked")
+    seqs = [e.seq for e in world.events("box-1")]
+    assert len(seqs) == len(set(seqs)) == max(seqs)
+    assert len(world.events("box-1", "pickup")) == 1
+    codes = {c["id"]: c for c in world.ledger.codes("box-1")}
+    assert codes[recipient["code_id"]]["status"] == "used"
+
+
+def test_a_used_code_does_not_open_again_and_the_box_says_why(world):
+    world.consumer()
+    link = world.add_box("box-1")
+    owner = world.cli_json("codes", "issue", "box-1", "--role", "owner", "--uses", "1", "--wait", "15")
+    link.type(owner["code"])
+    wait_for(lambda: link.unlocks, what="unlock")
+    open_and_close(world, link, 1, "box-1")
+    link.skip(5000)
+    link.type(owner["code"])
+    (wrong,) = wait_for(lambda: world.events("box-1", "wrong_code"), what="wrong_code")
+    assert wrong.arg & 0xFF == 3 and len(link.unlocks) == 1  # used up
+
+
+def test_remote_unlock_revoke_and_sync_through_the_cli(world):
+    world.consumer()
+    link = world.add_box("box-1", compartments=2)
+    assert world.cli_json("unlock", "box-1", "2", "--wait", "15")["result"] == "ok"
+    wait_for(lambda: link.unlocks, what="remote unlock")
+    assert [c for c, _ in link.unlocks] == [2]
+    a = world.cli_json("codes", "issue", "box-1", "--role", "owner", "--wait", "15")
+    world.cli_json("codes", "issue", "box-1", "--role", "driver")
+    assert world.cli_json("codes", "revoke", "box-1", str(a["code_id"]), "--wait", "15")["result"] == "ok"
+    assert world.cli_json("codes", "sync", "box-1", "--wait", "15")["result"] == "ok"
+    link.call(lambda box, r, now: None)
+    status = wait_for(lambda: (lambda s: s if s["codes_in_sync"] else None)(
+        world.cli_json("box", "status", "box-1")), what="box in sync")
+    assert status["state"]["codes"] == 1 and status["online"] is True
+    link.skip(5000)
+    link.type(a["code"])  # revoked: refused
+    wait_for(lambda: world.events("box-1", "wrong_code"), what="wrong_code")
+    assert len(link.unlocks) == 1
+
+
+def test_revoking_a_code_the_box_never_had_reports_unknown_code(world):
+    world.consumer()
+    world.add_box("box-1")
+    a = world.cli_json("codes", "issue", "box-1")
+    world.links["box-1"].call(lambda box, r, now: box.codes.revoke(a["code_id"]))
+    assert world.cli_json("codes", "revoke", "box-1", str(a["code_id"]), "--wait", "15")[
+        "result"] == "unknown_code"
+
+
+def test_a_settings_change_takes_effect_after_the_core_restarts(world):
+    world.consumer()
+    link = world.add_box("box-1")
+    be = __import__("host_tools.sdk", fromlist=["Backend"]).Backend(
+        world.ledger, world.broker.sdk_config("cli"))
+    with be:
+        seq = be.settings("box-1", {"free_tries": 2})
+    status, _ = world.outcome("box-1", seq)
+    assert status == 0
+    wait_for(lambda: link.call(lambda box, r, now: box.cfg["free_tries"] == 2), what="restart")
