@@ -187,3 +187,16 @@ def test_a_message_under_the_pending_key_confirms_a_rotation_whose_result_was_lo
     assert ledger.confirm_key("A", pending)
     assert ledger.current_keys("A") == pending and ledger.box("A").key_gen == 1
     assert not ledger.confirm_key("A", pending)  # once
+
+
+def test_a_sync_leaves_used_up_codes_out_and_in_sync_accepts_either_set(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    used = be.issue("A", comp=1)
+    kept = be.issue("A", comp=1, uses=3)
+    ledger.record_event(p.Event("A", 1, "pickup", 1, used.code_id, 0, 0), "c")
+    assert [c[0] for c in ledger.box_set(ledger.db, "A")] == [kept.code_id]
+    with_used = ledger.box_set(ledger.db, "A", used=True)
+    for codes in (with_used, ledger.box_set(ledger.db, "A")):
+        ledger.set_state("A", {"digest": p.set_digest(codes).hex(), "t": 0})
+        assert ledger.in_sync("A") is True

@@ -236,27 +236,29 @@ class Ledger:
         return [dict(zip(("id", "role", "comp", "uses", "not_before", "not_after", "status",
                           "issued"), r)) for r in self.db.execute(q, (box_id,))]
 
-    def box_set(self, db, box_id: str, at: int | None = None) -> list[list]:
-        """Wire arrays of the codes the box should hold (not revoked; with `at`, not
-        expired at that time)."""
+    def box_set(self, db, box_id: str, at: int | None = None, used: bool = False) -> list[list]:
+        """Wire arrays of the codes a sync gives the box: not revoked, not used up (with
+        `used`, also those: the box keeps a used-up code until it expires or is revoked,
+        with uses 0, which a sync cannot carry) and, with `at`, not expired then."""
         q = ("SELECT id, digest, role, comp, uses, not_before, not_after FROM codes "
-             "WHERE box=? AND status!='revoked'")
+             "WHERE box=? AND status " + ("IN ('active', 'used')" if used else "= 'active'"))
         args: tuple = (box_id,)
         if at is not None:
             q += " AND (not_after=0 OR not_after>=?)"
             args += (at,)
-        return [p.code_array(*r) for r in db.execute(q + " ORDER BY id", args)]
+        # the set digest leaves uses out, so a used-up code may stand with uses 1
+        return [p.code_array(*r[:4], max(r[4], 1), *r[5:]) for r in db.execute(q + " ORDER BY id", args)]
 
     def in_sync(self, box_id: str) -> bool | None:
         """Whether the box's last state summary shows the set the ledger expects (None:
-        no summary yet). The box sweeps expired codes hourly, so either the set with
-        or without the codes expired by its report time matches."""
+        no summary yet). The box sweeps expired codes hourly and keeps used-up codes
+        until a sync, so the set with or without either matches."""
         st = self.box(box_id).state
         if not st:
             return None
-        want = st["digest"]
-        return want in (p.set_digest(self.box_set(self.db, box_id)).hex(),
-                        p.set_digest(self.box_set(self.db, box_id, st["t"] or None)).hex())
+        at = st["t"] or None
+        return st["digest"] in {p.set_digest(self.box_set(self.db, box_id, t, used)).hex()
+                                for t in (None, at) for used in (False, True)}
 
     # ---- events ------------------------------------------------------------
 
