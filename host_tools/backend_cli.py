@@ -222,6 +222,33 @@ def register(main: click.Group) -> None:
                 ("key generation", b.key_gen)])
         _out(data, as_json, human)
 
+    def _box_command(name, method, help_, done):
+        @box.command(name, help=help_)
+        @click.argument("box_id")
+        @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
+        @click.option("--json", "as_json", is_flag=True)
+        @with_ctx
+        @_guard
+        def cmd(c: Ctx, box_id, wait, as_json):
+            cfg = c.mqtt()
+            with Backend(c.ledger, cfg) as be:
+                c.ledger.box(box_id)
+                seq = getattr(be, method)(box_id)
+            status = _wait(c, cfg, box_id, seq, wait) if wait else None
+            _out({"box": box_id, "command": seq, "result": status}, as_json,
+                 lambda: click.echo("%s sent to %s (command %d)%s." % (
+                     done, box_id, seq, ": " + status if status else "")))
+        return cmd
+
+    _box_command("rotate-key", "rotate", "Give BOX_ID new wire keys (command and event MACs); "
+                 "the old ones stay valid until the box confirms.", "Key rotation")
+    _box_command("clear-throttle", "clear_throttle", "Forget BOX_ID's failed attempts and "
+                 "lockouts.", "Clear throttle")
+    _box_command("refresh", "request_state", "Ask BOX_ID for a fresh state summary.",
+                 "State request")
+    _box_command("set-time", "set_time", "Tell BOX_ID the time (this machine's clock).",
+                 "Time")
+
     @codes.command("issue")
     @click.argument("box_id")
     @click.option("--role", type=click.Choice(list(p.ROLES)), default="recipient", show_default=True)

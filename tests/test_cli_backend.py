@@ -19,7 +19,7 @@ def run(tmp_path):
     return run
 
 
-@pytest.mark.parametrize("cmd", [[], ["box"], ["codes"], ["box", "add"], ["box", "list"],
+@pytest.mark.parametrize("cmd", [[], ["box"], ["codes"], ["box", "add"], ["box", "list"], ["box", "rotate-key"], ["box", "clear-throttle"],
                                  ["box", "status"], ["codes", "issue"], ["codes", "revoke"],
                                  ["codes", "list"], ["codes", "sync"], ["unlock"], ["events"]])
 def test_every_command_has_help(cmd):

@@ -98,3 +98,38 @@ def test_a_settings_change_takes_effect_after_the_core_restarts(world):
     status, _ = world.outcome("box-1", seq)
     assert status == 0
     wait_for(lambda: link.call(lambda box, r, now: box.cfg["free_tries"] == 2), what="restart")
+
+
+def test_a_key_rotation_through_the_cli_keeps_commands_and_events_flowing(world):
+    world.consumer()
+    link = world.add_box("box-1")
+    old = world.ledger.current_keys("box-1")
+    assert world.cli_json("box", "rotate-key", "box-1", "--wait", "15")["result"] == "ok"
+    assert world.ledger.current_keys("box-1") != old and world.ledger.box("box-1").key_gen == 1
+    assert link.call(lambda box, r, now: r.key_gen) == 1
+    # commands under the new key work; events under it verify
+    assert world.cli_json("unlock", "box-1", "1", "--wait", "15")["result"] == "ok"
+    wait_for(lambda: link.unlocks, what="unlock after rotation")
+    # the box rejects a command under the old key
+    _, payload = __import__("host_tools.protocol", fromlist=["command"]).command(
+        old, "box-1", 999, "unlock", comp=1)
+    spy = world.broker.paho_client(world.broker.add_user("spy", backend=True) and "spy")
+    spy.publish_wait("parcelbox/v1/box-1/cmd", payload)
+    (rej,) = wait_for(lambda: world.events("box-1", "rejected"), what="rejected")
+    assert rej.arg & 0xFF == 1  # bad_mac
+
+
+def test_clear_throttle_through_the_cli_lets_the_right_code_in_again(world):
+    world.consumer()
+    link = world.add_box("box-1")
+    owner = world.cli_json("codes", "issue", "box-1", "--role", "owner", "--uses", "unlimited",
+                           "--wait", "15")
+    wrong = owner["code"][:-1] + str((int(owner["code"][-1]) + 1) % 10)
+    for _ in range(6):  # five free tries, then a lockout
+        link.type(wrong)
+    wait_for(lambda: world.events("box-1", "throttled"), what="throttled")
+    link.type(owner["code"])  # locked out: not even checked
+    assert link.unlocks == []
+    assert world.cli_json("box", "clear-throttle", "box-1", "--wait", "15")["result"] == "ok"
+    link.type(owner["code"])
+    wait_for(lambda: link.unlocks, what="unlock after clearing")
