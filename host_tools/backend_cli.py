@@ -230,14 +230,8 @@ def register(main: click.Group) -> None:
         @with_ctx
         @_guard
         def cmd(c: Ctx, box_id, wait, as_json):
-            cfg = c.mqtt()
-            with Backend(c.ledger, cfg) as be:
-                c.ledger.box(box_id)
-                seq = getattr(be, method)(box_id)
-            status = _wait(c, cfg, box_id, seq, wait) if wait else None
-            _out({"box": box_id, "command": seq, "result": status}, as_json,
-                 lambda: click.echo("%s sent to %s (command %d)%s." % (
-                     done, box_id, seq, ": " + status if status else "")))
+            c.ledger.box(box_id)
+            _command(c, box_id, lambda be: getattr(be, method)(box_id), wait, as_json, done)
         return cmd
 
     _box_command("rotate-key", "rotate", "Give BOX_ID new wire keys (command and event MACs); "
@@ -305,13 +299,8 @@ def register(main: click.Group) -> None:
     @_guard
     def codes_revoke(c: Ctx, box_id, code_id, wait, as_json):
         """Revoke a code by its id."""
-        cfg = c.mqtt()
-        with Backend(c.ledger, cfg) as be:
-            seq = be.revoke(box_id, code_id)
-        status = _wait(c, cfg, box_id, seq, wait) if wait else None
-        _out({"box": box_id, "code_id": code_id, "command": seq, "result": status}, as_json,
-             lambda: click.echo("Revoke of code %d sent to %s (command %d)%s." % (
-                 code_id, box_id, seq, ": " + status if status else "")))
+        _command(c, box_id, lambda be: be.revoke(box_id, code_id), wait, as_json,
+                 "Revoke of code %d" % code_id, code_id=code_id)
 
     @codes.command("list")
     @click.argument("box_id")
@@ -358,13 +347,8 @@ def register(main: click.Group) -> None:
     @_guard
     def unlock(c: Ctx, box_id, comp, wait, as_json):
         """Unlock compartment COMP of BOX_ID remotely."""
-        cfg = c.mqtt()
-        with Backend(c.ledger, cfg) as be:
-            seq = be.unlock(box_id, comp)
-        status = _wait(c, cfg, box_id, seq, wait) if wait else None
-        _out({"box": box_id, "comp": comp, "command": seq, "result": status}, as_json,
-             lambda: click.echo("Unlock of compartment %d sent to %s (command %d)%s." % (
-                 comp, box_id, seq, ": " + status if status else "")))
+        _command(c, box_id, lambda be: be.unlock(box_id, comp), wait, as_json,
+                 "Unlock of compartment %d" % comp, comp=comp)
 
     @main.command()
     @click.option("--box", "box_id", help="Only this box.")
@@ -410,6 +394,18 @@ def _print_event(e: p.Event, as_json: bool) -> None:
                                                    "comp %d" % e.comp if e.comp else "      ",
                                                    e.describe()))
     sys.stdout.flush()
+
+
+def _command(c: Ctx, box_id: str, send, wait: float, as_json: bool, what: str, **extra) -> None:
+    """Send one command (send(backend) -> seq), optionally wait for the box's answer,
+    and report both."""
+    cfg = c.mqtt()
+    with Backend(c.ledger, cfg) as be:
+        seq = send(be)
+    status = _wait(c, cfg, box_id, seq, wait) if wait else None
+    _out(dict(box=box_id, command=seq, result=status, **extra), as_json,
+         lambda: click.echo("%s sent to %s (command %d)%s." % (
+             what, box_id, seq, ": " + status if status else "")))
 
 
 def _wait(c: Ctx, cfg: MqttConfig, box_id: str, seq: int, timeout: float) -> str:

@@ -217,26 +217,28 @@ def _u32(d: dict, name: str) -> int:
     return v
 
 
-def parse_event(keys_to_try, box_id: str, payload: bytes) -> tuple[Event, int]:
-    """(event, index of the key that verified it) of an evt payload; ProtocolError if no
-    key in `keys_to_try` (WireKeys, newest last) verifies it or the body is malformed."""
-    t = topic(box_id, "evt")
+def _open_json(keys_to_try, box_id: str, kind: str, payload: bytes) -> tuple[dict, int]:
+    """(body as a dict, index of the evt key that verified it) of a box's message."""
+    t = topic(box_id, kind)
     for i, keys in enumerate(keys_to_try):
         try:
             body = open_envelope(keys.evt, t, payload)
         except ProtocolError:
             continue
-        return _event_body(box_id, body), i
-    raise ProtocolError("event from %s has no valid MAC" % box_id)
+        try:
+            d = json.loads(body)
+        except ValueError:
+            raise ProtocolError("%s body is not JSON" % kind) from None
+        if not isinstance(d, dict) or d.get("v") != 1 or d.get("box") != box_id:
+            raise ProtocolError("%s of another version or box" % kind)
+        return d, i
+    raise ProtocolError("%s from %s has no valid MAC" % (kind, box_id))
 
 
-def _event_body(box_id: str, body: bytes) -> Event:
-    try:
-        d = json.loads(body)
-    except ValueError:
-        raise ProtocolError("event body is not JSON") from None
-    if not isinstance(d, dict) or d.get("v") != 1 or d.get("box") != box_id:
-        raise ProtocolError("event of another version or box")
+def parse_event(keys_to_try, box_id: str, payload: bytes) -> tuple[Event, int]:
+    """(event, index of the key that verified it) of an evt payload; ProtocolError if no
+    key in `keys_to_try` (WireKeys, newest last) verifies it or the body is malformed."""
+    d, i = _open_json(keys_to_try, box_id, "evt", payload)
     kind = d.get("type")
     if kind not in EVENTS[1:]:
         raise ProtocolError("unknown event type")
@@ -246,7 +248,7 @@ def _event_body(box_id: str, body: bytes) -> Event:
     seq = _u32(d, "seq")
     if seq == 0:
         raise ProtocolError("event seq 0")
-    return Event(box_id, seq, kind, comp, _u32(d, "id"), _u32(d, "arg"), _u32(d, "t"))
+    return Event(box_id, seq, kind, comp, _u32(d, "id"), _u32(d, "arg"), _u32(d, "t")), i
 
 
 def event_body(box_id: str, seq: int, kind: int, comp: int, code_id: int, arg: int, t: int) -> bytes:
@@ -262,26 +264,14 @@ STATE_FIELDS = ("t", "boots", "codes", "active", "capacity", "digest", "pending"
 def parse_state(keys_to_try, box_id: str, payload: bytes) -> tuple[dict, int]:
     """(state summary as a dict, index of the key that verified it); ProtocolError if
     unverified or malformed."""
-    t = topic(box_id, "state")
-    for i, keys in enumerate(keys_to_try):
-        try:
-            body = open_envelope(keys.evt, t, payload)
-        except ProtocolError:
-            continue
-        try:
-            d = json.loads(body)
-        except ValueError:
-            raise ProtocolError("state body is not JSON") from None
-        if not isinstance(d, dict) or d.get("v") != 1 or d.get("box") != box_id:
-            raise ProtocolError("state of another version or box")
-        for f in STATE_FIELDS:
-            if f == "digest":
-                if not isinstance(d.get(f), str) or not re.fullmatch(r"[0-9a-f]{32}", d[f]):
-                    raise ProtocolError("bad set digest")
-            else:
-                _u32(d, f)
-        return d, i
-    raise ProtocolError("state from %s has no valid MAC" % box_id)
+    d, i = _open_json(keys_to_try, box_id, "state", payload)
+    for f in STATE_FIELDS:
+        if f == "digest":
+            if not isinstance(d.get(f), str) or not re.fullmatch(r"[0-9a-f]{32}", d[f]):
+                raise ProtocolError("bad set digest")
+        else:
+            _u32(d, f)
+    return d, i
 
 
 def parse_status(payload: bytes) -> bool | None:

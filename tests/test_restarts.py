@@ -27,6 +27,13 @@ def _stream(link, n, started):
         time.sleep(0.01)
 
 
+def _start_stream(link):
+    """N events (kind expired, arg 0..N-1) from the box, 10 ms apart, in a thread that
+    has begun when this returns."""
+    t = _start_stream(link)
+    return t
+
+
 def _drained(world, link, want_args):
     """Wait until the box has every event acked (nudging its resend timer), then check
     the ledger holds each of them exactly once, with no seq missing."""
@@ -45,10 +52,7 @@ def _drained(world, link, want_args):
 def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(world, how):
     world.consumer()
     link = world.add_box(BOX)
-    started = threading.Event()
-    t = threading.Thread(target=_stream, args=(link, N, started))
-    t.start()
-    started.wait(10)
+    t = _start_stream(link)
     time.sleep(0.5)
     if how == "restart":
         world.broker.restart()
@@ -62,10 +66,7 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(world, how):
 def test_a_consumer_restart_mid_stream_loses_and_doubles_nothing(world):
     c1 = world.consumer("consumer-1")
     link = world.add_box(BOX)
-    started = threading.Event()
-    t = threading.Thread(target=_stream, args=(link, N, started))
-    t.start()
-    started.wait(10)
+    t = _start_stream(link)
     time.sleep(0.5)
     c1.stop()
     time.sleep(0.5)
@@ -77,10 +78,7 @@ def test_a_consumer_restart_mid_stream_loses_and_doubles_nothing(world):
 def test_a_second_consumer_joining_and_the_first_leaving_mid_stream_split_the_rest(world):
     c1 = world.consumer("consumer-1")
     link = world.add_box(BOX)
-    started = threading.Event()
-    t = threading.Thread(target=_stream, args=(link, N, started))
-    t.start()
-    started.wait(10)
+    t = _start_stream(link)
     c2 = world.consumer("consumer-2")
     time.sleep(0.5)
     c1.stop()
