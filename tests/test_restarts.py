@@ -30,7 +30,10 @@ def _stream(link, n, started):
 def _start_stream(link):
     """N events (kind expired, arg 0..N-1) from the box, 10 ms apart, in a thread that
     has begun when this returns."""
-    t = _start_stream(link)
+    started = threading.Event()
+    t = threading.Thread(target=_stream, args=(link, N, started))
+    t.start()
+    started.wait(10)
     return t
 
 
