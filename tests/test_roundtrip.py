@@ -133,3 +133,31 @@ def test_clear_throttle_through_the_cli_lets_the_right_code_in_again(world):
     assert world.cli_json("box", "clear-throttle", "box-1", "--wait", "15")["result"] == "ok"
     link.type(owner["code"])
     wait_for(lambda: link.unlocks, what="unlock after clearing")
+
+
+def test_events_follow_prints_each_new_event_once_as_json_lines(world):
+    import json as _json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    world.broker.add_user("follower", backend=True)
+    env = {k: v for k, v in world.env().items() if v is not None}
+    env.update(PARCELBOX_USERNAME="follower", PARCELBOX_PASSWORD=world.broker.users["follower"])
+    proc = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "events", "--follow", "--json"],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: "follower" in world.broker.log_text() or proc.poll() is not None,
+                 what="the follower to connect")
+        link = world.add_box("box-1")
+        link.skip(31000)  # boot may have gone out before the follower subscribed
+        link.call(lambda box, r, now: box.event(15, 0, 0, 7, now))
+        wait_for(lambda: link.call(lambda box, r, now: box.outbox.pending() == 0), what="acked")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    lines = [_json.loads(x) for x in out.splitlines()]
+    assert sorted((x["seq"], x["type"]) for x in lines) == [(1, "boot"), (2, "expired")], err
+    assert proc.returncode == 0, err
