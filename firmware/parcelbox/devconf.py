@@ -1,0 +1,135 @@
+# The device configuration (config.json, written by provisioning) and the board
+# (board.json, validated on the host), checked at boot; docs/runtime.md section 6.
+import json
+from binascii import unhexlify
+
+from parcelbox.protocol import check_box_id
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+CONFIG = "config.json"
+BOARD = "board.json"
+_KEY_HEX = const(64)
+
+# Boot failures, shown on the LED as that many blinks (docs/runtime.md section 6).
+NO_CONFIG = const(2)
+BAD_CONFIG = const(3)
+NO_BOARD = const(4)
+BAD_BOARD = const(5)
+
+
+class ConfigError(ValueError):
+    # why: NO_CONFIG..BAD_BOARD; the message names the field, never its value
+    def __init__(self, why, msg):
+        ValueError.__init__(self, msg)
+        self.why = why
+
+
+def _read(storage, name, missing, bad):
+    data = storage.read(name)
+    if data is None:
+        raise ConfigError(missing, name + " is missing")
+    try:
+        d = json.loads(data)
+    except ValueError:
+        raise ConfigError(bad, name + " is not valid JSON")
+    if type(d) is not dict:
+        raise ConfigError(bad, name + " is not a JSON object")
+    return d
+
+
+def _str(d, key, where, lo=1, hi=255, need=True):
+    v = d.get(key)
+    if v is None and not need:
+        return None
+    if type(v) is not str or not lo <= len(v) <= hi:
+        raise ConfigError(BAD_CONFIG, "%s%s must be text of %d to %d characters" % (where, key, lo, hi))
+    return v
+
+
+def _int(d, key, where, lo, hi):
+    v = d.get(key)
+    if type(v) is not int or not lo <= v <= hi:
+        raise ConfigError(BAD_CONFIG, "%s%s must be a whole number %d..%d" % (where, key, lo, hi))
+    return v
+
+
+# The checked configuration: box_id, box_key (32 bytes), wifi {ssid, password},
+# broker {host, port, tls, ca}, mqtt_username, mqtt_password, settings {}.
+def load_config(storage):
+    d = _read(storage, CONFIG, NO_CONFIG, BAD_CONFIG)
+    box_id = d.get("box_id")
+    try:
+        check_box_id(box_id)
+    except ValueError:
+        raise ConfigError(BAD_CONFIG, "box_id must be 1 to 32 of A-Z a-z 0-9 _ -")
+    k = d.get("box_key")
+    key = None
+    if type(k) is str and len(k) == _KEY_HEX:
+        try:
+            key = unhexlify(k)
+        except ValueError:
+            key = None
+    if key is None:
+        raise ConfigError(BAD_CONFIG, "box_key must be 64 hex digits")
+    w = d.get("wifi")
+    if type(w) is not dict:
+        raise ConfigError(BAD_CONFIG, "wifi must be an object with ssid and password")
+    wifi = {"ssid": _str(w, "ssid", "wifi.", 1, 32),
+            "password": _str(w, "password", "wifi.", 0, 64, False) or ""}
+    b = d.get("broker")
+    if type(b) is not dict:
+        raise ConfigError(BAD_CONFIG, "broker must be an object with host and port")
+    tls = b.get("tls", True)
+    if tls is not True and tls is not False:
+        raise ConfigError(BAD_CONFIG, "broker.tls must be true or false")
+    broker = {"host": _str(b, "host", "broker.", 1, 253), "port": _int(b, "port", "broker.", 1, 65535),
+              "tls": tls, "ca": _str(b, "ca", "broker.", 1, 64, False)}
+    if tls and broker["ca"] is None:
+        raise ConfigError(BAD_CONFIG, "broker.ca must name the broker's CA file when tls is on")
+    if tls and storage.size(broker["ca"]) <= 0:
+        raise ConfigError(BAD_CONFIG, "broker.ca file is missing or empty")
+    s = d.get("settings", {})
+    if type(s) is not dict:
+        raise ConfigError(BAD_CONFIG, "settings must be an object")
+    return {"box_id": box_id, "box_key": key, "wifi": wifi, "broker": broker,
+            "mqtt_username": _str(d, "mqtt_username", "", 1, 64, False) or box_id,
+            "mqtt_password": _str(d, "mqtt_password", "", 1, 128), "settings": s}
+
+
+# The board (already validated on the host): checked only for completeness.
+def load_board(storage):
+    b = _read(storage, BOARD, NO_BOARD, BAD_BOARD)
+    kp = b.get("keypad")
+    comps = b.get("compartments")
+    if (type(kp) is not dict or type(kp.get("rows")) is not list or type(kp.get("cols")) is not list
+            or type(kp.get("layout")) is not str or type(comps) is not list or not comps):
+        raise ConfigError(BAD_BOARD, "board.json lacks keypad rows, cols, layout or compartments")
+    return b
+
+
+# Core settings from the board and the provisioned settings (the backend's, stored on
+# flash, are merged over these by remote.stored_settings).
+def core_settings(board, conf):
+    kp = board["keypad"]
+    s = dict(conf.get("settings") or {})
+    s["keypad_rows"] = len(kp["rows"])
+    s["keypad_cols"] = len(kp["cols"])
+    s["keypad_layout"] = kp["layout"]
+    s["compartments"] = len(board["compartments"])
+    if "max_on_ms" in board:
+        s["max_on_ms"] = board["max_on_ms"]
+    return s
+
+
+# What the boot log shows: the effective configuration without a secret.
+def describe(conf, board):
+    b = conf["broker"]
+    return ("box %s board %s compartments %d broker %s:%d tls %s wifi %s key set, mqtt user %s"
+            % (conf["box_id"], board.get("name", "?"), len(board["compartments"]), b["host"],
+               b["port"], "on" if b["tls"] else "off", conf["wifi"]["ssid"],
+               conf["mqtt_username"]))

@@ -1,0 +1,95 @@
+# The device configuration and board files as the firmware reads them at boot
+# (firmware/parcelbox/devconf.py): complete and valid, or a clear error naming the field.
+import json
+
+import pytest
+
+from parcelbox import devconf
+from parcelbox.storage import Storage
+
+KEY = "ab" * 32
+GOOD = {"box_id": "box-17", "box_key": KEY, "wifi": {"ssid": "home", "password": "hunter22"},
+        "broker": {"host": "mqtt.example", "port": 8883, "tls": True, "ca": "ca.pem"},
+        "mqtt_password": "secret-pw"}
+BOARD = {"name": "b", "keypad": {"rows": [1, 2, 3, 4], "cols": [5, 6, 7], "layout": "123456789*0#"},
+         "compartments": [{"solenoid": 23, "door": 22}], "max_on_ms": 1500}
+
+
+@pytest.fixture
+def st(tmp_path):
+    s = Storage(str(tmp_path))
+    s.replace("ca.pem", b"-----BEGIN CERTIFICATE-----\n")
+    return s
+
+
+def put(st, name, obj):
+    st.replace(name, json.dumps(obj).encode() if not isinstance(obj, bytes) else obj)
+
+
+def test_a_good_config_loads_with_the_key_as_bytes(st):
+    put(st, "config.json", GOOD)
+    c = devconf.load_config(st)
+    assert c["box_key"] == bytes.fromhex(KEY) and c["mqtt_username"] == "box-17"
+    assert c["broker"]["tls"] is True and c["settings"] == {}
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d.pop("box_id"), "box_id"), (lambda d: d.update(box_id="a/b"), "box_id"),
+    (lambda d: d.update(box_key="zz" * 32), "box_key"), (lambda d: d.update(box_key=KEY[:-2]), "box_key"),
+    (lambda d: d.pop("wifi"), "wifi"), (lambda d: d["wifi"].update(ssid=""), "wifi.ssid"),
+    (lambda d: d["wifi"].update(ssid="x" * 33), "wifi.ssid"),
+    (lambda d: d["broker"].update(port=0), "broker.port"), (lambda d: d["broker"].update(port="1883"), "broker.port"),
+    (lambda d: d["broker"].update(tls="yes"), "broker.tls"), (lambda d: d["broker"].pop("ca"), "broker.ca"),
+    (lambda d: d["broker"].update(ca="other.pem"), "broker.ca"), (lambda d: d.pop("mqtt_password"), "mqtt_password"),
+    (lambda d: d.update(settings=[1]), "settings")])
+def test_a_bad_field_is_named_and_its_value_never_shown(st, change, field):
+    d = json.loads(json.dumps(GOOD))
+    change(d)
+    put(st, "config.json", d)
+    with pytest.raises(devconf.ConfigError) as e:
+        devconf.load_config(st)
+    assert e.value.why == devconf.BAD_CONFIG and field in str(e.value)
+    for secret in (KEY, "hunter22", "secret-pw"):
+        assert secret not in str(e.value)
+
+
+def test_a_missing_or_broken_config_says_which(st):
+    with pytest.raises(devconf.ConfigError) as e:
+        devconf.load_config(st)
+    assert e.value.why == devconf.NO_CONFIG
+    put(st, "config.json", b'{"box_id": ')
+    with pytest.raises(devconf.ConfigError) as e:
+        devconf.load_config(st)
+    assert e.value.why == devconf.BAD_CONFIG and "not valid JSON" in str(e.value)
+
+
+def test_plain_mqtt_needs_no_ca(st):
+    d = json.loads(json.dumps(GOOD))
+    d["broker"] = {"host": "10.0.0.2", "port": 1883, "tls": False}
+    put(st, "config.json", d)
+    assert devconf.load_config(st)["broker"]["ca"] is None
+
+
+def test_the_board_gives_the_core_its_keypad_and_compartments(st):
+    put(st, "board.json", BOARD)
+    b = devconf.load_board(st)
+    s = devconf.core_settings(b, {"settings": {"free_tries": 3}})
+    assert s == {"keypad_rows": 4, "keypad_cols": 3, "keypad_layout": "123456789*0#",
+                 "compartments": 1, "max_on_ms": 1500, "free_tries": 3}
+
+
+@pytest.mark.parametrize("board", [{}, {"keypad": {"rows": [1]}}, dict(BOARD, compartments=[])])
+def test_an_incomplete_board_is_refused(st, board):
+    put(st, "board.json", board)
+    with pytest.raises(devconf.ConfigError) as e:
+        devconf.load_board(st)
+    assert e.value.why == devconf.BAD_BOARD
+
+
+def test_the_boot_description_has_no_secret(st):
+    put(st, "config.json", GOOD)
+    put(st, "board.json", BOARD)
+    text = devconf.describe(devconf.load_config(st), devconf.load_board(st))
+    assert "box-17" in text and "mqtt.example:8883" in text
+    for secret in (KEY, "hunter22", "secret-pw"):
+        assert secret not in text
