@@ -1,0 +1,155 @@
+# The superloop (docs/runtime.md section 5): one port, one Box, its Remote and Link.
+# Reads inputs, feeds the core, drives outputs, feeds the watchdog only on progress.
+from parcelbox import devconf, events, ticks
+from parcelbox import remote as _remote
+from parcelbox.box import Box
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+SCAN_MS = const(10)        # keypad scan period: the longest the loop ever sleeps
+MAX_FAILS = const(20)      # failing loop steps in a row before run() gives up
+_STORAGE_CHECK_MS = const(1000)
+_KEYPAD = const(1)
+_LOCK = const(2)
+_LINK = const(4)
+_STORAGE = const(8)
+_ALL = const(15)
+
+# Log levels of port.log
+DEBUG = const(10)
+INFO = const(20)
+WARNING = const(30)
+ERROR = const(40)
+
+
+class App:
+    # port: docs/runtime.md section 2; board, conf: devconf.load_board / load_config.
+    # make_link(remote, conf, net, rand) builds the link; None: the box runs offline.
+    def __init__(self, port, board, conf, make_link=None):
+        self.port = port
+        self.board = board
+        self.conf = conf
+        self._make_link = make_link
+        self.loops = 0
+        self.errors = 0       # exceptions survived in a loop step
+        self._seen = 0        # progress bits since the last watchdog feed
+        self._link_progress = -1
+        self._storage_at = None
+        self._timed = False
+        self.link = None
+        self._build(port.ticks_ms())
+
+    def _build(self, now):
+        port, conf = self.port, self.conf
+        settings = _remote.stored_settings(port.storage, devconf.core_settings(self.board, conf))
+        self.box = Box(port.storage, conf["box_key"], settings, now, self._on_event)
+        self.remote = _remote.Remote(self.box, conf["box_id"], conf["box_key"])
+        self.n = self.box.cfg["compartments"]
+        if self._make_link is not None:
+            b = conf["broker"]
+            lc = {"box_id": conf["box_id"], "host": b["host"], "port": b["port"], "tls": b["tls"],
+                  "ca": b["ca"], "username": conf["mqtt_username"],
+                  "password": conf["mqtt_password"], "keepalive": 60}
+            if self.link is not None:
+                self.link.remote = self.remote  # the connection stays; the core is new
+                if self.link.state == "connected":
+                    self.remote.connected(now)
+            else:
+                self.link = self._make_link(self.remote, lc, port.net, port.urandom)
+                self._link_progress = self.link.progress
+
+    def _on_event(self, seq, kind, comp, code_id, arg, t):
+        name = events.NAMES[kind] if kind < len(events.NAMES) else str(kind)
+        self.port.log(WARNING if events.is_security(kind) else INFO,
+                      "event %d %s comp %d id %d arg %d" % (seq, name, comp, code_id, arg))
+
+    # One pass of the loop; returns the ms it may sleep before the next.
+    def step(self):
+        port, box = self.port, self.box
+        now = port.ticks_ms()
+        self.loops += 1
+        box.keypad_frame(port.scan(), now)
+        self._seen |= _KEYPAD
+        for c in range(1, self.n + 1):
+            box.door(c, port.door(c), now)
+        box.tick(now)
+        for c in range(1, self.n + 1):
+            port.solenoid(c, box.solenoid(c, now))
+        p = box.player
+        port.indicate(p.led(now), p.hz(now))
+        self._seen |= _LOCK
+        self._network(now)
+        # storage shows progress by answering a stat of the state files once a second,
+        # so the watchdog is fed at most once a second
+        if self._storage_at is None or ticks.diff(now, self._storage_at) >= _STORAGE_CHECK_MS:
+            self._storage_at = now
+            if port.storage.size("state.0") >= 0 or port.storage.size("state.1") >= 0:
+                self._seen |= _STORAGE
+        if self.remote.restart_pending and self._idle(now):
+            self.port.log(INFO, "settings changed: restarting the core")
+            self._build(now)
+        if self._seen == _ALL:
+            port.feed()
+            self._seen = 0
+        return self._sleep(now)
+
+    def _network(self, now):
+        net = self.port.net
+        if net is None:
+            self._seen |= _LINK
+            return
+        net.step(now)
+        if not self._timed:
+            t = net.time()
+            if t:
+                self.box.set_time(t, now)
+                self._timed = True
+        link = self.link
+        if link is None:
+            self._seen |= _LINK
+            return
+        link.step(now)
+        if link.progress != self._link_progress:
+            self._link_progress = link.progress
+            self._seen |= _LINK
+
+    def _idle(self, now):
+        for c in range(1, self.n + 1):
+            if self.box.solenoid(c, now) or self.port.door(c):
+                return False
+        return True
+
+    def _sleep(self, now):
+        best = SCAN_MS
+        d = self.box.next_deadline(now)
+        if d is not None:
+            best = min(best, max(0, ticks.diff(d, now)))
+        if self.link is not None:
+            d = self.link.next_deadline(now)
+            if d is not None:
+                best = min(best, max(0, ticks.diff(d, now)))
+        return best
+
+    # Forever (or `loops` passes): a step, then sleep. An exception in a step is logged
+    # and survived; a part that fails keeps its progress bit clear, so the watchdog
+    # resets the box, and MAX_FAILS failing steps in a row end run() with the exception
+    # (main.py logs it as a crash and resets).
+    def run(self, loops=-1):
+        fails = 0
+        while loops != 0:
+            loops -= 1
+            try:
+                ms = self.step()
+                fails = 0
+            except Exception as e:  # noqa: BLE001 - logged; the watchdog and MAX_FAILS decide
+                self.errors += 1
+                fails += 1
+                self.port.log(ERROR, "loop error: %s" % e.__class__.__name__)
+                if fails >= MAX_FAILS:
+                    raise
+                ms = SCAN_MS
+            self.port.idle(ms)

@@ -1,0 +1,176 @@
+# The superloop (firmware/parcelbox/app.py) on CPython with a scripted port: keys in,
+# solenoid out, the watchdog fed only when keypad, lock, link and storage all progress.
+import pytest
+
+from host_tools import crypto
+from memflash import MemStorage
+from parcelbox import app as _app
+from parcelbox.codestore import ROLE_OWNER
+
+KEY = bytes(range(32))
+BOARD = {"name": "t", "keypad": {"rows": [1, 2, 3, 4], "cols": [5, 6, 7], "layout": "123456789*0#"},
+         "compartments": [{"solenoid": 23, "door": 22}]}
+CONF = {"box_id": "box-1", "box_key": KEY, "broker": {"host": "h", "port": 1883, "tls": False, "ca": None},
+        "mqtt_username": "box-1", "mqtt_password": "pw", "wifi": {"ssid": "s", "password": ""},
+        "settings": {}}
+
+
+class ScriptedPort:
+    """A port whose clock only moves when the loop sleeps; keys are held for 50 ms."""
+
+    def __init__(self, storage=None):
+        self.now = 1000
+        self.storage = storage or MemStorage()
+        self.net = None
+        self.keys = []          # (bit, from_ms, to_ms)
+        self.doors = {1: False}
+        self.levels = []        # (ms, comp, level) on every change
+        self._level = {}
+        self.feeds = []
+        self.logs = []
+        self.slept = []
+
+    def ticks_ms(self):
+        return self.now
+
+    def press(self, ch, layout="123456789*0#"):
+        start = max([k[2] for k in self.keys] + [self.now]) + 30
+        self.keys.append((1 << layout.index(ch), start, start + 50))
+
+    def scan(self):
+        bits = 0
+        for b, t0, t1 in self.keys:
+            if t0 <= self.now < t1:
+                bits |= b
+        return bits
+
+    def door(self, comp):
+        return self.doors[comp]
+
+    def tamper(self):
+        return None
+
+    def solenoid(self, comp, on):
+        if self._level.get(comp) != bool(on):
+            self._level[comp] = bool(on)
+            self.levels.append((self.now, comp, bool(on)))
+
+    def indicate(self, led, hz):
+        pass
+
+    def feed(self):
+        self.feeds.append(self.now)
+
+    def idle(self, ms):
+        self.slept.append(ms)
+        self.now += max(ms, 1)
+
+    def urandom(self, n):
+        return bytes(n)
+
+    def log(self, level, text):
+        self.logs.append((level, text))
+
+
+def owner_code(app, code="482915"):
+    app.box.codes.add(7, crypto.code_digest(KEY, code), ROLE_OWNER, 0, 0xFFFF, 0, 0)
+    return code
+
+
+def test_a_typed_code_drives_the_solenoid_for_one_pulse():
+    port = ScriptedPort()
+    a = _app.App(port, BOARD, CONF)
+    for ch in owner_code(a):
+        port.press(ch)
+    a.run(loops=1000)
+    ons = [(t, lv) for t, c, lv in port.levels if c == 1]
+    assert ons[0][1] is False and ons[1][1] is True and ons[2][1] is False
+    assert ons[2][0] - ons[1][0] == a.box.cfg["pulse_ms"]
+
+
+def test_the_loop_never_sleeps_longer_than_a_scan_period():
+    port = ScriptedPort()
+    _app.App(port, BOARD, CONF).run(loops=300)
+    assert max(port.slept) <= _app.SCAN_MS
+
+
+def test_the_watchdog_is_fed_about_once_a_second_while_everything_progresses():
+    port = ScriptedPort()
+    _app.App(port, BOARD, CONF).run(loops=500)  # ~5 s
+    assert 4 <= len(port.feeds) <= 6
+    gaps = [b - a for a, b in zip(port.feeds, port.feeds[1:])]
+    assert all(1000 <= g <= 1020 for g in gaps)
+
+
+class StuckLink:
+    state = "connecting"
+
+    def __init__(self, *a):
+        self.progress = 0
+
+    def step(self, now):
+        pass  # never progresses: a hung network part
+
+    def next_deadline(self, now):
+        return None
+
+
+class Net:
+    def step(self, now):
+        pass
+
+    def time(self):
+        return None
+
+
+def test_a_link_that_stops_progressing_starves_the_watchdog():
+    port = ScriptedPort()
+    port.net = Net()
+    a = _app.App(port, BOARD, CONF, make_link=StuckLink)
+    a.run(loops=300)
+    assert port.feeds == [] and a.link.progress == 0
+
+
+class BrokenFlash(MemStorage):
+    def size(self, name):
+        raise OSError(5, "EIO")
+
+
+def test_storage_that_stops_answering_starves_the_watchdog():
+    good = MemStorage()
+    port = ScriptedPort(good)
+    a = _app.App(port, BOARD, CONF)
+    a.run(loops=200)
+    fed = len(port.feeds)
+    bad = BrokenFlash(good.files)
+    port.storage = bad
+    a.box.storage = bad
+    a.run(loops=500)
+    assert fed >= 1 and len(port.feeds) == fed  # no feed after the flash broke
+    assert a.errors >= 4 and any("loop error: OSError" in t for _, t in port.logs)
+
+
+def test_a_step_that_fails_every_time_ends_the_loop_with_its_exception():
+    port = ScriptedPort()
+    a = _app.App(port, BOARD, CONF)
+    a.run(loops=10)
+
+    def broken_scan():
+        raise RuntimeError("keypad driver bug")
+    port.scan = broken_scan
+    with pytest.raises(RuntimeError):
+        a.run()
+    assert a.errors == _app.MAX_FAILS
+
+
+def test_the_boot_log_names_each_event_without_a_code():
+    port = ScriptedPort()
+    a = _app.App(port, BOARD, CONF)
+    code = owner_code(a)
+    for ch in "111111":
+        port.press(ch)
+    a.run(loops=300)
+    texts = [t for _, t in port.logs]
+    assert any(t.startswith("event 1 boot") for t in texts)
+    assert any("wrong_code" in t for t in texts)
+    assert not any(code in t or "111111" in t for t in texts)
