@@ -716,3 +716,23 @@ def test_the_box_accepts_every_vector_command_in_order():
         r.advance(100)
     assert r.remote.key_gen == 1
     assert r.box.codes.set_digest().hex() == v["set_digest"]["digest"]
+
+
+def test_a_remote_unlock_whose_grant_cannot_be_saved_leaves_no_grant_behind(rig):
+    st = rig.st
+    fail = [True]
+
+    def failing(name, data):
+        if name.startswith("state.") and fail[0] and rig.box.opener_role[0]:
+            raise OSError(28, "no space")  # the grant's save, not the window's
+        MemStorage.replace(st, name, data)
+    st.replace = failing
+    seq = rig.send("unlock", comp=1)
+    assert rig.result() == (P.UNLOCK, seq, P.FLASH)
+    assert rig.box.opener_role[0] == 0 and rig.box.grant_code[0] == 0  # RAM as on flash
+    fail[0] = False
+    rig.send("clear_throttle")  # any later state save
+    st.replace = lambda name, data: MemStorage.replace(st, name, data)
+    rig.reboot()
+    kinds = [rig.box.outbox.get(i)[1] for i in range(rig.box.outbox.pending())]
+    assert events.NOT_OPENED not in kinds  # no unlock that never was

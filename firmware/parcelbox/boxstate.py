@@ -68,7 +68,11 @@ class BoxState:
         i = comp - 1
         self.opener_role[i] = ROLE_REMOTE
         self.grant_code[i] = seq
-        self._save_state()
+        try:
+            self._save_state()
+        except OSError:  # not on flash: no grant in RAM either (a later save would keep it)
+            self._ungrant(i)
+            raise
         r = d.unlock(now, seq)
         if r != _lock.STARTED and r != _lock.QUEUED:
             self._ungrant(i)
