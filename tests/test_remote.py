@@ -736,3 +736,15 @@ def test_a_remote_unlock_whose_grant_cannot_be_saved_leaves_no_grant_behind(rig)
     rig.reboot()
     kinds = [rig.box.outbox.get(i)[1] for i in range(rig.box.outbox.pending())]
     assert events.NOT_OPENED not in kinds  # no unlock that never was
+
+
+def test_a_sync_end_that_cannot_read_its_staged_parts_reports_flash_not_ok(rig):
+    rig.send("add", code=code(500))
+    new = [code(i) for i in range(1, 5)]
+    rig.send("sync_begin", sync=4, count=4, digest=HP.set_digest(new).hex())
+    rig.send("sync_part", sync=4, part=0, codes=new)
+    st = rig.st
+    st.open = lambda name: None if name == remotestore.STAGE else MemStorage.open(st, name)
+    rig.send("sync_end", sync=4, parts=1)  # Storage.open: None on a read error too
+    assert rig.result()[2] == P.FLASH
+    assert rig.box.codes.count() == 1  # the old set, untouched

@@ -193,6 +193,8 @@ class Staging:
         st = SYNC_ORDER if parts != self.parts else (
             SYNC_MISMATCH if self.staged != self.count else OK)
         f = self._st.open(STAGE) if st == OK else None
+        if st == OK and f is None:  # staged parts that cannot be read: nothing applied
+            st = FLASH
         try:
             if f is not None and not equal(set_digest_of(self._records(f)), self.digest):
                 st = SYNC_MISMATCH
