@@ -748,3 +748,12 @@ def test_a_sync_end_that_cannot_read_its_staged_parts_reports_flash_not_ok(rig):
     rig.send("sync_end", sync=4, parts=1)  # Storage.open: None on a read error too
     assert rig.result()[2] == P.FLASH
     assert rig.box.codes.count() == 1  # the old set, untouched
+
+
+def test_settings_are_checked_together_with_those_still_waiting_for_a_restart(rig):
+    rig.send("settings", set={"lockout_base_ms": 600000})  # fine with lockout_max 900000
+    assert rig.result()[2] == P.OK | P.RESTART_PENDING
+    rig.send("settings", set={"lockout_max_ms": 60000})  # fine with the running base only
+    assert rig.result()[2] == P.BAD_VALUE
+    rig.reboot()
+    assert rig.box.cfg["lockout_base_ms"] == 600000  # what was reported ok took effect

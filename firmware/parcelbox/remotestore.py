@@ -82,9 +82,13 @@ def stored_settings(storage, board=None):
 
 
 # Settings op: `new` (name: value), all or none, allowed names only and valid together
-# with the box's other settings `cfg`; saved for the next Box. A status.
+# with the box's other settings `cfg` and those saved before; saved for the next Box. A status.
 def change_settings(storage, cfg, new):
     cfg = dict(cfg)
+    stored = load_settings(storage)
+    for k in stored:  # saved earlier, in effect at the same restart as `new`
+        if k in SETTABLE:
+            cfg[k] = stored[k]
     for k in new:
         if k not in SETTABLE:
             return BAD_VALUE
@@ -93,7 +97,6 @@ def change_settings(storage, cfg, new):
         config.make(cfg)
     except ValueError:
         return BAD_VALUE
-    stored = load_settings(storage)
     stored.update(new)
     save_settings(storage, stored)
     return OK | RESTART_PENDING
