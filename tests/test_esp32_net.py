@@ -1,0 +1,135 @@
+# The ESP32 port's network layer (firmware/esp32/pb_esp32/net.py) on CPython: Wi-Fi
+# retries back off with jitter, SNTP never blocks the loop, the time comes in once.
+import socket
+import struct
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware" / "esp32"))
+from pb_esp32 import net as _net  # noqa: E402
+
+
+class Wlan:
+    """An access point that answers after `join_ms`, or never (join_ms=None)."""
+
+    def __init__(self, join_ms=None):
+        self.join_ms = join_ms
+        self.connects = []
+        self.now = 0
+        self.on = False
+
+    def active(self, on=None):
+        self.on = bool(on)
+
+    def connect(self, ssid, key):
+        self.connects.append(self.now)
+
+    def isconnected(self):
+        return (self.join_ms is not None and self.connects
+                and self.now - self.connects[-1] >= self.join_ms)
+
+
+def rand_seq(values):
+    it = iter(values)
+    return lambda n: bytes([next(it), next(it)])
+
+
+def run(net, wlan, until_ms, step=10):
+    for now in range(0, until_ms, step):
+        wlan.now = now
+        net.step(now)
+
+
+def test_wifi_retries_back_off_with_jitter_up_to_two_minutes():
+    wlan = Wlan(None)
+    net = _net.Net({"ssid": "s", "password": "p"}, lambda n: b"\xff\xff", lambda l, t: None,
+                   wlan=wlan)
+    run(net, wlan, 30 * 60 * 1000, step=100)
+    gaps = [b - a for a, b in zip(wlan.connects, wlan.connects[1:])]
+    waits = [g - _net._WIFI_JOIN_MS for g in gaps]
+    # rand = max: each wait is the full delay: 2, 4, 8, ... s, capped at 120 s
+    assert waits[:7] == pytest.approx([2000, 4000, 8000, 16000, 32000, 64000, 120000], abs=200)
+    assert max(waits) <= 120000 + 200
+
+
+def test_the_jitter_spreads_a_retry_over_half_to_all_of_the_delay():
+    lows, highs = [], []
+    for r in (b"\x00\x00", b"\xff\xff"):
+        d, w = _net.backoff(60000, 2000, 120000, lambda n: r)
+        (lows if r == b"\x00\x00" else highs).append((d, w))
+    assert lows == [(120000, 60000)] and highs == [(120000, 120000)]
+
+
+def test_a_wifi_that_comes_up_resets_the_backoff():
+    wlan = Wlan(500)
+    logs = []
+    net = _net.Net({"ssid": "s", "password": "p"}, lambda n: b"\x80\x00",
+                   lambda l, t: logs.append(t), wlan=wlan, ntp_host="127.0.0.1", ntp_port=9)
+    run(net, wlan, 2000)
+    assert net.up() and len(wlan.connects) == 1 and "wifi up" in logs
+
+
+@pytest.fixture
+def sntp_server():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(5)
+    seen = []
+
+    def serve():
+        try:
+            data, addr = s.recvfrom(48)
+        except OSError:
+            return
+        seen.append(data)
+        reply = bytearray(48)
+        reply[0] = 0x24  # version 4, mode 4 (server)
+        struct.pack_into("!I", reply, 40, 1795600000 + _net._NTP_DELTA)
+        s.sendto(reply, addr)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield s.getsockname()[1], seen
+    s.close()
+
+
+def test_sntp_asks_once_and_takes_the_answer_on_a_later_step(sntp_server):
+    port, seen = sntp_server
+    wlan = Wlan(0)
+    net = _net.Net({"ssid": "s", "password": ""}, lambda n: b"\x00\x00", lambda l, t: None,
+                   wlan=wlan, ntp_host="127.0.0.1", ntp_port=port)
+    wlan.connect("s", "")
+    net.step(0)  # sends the request and returns
+    assert net.time() is None
+    for now in range(10, 2000, 10):
+        net.step(now)
+        if net.time():
+            break
+    assert seen and seen[0][0] == 0x1B
+    assert net.time() == 1795600000
+    net.step(now + 5000)
+    assert net.time() == 1795600005
+
+
+def test_an_unanswered_sntp_request_is_dropped_and_retried_later():
+    wlan = Wlan(0)
+    quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    quiet.bind(("127.0.0.1", 0))
+    net = _net.Net({"ssid": "s", "password": ""}, lambda n: b"\x00\x00", lambda l, t: None,
+                   wlan=wlan, ntp_host="127.0.0.1", ntp_port=quiet.getsockname()[1])
+    wlan.connect("s", "")
+    for now in range(0, 70000, 100):
+        net.step(now)
+    quiet.settimeout(0.5)
+    asks = 0
+    try:
+        while True:
+            quiet.recvfrom(48)
+            asks += 1
+    except OSError:
+        pass
+    quiet.close()
+    assert net.time() is None and 2 <= asks <= 3  # at 0, 30 s, 60 s
