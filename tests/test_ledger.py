@@ -200,3 +200,32 @@ def test_a_sync_leaves_used_up_codes_out_and_in_sync_accepts_either_set(ledger):
     for codes in (with_used, ledger.box_set(ledger.db, "A")):
         ledger.set_state("A", {"digest": p.set_digest(codes).hex(), "t": 0})
         assert ledger.in_sync("A") is True
+
+
+def test_a_rotation_the_box_refused_with_a_status_can_be_tried_again(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    with pytest.raises(Exception):
+        be.rotate("A")  # recorded, then no broker
+    seq = ledger.box("A").cmd_seq
+    old = ledger.current_keys("A")
+    ledger.record_event(p.Event("A", 1, "result", p.OPS.index("rotate"), seq, 3, 0), "c")
+    assert ledger.current_keys("A") == old and ledger.box("A").key_gen == 0
+    assert ledger.keys("A") == [old]  # the refused key is nobody's
+    with pytest.raises(Exception, match="broker"):
+        be.rotate("A")  # not "still waiting for its result"
+
+
+def test_a_rotation_whose_publish_failed_is_sent_again_with_the_same_new_key(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    with pytest.raises(Exception):
+        be.rotate("A")  # recorded, then no broker: the box may or may not get it
+    pending = ledger.keys("A")[-1]
+    with pytest.raises(Exception, match="broker"):
+        be.rotate("A")  # not refused as "still waiting" forever
+    first, second = [r[0] for r in ledger.db.execute(
+        "SELECT seq FROM commands WHERE op='rotate' ORDER BY seq")]
+    assert ledger.keys("A")[-1] == pending  # whichever one the box applies, the same key
+    assert ledger.db.execute("SELECT pending_seq FROM boxes").fetchone()[0] == second
+    assert ledger.confirm_key("A", pending) and ledger.box("A").key_gen == 1

@@ -168,19 +168,21 @@ class Backend:
         return self._send(box_id, "settings", set=values)
 
     def rotate(self, box_id: str) -> int:
-        """New wire keys for a box; they take effect when its result arrives."""
+        """New wire keys for a box; they take effect when its result arrives. While one
+        rotation waits for its answer (its publish may have failed), another sends the
+        same new key again: whichever command the box applies, it ends on that key, and
+        the other then fails its MAC."""
         new = secrets.token_bytes(32)
 
         def prepare(db):
-            r = db.execute("SELECT cmd_seq + 1, key_gen, pending_seq FROM boxes WHERE id=?",
+            r = db.execute("SELECT cmd_seq + 1, key_gen, pending_key FROM boxes WHERE id=?",
                            (box_id,)).fetchone()
             if r is None:
                 raise LedgerError("no box %s in the registry" % box_id)
-            if r[2] is not None:
-                raise LedgerError("a key rotation of %s is still waiting for its result" % box_id)
-            db.execute("UPDATE boxes SET pending_key=?, pending_seq=? WHERE id=?", (new, r[0], box_id))
+            key = new if r[2] is None else r[2]
+            db.execute("UPDATE boxes SET pending_key=?, pending_seq=? WHERE id=?", (key, r[0], box_id))
             return {"gen": r[1] + 1,
-                    "key": p.wrap_key(self.ledger.current_keys(box_id).cmd, r[0], new)}
+                    "key": p.wrap_key(self.ledger.current_keys(box_id).cmd, r[0], key)}
 
         return self._send(box_id, "rotate", prepare=prepare)
 

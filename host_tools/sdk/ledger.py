@@ -290,6 +290,11 @@ class Ledger:
                 db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), "
                            "wire_key=pending_key, pending_key=NULL, pending_seq=NULL, "
                            "key_gen=key_gen+1 WHERE id=? AND pending_seq=?", (ev.box, ev.id))
+            elif ev.comp == p.OPS.index("rotate"):
+                # any other status: the box kept its key (bad_value, flash); the seq is
+                # used, so that command can never apply: a new rotation may start
+                db.execute("UPDATE boxes SET pending_key=NULL, pending_seq=NULL "
+                           "WHERE id=? AND pending_seq=?", (ev.box, ev.id))
         elif ev.type == "rejected" and ev.id:
             db.execute("UPDATE commands SET rejected=?, done=? WHERE box=? AND seq=? "
                        "AND status IS NULL", (ev.arg & 0xFF, time.time(), ev.box, ev.id))
