@@ -101,8 +101,8 @@ def test_publish_refuses_what_a_client_may_not_send():
 
 
 def test_puback_subscribe_pingreq_disconnect_are_byte_exact():
-    assert mqtt.puback(7) == b"\x40\x02\x00\x07"
-    assert mqtt.puback(0x1234) == b"\x40\x02\x12\x34"
+    assert bytes(mqtt.puback(7)) == b"\x40\x02\x00\x07"
+    assert bytes(mqtt.puback(0x1234)) == b"\x40\x02\x12\x34"
     assert bytes(mqtt.subscribe(10, [("p/b/cmd", 1), ("p/b/ack", 0)])) == (
         b"\x82\x16\x00\x0a"               # SUBSCRIBE (flags 0010), remaining 22, pid 10
         b"\x00\x07p/b/cmd\x01"

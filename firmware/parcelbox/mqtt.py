@@ -164,7 +164,12 @@ def mark_dup(pkt):
 def _pid_packet(first, pid):
     if not 0 < pid <= 65535:
         raise LocalProtocolError("packet id must be 1..65535")
-    return bytes((first, 2, pid >> 8, pid & 0xFF))
+    pkt = bytearray(4)  # no tuple on the way: half the allocation of bytes((...))
+    pkt[0] = first
+    pkt[1] = 2
+    pkt[2] = pid >> 8
+    pkt[3] = pid & 0xFF
+    return pkt
 
 
 def puback(pid):
@@ -207,6 +212,7 @@ class Decoder:
         self.max = max_remaining
         self._buf = bytearray(max_remaining + 5)  # + the fixed header
         self._mv = memoryview(self._buf)
+        self._first = None  # space()'s view of the buffer's start
         self.reset()
 
     # Forget everything buffered and any error: for a new connection.
@@ -248,11 +254,17 @@ class Decoder:
         self._end = e + n
         return n
 
-    # A view of up to n free bytes to receive into directly; then filled(count).
+    # A view of up to n free bytes to receive into directly; then filled(count). With the
+    # buffer empty (the usual case between packets) the same view comes back: no allocation.
     def space(self, n):
         self._compact()
         e = self._end
-        return self._mv[e:min(e + n, len(self._buf))]
+        if e:
+            return self._mv[e:min(e + n, len(self._buf))]
+        v = self._first
+        if v is None or len(v) != min(n, len(self._buf)):
+            v = self._first = self._mv[:n]
+        return v
 
     def filled(self, n):
         self._end += n

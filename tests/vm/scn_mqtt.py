@@ -19,7 +19,7 @@ check(bytes(mqtt.publish("a/b", b"hi", 1, True, True, 10)) == b"\x3b\x09\x00\x03
       "PUBLISH")
 check(bytes(mqtt.subscribe(10, [("p/b/cmd", 1), ("p/b/ack", 0)])) ==
       b"\x82\x16\x00\x0a\x00\x07p/b/cmd\x01\x00\x07p/b/ack\x00", "SUBSCRIBE")
-check(mqtt.puback(7) == b"\x40\x02\x00\x07", "PUBACK")
+check(bytes(mqtt.puback(7)) == b"\x40\x02\x00\x07", "PUBACK")
 # (16383/16384 only on CPython, tests/test_mqtt.py: a 16 KB block rarely fits a 96 KB heap)
 for n, head in ((127, b"\x30\x7f"), (128, b"\x30\x80\x01"), (4000, b"\x30\xa0\x1f")):
     p = mqtt.publish("t", bytes(n - 3))
