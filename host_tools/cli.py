@@ -41,5 +41,9 @@ from host_tools import backend_cli as _backend_cli  # noqa: E402
 
 _backend_cli.register(main)
 
+from host_tools import board_cli as _board_cli  # noqa: E402
+
+_board_cli.register(main)
+
 if __name__ == "__main__":
     main()
