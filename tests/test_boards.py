@@ -74,7 +74,14 @@ def test_the_device_board_is_flat_with_every_default_filled_in():
     }
 
 
-def test_the_runtime_docs_example_board_is_valid_and_gets_defaults():
+@pytest.mark.parametrize("doc, section", [("runtime.md", "## 3. Boards"), ("boards.md", "## 3. The device")])
+def test_the_docs_show_the_device_board_of_the_esp32_board(doc, section):
+    text = (ROOT / "docs" / doc).read_text()
+    block = text[text.index(section):].split("```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(block) == boards.device_board(ROOT / "boards" / "esp32-devkitc-4x3.json")
+
+
+def test_a_minimal_board_is_valid_and_gets_defaults():
     doc = {"name": "example", "chip": "esp32",
            "keypad": {"rows": [13, 14, 27, 26], "cols": [25, 33, 32], "layout": "123456789*0#"},
            "compartments": [{"solenoid": 23, "door": 22}], "led": 21, "buzzer": 4}
