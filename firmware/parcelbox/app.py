@@ -55,9 +55,7 @@ class App:
                   "ca": b["ca"], "username": conf["mqtt_username"],
                   "password": conf["mqtt_password"], "keepalive": 60}
             if self.link is not None:
-                self.link.remote = self.remote  # the connection stays; the core is new
-                if self.link.state == "connected":
-                    self.remote.connected(now)
+                self.link.use(self.remote, now)  # the connection stays; the core is new
             else:
                 self.link = self._make_link(self.remote, lc, port.net, port.urandom)
                 self._link_progress = self.link.progress
