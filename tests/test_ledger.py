@@ -229,3 +229,29 @@ def test_a_rotation_whose_publish_failed_is_sent_again_with_the_same_new_key(led
     assert ledger.keys("A")[-1] == pending  # whichever one the box applies, the same key
     assert ledger.db.execute("SELECT pending_seq FROM boxes").fetchone()[0] == second
     assert ledger.confirm_key("A", pending) and ledger.box("A").key_gen == 1
+
+
+def test_after_a_rotation_the_old_key_verifies_only_events_sealed_before_it(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    old = ledger.current_keys("A")
+    with pytest.raises(Exception):
+        be.rotate("A")
+    pending = ledger.db.execute("SELECT pending_seq FROM boxes").fetchone()[0]
+    ledger.record_event(p.Event("A", 20, "result", 9, pending, 0, 0), "c")  # promoted at seq 20
+    assert ledger.current_keys("A") != old
+    assert ledger.may_verify("A", old, 19)  # published before the box changed keys
+    assert not ledger.may_verify("A", old, 20) and not ledger.may_verify("A", old, 5000)
+    new = ledger.current_keys("A")
+    assert ledger.may_verify("A", new, 5000)
+
+
+def test_a_rotation_confirmed_by_a_message_bounds_the_old_key_by_that_message(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    old = ledger.current_keys("A")
+    with pytest.raises(Exception):
+        be.rotate("A")
+    pending = ledger.keys("A")[-1]
+    assert ledger.confirm_key("A", pending, 31)
+    assert ledger.may_verify("A", old, 30) and not ledger.may_verify("A", old, 31)

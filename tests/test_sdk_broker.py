@@ -129,3 +129,49 @@ def test_a_backend_with_a_wrong_password_gets_a_clear_error(world):
     cfg.password = "wrong"
     with pytest.raises(BrokerError, match="refused the connection"):
         Backend(lg, cfg).unlock("box-a", 1)
+
+
+# ---- the consumer's decisions without a broker: messages handed to it directly ----------
+
+class FakeClient:
+    def __init__(self):
+        self.published = []
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.published.append((topic, payload))
+
+
+class Msg:
+    def __init__(self, topic, payload):
+        self.topic, self.payload = topic, payload
+
+
+def offline_consumer(tmp_path, handler=None):
+    from host_tools.sdk.mqtt import MqttConfig
+    c = Consumer(tmp_path / "ledger.db", MqttConfig(username="consumer-1"), handler=handler)
+    c._ledger = Ledger(tmp_path / "ledger.db")  # what start() opens, minus the broker
+    return c, FakeClient()
+
+
+def sealed_event(keys, seq, kind="boot", comp=0, code_id=0, arg=0, box_id="box-a"):
+    t = p.topic(box_id, "evt")
+    return Msg(t, p.seal(keys.evt, t, p.event_body(box_id, seq, p.EVENTS.index(kind), comp,
+                                                       code_id, arg, 0)))
+
+
+def test_after_a_rotation_an_event_under_the_old_key_is_refused_unless_sealed_before(tmp_path):
+    lg = Ledger(tmp_path / "ledger.db")
+    be = Backend(lg)
+    be.register("box-a")
+    old = lg.current_keys("box-a")
+    with pytest.raises(BrokerError):
+        be.rotate("box-a")
+    rot = lg.box("box-a").cmd_seq
+    new = lg.keys("box-a")[-1]
+    c, cl = offline_consumer(tmp_path)
+    c._on_message(cl, None, sealed_event(new, 10, "result", p.OPS.index("rotate"), rot, 0))
+    assert lg.current_keys("box-a") == new
+    c._on_message(cl, None, sealed_event(old, 9))    # in flight before the change: stored
+    c._on_message(cl, None, sealed_event(old, 11))   # after it: only the old key's holder
+    assert [e.seq for e in lg.events("box-a")] == [10, 9] and c.stats["refused"] == 1
+    assert len(cl.published) == 2  # the refused one is not acked

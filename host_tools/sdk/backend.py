@@ -253,7 +253,9 @@ class Consumer:
                 self._event(c, box_id, keys, msg.payload)
             elif kind == "state":
                 state, i = p.parse_state(keys, box_id, msg.payload)
-                self._ledger.confirm_key(box_id, keys[i])
+                if not self._ledger.may_verify(box_id, keys[i], state["next_seq"] - 1):
+                    raise p.ProtocolError("state under the key before the last rotation")
+                self._ledger.confirm_key(box_id, keys[i], state["next_seq"])
                 self._ledger.set_state(box_id, state)
             elif kind == "status":
                 online = p.parse_status(msg.payload)
@@ -266,7 +268,9 @@ class Consumer:
     def _event(self, c, box_id, keys, payload) -> None:
         self.stats["received"] += 1
         ev, i = p.parse_event(keys, box_id, payload)
-        self._ledger.confirm_key(box_id, keys[i])
+        if not self._ledger.may_verify(box_id, keys[i], ev.seq):
+            raise p.ProtocolError("event %d under the key before the last rotation" % ev.seq)
+        self._ledger.confirm_key(box_id, keys[i], ev.seq)
         if self._ledger.record_event(ev, self.name, self.handler):
             self.stats["stored"] += 1
         else:

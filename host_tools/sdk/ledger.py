@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS boxes (
     pending_key BLOB,           -- a rotation sent, its result not yet seen
     pending_seq INTEGER,
     prev_key BLOB,              -- the wire key before the last rotation (late events)
+    prev_below INTEGER,         -- ...which verifies only event seqs below this one
     compartments INTEGER NOT NULL,
     code_len INTEGER NOT NULL,
     cmd_seq INTEGER NOT NULL DEFAULT 0,
@@ -111,6 +112,12 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(boxes)")]
+        if "prev_below" not in cols:  # a ledger made before the column existed
+            try:
+                self.db.execute("ALTER TABLE boxes ADD COLUMN prev_below INTEGER")
+            except sqlite3.OperationalError:  # another process added it first
+                pass
 
     def close(self) -> None:
         self.db.close()
@@ -173,6 +180,16 @@ class Ledger:
         if r[3]:
             out.append(p.WireKeys.of(r[0], r[3]))
         return out
+
+    def may_verify(self, box_id: str, used: p.WireKeys, seq: int) -> bool:
+        """Whether a message verified under `used` with event seq `seq` (a state summary:
+        its next_seq - 1) is the box's: the key before the last rotation only for what the
+        box sealed before it changed keys, seqs below the one that confirmed the rotation."""
+        r = self.db.execute("SELECT box_key, prev_key, prev_below FROM boxes WHERE id=?",
+                            (box_id,)).fetchone()
+        if r is None or r[1] is None or p.WireKeys.of(r[0], r[1]) != used:
+            return True
+        return r[2] is not None and seq < r[2]
 
     def current_keys(self, box_id: str) -> p.WireKeys:
         r = self.db.execute("SELECT box_key, wire_key FROM boxes WHERE id=?", (box_id,)).fetchone()
@@ -287,9 +304,11 @@ class Ledger:
             db.execute("UPDATE commands SET status=?, done=? WHERE box=? AND seq=?",
                        (ev.arg & 0xFF, time.time(), ev.box, ev.id))
             if ev.comp == p.OPS.index("rotate") and ev.arg & 0xFF == 0:
-                db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), "
+                # every event sealed under the old key was written before this result
+                db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), prev_below=?, "
                            "wire_key=pending_key, pending_key=NULL, pending_seq=NULL, "
-                           "key_gen=key_gen+1 WHERE id=? AND pending_seq=?", (ev.box, ev.id))
+                           "key_gen=key_gen+1 WHERE id=? AND pending_seq=?",
+                           (ev.seq, ev.box, ev.id))
             elif ev.comp == p.OPS.index("rotate"):
                 # any other status: the box kept its key (bad_value, flash); the seq is
                 # used, so that command can never apply: a new rotation may start
@@ -299,15 +318,19 @@ class Ledger:
             db.execute("UPDATE commands SET rejected=?, done=? WHERE box=? AND seq=? "
                        "AND status IS NULL", (ev.arg & 0xFF, time.time(), ev.box, ev.id))
 
-    def confirm_key(self, box_id: str, used: p.WireKeys) -> bool:
+    def confirm_key(self, box_id: str, used: p.WireKeys, below: int = 0) -> bool:
         """A message verified under the pending rotation's key: the box has that key
-        (its result may have been lost to a power cut), so it becomes the current one."""
+        (its result may have been lost to a power cut), so it becomes the current one.
+        `below`: the message's event seq (a state summary: its next_seq); the old key
+        then verifies only seqs below it (a late one above is refused, unacked, and
+        comes again under the new key)."""
         with self.tx() as db:
             r = db.execute("SELECT box_key, pending_key FROM boxes WHERE id=?", (box_id,)).fetchone()
             if r is None or r[1] is None or p.WireKeys.of(r[0], r[1]) != used:
                 return False
-            db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), wire_key=pending_key, "
-                       "pending_key=NULL, pending_seq=NULL, key_gen=key_gen+1 WHERE id=?", (box_id,))
+            db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), prev_below=?, "
+                       "wire_key=pending_key, pending_key=NULL, pending_seq=NULL, "
+                       "key_gen=key_gen+1 WHERE id=?", (below, box_id))
         return True
 
     def events(self, box_id: str | None = None, after: float = 0, limit: int = 1000) -> list[p.Event]:
