@@ -1,0 +1,117 @@
+# Boot to the superloop (docs/runtime.md section 6): configuration checked with its
+# error on the LED, the last crash reported, the watchdog armed, a crash logged and reset.
+import sys
+
+from parcelbox import devconf, events
+from parcelbox.app import App, ERROR, INFO
+from parcelbox.storage import Storage
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+WDT_MS = const(8000)
+CRASH = "crash.txt"       # the last crash's report, until the next boot reports it
+CRASH_LAST = "crash.last"  # kept for `parcelbox doctor`
+
+
+# Blink `why` times, pause, forever (or `rounds` times): the LED says what is wrong.
+# Red for a bad configuration; KeyboardInterrupt (Ctrl-C from mpremote) ends it.
+def error_loop(hw, why, sleep, rounds=-1):
+    while rounds != 0:
+        rounds -= 1
+        for _ in range(why):
+            hw.indicate(2, 0)
+            sleep(200)
+            hw.indicate(0, 0)
+            sleep(300)
+        sleep(1500)
+
+
+def _crash_report(storage, e):
+    import io
+    buf = io.StringIO()
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(e, buf)
+    else:  # CPython (tests): the type and message only
+        buf.write("%s: %s\n" % (e.__class__.__name__, e))
+    storage.replace(CRASH, buf.getvalue().encode())
+
+
+# Report a crash saved before the last reset: a `crash` event, the report kept aside.
+def _report_crash(app, storage, cause):
+    from binascii import crc32
+    data = storage.read(CRASH)
+    if data is None:
+        return
+    app.box.event(events.CRASH, 0, cause, crc32(data) & 0xFFFFFFFF, app.port.ticks_ms())
+    storage.replace(CRASH_LAST, data)
+    storage.remove(CRASH)
+
+
+# Everything after boot.py up to the loop: (app, hw), or (None, why) when the board or
+# the configuration is bad (then the LED has said so). The keyword arguments let tests
+# and the simulator lend the hardware, the network and the clock; on the ESP32 the
+# defaults are the real ones.
+def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_cause=None,
+         out=print, blink_rounds=-1):
+    import time
+    from pb_esp32.port import Port, logger
+    clock = clock or time.ticks_ms
+    sleep = sleep or time.sleep_ms
+    log = logger(clock, out)
+    storage = Storage(root)
+    try:
+        board = devconf.load_board(storage)
+    except devconf.ConfigError as e:
+        log(ERROR, "board: %s" % e)
+        return None, e.why  # no pins known: nothing to blink; the REPL stays free
+    if hw_factory is None:
+        from pb_esp32.hw import Hardware as hw_factory
+    hw = hw_factory(board)
+    hw.all_off()
+    try:
+        conf = devconf.load_config(storage)
+    except devconf.ConfigError as e:
+        log(ERROR, "config: %s" % e)
+        error_loop(hw, e.why, sleep, blink_rounds)
+        return None, e.why
+    log(INFO, "boot " + devconf.describe(conf, board))
+    if net is None:
+        import os
+        from pb_esp32.net import Net
+        net = Net(conf["wifi"], os.urandom, log)
+    from parcelbox.link import Link
+    port = Port(hw, storage, net, log, clock, sleep)
+    app = App(port, board, conf, make_link=Link)
+    if reset_cause is None:
+        import machine
+        reset_cause = machine.reset_cause()
+    _report_crash(app, storage, reset_cause)
+    hw.watchdog(WDT_MS)
+    return app, hw
+
+
+# The loop; a crash turns everything off, saves its report and resets the box.
+def run(app, hw, loops=-1, reset=None):
+    try:
+        app.run(loops)
+    except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
+        hw.all_off()
+        try:
+            _crash_report(app.port.storage, e)
+        except OSError:
+            pass
+        app.port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
+        if reset is None:
+            import machine
+            reset = machine.reset
+        reset()
+
+
+def main():
+    app, hw = boot()
+    if app is not None:
+        run(app, hw)

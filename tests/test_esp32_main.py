@@ -1,0 +1,141 @@
+# The ESP32 boot path (firmware/esp32: boot.py's safe mode, pb_esp32/main.py) on CPython
+# with the fake machine: configuration errors on the LED, the box running from its own
+# main, a crash saved, reset, and reported as an event on the next boot.
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (ROOT / "tests" / "fakes", ROOT / "firmware" / "esp32"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import fakeworld  # noqa: E402
+from fakeboards import ESP32_4X3, Wired  # noqa: E402
+from host_tools import crypto  # noqa: E402
+from parcelbox import devconf, events  # noqa: E402
+from parcelbox.codestore import ROLE_OWNER  # noqa: E402
+from parcelbox.storage import Storage  # noqa: E402
+from pb_esp32 import main as pbmain  # noqa: E402
+from pb_esp32 import safe  # noqa: E402
+
+KEY = bytes(range(32))
+CONF = {"box_id": "box-1", "box_key": KEY.hex(), "wifi": {"ssid": "home", "password": "wifi-secret"},
+        "broker": {"host": "127.0.0.1", "port": 1, "tls": False}, "mqtt_password": "mqtt-secret"}
+
+
+class OfflineNet:
+    def step(self, now):
+        pass
+
+    def up(self):
+        return False
+
+    def time(self):
+        return None
+
+
+@pytest.fixture
+def box(tmp_path):
+    wired = Wired(ESP32_4X3, bounce_ms=3)
+    st = Storage(str(tmp_path))
+    st.replace("board.json", json.dumps(ESP32_4X3).encode())
+    st.replace("config.json", json.dumps(CONF).encode())
+    lines = []
+    w = wired.world
+
+    def boot(**kw):
+        return pbmain.boot(str(tmp_path), net=OfflineNet(), clock=w.ticks_ms, sleep=w.advance,
+                           reset_cause=kw.pop("cause", 1), out=lines.append, **kw)
+    return wired, st, lines, boot
+
+
+def test_the_box_boots_from_its_own_main_and_a_typed_code_opens_it(box):
+    wired, st, lines, boot = box
+    app, hw = boot()
+    app.box.codes.add(7, crypto.code_digest(KEY, "482915"), ROLE_OWNER, 0, 0xFFFF, 0, 0)
+    assert any(x.startswith("PB I ") and "boot box box-1" in x for x in lines)
+    for ch in "482915":
+        wired.keys.press(ch)
+        app.run(8)
+        wired.keys.release(ch)
+        app.run(8)
+    app.run(10)
+    assert wired.energised(1)
+    app.run(200)
+    assert not wired.energised(1)  # one pulse
+    assert wired.world.wdt_feeds > 0  # fed while everything progressed
+    text = "\n".join(lines)
+    for secret in ("482915", "wifi-secret", "mqtt-secret", KEY.hex()):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda st: st.remove("config.json"), devconf.NO_CONFIG),
+    (lambda st: st.replace("config.json", b"{"), devconf.BAD_CONFIG),
+    (lambda st: st.replace("config.json", json.dumps(dict(CONF, box_key="00")).encode()),
+     devconf.BAD_CONFIG)])
+def test_a_bad_configuration_blinks_its_number_in_red_and_starts_nothing(box, damage, why):
+    wired, st, lines, boot = box
+    damage(st)
+    w = wired.world
+    assert pbmain.boot(str(st.root), net=OfflineNet(), clock=w.ticks_ms, sleep=w.advance,
+                       reset_cause=1, out=lines.append, blink_rounds=1) == (None, why)
+    assert any("config:" in x and x.startswith("PB E") for x in lines)
+    assert not wired.energised(1) and w.wdt_feeds == 0
+    assert w.now >= why * 500  # it blinked (200 ms on, 300 ms off, `why` times)
+
+
+def test_the_red_led_blinks_as_many_times_as_the_error_number():
+    class LedRecorder:
+        def __init__(self):
+            self.on = 0
+
+        def indicate(self, led, hz):
+            self.on += led == 2
+
+    rec = LedRecorder()
+    pbmain.error_loop(rec, devconf.BAD_CONFIG, lambda ms: None, rounds=2)
+    assert rec.on == 2 * devconf.BAD_CONFIG
+
+
+def test_a_missing_board_leaves_the_repl_free(box):
+    wired, st, lines, boot = box
+    st.remove("board.json")
+    assert boot() == (None, devconf.NO_BOARD)
+
+
+def test_a_crash_is_saved_the_box_reset_and_the_next_boot_reports_it(box):
+    wired, st, lines, boot = box
+    app, hw = boot()
+    resets = []
+
+    def broken():
+        raise ZeroDivisionError("bug in a part")
+    app.port.scan = broken
+    pbmain.run(app, hw, loops=1000, reset=lambda: resets.append(1))
+    assert resets == [1] and st.read(pbmain.CRASH).startswith(b"ZeroDivisionError")
+    assert any("crash: ZeroDivisionError; restarting" in x for x in lines)
+    app2, _ = boot(cause=3)  # machine.WDT_RESET... any cause is reported as given
+    evs = [app2.box.outbox.get(i) for i in range(app2.box.outbox.pending())]
+    crash = [e for e in evs if e[1] == events.CRASH]
+    assert len(crash) == 1 and crash[0][3] == 3
+    assert st.read(pbmain.CRASH) is None and st.read(pbmain.CRASH_LAST).startswith(b"ZeroDivision")
+
+
+def test_holding_star_at_power_up_enters_safe_mode(box):
+    wired, st, lines, boot = box
+    w = wired.world
+    wired.keys.press("*")
+    assert safe.check(st, w.ticks_ms, w.advance) is True and safe.ACTIVE
+    wired.keys.release("*")
+    w.advance(50)
+    assert safe.check(st, w.ticks_ms, w.advance) is False and not safe.ACTIVE
+
+
+def test_a_safe_mode_file_enters_safe_mode_without_touching_the_pins(box):
+    wired, st, lines, boot = box
+    st.replace(safe.FLAG, b"")
+    assert safe.check(st, wired.world.ticks_ms, wired.world.advance, hw_factory=None) is True
