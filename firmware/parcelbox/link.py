@@ -114,8 +114,9 @@ class Link:
             remote.connected(now)
             self._poll = True
 
-    # Shut the link: with clean, publish the offline status and DISCONNECT (best effort,
-    # one non-blocking try); without, drop the connection as a power cut does.
+    # Shut the connection: with clean, publish the offline status and DISCONNECT (best
+    # effort, one non-blocking try); without, drop it as a power cut does. A later step()
+    # connects again at once.
     def close(self, clean=True):
         c = self._conn
         if c is not None and clean and self.state == CONNECTED:
