@@ -175,3 +175,21 @@ def test_after_a_rotation_an_event_under_the_old_key_is_refused_unless_sealed_be
     c._on_message(cl, None, sealed_event(old, 11))   # after it: only the old key's holder
     assert [e.seq for e in lg.events("box-a")] == [10, 9] and c.stats["refused"] == 1
     assert len(cl.published) == 2  # the refused one is not acked
+
+
+def test_a_failing_handler_leaves_the_event_unacked_and_the_consumer_running(tmp_path):
+    lg = Ledger(tmp_path / "ledger.db")
+    Backend(lg).register("box-a")
+    keys = lg.current_keys("box-a")
+    fail = [True]
+
+    def handler(db, ev):
+        if fail[0]:
+            raise RuntimeError("handler bug")  # or SQLite busy past its timeout
+    c, cl = offline_consumer(tmp_path, handler)
+    c._on_message(cl, None, sealed_event(keys, 1))  # must not raise into paho's thread
+    assert lg.events("box-a") == [] and cl.published == []  # rolled back, not acked
+    fail[0] = False
+    c._on_message(cl, None, sealed_event(keys, 1))  # the box sends it again
+    assert [e.seq for e in lg.events("box-a")] == [1] and len(cl.published) == 1
+    assert c.stats["errors"] == 1

@@ -213,7 +213,7 @@ class Consumer:
         self.group = group
         self.handler = handler
         self.persistent = persistent
-        self.stats = {"received": 0, "stored": 0, "duplicates": 0, "refused": 0}
+        self.stats = {"received": 0, "stored": 0, "duplicates": 0, "refused": 0, "errors": 0}
         self._ledger: Ledger | None = None
         self._c = None
         self.subscribed = threading.Event()
@@ -264,6 +264,13 @@ class Consumer:
         except (p.ProtocolError, LedgerError) as e:
             self.stats["refused"] += 1
             log.warning("refused a message on %s: %s", msg.topic, e)
+        except Exception as e:
+            # The handler or SQLite failed (a bug, a lock held past busy_timeout): the
+            # transaction rolled back and nothing was acked, so the box sends the event
+            # again. Raising here would end paho's network thread: no more events at all.
+            self.stats["errors"] += 1
+            log.error("could not store a message on %s: %s: %s", msg.topic,
+                      e.__class__.__name__, e)
 
     def _event(self, c, box_id, keys, payload) -> None:
         self.stats["received"] += 1
