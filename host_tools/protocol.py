@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from host_tools.crypto import derive
 
@@ -71,11 +71,12 @@ def split_topic(t: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class WireKeys:
-    """The keys of one box: the code key (from the box key) and the wire keys."""
+    """The keys of one box: the code key (from the box key) and the wire keys. Their
+    repr shows none of them (tracebacks, logs, pytest's diffs)."""
 
-    code: bytes
-    cmd: bytes
-    evt: bytes
+    code: bytes = field(repr=False)
+    cmd: bytes = field(repr=False)
+    evt: bytes = field(repr=False)
 
     @classmethod
     def of(cls, box_key: bytes, wire_key: bytes | None = None) -> "WireKeys":

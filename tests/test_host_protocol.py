@@ -117,3 +117,9 @@ def test_status_payloads():
     assert p.parse_status(VEC["status"]["online"].encode()) is True
     assert p.parse_status(VEC["status"]["offline"].encode()) is False
     assert p.parse_status(b"online") is None
+
+
+def test_the_repr_of_wire_keys_shows_no_key():
+    text = repr(KEYS) + str(KEYS) + repr([KEYS])
+    for k in (KEYS.code, KEYS.cmd, KEYS.evt):
+        assert k.hex() not in text and repr(k) not in text and repr(k)[2:12] not in text
