@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import time
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -98,6 +99,20 @@ def _time_arg(value, name, now):
     return int(d.timestamp())
 
 
+def _public_url(url: str) -> str:
+    """The broker address without user or password: a box's provisioning record must not
+    carry this backend's credentials."""
+    u = urlsplit(url if "://" in url else "mqtt://" + url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = "[" + host + "]"
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    return "%s://%s%s" % (u.scheme, host, ":%d" % port if port else "")
+
+
 def _guard(fn):
     """Turn SDK errors into one clear line and exit status 1."""
     import functools
@@ -156,13 +171,24 @@ def register(main: click.Group) -> None:
     def box_add(c: Ctx, box_id, compartments, code_len, provision_file, as_json):
         """Register BOX_ID and create its key (shown once, or written to --provision-file)."""
         be = c.backend(need_broker=False)
-        if provision_file and os.path.exists(provision_file):
-            raise click.ClickException("%s exists: not overwriting a provisioning file" % provision_file)
-        rec = be.register(box_id, compartments, code_len)
-        if c.broker:
-            rec["broker"] = c.broker
+        fd = None
         if provision_file:
+            if os.path.exists(provision_file):
+                raise click.ClickException("%s exists: not overwriting a provisioning file"
+                                           % provision_file)
+            # before registering: a file that cannot be made must not leave a box whose
+            # key nobody has seen
             fd = os.open(provision_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            rec = be.register(box_id, compartments, code_len)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+                os.remove(provision_file)
+            raise
+        if c.broker:
+            rec["broker"] = _public_url(c.broker)
+        if fd is not None:
             with os.fdopen(fd, "w") as f:
                 json.dump(rec, f, indent=1)
             shown = {"box": box_id, "compartments": compartments, "provision_file": provision_file}

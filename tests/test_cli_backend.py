@@ -91,3 +91,20 @@ def test_an_issued_code_is_shown_once_and_never_by_list_or_status(run):
 
 def test_events_with_nothing_stored_says_so(run):
     assert "no events" in run("events")
+
+
+def test_a_provision_file_that_cannot_be_written_registers_no_box(run, tmp_path):
+    out = run("box", "add", "A", "--provision-file", str(tmp_path / "no-dir" / "prov.json"), code=1)
+    assert out.startswith("Error: ")
+    assert json.loads(run("box", "list", "--json")) == []  # else its key is lost for good
+    run("box", "add", "A", "--provision-file", str(tmp_path / "prov.json"))
+
+
+def test_the_broker_address_in_a_provision_file_carries_no_backend_credentials(run, tmp_path):
+    f = tmp_path / "prov.json"
+    out = run("box", "add", "A", "--provision-file", str(f),
+              "--broker", "mqtt://backend:s3cret-pw@broker.example:1883")
+    out += run("box", "add", "B", "--json", "--broker", "mqtt://backend:s3cret-pw@broker.example")
+    text = f.read_text() + out
+    assert "s3cret-pw" not in text and "backend@" not in text
+    assert json.loads(f.read_text())["broker"] == "mqtt://broker.example:1883"
