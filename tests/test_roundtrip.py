@@ -82,7 +82,7 @@ def test_remote_unlock_revoke_and_sync_through_the_cli(world):
 def test_revoking_a_code_the_box_never_had_reports_unknown_code(world):
     world.consumer()
     world.add_box("box-1")
-    a = world.cli_json("codes", "issue", "box-1")
+    a = world.cli_json("codes", "issue", "box-1", "--wait", "15")  # on the box first
     world.links["box-1"].call(lambda box, r, now: box.codes.revoke(a["code_id"]))
     assert world.cli_json("codes", "revoke", "box-1", str(a["code_id"]), "--wait", "15")[
         "result"] == "unknown_code"

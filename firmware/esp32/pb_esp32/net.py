@@ -184,6 +184,10 @@ class Conn:
     def recv(self, n):
         return self._s.read(n)  # None: would block; b"": closed
 
+    # Into the link's buffer, allocating nothing: bytes read, 0 closed, None would block.
+    def recv_into(self, buf):
+        return self._s.readinto(buf)
+
     def close(self):
         try:
             (self._s or self._raw).close()
