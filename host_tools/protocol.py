@@ -33,7 +33,7 @@ REJECT = ("", "bad_mac", "replay", "stale", "malformed", "too_big", "unknown_op"
           "wrong_box", "expired", "bad_version")
 EVENTS = ("", "boot", "opened", "closed", "deposit", "pickup", "wrong_code", "throttled",
           "forced", "left_open", "not_opened", "refused", "service", "store_corrupt",
-          "overflow", "expired", "result", "rejected", "crash")
+          "overflow", "expired", "result", "rejected", "crash", "tamper")
 WRONG_REASONS = ("unknown", "expired", "not_yet_valid", "used_up", "unresolved")
 REFUSED_REASONS = ("", "occupied", "empty", "busy")
 REMOTE_SETTINGS = ("entry_timeout_ms", "submit_on_length", "pulse_ms", "open_window_ms",

@@ -174,3 +174,41 @@ def test_the_boot_log_names_each_event_without_a_code():
     assert any(t.startswith("event 1 boot") for t in texts)
     assert any("wrong_code" in t for t in texts)
     assert not any(code in t or "111111" in t for t in texts)
+
+
+class TamperPort(ScriptedPort):
+    def __init__(self):
+        ScriptedPort.__init__(self)
+        self.tamper_at = []  # (from_ms, open)
+
+    def tamper(self):
+        state = False
+        for t, v in self.tamper_at:
+            if self.now >= t:
+                state = v
+        return state
+
+
+def _events(a, kind):
+    ob = a.box.outbox
+    return [ob.get(i) for i in range(ob.pending()) if ob.get(i)[1] == kind]
+
+
+def test_the_tamper_switch_opening_and_closing_are_events_once_each():
+    from parcelbox import events
+    port = TamperPort()
+    a = _app.App(port, BOARD, CONF)
+    t0 = port.now
+    # a 30 ms bounce is no event; then open for good, later closed
+    port.tamper_at = [(t0 + 200, True), (t0 + 230, False), (t0 + 500, True), (t0 + 2000, False)]
+    a.run(loops=400)
+    assert [e[4] for e in _events(a, events.TAMPER)] == [1, 0]
+    assert any("tamper switch open" in t for _, t in port.logs)
+
+
+def test_a_closed_tamper_switch_at_boot_is_not_an_event():
+    from parcelbox import events
+    port = TamperPort()
+    a = _app.App(port, BOARD, CONF)
+    a.run(loops=100)
+    assert _events(a, events.TAMPER) == []

@@ -14,4 +14,4 @@ def test_every_event_kind_has_its_name_at_its_number():
 def test_security_events_are_the_ones_that_must_never_drop_silently():
     security = {n for n, v in KINDS.items() if events.is_security(v)}
     assert security == {"OPENED", "DEPOSIT", "PICKUP", "WRONG_CODE", "THROTTLED", "FORCED",
-                        "SERVICE", "STORE_CORRUPT", "OVERFLOW", "CRASH"}
+                        "SERVICE", "STORE_CORRUPT", "OVERFLOW", "CRASH", "TAMPER"}

@@ -13,6 +13,7 @@ except ImportError:
 SCAN_MS = const(10)        # keypad scan period: the longest the loop ever sleeps
 MAX_FAILS = const(20)      # failing loop steps in a row before run() gives up
 _STORAGE_CHECK_MS = const(1000)
+_TAMPER_MS = const(100)    # the tamper switch must hold a new state this long
 _KEYPAD = const(1)
 _LOCK = const(2)
 _LINK = const(4)
@@ -40,6 +41,9 @@ class App:
         self._link_progress = -1
         self._storage_at = None
         self._timed = False
+        self._tamper = None     # debounced tamper state (None: unknown yet, or no switch)
+        self._tamper_raw = None
+        self._tamper_since = 0
         self.link = None
         self._build(port.ticks_ms())
 
@@ -74,6 +78,7 @@ class App:
         self._seen |= _KEYPAD
         for c in range(1, self.n + 1):
             box.door(c, port.door(c), now)
+        self._tamper_sample(port.tamper(), now)
         box.tick(now)
         for c in range(1, self.n + 1):
             port.solenoid(c, box.solenoid(c, now))
@@ -94,6 +99,22 @@ class App:
             port.feed()
             self._seen = 0
         return self._sleep(now)
+
+    # The enclosure's tamper switch: a change that holds for _TAMPER_MS is an event; the
+    # state at boot is only reported if it is open.
+    def _tamper_sample(self, raw, now):
+        if raw is None:
+            return
+        if raw != self._tamper_raw:
+            self._tamper_raw = raw
+            self._tamper_since = now
+        if raw != self._tamper and ticks.diff(now, self._tamper_since) >= _TAMPER_MS:
+            first = self._tamper is None
+            self._tamper = raw
+            if raw or not first:
+                self.box.event(events.TAMPER, 0, 0, 1 if raw else 0, now)
+                if raw:
+                    self.port.log(WARNING, "tamper switch open")
 
     def _network(self, now):
         net = self.port.net

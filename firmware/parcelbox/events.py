@@ -25,15 +25,16 @@ RESULT = const(16)       # comp: op number, code_id: command seq, arg: status (d
 REJECTED = const(17)     # code_id: command seq (0: unknown), arg: reason + suppressed << 8
 CRASH = const(18)        # the application crashed before this boot: code_id reset cause,
                          # arg crc32 of the crash report (crash.txt on the box)
+TAMPER = const(19)       # arg: 1 the enclosure's tamper switch opened, 0 closed again
 
 # Names for logs and the wire, indexed by type (a tuple: cheaper in RAM than a dict).
 NAMES = ("", "boot", "opened", "closed", "deposit", "pickup", "wrong_code", "throttled",
          "forced", "left_open", "not_opened", "refused", "service", "store_corrupt",
-         "overflow", "expired", "result", "rejected", "crash")
+         "overflow", "expired", "result", "rejected", "crash", "tamper")
 
 # Bit i set: event type i is a security event.
 SECURITY = const((1 << 2) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
-                 | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18))
+                 | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18) | (1 << 19))
 
 # WRONG_CODE reasons (low byte of arg)
 REASON_UNKNOWN = const(0)
