@@ -255,3 +255,13 @@ def test_a_rotation_confirmed_by_a_message_bounds_the_old_key_by_that_message(le
     pending = ledger.keys("A")[-1]
     assert ledger.confirm_key("A", pending, 31)
     assert ledger.may_verify("A", old, 30) and not ledger.may_verify("A", old, 31)
+
+
+def test_a_state_summary_moves_a_lagging_command_counter_past_the_box_window(ledger):
+    ledger.add_box("A")  # say, the ledger restored from a backup: its counter is behind
+    ledger.set_state("A", {"digest": "00" * 16, "t": 0, "cmd_seq": 40, "next_seq": 1})
+    with ledger.tx() as db:
+        assert ledger.next_command(db, "A", "state")[0] == 41  # not 1: refused as replay
+    ledger.set_state("A", {"digest": "00" * 16, "t": 0, "cmd_seq": 7, "next_seq": 1})
+    with ledger.tx() as db:
+        assert ledger.next_command(db, "A", "state")[0] == 42  # never backwards

@@ -348,6 +348,9 @@ class Ledger:
                        (int(online), time.time(), box_id))
 
     def set_state(self, box_id: str, state: dict) -> None:
+        """Keep the box's summary; its cmd_seq (the highest command it accepted) moves a
+        counter that lags (a ledger restored from a backup) past it, as protocol.md
+        section 8 says: seqs at or below it would be refused as replayed."""
         with self.tx() as db:
-            db.execute("UPDATE boxes SET state=?, state_at=? WHERE id=?",
-                       (json.dumps(state), time.time(), box_id))
+            db.execute("UPDATE boxes SET state=?, state_at=?, cmd_seq=max(cmd_seq, ?) WHERE id=?",
+                       (json.dumps(state), time.time(), int(state.get("cmd_seq", 0)), box_id))
