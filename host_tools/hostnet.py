@@ -33,9 +33,10 @@ class HostNet:
     def time(self) -> int | None:
         return int(time.time())
 
-    def open(self, host: str, port: int, tls: bool, ca: str | None) -> "HostConn":
+    def open(self, host: str, port: int, tls: bool, ca: str | None, cert: str | None = None,
+             key: str | None = None) -> "HostConn":
         self.opened += 1
-        return HostConn(host, port, tls, ca)
+        return HostConn(host, port, tls, ca, cert, key)
 
 
 class HostConn:
@@ -46,7 +47,8 @@ class HostConn:
     OSError (ssl.SSLError is one) for anything else: refused, reset, a bad certificate.
     """
 
-    def __init__(self, host: str, port: int, tls: bool, ca: str | None):
+    def __init__(self, host: str, port: int, tls: bool, ca: str | None, cert: str | None = None,
+                 key: str | None = None):
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
         raw = socket.socket(family, kind, proto)
         try:
@@ -62,6 +64,7 @@ class HostConn:
         self._host = host
         self._tls = tls
         self._ca = ca
+        self._cert, self._key = cert, key
         self._sock: socket.socket | None = None  # the TLS (or plain) socket once TCP is up
         self._ready = False
 
@@ -81,6 +84,8 @@ class HostConn:
                 self._ready = True
                 return True
             ctx = ssl.create_default_context(cafile=self._ca)
+            if self._cert:
+                ctx.load_cert_chain(self._cert, self._key)
             self._sock = ctx.wrap_socket(self._raw, server_hostname=self._host,
                                          do_handshake_on_connect=False)
         try:

@@ -121,7 +121,35 @@ def test_certificates():
     with _CERTS_LOCK:
         if _CERTS is None:
             _CERTS = _make_certificates()
-        return _CERTS
+        return _CERTS[:3]
+
+
+def client_certificate(common_name):
+    """(cert_pem, key_pem) of a client certificate for `common_name`, signed by the
+    test CA, for brokers made with require_client_cert=True."""
+    import datetime as _dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    test_certificates()
+    ca_pem, ca_key = _CERTS[0], _CERTS[3]
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    now = _dt.datetime.now(_dt.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _dt.timedelta(days=1)).not_valid_after(now + _dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    return (cert.public_bytes(pem), key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
 
 
 def _make_certificates():
@@ -172,7 +200,7 @@ def _make_certificates():
     pem = serialization.Encoding.PEM
     return (ca.public_bytes(pem), cert.public_bytes(pem),
             key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
-                              serialization.NoEncryption()))
+                              serialization.NoEncryption()), ca_key)
 
 
 # ---------------------------------------------------------------- mosquitto files
@@ -358,7 +386,7 @@ class Broker:
     """
 
     def __init__(self, kind=None, *, workdir=None, port=None, autosave_interval=None,
-                 backend_password=None):
+                 backend_password=None, require_client_cert=False):
         self.kind = kind or choose_kind()
         if self.kind == "mosquitto":
             self._mosquitto = find_mosquitto()
@@ -367,6 +395,7 @@ class Broker:
         elif self.kind != "amqtt":
             raise ValueError(f"unknown broker kind {self.kind!r}")
         self.secure = self.kind == "mosquitto"
+        self.require_client_cert = require_client_cert  # TLS clients must show a cert of the CA
         self.host = HOST
         self._own_dir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="parcelbox-broker-")) if workdir is None \
@@ -492,6 +521,16 @@ class Broker:
         return {"host": self.host, "port": self.port, "username": username,
                 "password": password, "tls": self.secure, "ca_path": ca, "ca": ca}
 
+    def client_cert_files(self, name):
+        """(cert path, key path) of a client certificate for `name` in the broker's folder
+        (made once), signed by the CA the broker trusts."""
+        cert, key = self.workdir / ("client-%s.crt" % name), self.workdir / ("client-%s.key" % name)
+        if not cert.exists():
+            c, k = client_certificate(name)
+            cert.write_bytes(c)
+            _write_private(key, k)
+        return str(cert), str(key)
+
     def sdk_config(self, username, password=None):
         """The backend SDK's MqttConfig (host_tools.sdk.mqtt) for this user."""
         from host_tools.sdk.mqtt import MqttConfig
@@ -536,6 +575,8 @@ class Broker:
         try:
             if self.secure:
                 ctx = ssl.create_default_context(cafile=str(self.ca_path))
+                if self.require_client_cert:
+                    ctx.load_cert_chain(*self.client_cert_files(PROBE_USER))
                 sock = ctx.wrap_socket(sock, server_hostname=self.host)
             sock.sendall(connect_packet(client_id or username, username, password))
             head = _recv_exact(sock, 4)
@@ -603,7 +644,7 @@ class Broker:
             f"cafile {self.workdir / 'ca.crt'}",
             f"certfile {self.workdir / 'server.crt'}",
             f"keyfile {self.workdir / 'server.key'}",
-            "require_certificate false",
+            "require_certificate %s" % ("true" if self.require_client_cert else "false"),
         ]
         self.conf_path.write_text("\n".join(lines) + "\n")
 

@@ -93,3 +93,20 @@ def test_the_boot_description_has_no_secret(st):
     assert "box-17" in text and "mqtt.example:8883" in text
     for secret in (KEY, "hunter22", "secret-pw"):
         assert secret not in text
+
+
+def test_a_client_certificate_needs_both_files_and_tls(st):
+    st.replace("box.crt", b"cert")
+    st.replace("box.key", b"key")
+    d = json.loads(json.dumps(GOOD))
+    d["broker"].update(cert="box.crt", key="box.key")
+    put(st, "config.json", d)
+    b = devconf.load_config(st)["broker"]
+    assert (b["cert"], b["key"]) == ("box.crt", "box.key")
+    for change in ({"key": None}, {"key": "missing.key"}, {"tls": False, "ca": None}):
+        bad = json.loads(json.dumps(d))
+        bad["broker"].update(change)
+        bad["broker"] = {k: v for k, v in bad["broker"].items() if v is not None}
+        put(st, "config.json", bad)
+        with pytest.raises(devconf.ConfigError, match="broker.cert|broker.key"):
+            devconf.load_config(st)

@@ -23,42 +23,54 @@ from pb_esp32 import main as pbmain  # noqa: E402
 BOX = "box-1"
 
 
-def test_the_esp32_firmware_connects_answers_a_code_and_reports_once(mosquitto, tmp_path, monkeypatch):
-    ledger = Ledger(tmp_path / "ledger.db")
-    rec = Backend(ledger).register(BOX)
-    key = bytes.fromhex(rec["box_key"])
-    mosquitto.add_user(BOX, mqtt_password(key))
-    mosquitto.add_user("consumer", backend=True)
-    mosquitto.add_user("issuer", backend=True)
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    shutil.copy(mosquitto.ca_path, flash / "ca.pem")
-    (flash / "board.json").write_text(json.dumps(ESP32_4X3))
-    (flash / "config.json").write_text(json.dumps({
-        "box_id": BOX, "box_key": rec["box_key"], "wifi": {"ssid": "home", "password": "x"},
-        "broker": {"host": mosquitto.host, "port": mosquitto.port, "tls": True, "ca": "ca.pem"},
-        "mqtt_password": rec["mqtt_password"]}))
-    monkeypatch.chdir(flash)  # the device's working directory is its flash root
+class Device:
+    """The ESP32 firmware provisioned for `broker` in a flash folder, booted with fake pins
+    and host sockets; `until(cond)` keeps its superloop running."""
 
-    wired = Wired(ESP32_4X3, bounce_ms=3)
-    w = wired.world
+    def __init__(self, broker, tmp_path, monkeypatch, cert=False):
+        self.ledger = Ledger(tmp_path / "ledger.db")
+        self.rec = Backend(self.ledger).register(BOX)
+        key = bytes.fromhex(self.rec["box_key"])
+        broker.add_user(BOX, mqtt_password(key))
+        flash = tmp_path / "flash"
+        flash.mkdir()
+        shutil.copy(broker.ca_path, flash / "ca.pem")
+        b = {"host": broker.host, "port": broker.port, "tls": True, "ca": "ca.pem"}
+        if cert:
+            c, k = broker.client_cert_files(BOX)
+            shutil.copy(c, flash / "box.crt")
+            shutil.copy(k, flash / "box.key")
+            b.update(cert="box.crt", key="box.key")
+        (flash / "board.json").write_text(json.dumps(ESP32_4X3))
+        (flash / "config.json").write_text(json.dumps({
+            "box_id": BOX, "box_key": self.rec["box_key"], "wifi": {"ssid": "home", "password": "x"},
+            "broker": b, "mqtt_password": self.rec["mqtt_password"]}))
+        monkeypatch.chdir(flash)  # the device's working directory is its flash root
+        self.wired = Wired(ESP32_4X3, bounce_ms=3)
+        w = self.wired.world
 
-    def sleep(ms):
-        time.sleep(ms / 1000)
-        w.advance(ms)
+        def sleep(ms):
+            time.sleep(ms / 1000)
+            w.advance(ms)
 
-    lines = []
-    app, hw = pbmain.boot(str(flash), net=HostNet(), clock=w.ticks_ms, sleep=sleep,
-                          reset_cause=1, out=lines.append)
+        self.lines = []
+        self.app, self.hw = pbmain.boot(str(flash), net=HostNet(), clock=w.ticks_ms, sleep=sleep,
+                                        reset_cause=1, out=self.lines.append)
 
-    def until(cond, what, timeout=20):
+    def until(self, cond, what, timeout=20):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            app.run(5)
+            self.app.run(5)
             if cond():
                 return
-        raise AssertionError("timed out: %s\n%s" % (what, "\n".join(lines[-20:])))
+        raise AssertionError("timed out: %s\n%s" % (what, "\n".join(self.lines[-20:])))
 
+
+def test_the_esp32_firmware_connects_answers_a_code_and_reports_once(mosquitto, tmp_path, monkeypatch):
+    mosquitto.add_user("consumer", backend=True)
+    mosquitto.add_user("issuer", backend=True)
+    d = Device(mosquitto, tmp_path, monkeypatch)
+    app, wired, ledger, until = d.app, d.wired, d.ledger, d.until
     with Consumer(tmp_path / "ledger.db", mosquitto.sdk_config("consumer")) as consumer:
         consumer.subscribed.wait(10)
         until(lambda: app.link.state == "connected", "connected")
@@ -79,6 +91,28 @@ def test_the_esp32_firmware_connects_answers_a_code_and_reports_once(mosquitto, 
     seqs = [e.seq for e in ledger.events(BOX)]
     assert sorted(seqs) == list(range(1, max(seqs) + 1))
     assert ledger.box(BOX).online is True
-    assert any("boot box box-1" in x for x in lines) and w.wdt_feeds > 0
-    for secret in (issued.code, rec["box_key"], rec["mqtt_password"]):
-        assert not any(secret in x for x in lines)
+    assert any("boot box box-1" in x for x in d.lines) and wired.world.wdt_feeds > 0
+    for secret in (issued.code, d.rec["box_key"], d.rec["mqtt_password"]):
+        assert not any(secret in x for x in d.lines)
+
+
+@pytest.fixture
+def cert_broker(mosquitto, tmp_path):
+    import brokerlib
+    with brokerlib.Broker("mosquitto", workdir=tmp_path / "cert-broker", require_client_cert=True) as b:
+        yield b
+
+
+def test_a_broker_that_wants_client_certificates_admits_the_box_with_its_certificate(
+        cert_broker, tmp_path, monkeypatch):
+    d = Device(cert_broker, tmp_path, monkeypatch, cert=True)
+    d.until(lambda: d.app.link.state == "connected", "connected with a client certificate")
+
+
+def test_without_its_certificate_the_box_stays_out_and_says_why(cert_broker, tmp_path, monkeypatch):
+    d = Device(cert_broker, tmp_path, monkeypatch, cert=False)
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        d.app.run(5)
+    assert d.app.link.state != "connected" and d.app.link.connects == 0
+    assert d.app.link.last_error

@@ -56,7 +56,8 @@ class App:
         if self._make_link is not None:
             b = conf["broker"]
             lc = {"box_id": conf["box_id"], "host": b["host"], "port": b["port"], "tls": b["tls"],
-                  "ca": b["ca"], "username": conf["mqtt_username"],
+                  "ca": b["ca"], "cert": b.get("cert"), "key": b.get("key"),
+                  "username": conf["mqtt_username"],
                   "password": conf["mqtt_password"], "keepalive": 60}
             if self.link is not None:
                 self.link.use(self.remote, now)  # the connection stays; the core is new

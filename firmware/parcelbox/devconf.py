@@ -59,7 +59,7 @@ def _int(d, key, where, lo, hi):
 
 
 # The checked configuration: box_id, box_key (32 bytes), wifi {ssid, password},
-# broker {host, port, tls, ca}, mqtt_username, mqtt_password, settings {}.
+# broker {host, port, tls, ca, cert, key}, mqtt_username, mqtt_password, settings {}.
 def load_config(storage):
     d = _read(storage, CONFIG, NO_CONFIG, BAD_CONFIG)
     box_id = d.get("box_id")
@@ -93,6 +93,14 @@ def load_config(storage):
         raise ConfigError(BAD_CONFIG, "broker.ca must name the broker's CA file when tls is on")
     if tls and storage.size(broker["ca"]) <= 0:
         raise ConfigError(BAD_CONFIG, "broker.ca file is missing or empty")
+    # an optional client certificate: both files or neither, and only with TLS
+    broker["cert"] = _str(b, "cert", "broker.", 1, 64, False)
+    broker["key"] = _str(b, "key", "broker.", 1, 64, False)
+    if (broker["cert"] is None) != (broker["key"] is None) or (broker["cert"] and not tls):
+        raise ConfigError(BAD_CONFIG, "broker.cert and broker.key go together, and only with tls")
+    for f in ("cert", "key"):
+        if broker[f] is not None and storage.size(broker[f]) <= 0:
+            raise ConfigError(BAD_CONFIG, "broker.%s file is missing or empty" % f)
     s = d.get("settings", {})
     if type(s) is not dict:
         raise ConfigError(BAD_CONFIG, "settings must be an object")

@@ -44,6 +44,8 @@ class Link:
             raise ValueError("link: keepalive must be 0..65535 s")
         self.tls = conf.get("tls", True)
         self.ca = conf.get("ca")
+        self.cert = conf.get("cert")  # optional client certificate and its key (files)
+        self.key = conf.get("key")
         self.username = conf.get("username") or self.box_id
         self.password = conf.get("password")
         self.remote, self.net, self.rand = remote, net, rand
@@ -141,7 +143,10 @@ class Link:
         self._opened = now
         self._hello = False
         try:
-            c = self.net.open(self.host, self.port, self.tls, self.ca)
+            if self.cert:
+                c = self.net.open(self.host, self.port, self.tls, self.ca, self.cert, self.key)
+            else:
+                c = self.net.open(self.host, self.port, self.tls, self.ca)
         except OSError as e:
             return self._drop(now, "open: %s" % (e,))
         self._conn = c

@@ -134,16 +134,18 @@ class Net:
             self._udp.close()
             self._udp = None
 
-    # A non-blocking connection to host:port (TLS with the CA file's certificate).
-    def open(self, host, port, tls, ca):
-        return Conn(host, port, tls, ca)
+    # A non-blocking connection to host:port (TLS with the CA file's certificate, and the
+    # box's client certificate and key files if it has them).
+    def open(self, host, port, tls, ca, cert=None, key=None):
+        return Conn(host, port, tls, ca, cert, key)
 
 
 class Conn:
-    def __init__(self, host, port, tls, ca):
+    def __init__(self, host, port, tls, ca, cert=None, key=None):
         addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
         self._host = host
         self._ca = ca if tls else None
+        self._cert, self._key = cert, key
         s = socket.socket()
         s.setblocking(False)
         try:
@@ -173,6 +175,8 @@ class Conn:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(cadata=_der(self._ca))
+            if self._cert:
+                ctx.load_cert_chain(self._cert, self._key)
             s = ctx.wrap_socket(s, server_hostname=self._host, do_handshake_on_connect=False)
         self._s = s
         return True
