@@ -265,3 +265,16 @@ def test_a_state_summary_moves_a_lagging_command_counter_past_the_box_window(led
     ledger.set_state("A", {"digest": "00" * 16, "t": 0, "cmd_seq": 7, "next_seq": 1})
     with ledger.tx() as db:
         assert ledger.next_command(db, "A", "state")[0] == 42  # never backwards
+
+
+def test_a_revoke_that_could_not_be_sent_can_be_sent_again(ledger):
+    be = Backend(ledger)
+    be.register("A")
+    issued = be.issue("A", comp=1)
+    for _ in range(2):  # broker down: the box still holds the code, so try again
+        with pytest.raises(Exception, match="broker"):
+            be.revoke("A", issued.code_id)
+    assert [c["status"] for c in ledger.codes("A", include_revoked=True)] == ["revoked"]
+    assert len(ledger.db.execute("SELECT 1 FROM commands WHERE op='revoke'").fetchall()) == 2
+    with pytest.raises(LedgerError, match="no code 99"):
+        be.revoke("A", 99)

@@ -115,9 +115,11 @@ class Backend:
         return Issued(box_id, arr[0], code, seq, sent)
 
     def revoke(self, box_id: str, code_id: int) -> int:
+        """Revoke a code; an already revoked one is revoked again on the box (its first
+        revoke may never have left: the broker was down), where that is harmless."""
         with self.ledger.tx() as db:
-            cur = db.execute("UPDATE codes SET status='revoked' WHERE box=? AND id=? AND "
-                             "status!='revoked'", (box_id, code_id))
+            cur = db.execute("UPDATE codes SET status='revoked' WHERE box=? AND id=?",
+                             (box_id, code_id))
             if cur.rowcount == 0:
                 raise LedgerError("box %s has no code %d to revoke" % (box_id, code_id))
             seq, topic, payload = self.ledger.next_command(db, box_id, "revoke", id=code_id)
