@@ -482,3 +482,18 @@ def test_the_seq_floor_costs_one_state_write_per_256_events(rig):
     assert sum(1 for w in writes if w.startswith("state.")) == 2
     floor = rig.box._seq_floor
     assert rig.box.outbox.next_seq < floor <= rig.box.outbox.next_seq + 256
+
+
+def test_a_cut_between_raising_the_seq_floor_and_the_event_reports_no_lost_log(rig):
+    rig.box._seq_floor = rig.box.outbox.next_seq + 1  # the next event raises it
+    n = rig.box.outbox.next_seq
+    state = len(rig.storage.files["state.0"])
+    rig.storage.cut_after(state)  # the floor is saved; the event's append is cut at byte 0
+    with pytest.raises(PowerCut):
+        rig.box._event(events.CLOSED, 1, 0, 0, rig.now)
+    assert rig.box._seq_floor > n + 1
+    k = len(rig.events)
+    rig.power_cut()
+    new = rig.events[k:]
+    assert [events.NAMES[e[1]] for e in new] == ["boot"]  # events.log is intact
+    assert new[0][0] == n  # and no seq was skipped

@@ -182,7 +182,11 @@ class BoxState:
     def _recover(self, now, bad):
         ob = self.outbox
         unresolved = self._attempt and ob.next_seq <= self._attempt
-        lost = ob.next_seq < self._seq_floor - _SEQ_MARGIN
+        # The floor was saved as next_seq + 1 + _SEQ_MARGIN just before the event taking
+        # next_seq was appended: a cut between the two leaves next_seq one below (not a
+        # loss). Nothing at all on file but a floor: lost, or cut before the first event.
+        f = self._seq_floor
+        lost = ob.next_seq < f - _SEQ_MARGIN - 1 or (f > 0 and ob.next_seq == 1)
         if bad or lost:
             ob.skip_to(self._seq_floor)
         if unresolved:
