@@ -278,3 +278,28 @@ def test_a_revoke_that_could_not_be_sent_can_be_sent_again(ledger):
     assert len(ledger.db.execute("SELECT 1 FROM commands WHERE op='revoke'").fetchall()) == 2
     with pytest.raises(LedgerError, match="no code 99"):
         be.revoke("A", 99)
+
+
+def test_a_commit_that_fails_leaves_the_ledger_usable(ledger):
+    import sqlite3
+
+    class FailOnce:  # the connection, with one COMMIT failing (disk full, I/O error)
+        def __init__(self, db):
+            self.db, self.fail = db, True
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT" and self.fail:
+                self.fail = False
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+    ledger.add_box("A")
+    real, ledger.db = ledger.db, FailOnce(ledger.db)
+    ev = p.Event("A", 1, "boot", 0, 0, 1, 0)
+    with pytest.raises(sqlite3.OperationalError):
+        ledger.record_event(ev, "c")  # not stored: the box sends it again
+    assert ledger.record_event(ev, "c")  # not "cannot start a transaction within a transaction"
+    ledger.db = real
+    assert [e.seq for e in ledger.events("A")] == [1]

@@ -131,7 +131,14 @@ class Ledger:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (disk full, I/O error) may leave the transaction open, and
+            # then every later BEGIN on this connection fails: end it, nothing was stored.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     # ---- boxes -------------------------------------------------------------
 
