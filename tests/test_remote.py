@@ -757,3 +757,23 @@ def test_settings_are_checked_together_with_those_still_waiting_for_a_restart(ri
     assert rig.result()[2] == P.BAD_VALUE
     rig.reboot()
     assert rig.box.cfg["lockout_base_ms"] == 600000  # what was reported ok took effect
+
+
+def test_a_damaged_state_copy_never_lets_the_last_command_run_again(rig):
+    rig.send("state")
+    t, p = HP.command(rig.keys, BOX, rig.seq + 1, "state")
+    rig.remote.receive(t, p, rig.now)  # its window is only in the newest state copy
+    assert rig.result() == (P.STATE, rig.seq + 1, P.OK)
+    newest = "state.%d" % (rig.box._gen & 1)
+    data = bytearray(rig.st.files[newest])
+    data[8] ^= 0xFF  # bit rot: the boot falls back to the older copy
+    rig.st.files[newest] = bytes(data)
+    rig.reboot()
+    top = rig.box.cmd_top
+    rig.remote.receive(t, p, rig.now)  # the same command again
+    assert rig.last()[1] == events.REJECTED and rig.last()[4] & 0xFF in (P.REPLAY, P.STALE)
+    assert rig.box.cmd_top == top
+    # the backend continues above the box's cmd_seq (from its state summary)
+    rig.seq = rig.box.cmd_top
+    rig.send("state")
+    assert rig.result()[2] == P.OK

@@ -23,6 +23,7 @@ _STATE_LEN = const(36)
 # is lost (docs/storage.md section 2).
 _SEQ_MARGIN = const(256)
 _THROTTLE_LEN = const(16)  # throttle.STATE_LEN; then 5 bytes per compartment: grant
+_CMD_JUMP = const(4096)    # command seqs skipped when a state copy is found damaged
 
 
 class BoxState:
@@ -226,6 +227,13 @@ class BoxState:
         (self._gen, self.occupied, self._floor, self._boots, self._attempt, self._applied,
          self.cmd_top, self.cmd_bits, self._seq_floor) = struct.unpack_from(_STATE_FMT, data, r[0])
         self.occupied &= (1 << len(self.doors)) - 1
+        if bad:
+            # The damaged copy may be the newer one, with one command's window in it:
+            # jump the window past any seq it can have taken and mark the window seen,
+            # so that command cannot run again. The backend's counter follows the state
+            # summary's cmd_seq (docs/protocol.md section 5).
+            self.cmd_top = min(self.cmd_top + _CMD_JUMP, 0xFFFFFFFF)
+            self.cmd_bits = 0xFFFFFFFF
         t = r[0] + _STATE_LEN
         ok = self.throttle.load(bytes(data[t:t + _THROTTLE_LEN]), now)
         if r[1] - t - _THROTTLE_LEN == 5 * len(self.doors):  # else: compartments changed
