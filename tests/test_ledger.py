@@ -303,3 +303,28 @@ def test_a_commit_that_fails_leaves_the_ledger_usable(ledger):
     assert ledger.record_event(ev, "c")  # not "cannot start a transaction within a transaction"
     ledger.db = real
     assert [e.seq for e in ledger.events("A")] == [1]
+
+
+def test_a_box_that_lost_its_wire_key_is_heard_again_under_its_box_key(ledger):
+    import json as _json
+    be = Backend(ledger)
+    be.register("A")
+    with pytest.raises(Exception):
+        be.rotate("A")
+    _, pending = ledger.keys("A")
+    ledger.confirm_key("A", pending)
+    assert ledger.box("A").key_gen == 1
+    gen0 = p.WireKeys.of(ledger.box_key("A"))
+    st = {"t": 0, "boots": 2, "codes": 0, "active": 0, "capacity": 256,
+          "digest": p.set_digest([]).hex(), "pending": 0, "next_seq": 5, "cmd_seq": 1,
+          "key_gen": 0, "occupied": 0, "failures": 0, "wait_s": 0, "faults": 0}
+    t = p.topic("A", "state")
+    body = _json.dumps(dict(v=1, box="A", **st)).encode()
+    # sealed with the box key but claiming a later generation: not a fallback
+    assert ledger.fall_back_to_box_key("A", p.seal(gen0.evt, t, _json.dumps(
+        dict(v=1, box="A", **dict(st, key_gen=1))).encode())) is None
+    # a forger without the box key
+    assert ledger.fall_back_to_box_key("A", p.seal(p.WireKeys.of(b"x" * 32).evt, t, body)) is None
+    assert ledger.box("A").key_gen == 1
+    assert ledger.fall_back_to_box_key("A", p.seal(gen0.evt, t, body))["key_gen"] == 0
+    assert ledger.box("A").key_gen == 0 and ledger.current_keys("A") == gen0

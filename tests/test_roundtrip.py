@@ -1,5 +1,7 @@
 # The proof, against the private mosquitto: a code issued with the CLI opens the
 # right compartment of a firmware box core, and deposit and pickup reach the ledger once.
+from pathlib import Path
+
 import pytest
 
 from roundtrip_world import World, open_and_close, wait_for
@@ -161,3 +163,22 @@ def test_events_follow_prints_each_new_event_once_as_json_lines(world):
     lines = [_json.loads(x) for x in out.splitlines()]
     assert sorted((x["seq"], x["type"]) for x in lines) == [(1, "boot"), (2, "expired")], err
     assert proc.returncode == 0, err
+
+
+def test_a_box_that_lost_its_wire_key_is_heard_again_and_can_be_rotated_anew(world):
+    world.consumer()
+    link = world.add_box("box-1")
+    assert world.cli_json("box", "rotate-key", "box-1", "--wait", "15")["result"] == "ok"
+    assert world.ledger.box("box-1").key_gen == 1
+    link.power_cut()
+    f = Path(link.flash_dir) / "wirekey.bin"
+    f.write_bytes(bytes(len(f.read_bytes())))  # both copies damaged
+    link.boot()
+    wait_for(lambda: world.ledger.box("box-1").key_gen == 0, what="ledger back on the box key")
+    link.skip(31000)  # the events refused before the fallback go again
+    corrupt = wait_for(lambda: world.events("box-1", "store_corrupt"), what="store_corrupt")
+    assert corrupt[-1].arg & 0xFF == 4
+    link.skip(31000)
+    wait_for(lambda: link.call(lambda box, r, now: box.outbox.pending() == 0), what="all acked")
+    assert world.cli_json("box", "rotate-key", "box-1", "--wait", "15")["result"] == "ok"
+    assert world.ledger.box("box-1").key_gen == 1

@@ -254,11 +254,7 @@ class Consumer:
             if kind == "evt":
                 self._event(c, box_id, keys, msg.payload)
             elif kind == "state":
-                state, i = p.parse_state(keys, box_id, msg.payload)
-                if not self._ledger.may_verify(box_id, keys[i], state["next_seq"] - 1):
-                    raise p.ProtocolError("state under the key before the last rotation")
-                self._ledger.confirm_key(box_id, keys[i], state["next_seq"])
-                self._ledger.set_state(box_id, state)
+                self._state(box_id, keys, msg.payload)
             elif kind == "status":
                 online = p.parse_status(msg.payload)
                 if online is not None:
@@ -273,6 +269,22 @@ class Consumer:
             self.stats["errors"] += 1
             log.error("could not store a message on %s: %s: %s", msg.topic,
                       e.__class__.__name__, e)
+
+    def _state(self, box_id, keys, payload) -> None:
+        try:
+            state, i = p.parse_state(keys, box_id, payload)
+            if not self._ledger.may_verify(box_id, keys[i], state["next_seq"] - 1):
+                raise p.ProtocolError("state under the key before the last rotation")
+        except p.ProtocolError:
+            # a box that lost its wire key speaks under its box key again (key_gen 0)
+            state = self._ledger.fall_back_to_box_key(box_id, payload)
+            if state is None:
+                raise
+            log.warning("box %s lost its wire key: back to the box key; rotate again", box_id)
+            self._ledger.set_state(box_id, state)
+            return
+        self._ledger.confirm_key(box_id, keys[i], state["next_seq"])
+        self._ledger.set_state(box_id, state)
 
     def _event(self, c, box_id, keys, payload) -> None:
         self.stats["received"] += 1

@@ -340,6 +340,28 @@ class Ledger:
                        "key_gen=key_gen+1 WHERE id=?", (below, box_id))
         return True
 
+    def fall_back_to_box_key(self, box_id: str, payload_state: bytes) -> dict | None:
+        """A box that lost its saved wire key (both copies) falls back to its box key,
+        key_gen 0 (docs/protocol.md section 5.9). If the ledger has rotated, nothing the
+        box now sends verifies; its state summary does under the box key, says key_gen 0,
+        and then the ledger falls back too, so the backend can talk to the box and rotate
+        again. Only the box key verifies such a summary: holding it is owning the box.
+        Returns the summary, or None when it does not verify that way."""
+        with self.tx() as db:
+            r = db.execute("SELECT box_key, key_gen FROM boxes WHERE id=?", (box_id,)).fetchone()
+            if r is None or r[1] == 0:
+                return None
+            gen0 = p.WireKeys.of(r[0])
+            try:
+                state, _ = p.parse_state([gen0], box_id, payload_state)
+            except p.ProtocolError:
+                return None
+            if state["key_gen"] != 0:
+                return None
+            db.execute("UPDATE boxes SET prev_key=NULL, prev_below=NULL, wire_key=NULL, "
+                       "pending_key=NULL, pending_seq=NULL, key_gen=0 WHERE id=?", (box_id,))
+        return state
+
     def events(self, box_id: str | None = None, after: float = 0, limit: int = 1000) -> list[p.Event]:
         q = "SELECT box, seq, type, comp, code_id, arg, t FROM events WHERE received>?"
         args: tuple = (after,)
