@@ -123,3 +123,13 @@ def test_the_repr_of_wire_keys_shows_no_key():
     text = repr(KEYS) + str(KEYS) + repr([KEYS])
     for k in (KEYS.code, KEYS.cmd, KEYS.evt):
         assert k.hex() not in text and repr(k) not in text and repr(k)[2:12] not in text
+
+
+def test_an_event_type_from_a_newer_firmware_is_accepted_as_it_came():
+    t = p.topic(BOX, "evt")
+    body = b'{"v":1,"box":"box-0001","seq":9,"type":"lid_sensor","comp":0,"id":0,"arg":1,"t":0}'
+    ev, _ = p.parse_event([KEYS], BOX, p.seal(KEYS.evt, t, body))
+    assert ev.type == "lid_sensor" and ev.describe() == "arg 1"
+    bad = body.replace(b"lid_sensor", b"Lid Sensor!")
+    with pytest.raises(p.ProtocolError, match="bad event type"):
+        p.parse_event([KEYS], BOX, p.seal(KEYS.evt, t, bad))
