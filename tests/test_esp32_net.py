@@ -135,3 +135,61 @@ def test_an_unanswered_sntp_request_is_dropped_and_retried_later():
         pass
     quiet.close()
     assert net.time() is None and 2 <= asks <= 3  # at 0, 30 s, 60 s
+
+
+class _Esp32Socket:
+    """A socket as the ESP32 port has it: lwIP with newlib's errno numbers, so a
+    non-blocking connect in progress raises OSError(119), not Linux's 115."""
+
+    closed = 0
+
+    def __init__(self, *a):
+        pass
+
+    def setblocking(self, flag):
+        pass
+
+    def connect(self, addr):
+        raise OSError(119)  # newlib EINPROGRESS
+
+    def close(self):
+        _Esp32Socket.closed += 1
+
+
+class _Esp32SocketModule:
+    SOCK_STREAM = 1
+    socket = _Esp32Socket
+
+    @staticmethod
+    def getaddrinfo(host, port, af=0, kind=0):
+        return [(2, 1, 0, "", ("192.0.2.7", port))]
+
+
+class _Esp32Errno:
+    EINPROGRESS = 119  # newlib's values, which the ESP32 port's errno module exposes
+    EAGAIN = 11
+
+
+class _Poll:
+    def register(self, s, ev):
+        pass
+
+    def poll(self, ms):
+        return []
+
+
+class _Select:
+    POLLOUT, POLLERR, POLLHUP = 4, 8, 16
+
+    @staticmethod
+    def poll():
+        return _Poll()
+
+
+def test_a_connect_in_progress_with_the_esp32_errno_numbers_is_not_a_failure(monkeypatch):
+    monkeypatch.setattr(_net, "socket", _Esp32SocketModule)
+    monkeypatch.setattr(_net, "select", _Select)
+    monkeypatch.setattr(_net, "errno", _Esp32Errno, raising=False)
+    _Esp32Socket.closed = 0
+    c = _net.Conn("broker.example", 8883, True, "ca.pem")
+    assert _Esp32Socket.closed == 0 and c.ready() is False  # connecting, not refused

@@ -1,5 +1,6 @@
 # The ESP32 port's network (docs/runtime.md section 4): Wi-Fi with backoff, the time
 # from SNTP over a non-blocking UDP socket, and non-blocking TCP/TLS connections.
+import errno
 import struct
 
 import select
@@ -20,8 +21,6 @@ _NTP_RETRY_MS = const(30000)     # until the first answer
 _NTP_EVERY_MS = const(21600000)  # then every 6 h
 _NTP_WAIT_MS = const(3000)       # an unanswered request is dropped after this
 _NTP_DELTA = const(2208988800)   # 1900-01-01 to 1970-01-01 in seconds
-_EINPROGRESS = const(115)        # MicroPython's errno values (ESP32: lwIP)
-_EAGAIN = const(11)
 
 
 # Backoff with jitter: delay doubles from `first` to `most`; each wait is uniform in
@@ -151,7 +150,8 @@ class Conn:
         try:
             s.connect(addr)
         except OSError as e:
-            if e.args[0] not in (_EINPROGRESS, _EAGAIN):
+            # errno's own numbers: the ESP32 port's are newlib's (EINPROGRESS 119), not Linux's
+            if e.args[0] not in (errno.EINPROGRESS, errno.EAGAIN):
                 s.close()
                 raise
         self._raw = s
