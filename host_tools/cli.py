@@ -45,5 +45,9 @@ from host_tools import board_cli as _board_cli  # noqa: E402
 
 _board_cli.register(main)
 
+from host_tools import hardware_cli as _hardware_cli  # noqa: E402
+
+_hardware_cli.register(main)
+
 if __name__ == "__main__":
     main()
