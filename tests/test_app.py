@@ -212,3 +212,35 @@ def test_a_closed_tamper_switch_at_boot_is_not_an_event():
     a = _app.App(port, BOARD, CONF)
     a.run(loops=100)
     assert _events(a, events.TAMPER) == []
+
+
+class SlowNet(Net):
+    """A network whose next step blocks in C for `ms` (a DNS lookup, a TLS handshake
+    step): the clock jumps and nothing else runs meanwhile."""
+
+    def __init__(self, port, ms):
+        self.port, self.ms, self.armed = port, ms, False
+
+    def step(self, now):
+        if self.armed:
+            self.armed = False
+            self.port.now += self.ms
+
+
+class PulseArmsSlowNet(ScriptedPort):
+    def solenoid(self, comp, on):
+        if on and not self._level.get(comp):
+            self.net.armed = True  # the lookup that happens to start during the pulse
+        ScriptedPort.solenoid(self, comp, on)
+
+
+def test_a_network_call_that_blocks_never_stretches_a_solenoid_pulse():
+    port = PulseArmsSlowNet()
+    port.net = SlowNet(port, 3000)
+    a = _app.App(port, BOARD, CONF)
+    for ch in owner_code(a):
+        port.press(ch)
+    a.run(loops=1000)
+    ons = [(t, lv) for t, c, lv in port.levels if c == 1]
+    assert [lv for _, lv in ons] == [False, True, False]
+    assert ons[2][0] - ons[1][0] == a.box.cfg["pulse_ms"] <= a.box.cfg["max_on_ms"]

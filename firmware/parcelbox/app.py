@@ -44,6 +44,7 @@ class App:
         self._tamper = None     # debounced tamper state (None: unknown yet, or no switch)
         self._tamper_raw = None
         self._tamper_since = 0
+        self._energised = False  # a solenoid was on in the last step
         self.link = None
         self._build(port.ticks_ms())
 
@@ -81,12 +82,20 @@ class App:
             box.door(c, port.door(c), now)
         self._tamper_sample(port.tamper(), now)
         box.tick(now)
+        on = False
         for c in range(1, self.n + 1):
-            port.solenoid(c, box.solenoid(c, now))
+            s = box.solenoid(c, now)
+            port.solenoid(c, s)
+            on = on or s
+        self._energised = on
         p = box.player
         port.indicate(p.led(now), p.hz(now))
         self._seen |= _LOCK
-        self._network(now)
+        # Nothing that may block runs while a solenoid is on: a DNS lookup or a TLS
+        # handshake step holds the loop in C for up to seconds, and the failsafe's timer
+        # callback with it, which would stretch the pulse. The network waits (<= 5 s).
+        if not on:
+            self._network(now)
         # storage shows progress by answering a stat of the state files once a second,
         # so the watchdog is fed at most once a second
         if self._storage_at is None or ticks.diff(now, self._storage_at) >= _STORAGE_CHECK_MS:
@@ -148,7 +157,7 @@ class App:
         d = self.box.next_deadline(now)
         if d is not None:
             best = min(best, max(0, ticks.diff(d, now)))
-        if self.link is not None:
+        if self.link is not None and not self._energised:
             d = self.link.next_deadline(now)
             if d is not None:
                 best = min(best, max(0, ticks.diff(d, now)))
