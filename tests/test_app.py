@@ -244,3 +244,40 @@ def test_a_network_call_that_blocks_never_stretches_a_solenoid_pulse():
     ons = [(t, lv) for t, c, lv in port.levels if c == 1]
     assert [lv for _, lv in ons] == [False, True, False]
     assert ons[2][0] - ons[1][0] == a.box.cfg["pulse_ms"] <= a.box.cfg["max_on_ms"]
+
+
+class DoorPort(ScriptedPort):
+    """Door 1 open during [open_at, close_at)."""
+
+    def __init__(self):
+        ScriptedPort.__init__(self)
+        self.open_at = self.close_at = None
+
+    def door(self, comp):
+        return self.open_at is not None and self.open_at <= self.now < (self.close_at or 1 << 60)
+
+
+def test_a_settings_restart_waits_until_an_unlock_has_run_its_course():
+    from parcelbox import events
+    port = DoorPort()
+    a = _app.App(port, BOARD, CONF)
+    for ch in owner_code(a):
+        port.press(ch)
+    while not a.box.solenoid(1, port.now):
+        a.run(loops=1)
+    a.remote.restart_pending = True  # a settings command was applied meanwhile
+    t_on = port.now
+    # the door opens after the pulse, inside the open window, and closes again
+    port.open_at = t_on + a.box.cfg["pulse_ms"] + 1000
+    port.close_at = port.open_at + 2000
+    a.run(loops=800)
+    kinds = [e[1] for e in _events_all(a)]
+    assert events.OPENED in kinds and events.CLOSED in kinds
+    assert events.FORCED not in kinds and events.NOT_OPENED not in kinds
+    assert any("restarting the core" in t for _, t in port.logs)  # once the box was idle
+    assert not a.remote.restart_pending
+
+
+def _events_all(a):
+    ob = a.box.outbox
+    return [ob.get(i) for i in range(ob.pending())]

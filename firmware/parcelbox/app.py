@@ -146,11 +146,14 @@ class App:
             self._link_progress = link.progress
             self._seen |= _LINK
 
+    # Nobody is using the box: every compartment at rest (no unlock under way, door
+    # shut, cool-down over), no code being typed, no technician in service mode.
     def _idle(self, now):
+        box = self.box
         for c in range(1, self.n + 1):
-            if self.box.solenoid(c, now) or self.port.door(c):
+            if not box.doors[c - 1].at_rest(now) or self.port.door(c):
                 return False
-        return True
+        return box.entry.count == 0 and box.service_code < 0
 
     def _sleep(self, now):
         best = SCAN_MS

@@ -106,6 +106,13 @@ class Compartment:
         self._start_pulse(now)
         return STARTED
 
+    # True when nothing is under way: locked, the door shut, the cool-down over. Only
+    # then may the shell replace this Compartment (new settings) without losing an
+    # unlock in progress or cutting a cool-down short.
+    def at_rest(self, now):
+        return (self.state == LOCKED and not self.door_open
+                and not (self._cooling and _pending(now, self._cool_until, self.cooldown_ms)))
+
     # Level to drive the solenoid pin to now; ends an overdue pulse even if tick() is late.
     def energised(self, now):
         if self.state != PULSING:
