@@ -281,3 +281,24 @@ def test_a_settings_restart_waits_until_an_unlock_has_run_its_course():
 def _events_all(a):
     ob = a.box.outbox
     return [ob.get(i) for i in range(ob.pending())]
+
+
+class ClockNet(Net):
+    def __init__(self, t):
+        self.t = t
+
+    def time(self):
+        return self.t
+
+
+def test_the_core_rebuilt_for_new_settings_keeps_the_trusted_clock():
+    port = ScriptedPort()
+    port.net = ClockNet(1795600000)
+    a = _app.App(port, BOARD, CONF)
+    a.run(loops=10)
+    assert a.box.clock_trusted()
+    old = a.box
+    a.remote.restart_pending = True
+    a.run(loops=10)
+    assert a.box is not old and a.box.clock_trusted()
+    assert abs(a.box.wall(port.now) - 1795600000) <= 1

@@ -46,12 +46,16 @@ class App:
         self._tamper_since = 0
         self._energised = False  # a solenoid was on in the last step
         self.link = None
+        self.box = None
         self._build(port.ticks_ms())
 
     def _build(self, now):
         port, conf = self.port, self.conf
         settings = _remote.stored_settings(port.storage, devconf.core_settings(self.board, conf))
+        old = self.box
         self.box = Box(port.storage, conf["box_key"], settings, now, self._on_event)
+        if old is not None and old.clock_trusted():  # the new core knows the time too
+            self.box.set_time(old.wall(now), now)
         self.remote = _remote.Remote(self.box, conf["box_id"], conf["box_key"])
         self.n = self.box.cfg["compartments"]
         if self._make_link is not None:
