@@ -125,14 +125,61 @@ def test_a_crash_is_saved_the_box_reset_and_the_next_boot_reports_it(box):
     assert st.read(pbmain.CRASH) is None and st.read(pbmain.CRASH_LAST).startswith(b"ZeroDivision")
 
 
-def test_holding_star_at_power_up_enters_safe_mode(box):
+def _release_star_after(wired, ms):
+    """A sleep that lets the technician let go of '*' after `ms`."""
+    w = wired.world
+    t_release = w.now + ms
+
+    def sleep(n):
+        w.advance(n)
+        if w.now >= t_release:
+            wired.keys.release("*")
+    return sleep
+
+
+def test_holding_star_at_power_up_then_letting_go_enters_safe_mode(box):
     wired, st, lines, boot = box
     w = wired.world
     wired.keys.press("*")
-    assert safe.check(st, w.ticks_ms, w.advance) is True and safe.ACTIVE
-    wired.keys.release("*")
+    assert safe.check(st, w.ticks_ms, _release_star_after(wired, 1500)) is True and safe.ACTIVE
     w.advance(50)
     assert safe.check(st, w.ticks_ms, w.advance) is False and not safe.ACTIVE
+
+
+def test_a_star_key_stuck_at_every_power_up_does_not_keep_the_box_in_safe_mode(box):
+    wired, st, lines, boot = box
+    w = wired.world
+    wired.keys.press("*")  # jammed: it never comes up
+    out = []
+    assert safe.check(st, w.ticks_ms, w.advance, out=out.append) is False and not safe.ACTIVE
+    assert any("stuck" in x for x in out)
+    assert w.now < 30000  # the boot goes on after a bounded wait
+
+
+def test_the_safe_mode_decision_ends_across_the_tick_wrap(tmp_path):
+    wired = Wired(ESP32_4X3, bounce_ms=3, t0=0x3FFFFFFF - 300)  # ticks wrap 300 ms in
+    w = wired.world
+    st = Storage(str(tmp_path))
+    st.replace("board.json", json.dumps(ESP32_4X3).encode())
+    wired.keys.press("*")
+    sleeps = []
+
+    def sleep(ms):
+        sleeps.append(ms)
+        if len(sleeps) > 5000:
+            raise AssertionError("the '*' check never ended")
+        w.advance(ms)
+        if w.now >= 1500:
+            wired.keys.release("*")
+    assert safe.check(st, w.ticks_ms, sleep) is True
+
+
+def test_the_safe_mode_check_never_stops_the_box_from_booting(box):
+    wired, st, lines, boot = box
+    w = wired.world
+    st.replace("board.json", json.dumps(dict(ESP32_4X3, keypad=dict(
+        ESP32_4X3["keypad"], layout="123456789A0#"))).encode())  # no '*' on this keypad
+    assert safe.check(st, w.ticks_ms, w.advance) is False
 
 
 def test_a_safe_mode_file_enters_safe_mode_without_touching_the_pins(box):
