@@ -1,0 +1,107 @@
+# Boot to the superloop in the simulator (docs/sim.md, as docs/runtime.md section 6 on the
+# ESP32): board and configuration checked, the last crash reported, the watchdog armed.
+import gc
+import sys
+
+from parcelbox import devconf, events
+from parcelbox.app import App, ERROR, INFO
+from parcelbox.link import Link
+from parcelbox.storage import Storage
+from pb_sim.port import Bridge, Port
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+WDT_MS = const(8000)
+CRASH = "crash.txt"        # the last crash's report, until the next boot reports it
+CRASH_LAST = "crash.last"  # kept for `parcelbox doctor`
+_RED = const(2)            # feedback.LED_RED
+
+
+# Blink `why` times, pause, forever (or `rounds` times): the LED says what is wrong.
+def error_loop(port, why, rounds=-1):
+    while rounds != 0:
+        rounds -= 1
+        for _ in range(why):
+            port.indicate(_RED, 0)
+            port.idle(200)
+            port.indicate(0, 0)
+            port.idle(300)
+        port.idle(1500)
+
+
+def _crash_report(storage, e):
+    import io
+    buf = io.StringIO()
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(e, buf)
+    else:  # CPython: the type and message only
+        buf.write("%s: %s\n" % (e.__class__.__name__, e))
+    storage.replace(CRASH, buf.getvalue().encode())
+
+
+# A crash saved before the last reset becomes a `crash` event; the report is kept aside.
+def _report_crash(app, storage, cause):
+    from binascii import crc32
+    data = storage.read(CRASH)
+    if data is None:
+        return
+    app.box.event(events.CRASH, 0, cause, crc32(data) & 0xFFFFFFFF, app.port.ticks_ms())
+    storage.replace(CRASH_LAST, data)
+    storage.remove(CRASH)
+
+
+# Everything up to the loop: (app, None), or (None, why) when the board or the
+# configuration is bad. call: the host-call function (None: the VM's host.call).
+def boot(root="/flash", call=None, blink_rounds=-1):
+    if call is None:
+        import host
+        call = host.call
+    storage = Storage(root)
+    port = Port(Bridge(call), storage)
+    try:
+        board = devconf.load_board(storage)
+    except devconf.ConfigError as e:
+        port.log(ERROR, "board: %s" % e)
+        return None, e.why
+    port.all_off()
+    try:
+        conf = devconf.load_config(storage)
+    except devconf.ConfigError as e:
+        port.log(ERROR, "config: %s" % e)
+        error_loop(port, e.why, blink_rounds)
+        return None, e.why
+    port.log(INFO, "boot " + devconf.describe(conf, board))
+    app = App(port, board, conf, make_link=Link)
+    _report_crash(app, storage, port.reset_cause())
+    if hasattr(gc, "mem_free"):  # MicroPython: what is left for the loop, for docs/sim.md
+        gc.collect()
+        port.log(INFO, "heap used %d free %d" % (gc.mem_alloc(), gc.mem_free()))
+    port.watchdog(WDT_MS)
+    return app, None
+
+
+# The loop; a crash turns everything off, saves its report and resets the box.
+def run(app, loops=-1):
+    port = app.port
+    try:
+        app.run(loops)
+    except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
+        port.all_off()
+        try:
+            _crash_report(port.storage, e)
+        except OSError:
+            pass
+        port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
+        port.reset()
+
+
+# The simulator runs this; `loops` passes then return (measurements), -1 forever.
+def main(root="/flash", call=None, loops=-1):
+    app, why = boot(root, call)
+    if app is not None:
+        run(app, loops)
+    return why
