@@ -186,3 +186,29 @@ def test_a_safe_mode_file_enters_safe_mode_without_touching_the_pins(box):
     wired, st, lines, boot = box
     st.replace(safe.FLAG, b"")
     assert safe.check(st, wired.world.ticks_ms, wired.world.advance, hw_factory=None) is True
+
+
+def test_settings_the_board_cannot_run_blink_as_a_bad_configuration(box):
+    wired, st, lines, boot = box
+    w = wired.world
+    # a valid board with a short solenoid limit, and no pulse_ms: the default 700 ms
+    # pulse would exceed it
+    st.replace("board.json", json.dumps(dict(ESP32_4X3, max_on_ms=500)).encode())
+    assert pbmain.boot(str(st.root), net=OfflineNet(), clock=w.ticks_ms, sleep=w.advance,
+                       reset_cause=1, out=lines.append, blink_rounds=1) == (None, devconf.BAD_CONFIG)
+    assert any(x.startswith("PB E") and "config:" in x and "pulse_ms" in x for x in lines)
+    assert not wired.energised(1) and w.wdt_feeds == 0
+
+
+def test_a_boot_that_fails_after_the_configuration_is_a_crash_saved_and_reset(box, monkeypatch):
+    wired, st, lines, boot = box
+
+    def no_memory(*a, **kw):
+        raise MemoryError("heap fragmented")
+    monkeypatch.setattr(pbmain, "App", no_memory)
+    resets = []
+    app, why = boot(reset=lambda: resets.append(wired.world.now))
+    assert app is None and resets  # never left at the REPL with nothing running
+    assert st.read(pbmain.CRASH).startswith(b"MemoryError")
+    assert any(x.startswith("PB E") and "MemoryError" in x for x in lines)
+    assert not wired.energised(1)

@@ -3,6 +3,7 @@
 import json
 from binascii import unhexlify
 
+from parcelbox import config
 from parcelbox.protocol import check_box_id
 
 try:
@@ -132,6 +133,15 @@ def core_settings(board, conf):
     if "max_on_ms" in board:
         s["max_on_ms"] = board["max_on_ms"]
     return s
+
+
+# The provisioned settings must suit this board (a short max_on_ms rules out the
+# default pulse_ms, say): a ConfigError naming the setting, before anything starts.
+def check_settings(board, conf):
+    try:
+        config.make(core_settings(board, conf))
+    except ValueError as e:
+        raise ConfigError(BAD_CONFIG, "settings: %s" % e)
 
 
 # What the boot log shows: the effective configuration without a secret.

@@ -13,6 +13,7 @@ except ImportError:
         return x
 
 WDT_MS = const(8000)
+RETRY_MS = const(10000)   # a boot that failed after its configuration: reset after this
 CRASH = "crash.txt"       # the last crash's report, until the next boot reports it
 CRASH_LAST = "crash.last"  # kept for `parcelbox doctor`
 
@@ -28,6 +29,11 @@ def error_loop(hw, why, sleep, rounds=-1):
             hw.indicate(0, 0)
             sleep(300)
         sleep(1500)
+
+
+def _machine_reset():
+    import machine
+    machine.reset()
 
 
 def _crash_report(storage, e):
@@ -56,7 +62,7 @@ def _report_crash(app, storage, cause):
 # and the simulator lend the hardware, the network and the clock; on the ESP32 the
 # defaults are the real ones.
 def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_cause=None,
-         out=print, blink_rounds=-1):
+         out=print, blink_rounds=-1, reset=None):
     import time
     from pb_esp32.port import Port, logger
     clock = clock or time.ticks_ms
@@ -74,23 +80,34 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
     hw.all_off()
     try:
         conf = devconf.load_config(storage)
+        devconf.check_settings(board, conf)
     except devconf.ConfigError as e:
         log(ERROR, "config: %s" % e)
         error_loop(hw, e.why, sleep, blink_rounds)
         return None, e.why
     log(INFO, "boot " + devconf.describe(conf, board))
-    if net is None:
-        import os
-        from pb_esp32.net import Net
-        net = Net(conf["wifi"], os.urandom, log)
-    from parcelbox.link import Link
-    port = Port(hw, storage, net, log, clock, sleep)
-    app = App(port, board, conf, make_link=Link)
-    if reset_cause is None:
-        import machine
-        reset_cause = machine.reset_cause()
-    _report_crash(app, storage, reset_cause)
-    hw.watchdog(WDT_MS)
+    try:
+        if net is None:
+            import os
+            from pb_esp32.net import Net
+            net = Net(conf["wifi"], os.urandom, log)
+        from parcelbox.link import Link
+        port = Port(hw, storage, net, log, clock, sleep)
+        app = App(port, board, conf, make_link=Link)
+        if reset_cause is None:
+            import machine
+            reset_cause = machine.reset_cause()
+        _report_crash(app, storage, reset_cause)
+        hw.watchdog(WDT_MS)
+    except Exception as e:  # noqa: BLE001 - the loop never started: a crash all the same
+        # (a flash error, no memory, the Wi-Fi driver): never left idle at the REPL with no
+        # watchdog; the pause spares the flash a reset storm and leaves time for Ctrl-C
+        hw.all_off()
+        _save_crash(storage, e)
+        log(ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
+        sleep(RETRY_MS)
+        (reset or _machine_reset)()
+        return None, None
     return app, hw
 
 
@@ -100,15 +117,17 @@ def run(app, hw, loops=-1, reset=None):
         app.run(loops)
     except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
         hw.all_off()
-        try:
-            _crash_report(app.port.storage, e)
-        except OSError:
-            pass
+        _save_crash(app.port.storage, e)
         app.port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
-        if reset is None:
-            import machine
-            reset = machine.reset
-        reset()
+        (reset or _machine_reset)()
+
+
+# Best effort (no flash, no memory): the reset that follows matters more.
+def _save_crash(storage, e):
+    try:
+        _crash_report(storage, e)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def main():
