@@ -104,6 +104,8 @@ def test_the_watchdog_is_fed_about_once_a_second_while_everything_progresses():
 
 class StuckLink:
     state = "connecting"
+    last_error = None
+    connects = 0
 
     def __init__(self, *a):
         self.progress = 0
@@ -302,3 +304,36 @@ def test_the_core_rebuilt_for_new_settings_keeps_the_trusted_clock():
     a.run(loops=10)
     assert a.box is not old and a.box.clock_trusted()
     assert abs(a.box.wall(port.now) - 1795600000) <= 1
+
+
+class ScriptedLink:
+    """A link whose last_error follows a script of (from_step, error, connects)."""
+    script = [(0, None, 0), (5, "open: [Errno 111] refused", 0), (50, None, 1),
+              (80, "closed by the broker", 1)]
+
+    def __init__(self, *a):
+        self.progress = 0
+        self.last_error, self.connects, self.state = None, 0, "offline"
+
+    def step(self, now):
+        self.progress += 1
+        for at, err, n in self.script:
+            if self.progress >= at:
+                self.last_error, self.connects = err, n
+
+    def next_deadline(self, now):
+        return None
+
+
+class UpNet(Net):
+    def up(self):
+        return True
+
+
+def test_the_loop_logs_why_the_link_went_down_once_per_change():
+    port = ScriptedPort()
+    port.net = UpNet()
+    _app.App(port, BOARD, CONF, make_link=ScriptedLink).run(loops=150)
+    link_lines = [t for _, t in port.logs if t.startswith("link")]
+    assert link_lines == ["link: open: [Errno 111] refused", "link: connected",
+                          "link: closed by the broker"]

@@ -39,6 +39,8 @@ class App:
         self.errors = 0       # exceptions survived in a loop step
         self._seen = 0        # progress bits since the last watchdog feed
         self._link_progress = -1
+        self._link_error = None   # the link's last_error as last logged
+        self._link_connects = 0
         self._storage_at = None
         self._timed = False
         self._tamper = None     # debounced tamper state (None: unknown yet, or no switch)
@@ -149,6 +151,15 @@ class App:
         if link.progress != self._link_progress:
             self._link_progress = link.progress
             self._seen |= _LINK
+        # docs/link.md section 8, rule 4: why the link is down, once per change (no secret)
+        if link.connects != self._link_connects:
+            self._link_connects = link.connects
+            self.port.log(INFO, "link: connected")
+        e = link.last_error
+        if e != self._link_error:
+            self._link_error = e
+            if e is not None:
+                self.port.log(WARNING, "link: " + e)
 
     # Nobody is using the box: every compartment at rest (no unlock under way, door
     # shut, cool-down over), no code being typed, no technician in service mode.
