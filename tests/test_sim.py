@@ -271,3 +271,24 @@ def test_a_power_cut_in_the_middle_loses_nothing(online):
     assert [e.type for e in online.events()].count("closed") == 1
     assert [c for _, c in box.boots] == [1, 1, 1]
     assert [p.comp for p in box.pulses] == [1] and box.failsafe_trips == 0
+
+
+@pytest.fixture
+def cert_broker(mosquitto, tmp_path):
+    import brokerlib
+    with brokerlib.Broker("mosquitto", workdir=tmp_path / "cert-broker", require_client_cert=True) as b:
+        yield b
+
+
+def test_the_host_presents_the_box_certificate_from_its_flash(cert_broker, tmp_path):
+    rec = Backend(Ledger(tmp_path / "ledger.db")).register(BOX)
+    cert_broker.add_user(BOX, mqtt_password(bytes.fromhex(rec["box_key"])))
+    c, k = cert_broker.client_cert_files(BOX)
+    flash = provision(tmp_path / "flash", ESP32_4X3, {
+        "box_id": BOX, "box_key": rec["box_key"], "wifi": {"ssid": "home", "password": "x"},
+        "broker": {"host": cert_broker.host, "port": cert_broker.port, "tls": True, "ca": "ca.pem",
+                   "cert": "box.crt", "key": "box.key"},
+        "mqtt_password": rec["mqtt_password"]},
+        {"ca.pem": cert_broker.ca_path, "box.crt": c, "box.key": k})
+    with SimBox(flash, vm=False) as box:
+        box.until(lambda: box.online, "connected with the client certificate")
