@@ -193,3 +193,55 @@ def test_a_connect_in_progress_with_the_esp32_errno_numbers_is_not_a_failure(mon
     _Esp32Socket.closed = 0
     c = _net.Conn("broker.example", 8883, True, "ca.pem")
     assert _Esp32Socket.closed == 0 and c.ready() is False  # connecting, not refused
+
+
+def test_an_address_is_looked_up_once_and_again_only_after_a_connection_fails(monkeypatch):
+    calls = []
+    real = socket.getaddrinfo
+
+    def counting(*a, **kw):
+        calls.append(a[:2])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(_net.socket, "getaddrinfo", counting)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    net = _net.Net({"ssid": "s", "password": ""}, lambda n: b"\x00\x00", lambda l, t: None,
+                   wlan=Wlan(0))
+
+    def connect():
+        c = net.open("localhost", port, False, None)
+        for _ in range(100):
+            try:
+                if c.ready():
+                    break
+            except OSError:
+                break
+            time.sleep(0.01)
+        c.close()
+        return c.was_ready
+
+    assert connect() and connect() and len(calls) == 1  # cached while connections come up
+    srv.close()
+    assert not connect()          # the cached address no longer answers...
+    assert len(calls) == 1
+    connect()                     # ...so the next attempt looks the name up again
+    assert len(calls) == 2
+
+
+def test_the_time_server_is_looked_up_once(monkeypatch, sntp_server):
+    port, seen = sntp_server
+    calls = []
+    real = socket.getaddrinfo
+    monkeypatch.setattr(_net.socket, "getaddrinfo", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    wlan = Wlan(0)
+    net = _net.Net({"ssid": "s", "password": ""}, lambda n: b"\x00\x00", lambda l, t: None,
+                   wlan=wlan, ntp_host="127.0.0.1", ntp_port=port)
+    wlan.connect("s", "")
+    for now in range(0, 5000, 10):
+        time.sleep(0.002)
+        net.step(now)
+    net.step(_net._NTP_EVERY_MS + 10000)  # the next sync, six hours later
+    assert net.time() and len(calls) == 1

@@ -12,7 +12,11 @@ except ImportError:
     def const(x):
         return x
 
-WDT_MS = const(8000)
+# The watchdog's timeout. Long enough for the one call that blocks, a DNS lookup (lwIP
+# waits seconds per server that does not answer; addresses are cached, so it is rare),
+# short enough that a hung box is back in well under a minute. No network call ever
+# runs while a solenoid is on, and each solenoid has its own failsafe timer.
+WDT_MS = const(20000)
 RETRY_MS = const(10000)   # a boot that failed after its configuration: reset after this
 CRASH = "crash.txt"       # the last crash's report, until the next boot reports it
 CRASH_LAST = "crash.last"  # kept for `parcelbox doctor`

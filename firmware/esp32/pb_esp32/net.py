@@ -53,6 +53,10 @@ class Net:
         self._ntp_at = None
         self._udp = None
         self._udp_sent = 0
+        self._ntp_addr = None   # the time server's address, looked up once (DNS blocks)
+        self._ntp_misses = 0
+        self._dns = {}          # (host, port): address of the last connection that came up
+        self._conns = {}        # (host, port): the last Conn opened
         self.wlan.active(True)
 
     def up(self):
@@ -108,16 +112,23 @@ class Net:
                         self._epoch = secs - _NTP_DELTA
                         self._epoch_tick = now
                         self._ntp_at = ticks.add(now, _NTP_EVERY_MS)
+                        self._ntp_misses = 0
                         self._log(20, "time from sntp")
                 self._close_udp()
             elif ticks.diff(now, self._udp_sent) > _NTP_WAIT_MS:
                 self._close_udp()
+                self._ntp_misses += 1
+                if self._ntp_misses >= 3:  # perhaps the server moved: look it up again
+                    self._ntp_addr = None
+                    self._ntp_misses = 0
             return
         if self._ntp_at is not None and ticks.diff(now, self._ntp_at) < 0:
             return
         self._ntp_at = ticks.add(now, _NTP_RETRY_MS)
         try:
-            addr = socket.getaddrinfo(self._ntp_host, self._ntp_port)[0][-1]
+            if self._ntp_addr is None:
+                self._ntp_addr = socket.getaddrinfo(self._ntp_host, self._ntp_port)[0][-1]
+            addr = self._ntp_addr
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setblocking(False)
             req = bytearray(48)
@@ -134,14 +145,26 @@ class Net:
             self._udp = None
 
     # A non-blocking connection to host:port (TLS with the CA file's certificate, and the
-    # box's client certificate and key files if it has them).
+    # box's client certificate and key files if it has them). DNS blocks (lwIP: seconds
+    # per unanswering server), so an address is looked up once and kept until a
+    # connection to it fails to come up; then the next attempt looks it up again.
     def open(self, host, port, tls, ca, cert=None, key=None):
-        return Conn(host, port, tls, ca, cert, key)
+        k = (host, port)
+        last = self._conns.get(k)
+        if last is not None and not last.was_ready:
+            self._dns.pop(k, None)
+        addr = self._dns.get(k)
+        if addr is None:
+            addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+            self._dns[k] = addr
+        c = Conn(addr, host, tls, ca, cert, key)
+        self._conns[k] = c
+        return c
 
 
 class Conn:
-    def __init__(self, host, port, tls, ca, cert=None, key=None):
-        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+    def __init__(self, addr, host, tls, ca, cert=None, key=None):
+        self.was_ready = False
         self._host = host
         self._ca = ca if tls else None
         self._cert, self._key = cert, key
@@ -179,6 +202,7 @@ class Conn:
                 ctx.load_cert_chain(self._cert, self._key)
             s = ctx.wrap_socket(s, server_hostname=self._host, do_handshake_on_connect=False)
         self._s = s
+        self.was_ready = True
         return True
 
     def send(self, data):
