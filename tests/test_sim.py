@@ -116,6 +116,31 @@ def test_a_bad_configuration_blinks_its_number_in_red(tmp_path):
         assert box.running and not any("boot box" in ln for ln in box.lines)
 
 
+def test_settings_the_board_cannot_run_blink_as_a_bad_configuration(tmp_path):
+    flash = provision(tmp_path / "flash", dict(ESP32_4X3, max_on_ms=500), OFFLINE)
+    with SimBox(flash, vm=False, clock="virtual") as box:
+        box.run(3000)
+        assert any("config: settings:" in ln for ln in box.lines)
+        assert [led for _, led, _ in box.feedback].count("red") >= 3
+
+
+def test_a_start_that_fails_is_a_crash_and_a_reset_after_a_pause(tmp_path, monkeypatch):
+    from parcelbox.app import App
+    init = App.__init__
+
+    def broken(self, *a, **kw):
+        raise MemoryError()
+    monkeypatch.setattr(App, "__init__", broken)
+    with _offline(tmp_path) as box:
+        box.run(9000)
+        assert [c for _, c in box.boots] == [1]
+        assert any("boot failed: MemoryError; restarting in 10 s" in ln for ln in box.lines)
+        monkeypatch.setattr(App, "__init__", init)
+        box.run(1500)
+        assert [c for _, c in box.boots] == [1, SOFT_RESET]
+        assert [e[1] for e in box.events()] == ["boot", "crash"]
+
+
 def test_a_loop_that_stops_feeding_the_watchdog_is_reset(tmp_path, monkeypatch):
     with _offline(tmp_path) as box:
         box.run(500)

@@ -16,6 +16,7 @@ except ImportError:
         return x
 
 WDT_MS = const(8000)
+RETRY_MS = const(10000)    # a boot that failed after its configuration: reset after this
 CRASH = "crash.txt"        # the last crash's report, until the next boot reports it
 CRASH_LAST = "crash.last"  # kept for `parcelbox doctor`
 _RED = const(2)            # feedback.LED_RED
@@ -41,6 +42,14 @@ def _crash_report(storage, e):
     else:  # CPython: the type and message only
         buf.write("%s: %s\n" % (e.__class__.__name__, e))
     storage.replace(CRASH, buf.getvalue().encode())
+
+
+# Best effort (no flash, no memory): the reset that follows matters more.
+def _save_crash(storage, e):
+    try:
+        _crash_report(storage, e)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 # A crash saved before the last reset becomes a `crash` event; the report is kept aside.
@@ -70,17 +79,26 @@ def boot(root="/flash", call=None, blink_rounds=-1):
     port.all_off()
     try:
         conf = devconf.load_config(storage)
+        devconf.check_settings(board, conf)
     except devconf.ConfigError as e:
         port.log(ERROR, "config: %s" % e)
         error_loop(port, e.why, blink_rounds)
         return None, e.why
     port.log(INFO, "boot " + devconf.describe(conf, board))
-    app = App(port, board, conf, make_link=Link)
-    _report_crash(app, storage, port.reset_cause())
-    if hasattr(gc, "mem_free"):  # MicroPython: what is left for the loop, for docs/sim.md
-        gc.collect()
-        port.log(INFO, "heap used %d free %d" % (gc.mem_alloc(), gc.mem_free()))
-    port.watchdog(WDT_MS)
+    try:
+        app = App(port, board, conf, make_link=Link)
+        _report_crash(app, storage, port.reset_cause())
+        if hasattr(gc, "mem_free"):  # MicroPython: what is left for the loop, for docs/sim.md
+            gc.collect()
+            port.log(INFO, "heap used %d free %d" % (gc.mem_alloc(), gc.mem_free()))
+        port.watchdog(WDT_MS)
+    except Exception as e:  # noqa: BLE001 - the loop never started: a crash all the same
+        port.all_off()      # (as pb_esp32.main: saved, a pause, a reset)
+        _save_crash(storage, e)
+        port.log(ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
+        port.idle(RETRY_MS)
+        port.reset()  # never returns
+        return None, None
     return app, None
 
 
@@ -91,10 +109,7 @@ def run(app, loops=-1):
         app.run(loops)
     except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
         port.all_off()
-        try:
-            _crash_report(port.storage, e)
-        except OSError:
-            pass
+        _save_crash(port.storage, e)
         port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
         port.reset()
 
