@@ -97,7 +97,8 @@ def test_the_red_led_blinks_as_many_times_as_the_error_number():
             self.on += led == 2
 
     rec = LedRecorder()
-    pbmain.error_loop(rec, devconf.BAD_CONFIG, lambda ms: None, rounds=2)
+    from parcelbox import crash
+    crash.error_loop(rec.indicate, lambda ms: None, devconf.BAD_CONFIG, rounds=2)
     assert rec.on == 2 * devconf.BAD_CONFIG
 
 

@@ -1,8 +1,6 @@
 # Boot to the superloop (docs/runtime.md section 6): configuration checked with its
 # error on the LED, the last crash reported, the watchdog armed, a crash logged and reset.
-import sys
-
-from parcelbox import devconf, events
+from parcelbox import crash, devconf
 from parcelbox.app import App, ERROR, INFO
 from parcelbox.storage import Storage
 
@@ -18,47 +16,13 @@ except ImportError:
 # runs while a solenoid is on, and each solenoid has its own failsafe timer.
 WDT_MS = const(20000)
 RETRY_MS = const(10000)   # a boot that failed after its configuration: reset after this
-CRASH = "crash.txt"       # the last crash's report, until the next boot reports it
-CRASH_LAST = "crash.last"  # kept for `parcelbox doctor`
-
-
-# Blink `why` times, pause, forever (or `rounds` times): the LED says what is wrong.
-# Red for a bad configuration; KeyboardInterrupt (Ctrl-C from mpremote) ends it.
-def error_loop(hw, why, sleep, rounds=-1):
-    while rounds != 0:
-        rounds -= 1
-        for _ in range(why):
-            hw.indicate(2, 0)
-            sleep(200)
-            hw.indicate(0, 0)
-            sleep(300)
-        sleep(1500)
+CRASH = crash.CRASH
+CRASH_LAST = crash.CRASH_LAST
 
 
 def _machine_reset():
     import machine
     machine.reset()
-
-
-def _crash_report(storage, e):
-    import io
-    buf = io.StringIO()
-    if hasattr(sys, "print_exception"):
-        sys.print_exception(e, buf)
-    else:  # CPython (tests): the type and message only
-        buf.write("%s: %s\n" % (e.__class__.__name__, e))
-    storage.replace(CRASH, buf.getvalue().encode())
-
-
-# Report a crash saved before the last reset: a `crash` event, the report kept aside.
-def _report_crash(app, storage, cause):
-    from binascii import crc32
-    data = storage.read(CRASH)
-    if data is None:
-        return
-    app.box.event(events.CRASH, 0, cause, crc32(data) & 0xFFFFFFFF, app.port.ticks_ms())
-    storage.replace(CRASH_LAST, data)
-    storage.remove(CRASH)
 
 
 # Everything after boot.py up to the loop: (app, hw), or (None, why) when the board or
@@ -87,7 +51,7 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
         devconf.check_settings(board, conf)
     except devconf.ConfigError as e:
         log(ERROR, "config: %s" % e)
-        error_loop(hw, e.why, sleep, blink_rounds)
+        crash.error_loop(hw.indicate, sleep, e.why, blink_rounds)
         return None, e.why
     log(INFO, "boot " + devconf.describe(conf, board))
     try:
@@ -101,13 +65,13 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
         if reset_cause is None:
             import machine
             reset_cause = machine.reset_cause()
-        _report_crash(app, storage, reset_cause)
+        crash.report(app.box, storage, reset_cause, clock())
         hw.watchdog(WDT_MS)
     except Exception as e:  # noqa: BLE001 - the loop never started: a crash all the same
         # (a flash error, no memory, the Wi-Fi driver): never left idle at the REPL with no
         # watchdog; the pause spares the flash a reset storm and leaves time for Ctrl-C
         hw.all_off()
-        _save_crash(storage, e)
+        crash.save(storage, e)
         log(ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
         sleep(RETRY_MS)
         (reset or _machine_reset)()
@@ -121,17 +85,9 @@ def run(app, hw, loops=-1, reset=None):
         app.run(loops)
     except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
         hw.all_off()
-        _save_crash(app.port.storage, e)
+        crash.save(app.port.storage, e)
         app.port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
         (reset or _machine_reset)()
-
-
-# Best effort (no flash, no memory): the reset that follows matters more.
-def _save_crash(storage, e):
-    try:
-        _crash_report(storage, e)
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def main():

@@ -1,9 +1,8 @@
 # Boot to the superloop in the simulator (docs/sim.md, as docs/runtime.md section 6 on the
 # ESP32): board and configuration checked, the last crash reported, the watchdog armed.
 import gc
-import sys
 
-from parcelbox import devconf, events
+from parcelbox import crash, devconf
 from parcelbox.app import App, ERROR, INFO
 from parcelbox.link import Link
 from parcelbox.storage import Storage
@@ -17,50 +16,8 @@ except ImportError:
 
 WDT_MS = const(8000)
 RETRY_MS = const(10000)    # a boot that failed after its configuration: reset after this
-CRASH = "crash.txt"        # the last crash's report, until the next boot reports it
-CRASH_LAST = "crash.last"  # kept for `parcelbox doctor`
-_RED = const(2)            # feedback.LED_RED
-
-
-# Blink `why` times, pause, forever (or `rounds` times): the LED says what is wrong.
-def error_loop(port, why, rounds=-1):
-    while rounds != 0:
-        rounds -= 1
-        for _ in range(why):
-            port.indicate(_RED, 0)
-            port.idle(200)
-            port.indicate(0, 0)
-            port.idle(300)
-        port.idle(1500)
-
-
-def _crash_report(storage, e):
-    import io
-    buf = io.StringIO()
-    if hasattr(sys, "print_exception"):
-        sys.print_exception(e, buf)
-    else:  # CPython: the type and message only
-        buf.write("%s: %s\n" % (e.__class__.__name__, e))
-    storage.replace(CRASH, buf.getvalue().encode())
-
-
-# Best effort (no flash, no memory): the reset that follows matters more.
-def _save_crash(storage, e):
-    try:
-        _crash_report(storage, e)
-    except Exception:  # noqa: BLE001
-        pass
-
-
-# A crash saved before the last reset becomes a `crash` event; the report is kept aside.
-def _report_crash(app, storage, cause):
-    from binascii import crc32
-    data = storage.read(CRASH)
-    if data is None:
-        return
-    app.box.event(events.CRASH, 0, cause, crc32(data) & 0xFFFFFFFF, app.port.ticks_ms())
-    storage.replace(CRASH_LAST, data)
-    storage.remove(CRASH)
+CRASH = crash.CRASH
+CRASH_LAST = crash.CRASH_LAST
 
 
 # Everything up to the loop: (app, None), or (None, why) when the board or the
@@ -82,19 +39,19 @@ def boot(root="/flash", call=None, blink_rounds=-1):
         devconf.check_settings(board, conf)
     except devconf.ConfigError as e:
         port.log(ERROR, "config: %s" % e)
-        error_loop(port, e.why, blink_rounds)
+        crash.error_loop(port.indicate, port.idle, e.why, blink_rounds)
         return None, e.why
     port.log(INFO, "boot " + devconf.describe(conf, board))
     try:
         app = App(port, board, conf, make_link=Link)
-        _report_crash(app, storage, port.reset_cause())
+        crash.report(app.box, storage, port.reset_cause(), port.ticks_ms())
         if hasattr(gc, "mem_free"):  # MicroPython: what is left for the loop, for docs/sim.md
             gc.collect()
             port.log(INFO, "heap used %d free %d" % (gc.mem_alloc(), gc.mem_free()))
         port.watchdog(WDT_MS)
     except Exception as e:  # noqa: BLE001 - the loop never started: a crash all the same
         port.all_off()      # (as pb_esp32.main: saved, a pause, a reset)
-        _save_crash(storage, e)
+        crash.save(storage, e)
         port.log(ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
         port.idle(RETRY_MS)
         port.reset()  # never returns
@@ -109,7 +66,7 @@ def run(app, loops=-1):
         app.run(loops)
     except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
         port.all_off()
-        _save_crash(port.storage, e)
+        crash.save(port.storage, e)
         port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
         port.reset()
 
