@@ -337,3 +337,13 @@ def test_the_loop_logs_why_the_link_went_down_once_per_change():
     link_lines = [t for _, t in port.logs if t.startswith("link")]
     assert link_lines == ["link: open: [Errno 111] refused", "link: connected",
                           "link: closed by the broker"]
+
+
+def test_a_failsafe_trip_is_logged_and_shown_as_an_error():
+    port = ScriptedPort()
+    trips = [0, 0, 1]
+    port.failsafe_tripped = lambda: trips.pop(0) if trips else 0
+    a = _app.App(port, BOARD, CONF)
+    a.run(loops=5)
+    assert any(level == _app.ERROR and "failsafe cut solenoids 0x1" in t for level, t in port.logs)
+    assert a.box.faults == 1

@@ -49,6 +49,8 @@ class App:
         self._energised = False  # a solenoid was on in the last step
         self.link = None
         self.box = None
+        # optional port method: bits of solenoids the hardware failsafe has cut (clears)
+        self._failsafe = getattr(port, "failsafe_tripped", None)
         self._build(port.ticks_ms())
 
     def _build(self, now):
@@ -96,6 +98,11 @@ class App:
         self._energised = on
         p = box.player
         port.indicate(p.led(now), p.hz(now))
+        if self._failsafe is not None:
+            cut = self._failsafe()
+            if cut:  # a solenoid outlived max_on_ms: the loop was stuck; say so, show ERROR
+                port.log(ERROR, "failsafe cut solenoids 0x%x" % cut)
+                box.fault(now)
         self._seen |= _LOCK
         # Nothing that may block runs while a solenoid is on: a DNS lookup or a TLS
         # handshake step holds the loop in C for up to seconds, and the failsafe's timer

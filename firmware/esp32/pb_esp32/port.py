@@ -37,6 +37,7 @@ class Port:
         self.solenoid = hw.solenoid
         self.indicate = hw.indicate
         self.feed = hw.feed
+        self.failsafe_tripped = hw.failsafe_tripped  # optional in a port: bits of cut solenoids
 
     def idle(self, ms):
         if ms > 0:
