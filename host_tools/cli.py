@@ -28,13 +28,38 @@ def vm(file: str, heap: str, flash: str | None, mpy: bool, fuel: int, stats: boo
 
 
 @main.command()
-@click.option("--heap", default=_vm.DEFAULT_HEAP, show_default=True, help="GC heap size of the VM.")
-@click.option("--keep", type=click.Path(file_okay=False), help="Keep the box's flash in this folder.")
-def demo(heap: str, keep: str | None) -> None:
-    """Run the scripted story of one box in the MicroPython VM and print its timeline."""
+@click.option("--heap", help="GC heap size of the VM (default: the simulator's, 192K).")
+@click.option("--cpython", is_flag=True, help="Run the firmware on CPython instead of the VM.")
+@click.option("--keep", type=click.Path(file_okay=False),
+              help="Keep the ledger and the box's flash in this folder (emptied first).")
+@click.option("--broker", help="mqtt://host:port or mqtts://host:port: use this broker, not the "
+              "embedded one. It must let the new box (user demo-box) in.")
+@click.option("--ca", envvar="PARCELBOX_CA", type=click.Path(exists=True, dir_okay=False),
+              help="The broker's CA file, for mqtts:// (PARCELBOX_CA).")
+@click.option("--username", envvar="PARCELBOX_USERNAME",
+              help="Broker user of the demo's event consumer (PARCELBOX_USERNAME).")
+@click.option("--issuer-username", help="Broker user of the demo's command sender (default: "
+              "--username; a broker that ties the client id to the username needs a second one).")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False),
+              help="File holding the broker password (or set PARCELBOX_PASSWORD).")
+def demo(heap: str | None, cpython: bool, keep: str | None, broker: str | None, ca: str | None,
+         username: str | None, issuer_username: str | None, password_file: str | None) -> None:
+    """The whole story of one box, unattended: a broker, a ledger, a box registered and running
+    in the MicroPython VM; a deposit, a pickup after two typos, an attacker locked out, a power
+    cut; every event in the ledger exactly once. Prints the timeline; exit 1 if a step fails."""
+    import os
+
     from host_tools import demo as _demo
 
-    sys.exit(_demo.run(heap=heap, keep=keep))
+    password = None
+    if broker:
+        password = os.environ.get("PARCELBOX_PASSWORD")
+        if password_file:
+            with open(password_file) as f:
+                password = f.read().strip()
+    sys.exit(_demo.run(vm=not cpython, heap=heap, keep=keep, broker=broker, ca=ca if broker else None,
+                       username=username if broker else None, password=password,
+                       issuer_username=issuer_username if broker else None))
 
 
 from host_tools import backend_cli as _backend_cli  # noqa: E402

@@ -1,200 +1,535 @@
-"""`parcelbox demo`: one box's story, run unattended in the MicroPython VM.
+"""`parcelbox demo`: the whole story of one box, unattended (issue 5 part 3, docs/demo.md).
 
-The unmodified firmware core runs in the WASI MicroPython VM with a 96 KB heap
-and a flash folder. The host plays the backend (it issues codes and pushes
-their keyed digests), the people at the keypad and the doors. Every step has
-expectations; the demo prints a readable timeline and exits non-zero if any
-step did not go as expected.
+An MQTT broker (the embedded amqtt broker, in this process, on a free port of
+127.0.0.1, unless `broker=` names one), a ledger in a temporary folder, a box
+registered with the backend SDK, its flash provisioned, and the unmodified firmware
+superloop started in the MicroPython VM by `host_tools.sim.SimBox`, talking MQTT to
+that broker; a `Consumer` stores its events. Then the story: a driver's deposit code
+and a recipient's one-time code are issued through the SDK, the driver deposits, the
+recipient mistypes twice and collects, an attacker is locked out, the power is cut and
+comes back (the lockout survives), and every event is in the ledger exactly once.
+
+The box runs on the simulator's virtual clock: the people's typing, the doors and the
+waits cost only the VM's passes, so the story takes seconds. The timeline shows that
+clock. Every step checks what it expects; the first that fails ends the demo with
+its name and exit status 1. Nothing printed holds a key or a password; the freshly
+issued codes are shown, as the driver and the recipient would receive them.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
+import secrets
 import shutil
+import socket
 import sys
 import tempfile
-from dataclasses import dataclass, field
+import threading
+import time
 from pathlib import Path
 
-from host_tools import crypto
-from host_tools.vm import FIRMWARE_DIR, VM, VMLIB_DIR
+from host_tools import boards
+from host_tools import protocol as p
+from host_tools.sdk import Backend, Consumer, Ledger, MqttConfig
+from host_tools.vm import FIRMWARE_DIR
+from host_tools.sim import _EVENT, CAUSES, SimBox, SimError, provision
 
-APP_DIR = Path(__file__).resolve().parent / "vmapps"
-ROLE = {"recipient": 1, "driver": 2, "owner": 3, "technician": 4}
-START_EPOCH = 1795600000  # 2026-11-24, the wall clock the box is told
-FEEDBACK_TEXT = {
-    "accepted": "ACCEPTED  (green, rising two-tone)",
-    "rejected": "REJECTED  (red, low buzz)",
-    "throttled": "THROTTLED (amber blink, three low beeps)",
-    "busy": "BUSY      (amber, two beeps)",
-    "error": "ERROR     (red fast blink)",
-    "cleared": "cleared",
-    "service": "SERVICE   (blue)",
-}
-
-
-@dataclass
-class Step:
-    op: str
-    say: str
-    expect: list[str] = field(default_factory=list)
-    args: dict = field(default_factory=dict)
+BOX = "demo-box"
+BOARD = "esp32-devkitc-4x3"
+WAIT_MS = 20000            # the longest a step waits (virtual ms) for what it expects
+ATTACK = 6                 # free_tries (5) wrong codes, then the one that locks the keypad
+# what the LED and buzzer do first for each feedback pattern (firmware/parcelbox/feedback.py)
+PATTERN = {("green", 800): "ACCEPTED: green, rising two-tone",
+           ("red", 300): "REJECTED: red, low buzz",
+           ("amber", 300): "THROTTLED: amber blinking, three low beeps",
+           ("amber", 800): "BUSY: amber, two beeps",
+           ("red", 1200): "ERROR: red fast blinking",
+           ("blue", 800): "SERVICE: blue"}
 
 
-def _wrong(avoid: set[str], near: str | None = None) -> str:
-    if near:  # one digit mistyped
-        d = str((int(near[2]) + 1) % 10)
-        code = near[:2] + d + near[3:]
-        if code not in avoid:
-            return code
-    return crypto.new_code(6, avoid)
+class StepFailed(Exception):
+    """A step did not go as expected."""
 
 
-def build_story(key: bytes) -> tuple[list[Step], dict[str, str]]:
-    codes: dict[str, str] = {}
-    taken: set[str] = set()
-    for who in ("owner", "driver", "recipient"):
-        codes[who] = crypto.new_code(6, taken)
-        taken.add(codes[who])
-    records = [
-        {"id": 1, "role": ROLE["owner"], "comp": 1, "uses": 0xFFFF},
-        {"id": 2, "role": ROLE["driver"], "comp": 0, "uses": 1,
-         "not_before": START_EPOCH - 3600, "not_after": START_EPOCH + 7 * 86400},
-        {"id": 3, "role": ROLE["recipient"], "comp": 1, "uses": 1,
-         "not_before": START_EPOCH - 3600, "not_after": START_EPOCH + 14 * 86400},
-    ]
-    for r, who in zip(records, ("owner", "driver", "recipient")):
-        r["digest"] = crypto.code_digest(key, codes[who]).hex()
-    typo = _wrong(taken, codes["recipient"])
-    attack = []
-    for _ in range(5):
-        c = _wrong(taken | {typo} | set(attack))
-        attack.append(c)
-    s = [
-        Step("set_time", "The box learns the time", [], {"epoch": START_EPOCH}),
-        Step("push_codes", "Backend pushes digests: owner PIN #1, deposit code #2, one-time code #3",
-             [], {"codes": records}),
-        Step("type", "Driver types the deposit code", ["fb:accepted", "sol:1"], {"keys": codes["driver"]}),
-        Step("door", "Driver opens compartment 1", ["ev:opened"], {"comp": 1, "open": True}),
-        Step("door", "Driver puts the parcel in and closes the door", ["ev:closed", "ev:deposit"],
-             {"comp": 1, "open": False}),
-        Step("type", "Recipient mistypes the one-time code", ["fb:rejected", "ev:wrong_code", "!sol:1"],
-             {"keys": typo}),
-        Step("type", "Recipient mistypes it again", ["fb:rejected", "ev:wrong_code", "!sol:1"], {"keys": typo}),
-        Step("type", "Recipient types the one-time code", ["fb:accepted", "sol:1"],
-             {"keys": codes["recipient"]}),
-        Step("door", "Recipient opens the door", ["ev:opened"], {"comp": 1, "open": True}),
-        Step("door", "Recipient takes the parcel and closes the door", ["ev:closed", "ev:pickup"],
-             {"comp": 1, "open": False}),
-        Step("type", "Someone replays the used one-time code", ["fb:rejected", "!sol:1"],
-             {"keys": codes["recipient"]}),
-    ]
-    for i, c in enumerate(attack):
-        last = i == len(attack) - 1
-        s.append(Step("type", f"Attacker guesses a code ({i + 1}/5)",
-                      ["fb:throttled", "ev:throttled"] if last else ["fb:rejected", "!sol:1"], {"keys": c}))
-    s += [
-        Step("type", "Owner types the PIN during the lockout: not even checked",
-             ["fb:throttled", "!sol:1"], {"keys": codes["owner"]}),
-        Step("power_cut", "Power cut for 5 s, then power returns", ["ev:boot"], {"ms": 5000}),
-        Step("type", "Owner tries again right after the reboot: the lockout survived",
-             ["fb:throttled", "!sol:1"], {"keys": codes["owner"]}),
-        Step("wait", "Everyone waits out the 30 s lockout", [], {"ms": 31000}),
-        Step("type", "Owner types the PIN", ["fb:accepted", "sol:1"], {"keys": codes["owner"]}),
-        Step("wait", "Owner never opens the door: it relocks and the use is given back",
-             ["ev:not_opened"], {"ms": 11000}),
-        Step("door", "Someone pries compartment 1 open", ["ev:forced"], {"comp": 1, "open": True}),
-        Step("door", "...and pushes it shut", ["ev:closed"], {"comp": 1, "open": False}),
-        Step("ack_all", "The backend acknowledges every event", [], {}),
-    ]
-    return s, codes
+# ---- the embedded broker ------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def _story_json(key: bytes, steps: list[Step]) -> str:
-    return json.dumps({"box_key": key.hex(), "settings": {},
-                       "steps": [dict(op=st.op, say=st.say, **st.args) for st in steps]})
+class EmbeddedBroker:
+    """amqtt (pyproject pins it) in a thread of this process: plain TCP on a free port of
+    127.0.0.1, open to any client of this machine (no users, no ACL: a demo's broker; a
+    real one is mosquitto with docs/protocol.md section 9's users and ACL)."""
 
+    def __init__(self):
+        self.host, self.port = "127.0.0.1", _free_port()
+        self._loop = asyncio.new_event_loop()
+        self._broker = None
+        self._thread = threading.Thread(target=self._run, name="demo-broker", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        from amqtt.broker import Broker
+
+        asyncio.set_event_loop(self._loop)
+        config = {"listeners": {"default": {"type": "tcp", "bind": "%s:%d" % (self.host, self.port)}},
+                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
+                              {"allow_anonymous": True}}}
+
+        async def start():
+            try:
+                self._broker = Broker(config, loop=self._loop)
+                await self._broker.start()
+            except Exception as e:  # noqa: BLE001 - reported by start()
+                self._error = e
+            finally:
+                self._ready.set()
+
+        self._loop.run_until_complete(start())
+        if self._error is None:
+            self._loop.run_forever()
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
+
+    def start(self) -> "EmbeddedBroker":
+        log = logging.getLogger("amqtt")
+        self._level = log.level
+        log.setLevel(logging.CRITICAL)   # its connection chatter is not the story
+        self._thread.start()
+        if not self._ready.wait(10) or self._error is not None:
+            raise RuntimeError("the embedded broker did not start: %r" % (self._error,))
+        return self
+
+    def stop(self) -> None:
+        if self._broker is None or self._loop.is_closed():
+            return
+
+        async def shutdown():
+            try:
+                await self._broker.shutdown()
+            finally:
+                rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in rest:
+                    t.cancel()
+                await asyncio.gather(*rest, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        except Exception:  # noqa: BLE001 - the demo is over either way
+            pass
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            logging.getLogger("amqtt").setLevel(self._level)
+
+
+class PlainConsumer(Consumer):
+    """The SDK's Consumer with plain subscriptions to the one box's topics: amqtt has no
+    shared subscriptions (`$share/...`), and a demo has one consumer."""
+
+    def _on_connect(self, c, userdata, flags, rc, props=None):
+        if rc == 0:
+            c.subscribe([(p.PREFIX + BOX + "/evt", 1), (p.PREFIX + BOX + "/state", 1),
+                         (p.PREFIX + BOX + "/status", 1)])
+
+
+# ---- the story ----------------------------------------------------------------------
 
 def _clock(ms: int) -> str:
-    return f"{ms // 60000:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+    return "%02d:%02d.%03d" % (ms // 60000, ms // 1000 % 60, ms % 1000)
 
 
-def run(heap: str = "96K", keep: str | None = None, out=sys.stdout) -> int:
-    key = crypto.new_box_key()
-    steps, codes = build_story(key)
-    flash = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="parcelbox-demo-"))
-    if flash.exists():
-        shutil.rmtree(flash)
-    flash.mkdir(parents=True)
-    try:
-        (flash / "story.json").write_text(_story_json(key, steps))
-        w = out.write
-        w("parcelbox demo: one box, in the MicroPython VM (heap %s)\n" % heap)
-        w("Codes issued by the backend (the one place a fresh code is shown):\n")
-        w(f"  owner PIN {codes['owner']}   deposit code {codes['driver']}   "
-          f"one-time code {codes['recipient']}\n\n")
-        res = VM(heap=heap, flash_dir=flash, paths=(FIRMWARE_DIR, VMLIB_DIR, APP_DIR)).run_code(
-            "import story\n")
-        (flash / "story.json").unlink()  # holds the key: never left behind
-        trace = []
-        for line in res.stdout.splitlines():
-            try:
-                trace.append(json.loads(line))
-            except ValueError:
-                w(f"  (box printed) {line}\n")
-        failures = _print_and_check(trace, steps, w)
-        end = next((t for t in trace if t.get("end")), None)
-        if not res.ok:
-            w(f"\nThe VM failed: {res.stderr.strip() or res.trap}\n")
-            failures += 1
-        elif end is None:
-            w("\nThe story did not reach its end.\n")
-            failures += 1
-        else:
-            w(f"\n{sum(1 for t in trace if 'ev' in t)} events recorded, {end['pending']} unacknowledged; "
-              f"heap free at the end {end['heap_free']} bytes; {res.fuel_used:,} VM instructions.\n")
-        w("demo: %s\n" % ("all steps as expected" if failures == 0 else f"{failures} step(s) FAILED"))
-        return 0 if failures == 0 else 1
-    finally:
-        if not keep:
-            shutil.rmtree(flash, ignore_errors=True)
+class Demo:
+    def __init__(self, out, *, vm: bool = True, heap: str | None = None, broker: str | None = None,
+                 ca: str | None = None, username: str | None = None, password: str | None = None,
+                 issuer_username: str | None = None, keep: str | None = None,
+                 on_register=None):
+        self.out = out
+        self.vm, self.heap = vm, heap
+        self.broker_url, self.ca = broker, ca
+        self.username, self.password = username, password
+        self.issuer_username = issuer_username
+        self.keep = keep
+        self.on_register = on_register   # (box id, its broker password): a broker with users
+        self.arrived: list[tuple[int, p.Event]] = []   # (world ms, event) as stored
+        self.box: SimBox | None = None
+        self._seen = {"fb": 0, "pulse": 0, "lines": 0, "ledger": 0, "boots": 0}
+        self._last_fb: tuple | None = None
+        self.ledger: Ledger | None = None
+        self.steps_done = 0
+        self.current = "start"
+
+    # -- printing
+
+    def w(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def at(self, who: str, text: str) -> None:
+        self.w("%s  %-10s %s" % (_clock(self.box.now if self.box else 0), who, text))
+
+    def poll_ledger(self) -> None:
+        """Note the events committed to the ledger since the last look, at the box's time."""
+        if self.ledger is None:
+            return
+        have = {e.seq for _, e in self.arrived}
+        for e in self.ledger.events(BOX):
+            if e.seq not in have:
+                self.arrived.append((self.box.now, e))
+                have.add(e.seq)
+
+    def observe(self) -> None:
+        """Print what happened since the last look, in the order of world time."""
+        box, seen, rows = self.box, self._seen, []
+        self.poll_ledger()
+        fb = box.feedback
+        for t, led, hz in fb[seen["fb"]:]:
+            what = PATTERN.get((led, hz))
+            if what is None:
+                continue   # key clicks, the silent part of a pattern, off
+            if self._last_fb and self._last_fb[1] == what and t - self._last_fb[0] < 1500:
+                continue   # the same pattern going on (the throttle's blinks)
+            self._last_fb = (t, what)
+            rows.append((t, 0, "box", what))
+        seen["fb"] = len(fb)
+        for pl in box.pulses[seen["pulse"]:]:
+            if pl.end is None:
+                break
+            rows.append((pl.start, 1, "lock", "solenoid %d energised for %d ms: the door is unlocked"
+                         % (pl.comp, pl.end - pl.start)))
+            seen["pulse"] += 1
+        for t, cause in box.boots[seen["boots"]:]:
+            rows.append((t, 0, "box", "powers on (boot %d, %s)" % (seen["boots"] + 1, CAUSES[cause])))
+            seen["boots"] += 1
+        lines = box.lines
+        boots = [t for t, _ in box.boots]
+        for ln in lines[seen["lines"]:]:
+            m = _EVENT.search(ln)
+            ticks = int(ln.split()[2])
+            t = next((b + ticks for b in reversed(boots) if b + ticks <= box.now), box.now)
+            if not m:
+                if " link: " in ln:   # the box's MQTT link: connected, lost, refused
+                    rows.append((t, 2, "box", ln.split(" link: ", 1)[1].join(("MQTT link: ", ""))))
+                continue
+            seq, name, comp, cid = int(m[1]), m[2], int(m[3]), int(m[4])
+            if name == "result":   # comp: the command's op, code id: its seq, arg: status
+                what = "result: command %d (%s) %s" % (cid, p.OPS[comp] if comp < len(p.OPS) else comp,
+                                                      "ok" if int(m[5]) == 0 else "status %s" % m[5])
+            else:
+                what = "%s%s%s" % (name, " compartment %d" % comp if comp else "",
+                                   " code #%d" % cid if cid else "")
+            rows.append((t, 2, "box", "event #%d %s (on flash, to send)" % (seq, what)))
+        seen["lines"] = len(lines)
+        for t, e in self.arrived[seen["ledger"]:]:
+            rows.append((t, 3, "ledger", "stored event #%d %s" % (e.seq, e.type)))
+        seen["ledger"] = len(self.arrived)
+        for t, _, who, text in sorted(rows, key=lambda r: (r[0], r[1])):
+            self.w("%s  %-10s %s" % (_clock(t), who, text))
+
+    # -- waiting and checking
+
+    def until(self, cond, what: str, ms: int = WAIT_MS) -> None:
+        end = self.box.now + ms
+        deadline = time.monotonic() + 60
+        while not cond():
+            if not self.box.running and self.box.halted:
+                raise StepFailed("the firmware stopped (%s) waiting for %s" % (self.box.halted, what))
+            if self.box.now >= end or time.monotonic() > deadline:
+                raise StepFailed("no %s within %d s of the box's time" % (what, ms // 1000))
+            self.pace(10)
+        self.observe()
+
+    def pace(self, ms: int) -> None:
+        """Let ms of the box's time pass, 10 ms at a time with a breath of real time
+        between, so that the broker and the consumer (on real time) keep up with it."""
+        for _ in range(max(1, ms // 10)):
+            self.box.run(10)
+            time.sleep(0.0005)
+
+    def events_since(self, n: int, name: str) -> list:
+        return [e for e in self.box.events()[n:] if e[1] == name]
+
+    def ledger_has(self, seq: int) -> bool:
+        self.poll_ledger()
+        return any(e.seq == seq for _, e in self.arrived)
+
+    def step(self, name: str, fn) -> None:
+        self.w("")
+        self.w("--- %s" % name)
+        self.current = name
+        try:
+            fn()
+        except SimError as e:
+            raise StepFailed(str(e).splitlines()[0]) from e
+        finally:
+            if self.box is not None:
+                self.observe()
+        self.steps_done += 1
+
+    # -- the run
+
+    def run(self) -> int:
+        folder = Path(self.keep) if self.keep else Path(tempfile.mkdtemp(prefix="parcelbox-demo-"))
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        embedded = None
+        consumer = be = None
+        failed = None
+        t0 = time.monotonic()
+        try:
+            if self.broker_url:
+                cfg = MqttConfig.from_url(self.broker_url, self.username, self.password, self.ca)
+                where = "the broker at %s:%d%s" % (cfg.host, cfg.port, " (TLS)" if cfg.tls else "")
+            else:
+                embedded = EmbeddedBroker().start()
+                cfg = MqttConfig(embedded.host, embedded.port, "demo-consumer")
+                where = ("the embedded amqtt broker on %s:%d (plain TCP, open to this machine only)"
+                         % (embedded.host, embedded.port))
+            issuer = MqttConfig(cfg.host, cfg.port, self.issuer_username or
+                                ("demo-issuer" if embedded else cfg.username), cfg.password, cfg.ca)
+            self.w("parcelbox demo: one box's story, the firmware in %s, MQTT to %s"
+                   % ("the MicroPython VM" if self.vm else "CPython", where))
+            self.w("ledger and flash in %s" % folder)
+            ledger = self.ledger = Ledger(folder / "ledger.db")
+            be = Backend(ledger, issuer)
+            state = {}
+
+            def setup():
+                rec = be.register(BOX, compartments=1)
+                if self.on_register:
+                    self.on_register(BOX, rec["mqtt_password"])
+                broker = {"host": cfg.host, "port": cfg.port, "tls": cfg.tls}
+                files = {}
+                if cfg.tls:
+                    broker["ca"] = "ca.pem"
+                    files["ca.pem"] = cfg.ca
+                provision(folder / "flash", boards.device_board(
+                    Path(boards.__file__).resolve().parent.parent / "boards" / (BOARD + ".json")),
+                    {"box_id": BOX, "box_key": rec["box_key"], "wifi": {"ssid": "demo", "password": ""},
+                     "broker": broker, "mqtt_password": rec["mqtt_password"]}, files)
+                self.at("backend", "registered %s (1 compartment); its key and broker password are "
+                        "on its flash only" % BOX)
+                nonlocal consumer
+                cls = PlainConsumer if embedded else Consumer
+                consumer = cls(folder / "ledger.db", cfg).start()
+                if not consumer.subscribed.wait(10):
+                    raise StepFailed("the consumer did not subscribe")
+                self.at("backend", "the consumer listens for %s's events" % BOX)
+                kw = {"heap": self.heap} if self.heap else {}
+                self.box = SimBox(folder / "flash", vm=self.vm, clock="virtual", bounce_ms=3,
+                                     epoch=int(time.time()), **kw)
+                self.until(lambda: self.box.online, "connection to the broker")
+                self.until(lambda: ledger.box(BOX).online, "online status in the ledger")
+
+            def issue():
+                for role, who in (("driver", "driver"), ("recipient", "recipient")):
+                    kw = {"not_after": int(time.time()) + 14 * 86400} if role == "recipient" else {}
+                    issued = be.issue(BOX, role, comp=1 if role == "recipient" else 0, uses=1, **kw)
+                    state[who] = issued
+                    self.at("backend", "issued the %s's %s code #%d: %s (shown once, sent to the %s)" % (
+                        who, "deposit" if role == "driver" else "one-time", issued.code_id,
+                        issued.code, who))
+                    self.until(lambda: ledger.command_outcome(BOX, issued.cmd_seq)[0] == 0,
+                               "confirmation that the box stored code #%d" % issued.code_id)
+                    self.at("backend", "the box confirmed code #%d (stored as a keyed digest)"
+                            % issued.code_id)
+
+            def type_code(who, code, expect, what):
+                n, pulses = len(self.box.events()), len(self.box.pulses)
+                self.at(who, "types %s" % what)
+                start = self.box.now
+                self.box.type(code)
+                want = {"accepted": ("green", 800), "rejected": ("red", 300),
+                        "throttled": ("amber", 300)}[expect]
+                self.until(lambda: any((led, hz) == want for t, led, hz in self.box.feedback
+                                       if t >= start), "%s feedback" % expect, ms=3000)
+                if expect == "accepted":
+                    self.until(lambda: len(self.box.pulses) > pulses and self.box.pulses[-1].end,
+                               "unlock pulse", ms=3000)
+                else:
+                    self.pace(1500)
+                    self.observe()
+                    if len(self.box.pulses) > pulses:
+                        raise StepFailed("the lock opened for %s" % what)
+                return n
+
+            def door(who, comp_events, action):
+                n = len(self.box.events())
+                self.at(who, action[0])
+                self.box.set_door(1, True)
+                self.until(lambda: self.events_since(n, "opened"), "opened event")
+                self.pace(2000)
+                self.at(who, action[1])
+                self.box.set_door(1, False)
+                for ev in comp_events:
+                    self.until(lambda: self.events_since(n, ev), "%s event" % ev)
+                for ev in ["opened"] + comp_events:
+                    seq = self.events_since(n, ev)[0][0]
+                    self.until(lambda: self.ledger_has(seq), "%s (#%d) in the ledger" % (ev, seq))
+
+            def deposit():
+                type_code("driver", state["driver"].code, "accepted", "the deposit code")
+                door("driver", ["closed", "deposit"],
+                     ("opens compartment 1", "puts the parcel in and closes the door"))
+
+            def pickup():
+                self.pace(5000)   # later that day: past the solenoid's cool-down
+                code = state["recipient"].code
+                typo = code[:2] + str((int(code[2]) + 1) % 10) + code[3:]
+                for k in range(2):
+                    n = type_code("recipient", typo, "rejected", "the one-time code with a digit "
+                                  "wrong (%s)" % typo)
+                    self.until(lambda: self.events_since(n, "wrong_code"), "wrong_code event")
+                type_code("recipient", code, "accepted", "the one-time code")
+                door("recipient", ["closed", "pickup"],
+                     ("opens compartment 1", "takes the parcel and closes the door"))
+                codes = {c["id"]: c for c in ledger.codes(BOX, include_revoked=True)}
+                rid = state["recipient"].code_id
+                if codes[rid]["status"] != "used":
+                    raise StepFailed("the one-time code is %s in the ledger, not used"
+                                     % codes[rid]["status"])
+                self.at("ledger", "code #%d is used up" % rid)
+
+            def attack():
+                self.pace(3000)
+                taken = {state["driver"].code, state["recipient"].code}
+                guesses = []
+                while len(guesses) < ATTACK:
+                    g = "%06d" % secrets.randbelow(10 ** 6)
+                    if g not in taken and g not in guesses:
+                        guesses.append(g)
+                n = len(self.box.events())
+                for i, g in enumerate(guesses):
+                    type_code("attacker", g, "throttled" if i == ATTACK - 1 else "rejected",
+                              "a guess, %s (%d of %d)" % (g, i + 1, ATTACK))
+                self.until(lambda: self.events_since(n, "throttled"), "throttled event")
+                seq, _, _, _, arg = self.events_since(n, "throttled")[0]
+                self.until(lambda: self.ledger_has(seq), "throttled (#%d) in the ledger" % seq)
+                state["lockout_s"] = arg
+                self.at("box", "the keypad is locked for %d s" % arg)
+                n = type_code("attacker", guesses[0], "throttled", "another guess at once")
+                if self.events_since(n, "wrong_code"):
+                    raise StepFailed("a guess during the lockout was checked")
+
+            def power():
+                self.at("power", "the power is cut")
+                self.box.cut_power()
+                self.observe()
+                self.box.run(3000)
+                self.at("power", "the power is back, 3 s later")
+                self.box.boot()
+                self.until(lambda: self.box.online, "connection to the broker again")
+                n = type_code("attacker", "%06d" % secrets.randbelow(10 ** 6), "throttled",
+                              "a guess right after the reboot")
+                if self.events_since(n, "wrong_code"):
+                    raise StepFailed("the lockout did not survive the power cut")
+                st = self.box_state(lambda st: st["boots"] == 2, "state summary after the reboot")
+                if not st["wait_s"]:
+                    raise StepFailed("the box's state says the keypad is not locked")
+                self.at("ledger", "the box's state summary: boot 2, %d wrong codes in a row, keypad "
+                        "locked for %d s more" % (st["failures"], st["wait_s"]))
+                self.at("box", "the lockout survived the power cut")
+
+            def ledger_check():
+                last = self.box.events()[-1][0]
+                self.until(lambda: all(self.ledger_has(s) for s in range(1, last + 1)),
+                           "every event in the ledger", ms=60000)
+                seqs = sorted(e.seq for e in ledger.events(BOX))
+                if seqs != list(range(1, last + 1)):
+                    raise StepFailed("the ledger holds seqs %s, not 1..%d once each" % (seqs, last))
+                # the box's own count of unacknowledged events, from a fresh state summary
+                # (its answer to the request is an event of its own, the one pending then)
+                self.pace(500)
+                st = self.box_state(lambda st: st["pending"] <= 1 and st["next_seq"] - 1 >= last,
+                                    "a state summary with every earlier event acknowledged")
+                self.at("ledger", "the box's state summary: events up to #%d, %d unacknowledged "
+                        "(its answer to this very request)" % (st["next_seq"] - 1, st["pending"]))
+                last = max(last, self.box.events()[-1][0])
+                self.until(lambda: all(self.ledger_has(s) for s in range(1, last + 1)),
+                           "every event in the ledger", ms=60000)
+                self.pace(1000)   # the consumer's ack of the last one reaches the box
+                self.at("power", "the demo is over: the box is switched off")
+                self.box.cut_power()
+                seqs = sorted(e.seq for e in ledger.events(BOX))
+                if seqs != list(range(1, last + 1)):
+                    raise StepFailed("the ledger holds seqs %s, not 1..%d once each" % (seqs, last))
+                left = _outbox_pending(folder / "flash")
+                if left:
+                    raise StepFailed("the box's flash still holds %d unacknowledged events" % left)
+                self.at("ledger", "events #1..#%d, each exactly once (the consumer ignored %d "
+                        "duplicates); the box's outbox on flash: empty" % (
+                            last, consumer.stats["duplicates"]))
+
+            def box_state(cond, what):
+                """Ask the box for its state summary until one satisfies cond (a command can
+                be lost in a broker's session takeover after the power cut: asked again)."""
+                for _ in range(4):
+                    seq = be.request_state(BOX)
+                    try:
+                        self.until(lambda: (ledger.box(BOX).state or {}).get("cmd_seq", 0) >= seq
+                                   and cond(ledger.box(BOX).state), what, ms=5000)
+                        return ledger.box(BOX).state
+                    except StepFailed:
+                        continue
+                raise StepFailed("no %s" % what)
+            self.box_state = box_state
+
+            for name, fn in (("setup: broker, ledger, box registered, firmware booted", setup),
+                             ("the backend issues two codes", issue),
+                             ("the driver deposits a parcel", deposit),
+                             ("the recipient collects it", pickup),
+                             ("an attacker guesses codes", attack),
+                             ("a power cut", power),
+                             ("every event in the ledger exactly once", ledger_check)):
+                self.step(name, fn)
+        except StepFailed as e:
+            failed = str(e)
+        except Exception as e:  # noqa: BLE001 - a step that broke is a step that failed
+            failed = "%s: %s" % (type(e).__name__, e)
+        finally:
+            if self.box is not None:
+                self.box.close()
+            if consumer is not None:
+                consumer.stop()
+            if be is not None:
+                be.close()
+            if embedded is not None:
+                embedded.stop()
+            if not self.keep:
+                shutil.rmtree(folder, ignore_errors=True)
+        took = time.monotonic() - t0
+        self.w("")
+        if failed is not None:
+            if self.box is not None and self.box.lines:
+                self.w("the box's last log lines:")
+                for ln in self.box.lines[-8:]:
+                    self.w("  " + ln)
+            self.w("demo: FAILED at step %d (%s): %s" % (self.steps_done + 1, self.current, failed))
+            return 1
+        self.w("demo: all %d steps as expected (%.1f s)" % (self.steps_done, took))
+        return 0
 
 
-def _print_and_check(trace: list[dict], steps: list[Step], w) -> int:
-    by_step: dict[int, list[dict]] = {}
-    cur = -1
-    for t in trace:
-        if "step" in t:
-            cur = t["step"]
-        by_step.setdefault(cur, []).append(t)
-    failures = 0
-    for i, st in enumerate(steps):
-        lines = by_step.get(i, [])
-        seen = set()
-        start = lines[0]["t"] if lines else 0
-        w(f"{_clock(start)}  {st.say}\n")
-        for t in lines[1:]:
-            if "fb" in t:
-                seen.add("fb:" + t["fb"])
-                if t["fb"] != "cleared":
-                    w(f"           box   {FEEDBACK_TEXT.get(t['fb'], t['fb'])}\n")
-            elif "ev" in t:
-                seen.add("ev:" + t["ev"])
-                who = f" code #{t['code_id']}" if t["code_id"] else ""
-                comp = f" compartment {t['comp']}" if t["comp"] else ""
-                w(f"           event #{t['seq']} {t['ev']}{comp}{who}\n")
-            elif "solenoid" in t:
-                if t["on"]:
-                    seen.add(f"sol:{t['solenoid']}")
-                w(f"           lock {t['solenoid']} solenoid {'ON' if t['on'] else 'off'}"
-                  f" at {_clock(t['t'])}\n")
-            elif "power" in t:
-                w(f"           power {t['power']}" +
-                  (f", heap free {t['heap_free']} B" if t["power"] == "on" else "") + "\n")
-        for e in st.expect:
-            neg = e.startswith("!")
-            hit = e.lstrip("!") in seen
-            if hit == neg:
-                failures += 1
-                w(f"           !! expected {'no ' if neg else ''}{e.lstrip('!')}\n")
-    return failures
+
+def _outbox_pending(flash: Path) -> int:
+    """Events the box's outbox on flash still holds unacknowledged (read on the host with
+    the firmware's own Outbox, the box switched off)."""
+    fw = str(FIRMWARE_DIR)
+    if fw not in sys.path:
+        sys.path.insert(0, fw)
+    from parcelbox.outbox import Outbox
+    from parcelbox.storage import Storage
+
+    ob = Outbox(Storage(str(flash)), 4096)
+    ob.load()
+    return ob.pending()
+
+
+def run(out=sys.stdout, **kw) -> int:
+    return Demo(out, **kw).run()

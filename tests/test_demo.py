@@ -1,6 +1,8 @@
-# `parcelbox demo` (the README's first command) runs the story in the VM, every step
-# as expected, and never prints the box key.
+# `parcelbox demo` (the README's first command): issue 5 part 3's whole story against a
+# broker, the firmware in the VM; every step as expected, no key or password printed, a
+# failing step exits non-zero and says which.
 import io
+import json
 import re
 import subprocess
 import sys
@@ -9,34 +11,91 @@ import pytest
 
 from host_tools import demo
 
-pytestmark = pytest.mark.vm
+STORY = ("issued the driver's deposit code #1", "issued the recipient's one-time code #2",
+         "ACCEPTED: green", "solenoid 1 energised", "event #6 deposit compartment 1 code #1",
+         "REJECTED: red", "pickup compartment 1 code #2", "stored event #11 pickup",
+         "code #2 is used up", "THROTTLED: amber", "the keypad is locked for 30 s",
+         "the power is cut", "powers on (boot 2", "the lockout survived the power cut",
+         "each exactly once", "the box's outbox on flash: empty", "demo: all 7 steps as expected")
 
 
-def test_demo_story_passes_every_step_in_the_vm(monkeypatch):
-    keys = []
-    real = demo.crypto.new_box_key
-    monkeypatch.setattr(demo.crypto, "new_box_key", lambda: keys.append(real()) or keys[-1])
+def _secrets(monkeypatch):
+    """The box's provisioning record, as Backend.register returns it to the demo."""
+    recs = []
+    real = demo.Backend.register
+    monkeypatch.setattr(demo.Backend, "register",
+                        lambda self, *a, **kw: recs.append(real(self, *a, **kw)) or recs[-1])
+    return recs
+
+
+def _no_secret(text, rec):
+    for s in (rec["box_key"], rec["box_key"].upper(), rec["mqtt_password"]):
+        assert s not in text
+
+
+def _issued_codes(text):
+    return re.findall(r"code #\d: (\d{6}) \(shown once", text)
+
+
+@pytest.mark.vm
+def test_the_demo_passes_every_step_in_the_vm(monkeypatch):
+    recs = _secrets(monkeypatch)
     out = io.StringIO()
     assert demo.run(out=out) == 0, out.getvalue()
     text = out.getvalue()
-    assert "demo: all steps as expected" in text
-    for phrase in ("deposit compartment 1", "pickup compartment 1", "throttled", "power off",
-                   "lockout survived", "not_opened", "forced compartment 1"):
-        assert phrase in text
-    assert keys[0].hex() not in text and keys[0].hex().upper() not in text
+    assert "the firmware in the MicroPython VM" in text and "embedded amqtt broker" in text
+    for phrase in STORY:
+        assert phrase in text, phrase
+    assert text.count("REJECTED: red") >= 2 + demo.ATTACK - 1   # two typos, the guesses
+    assert len(_issued_codes(text)) == 2                        # shown once each
+    _no_secret(text, recs[0])
 
 
-def test_demo_command_exits_zero_and_leaves_no_key_file(tmp_path):
-    keep = tmp_path / "flash"
+@pytest.mark.vm
+def test_the_command_exits_zero_and_prints_no_key(tmp_path):
+    keep = tmp_path / "demo"
     r = subprocess.run([sys.executable, "-m", "host_tools.cli", "demo", "--keep", str(keep)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert not (keep / "story.json").exists()
-    assert {"codes.bin", "events.log"} <= {p.name for p in keep.iterdir()} or (keep / "codes.log").exists()
-    assert re.search(r"\d+ events recorded, 0 unacknowledged", r.stdout)
+    assert "demo: all 7 steps as expected" in r.stdout
+    config = json.loads((keep / "flash" / "config.json").read_text())   # the box's own flash
+    _no_secret(r.stdout + r.stderr, {"box_key": config["box_key"],
+                                     "mqtt_password": config["mqtt_password"]})
 
 
-def test_demo_fails_loudly_when_the_heap_is_too_small():
+def test_a_step_that_fails_exits_non_zero_and_says_which(monkeypatch):
+    # three guesses cannot lock the keypad (5 are free): the attacker step must fail
+    monkeypatch.setattr(demo, "ATTACK", 3)
     out = io.StringIO()
-    assert demo.run(heap="24K", out=out) == 1
-    assert "FAILED" in out.getvalue() or "The VM failed" in out.getvalue()
+    assert demo.run(out=out, vm=False) == 1
+    text = out.getvalue()
+    assert "demo: FAILED at step 5 (an attacker guesses codes): no throttled feedback" in text
+    assert "the power is cut" not in text                 # nothing after the failed step
+
+
+def test_an_unreachable_broker_fails_the_first_step(tmp_path):
+    out = io.StringIO()
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]         # nothing listens there
+    assert demo.run(out=out, vm=False, broker="mqtt://127.0.0.1:%d" % port, username="x") == 1
+    assert "FAILED at step 1 (setup" in out.getvalue()
+
+
+@pytest.mark.vm
+def test_the_demo_passes_against_the_private_mosquitto_over_tls(mosquitto, monkeypatch):
+    recs = _secrets(monkeypatch)
+    pw = mosquitto.add_user("demo-consumer", backend=True)
+    mosquitto.add_user("demo-issuer", pw, backend=True)
+    out = io.StringIO()
+    rc = demo.run(out=out, broker=mosquitto.url, ca=str(mosquitto.ca_path), username="demo-consumer",
+                  issuer_username="demo-issuer", password=pw,
+                  on_register=lambda box, box_pw: mosquitto.add_user(box, box_pw))
+    text = out.getvalue()
+    assert rc == 0, text
+    assert "(TLS)" in text
+    for phrase in STORY:
+        assert phrase in text, phrase
+    _no_secret(text, recs[0])
+    assert pw not in text
