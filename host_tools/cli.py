@@ -74,5 +74,9 @@ from host_tools import hardware_cli as _hardware_cli  # noqa: E402
 
 _hardware_cli.register(main)
 
+from host_tools import sim_cli as _sim_cli  # noqa: E402
+
+_sim_cli.register(main)
+
 if __name__ == "__main__":
     main()

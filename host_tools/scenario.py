@@ -207,10 +207,11 @@ def _parse_expect(w: list[str]) -> tuple[str, dict]:
     raise ValueError(usage)
 
 
-def parse(text: str, source: str = "<scenario>") -> list[Step]:
-    """Every step of a scenario, or ScenarioError naming the first bad line."""
+def parse(text: str, source: str = "<scenario>", names: set[str] | None = None) -> list[Step]:
+    """Every step of a scenario, or ScenarioError naming the first bad line. names: codes
+    issued before this text (an interactive session's earlier lines)."""
     steps = []
-    names: set[str] = set()
+    names = set(names or ())
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("press") else \
             _strip_comment_after_keys(raw)
@@ -248,7 +249,8 @@ class Runner:
     """Runs steps on one simulated box registered in a fresh ledger.
 
     broker: an object with host, port, ca_path (None: no TLS), add_user(name, password,
-    backend=...), sdk_config(user) and restart()/stop()/start() (tests/brokerlib.Broker).
+    backend=...), sdk_config(user) and restart()/stop()/start() (tests/brokerlib.Broker);
+    `shared_subscriptions = False` if it has none (the consumer then subscribes plainly).
     """
 
     def __init__(self, broker, workdir: str | Path, *, board: dict | None = None,
@@ -277,7 +279,8 @@ class Runner:
         flash = provision(self.work / "flash", board, {
             "box_id": box_id, "box_key": rec["box_key"], "wifi": {"ssid": "sim", "password": "x"},
             "broker": bcfg, "mqtt_password": rec["mqtt_password"]}, files)
-        self.consumer = Consumer(str(self.work / "ledger.db"), broker.sdk_config("scenario-consumer"))
+        make = Consumer if getattr(broker, "shared_subscriptions", True) else _plain_consumer(box_id)
+        self.consumer = make(str(self.work / "ledger.db"), broker.sdk_config("scenario-consumer"))
         self.consumer.start()
         self.consumer.subscribed.wait(10)
         self.backend = Backend(self.ledger, broker.sdk_config("scenario-backend"))
@@ -359,11 +362,15 @@ class Runner:
 
     def run(self, steps: list[Step]) -> None:
         """Run every step; ExpectationFailed at the first unmet expectation."""
+        self.run_steps(steps)
+        self._emit("end", ok=True)
+
+    def run_steps(self, steps: list[Step]) -> None:
+        """Run steps without ending the trace (an interactive session's lines)."""
         for s in steps:
             self._emit("step", line=s.line, text=s.text)
             getattr(self, "_do_" + s.verb)(s)
             self.collect()
-        self._emit("end", ok=True)
 
     def _do_at(self, s: Step) -> None:
         left = self.t0 + s.args["ms"] - self.box.now
@@ -494,7 +501,7 @@ class Runner:
             ok = self._wait(lambda: any(hz > 0 for _, _, hz in
                                         self.box.feedback[self._cursor["feedback"]:]), within, paced=False)
         elif what == "online":
-            ok = self._wait(lambda: self.box.online, max(within, 60000))
+            ok = self.wait_online(max(within, 60000))
         elif what == "offline":
             ok = self._wait(lambda: not self.box.online, within)
         else:   # ledger complete: every event the box created is stored, once
@@ -506,6 +513,15 @@ class Runner:
         if not ok:
             self._emit("end", ok=False, line=s.line)
             raise ExpectationFailed("line %d: %s: not met" % (s.line, s.text))
+
+    def wait_online(self, ms: int = 60000) -> bool:
+        """Until the box is connected, and a little more: its SUBSCRIBE follows the CONNACK,
+        and a command published before it would not reach a new session."""
+        if not self._wait(lambda: self.box.online, ms):
+            return False
+        t = self.box.now + 200
+        self._wait(lambda: self.box.now >= t, 1000)
+        return self.box.online
 
     def _match(self, a: dict, name: str, comp: int, arg: int) -> bool:
         return name == a["name"] and a.get("comp", comp) == comp and a.get("arg", arg) == arg
@@ -543,6 +559,19 @@ class Runner:
                 f()
             except Exception:
                 pass
+
+
+def _plain_consumer(box_id: str):
+    """The SDK's Consumer with plain subscriptions to one box's topics, for a broker
+    without shared subscriptions (`$share/...`: amqtt)."""
+    from host_tools import protocol as p
+    from host_tools.sdk import Consumer
+
+    class PlainConsumer(Consumer):
+        def _on_connect(self, c, userdata, flags, rc, props=None):
+            if rc == 0:
+                c.subscribe([(p.PREFIX + box_id + "/" + k, 1) for k in ("evt", "state", "status")])
+    return PlainConsumer
 
 
 def default_board() -> dict:
