@@ -171,6 +171,8 @@ class Demo:
         self.out.flush()
 
     def at(self, who: str, text: str) -> None:
+        if self.box is not None:
+            self.observe()   # what happened before, first
         self.w("%s  %-10s %s" % (_clock(self.box.now if self.box else 0), who, text))
 
     def poll_ledger(self) -> None:
@@ -233,13 +235,17 @@ class Demo:
 
     # -- waiting and checking
 
-    def until(self, cond, what: str, ms: int = WAIT_MS) -> None:
+    def until(self, cond, what: str, ms: int = WAIT_MS, real: bool = True) -> None:
+        """Run the box until cond(); a StepFailed after ms of the box's time (and, with
+        real, as much real time: a loaded machine's broker may lag the virtual clock)."""
         end = self.box.now + ms
-        deadline = time.monotonic() + 60
+        start = time.monotonic()
+        real_end = start + (ms / 1000 if real else 0)
         while not cond():
             if not self.box.running and self.box.halted:
                 raise StepFailed("the firmware stopped (%s) waiting for %s" % (self.box.halted, what))
-            if self.box.now >= end or time.monotonic() > deadline:
+            now = time.monotonic()
+            if (self.box.now >= end and now >= real_end) or now > start + 60:
                 raise StepFailed("no %s within %d s of the box's time" % (what, ms // 1000))
             self.pace(10)
         self.observe()
@@ -247,9 +253,11 @@ class Demo:
     def pace(self, ms: int) -> None:
         """Let ms of the box's time pass, 10 ms at a time with a breath of real time
         between, so that the broker and the consumer (on real time) keep up with it."""
-        for _ in range(max(1, ms // 10)):
+        for i in range(max(1, ms // 10)):
             self.box.run(10)
             time.sleep(0.0005)
+            if i % 5 == 4:
+                self.poll_ledger()   # arrivals noted at (about) the box's time they happened
 
     def events_since(self, n: int, name: str) -> list:
         return [e for e in self.box.events()[n:] if e[1] == name]
@@ -473,7 +481,7 @@ class Demo:
                     seq = be.request_state(BOX)
                     try:
                         self.until(lambda: (ledger.box(BOX).state or {}).get("cmd_seq", 0) >= seq
-                                   and cond(ledger.box(BOX).state), what, ms=5000)
+                                   and cond(ledger.box(BOX).state), what, ms=5000, real=False)
                         return ledger.box(BOX).state
                     except StepFailed:
                         continue
