@@ -31,7 +31,7 @@ def vm(file: str, heap: str, flash: str | None, mpy: bool, fuel: int, stats: boo
 @click.option("--heap", help="GC heap size of the VM (default: the simulator's, 192K).")
 @click.option("--cpython", is_flag=True, help="Run the firmware on CPython instead of the VM.")
 @click.option("--keep", type=click.Path(file_okay=False),
-              help="Keep the ledger and the box's flash in this folder (emptied first).")
+              help="Keep the ledger and the box's flash in this folder (empty, or a previous demo's).")
 @click.option("--broker", help="mqtt://host:port or mqtts://host:port: use this broker, not the "
               "embedded one. It must let the new box (user demo-box) in.")
 @click.option("--ca", envvar="PARCELBOX_CA", type=click.Path(exists=True, dir_okay=False),

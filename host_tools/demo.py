@@ -38,6 +38,7 @@ from host_tools.sim import _EVENT, CAUSES, SimBox, SimError, provision
 BOX = "demo-box"
 BOARD = "esp32-devkitc-4x3"
 WAIT_MS = 20000            # the longest a step waits (virtual ms) for what it expects
+KEPT = ("ledger.db", "ledger.db-wal", "ledger.db-shm", "flash")   # what --keep DIR holds
 ATTACK = 6                 # free_tries (5) wrong codes, then the one that locks the keypad
 # what the LED and buzzer do first for each feedback pattern (firmware/parcelbox/feedback.py)
 PATTERN = {("green", 800): "ACCEPTED: green, rising two-tone",
@@ -283,9 +284,19 @@ class Demo:
 
     def run(self) -> int:
         folder = Path(self.keep) if self.keep else Path(tempfile.mkdtemp(prefix="parcelbox-demo-"))
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        if self.keep and folder.exists():
+            other = sorted(p.name for p in folder.iterdir() if p.name not in KEPT)
+            if other:   # never empty a folder that is not a previous demo's
+                self.w("demo: --keep %s holds %s: give an empty folder or a previous demo's"
+                       % (folder, ", ".join(other[:3])))
+                return 2
+            for name in KEPT:
+                old = folder / name
+                if old.is_dir():
+                    shutil.rmtree(old)
+                elif old.exists():
+                    old.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
         embedded = None
         consumer = be = None
         failed = None
@@ -303,7 +314,7 @@ class Demo:
                                 ("demo-issuer" if embedded else cfg.username), cfg.password, cfg.ca)
             self.w("parcelbox demo: one box's story, the firmware in %s, MQTT to %s"
                    % ("the MicroPython VM" if self.vm else "CPython", where))
-            self.w("ledger and flash in %s" % folder)
+            self.w("ledger and flash in %s%s" % (folder, "" if self.keep else " (removed at the end)"))
             ledger = self.ledger = Ledger(folder / "ledger.db")
             be = Backend(ledger, issuer)
             state = {}

@@ -73,6 +73,13 @@ def test_a_step_that_fails_exits_non_zero_and_says_which(monkeypatch):
     assert "the power is cut" not in text                 # nothing after the failed step
 
 
+def test_keep_never_empties_a_folder_that_is_not_a_previous_demos(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    out = io.StringIO()
+    assert demo.run(out=out, vm=False, keep=str(tmp_path)) == 2
+    assert (tmp_path / "notes.txt").read_text() == "mine" and "notes.txt" in out.getvalue()
+
+
 def test_an_unreachable_broker_fails_the_first_step(tmp_path):
     out = io.StringIO()
     import socket
