@@ -520,6 +520,8 @@ class Demo:
                 be.close()
             if embedded is not None:
                 embedded.stop()
+            if self.ledger is not None:
+                self.ledger.close()
             if not self.keep:
                 shutil.rmtree(folder, ignore_errors=True)
         took = time.monotonic() - t0
