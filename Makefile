@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-all vm-tests venv clean
+.PHONY: demo test test-all vm-tests simtest venv clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ test-all: venv
 
 vm-tests: venv
 	$(PY) -m pytest -q -m vm
+
+# the deterministic simulation over many seeds (docs/detsim.md): make simtest SEEDS=1000
+SEEDS ?= 200
+simtest: venv
+	$(PY) -m host_tools.detsim --seeds $(SEEDS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
