@@ -73,6 +73,7 @@ class World:
         self.cmd_seq = 0
         self.commands = {}      # seq: (op, fields)
         self.op_of = {}         # command payload: op
+        self.unanswered = {}    # seq: [message, last sent]: resent until a result comes
         self.reset_ok = False   # this step may lower the throttle (clear, accepted code)
         self.codes = {}         # id: dict(digits, role, comp, uses, nb, na)
         self.next_code = 1
@@ -162,6 +163,7 @@ class World:
         self.commands[s] = (op, fields)
         msg = HP.command(self.keys, BOX_ID, s, op, exp, **fields)
         self.op_of[msg[1]] = op
+        self.unanswered[s] = [msg, self.clock]
         self._enqueue(self.down, msg)
         self.log("backend sends #%d %s %s" % (s, op, fields.get("id", fields.get("comp", ""))))
         return s
@@ -179,6 +181,10 @@ class World:
             if m is None:
                 break
             self._enqueue(self.up, (m[0], m[1]))
+        for s, m in self.unanswered.items():  # the backend resends what got no answer
+            if self.clock - m[1] > 60000:
+                m[1] = self.clock
+                self._enqueue(self.down, m[0])
         for q, deliver in ((self.down, self._to_box), (self.up, self._to_backend)):
             due = [x for x in q if x[0] <= self.clock]
             if not due:
@@ -207,6 +213,8 @@ class World:
         else:
             self.log("ledger stores #%d %s" % (ev.seq, ev.type))
         self._enqueue(self.down, HP.ack(self.keys, BOX_ID, [ev.seq]))
+        if ev.type in ("result", "rejected"):
+            self.unanswered.pop(ev.id, None)
         if ev.type == "result" and ev.arg & 0xFF == HP.STATUS.index("ok"):
             op, f = self.commands[ev.id]
             if op == "add":
@@ -356,8 +364,9 @@ class World:
 
     def act_type(self):
         r = self.rng
-        if self.codes and r.random() < 0.7:
-            cid = r.choice(sorted(self.codes))
+        if self.codes and r.random() < 0.88:
+            ids = sorted(self.codes)
+            cid = r.choice(ids[-4:] if r.random() < 0.7 else ids)  # mostly a recent code
             digits = self.codes[cid]["digits"]
         else:
             cid, digits = None, "%06d" % r.randrange(10 ** 6)
@@ -377,7 +386,11 @@ class World:
             self.clock += r.randint(150, 600)
 
     def act_door(self):
-        c = self.rng.randrange(self.comps)
+        r = self.rng
+        ready = [i for i, d in enumerate(self.box.doors)
+                 if d.state in (L.PULSING, L.RELEASED) or self.phys[i]]
+        # mostly someone stands at an unlocked door (or one left open), else any door
+        c = r.choice(ready) if ready and r.random() < 0.8 else r.randrange(self.comps)
         d = self.box.doors[c]
         if not self.phys[c] and d.state in (L.LOCKED,) and self.rng.random() < 0.9:
             return  # mostly nobody forces a locked door
