@@ -138,6 +138,19 @@ class World:
         self.storage = self.storage.reboot()
         self.clock += self.rng.randint(100, 20000)
         self.log("power back: reboot")
+        while self.faults and self.rng.random() < 0.2:  # the power fails again while booting
+            n = self.rng.randint(0, 200)
+            self.storage.cut_after(n)
+            try:
+                self.boot()
+            except PowerCut:
+                self.cuts += 1
+                self.storage = self.storage.reboot()
+                self.clock += self.rng.randint(100, 5000)
+                self.log("power failed again during the boot after %d bytes" % n)
+                continue
+            self.storage.budget = -1
+            return
         self.boot()
 
     # ---- the network -------------------------------------------------------
@@ -420,7 +433,7 @@ class World:
         r = self.rng
         self.steps += 1
         name = r.choices([a for a, _ in self.ACTIONS], [w for _, w in self.ACTIONS])[0]
-        cut = self.faults and r.random() < 0.04
+        cut = self.faults and r.random() < 0.06
         th0 = self.box.throttle
         fails0, wait0, clock0 = th0.failures, th0.check(self.now), self.clock
         self.reset_ok = False
