@@ -53,3 +53,24 @@ def test_it_finds_a_code_store_that_never_spends_a_use(monkeypatch):
     seed, msg = first_failing_seed(range(20))
     assert seed is not None, "the planted bug went unnoticed"
     assert "no use left" in msg or "opened" in msg
+
+
+def test_an_owner_code_retyped_while_its_doors_are_unlocked_spends_no_extra_use():
+    # found by detsim (seed 5353 of its first version): the second use refused every busy
+    # compartment and ungranted them, so the first use's unopened doors gave it back
+    from test_remote import Rig, code
+    r = Rig(settings={"compartments": 3})
+    r.send("add", code=code(1, role=3, comp=0, uses=3))
+
+    def type_code():
+        for ch in "%06d" % 100001:
+            r.box.key(ord(ch), r.now)
+            r.advance(200)
+
+    type_code()
+    r.advance(1000)
+    r.door(1, True)          # door 1 opened: the use is spent
+    type_code()              # every compartment busy: refused, use given back
+    r.advance(20000)         # doors 2 and 3 were never opened
+    slot = r.box.codes.slot_of(1)
+    assert r.box.codes.fields(slot)[3] == 2

@@ -276,6 +276,14 @@ class Box(BoxState):
             return
         if role == ROLE_OWNER:
             targets = ((1 << n) - 1) if comp == 0 else (1 << (comp - 1))
+            # A compartment still unlocking or open keeps the grant it has (its role, its
+            # shared use): granting it again would overwrite that and give a use back twice.
+            for i in range(n):
+                d = self.doors[i]
+                if targets & (1 << i) and (d.state != _lock.LOCKED or d.door_open):
+                    targets &= ~(1 << i)
+            if targets == 0:
+                targets = -1
         elif role == ROLE_DRIVER:
             targets = self._pick(comp, False)
         elif role == ROLE_RECIPIENT and (comp or n == 1):
