@@ -464,9 +464,12 @@ class World:
     def run(self):
         self.healing = False
         end = self.days * DAY_MS
-        while self.clock < end:
-            self.step()
-        self.heal()
+        try:
+            while self.clock < end:
+                self.step()
+            self.heal()
+        finally:
+            self.ledger.close()  # no SQLite handle left to the garbage collector
         return self
 
     def heal(self):
