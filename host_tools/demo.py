@@ -18,19 +18,16 @@ issued codes are shown, as the driver and the recipient would receive them.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from host_tools import boards
 from host_tools import protocol as p
+from host_tools.embedded import EmbeddedBroker, plain_consumer
 from host_tools.sdk import Backend, Consumer, Ledger, MqttConfig
 from host_tools.vm import FIRMWARE_DIR
 from host_tools.sim import _EVENT, CAUSES, SimBox, SimError, provision
@@ -51,92 +48,6 @@ PATTERN = {("green", 800): "ACCEPTED: green, rising two-tone",
 
 class StepFailed(Exception):
     """A step did not go as expected."""
-
-
-# ---- the embedded broker ------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class EmbeddedBroker:
-    """amqtt (pyproject pins it) in a thread of this process: plain TCP on a free port of
-    127.0.0.1, open to any client of this machine (no users, no ACL: a demo's broker; a
-    real one is mosquitto with docs/protocol.md section 9's users and ACL)."""
-
-    def __init__(self):
-        self.host, self.port = "127.0.0.1", _free_port()
-        self._loop = asyncio.new_event_loop()
-        self._broker = None
-        self._thread = threading.Thread(target=self._run, name="demo-broker", daemon=True)
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def _run(self) -> None:
-        from amqtt.broker import Broker
-
-        asyncio.set_event_loop(self._loop)
-        config = {"listeners": {"default": {"type": "tcp", "bind": "%s:%d" % (self.host, self.port)}},
-                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                              {"allow_anonymous": True}}}
-
-        async def start():
-            try:
-                self._broker = Broker(config, loop=self._loop)
-                await self._broker.start()
-            except Exception as e:  # noqa: BLE001 - reported by start()
-                self._error = e
-            finally:
-                self._ready.set()
-
-        self._loop.run_until_complete(start())
-        if self._error is None:
-            self._loop.run_forever()
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        self._loop.close()
-
-    def start(self) -> "EmbeddedBroker":
-        log = logging.getLogger("amqtt")
-        self._level = log.level
-        log.setLevel(logging.CRITICAL)   # its connection chatter is not the story
-        self._thread.start()
-        if not self._ready.wait(10) or self._error is not None:
-            raise RuntimeError("the embedded broker did not start: %r" % (self._error,))
-        return self
-
-    def stop(self) -> None:
-        if self._broker is None or self._loop.is_closed():
-            return
-
-        async def shutdown():
-            try:
-                await self._broker.shutdown()
-            finally:
-                rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-                for t in rest:
-                    t.cancel()
-                await asyncio.gather(*rest, return_exceptions=True)
-
-        try:
-            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        except Exception:  # noqa: BLE001 - the demo is over either way
-            pass
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            logging.getLogger("amqtt").setLevel(self._level)
-
-
-class PlainConsumer(Consumer):
-    """The SDK's Consumer with plain subscriptions to the one box's topics: amqtt has no
-    shared subscriptions (`$share/...`), and a demo has one consumer."""
-
-    def _on_connect(self, c, userdata, flags, rc, props=None):
-        if rc == 0:
-            c.subscribe([(p.PREFIX + BOX + "/evt", 1), (p.PREFIX + BOX + "/state", 1),
-                         (p.PREFIX + BOX + "/status", 1)])
 
 
 # ---- the story ----------------------------------------------------------------------
@@ -335,7 +246,7 @@ class Demo:
                 self.at("backend", "registered %s (1 compartment); its key and broker password are "
                         "on its flash only" % BOX)
                 nonlocal consumer
-                cls = PlainConsumer if embedded else Consumer
+                cls = plain_consumer(BOX) if embedded else Consumer
                 consumer = cls(folder / "ledger.db", cfg).start()
                 if not consumer.subscribed.wait(10):
                     raise StepFailed("the consumer did not subscribe")

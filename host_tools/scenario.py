@@ -562,16 +562,8 @@ class Runner:
 
 
 def _plain_consumer(box_id: str):
-    """The SDK's Consumer with plain subscriptions to one box's topics, for a broker
-    without shared subscriptions (`$share/...`: amqtt)."""
-    from host_tools import protocol as p
-    from host_tools.sdk import Consumer
-
-    class PlainConsumer(Consumer):
-        def _on_connect(self, c, userdata, flags, rc, props=None):
-            if rc == 0:
-                c.subscribe([(p.PREFIX + box_id + "/" + k, 1) for k in ("evt", "state", "status")])
-    return PlainConsumer
+    from host_tools.embedded import plain_consumer
+    return plain_consumer(box_id)
 
 
 def default_board() -> dict:

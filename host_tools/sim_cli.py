@@ -10,12 +10,8 @@ printed as it happens.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 import os
 import re
-import socket
 import sys
 import tempfile
 import threading
@@ -25,6 +21,7 @@ from pathlib import Path
 import click
 
 from host_tools import scenario as sc
+from host_tools.embedded import EmbeddedBroker
 
 HELP = """commands: any scenario line (docs/scenarios.md), e.g.
   backend issue c1 recipient comp 1 uses 1 valid 3d    backend unlock 2    backend sync
@@ -35,107 +32,6 @@ shortcuts: 482915 (keys; also 1 2 #)   t NAME (type code NAME)   o N / c N (door
 
 
 # ---- the embedded broker ---------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class EmbeddedBroker:
-    """amqtt (pinned in pyproject) in a thread of this process: plain TCP on a free port
-    of 127.0.0.1, anonymous (a simulator's broker, open to this machine only). It can be
-    stopped and started again on the same port (`broker restart` in a scenario)."""
-
-    shared_subscriptions = False   # amqtt has no $share/
-    ca_path = None
-
-    def __init__(self, port: int | None = None):
-        self.host, self.port = "127.0.0.1", port or _free_port()
-        self._run = None
-
-    def add_user(self, name, password=None, *, backend=False):
-        return password   # anonymous
-
-    def sdk_config(self, username, password=None):
-        from host_tools.sdk.mqtt import MqttConfig
-        return MqttConfig(self.host, self.port, username, password, None)
-
-    def start(self) -> "EmbeddedBroker":
-        end = time.monotonic() + 10
-        while True:   # after a stop the port may take a moment to be free again
-            try:
-                return self._start()
-            except click.ClickException:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.2)
-
-    def _start(self) -> "EmbeddedBroker":
-        if self._run is not None:
-            return self
-        from amqtt.broker import Broker
-
-        loop = asyncio.new_event_loop()
-        ready, box = threading.Event(), {}
-        config = {"listeners": {"default": {"type": "tcp", "bind": "%s:%d" % (self.host, self.port)}},
-                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                              {"allow_anonymous": True}}}
-
-        def run():
-            asyncio.set_event_loop(loop)
-
-            async def start():
-                try:
-                    b = Broker(config, loop=loop)
-                    await b.start()
-                    box["broker"] = b
-                except Exception as e:  # noqa: BLE001 - reported below
-                    box["error"] = e
-                finally:
-                    ready.set()
-            loop.run_until_complete(start())
-            if "broker" in box:
-                loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
-        t = threading.Thread(target=run, name="sim-broker", daemon=True)
-        t.start()
-        if not ready.wait(10) or "broker" not in box:
-            raise click.ClickException("the embedded broker did not start: %r" % (box.get("error"),))
-        self._run = (box["broker"], loop, t)
-        return self
-
-    def stop(self) -> None:
-        if self._run is None:
-            return
-        broker, loop, t = self._run
-        self._run = None
-
-        async def shutdown():
-            try:
-                await broker.shutdown()
-            finally:
-                rest = [x for x in asyncio.all_tasks() if x is not asyncio.current_task()]
-                for x in rest:
-                    x.cancel()
-                await asyncio.gather(*rest, return_exceptions=True)
-        try:
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(2)
-        except Exception:  # noqa: BLE001 - stopped either way
-            pass
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            t.join(10)
-
-    def restart(self) -> "EmbeddedBroker":
-        self.stop()
-        return self.start()
-
-    close = stop
-
 
 class ExternalBroker:
     """A broker given with --broker. It must let the box in (its id as user name, any
@@ -325,7 +221,10 @@ def register(main: click.Group) -> None:
         if broker:
             b = ExternalBroker(broker, ca, username, os.environ.get("PARCELBOX_PASSWORD"))
         else:
-            b = EmbeddedBroker().start()
+            try:
+                b = EmbeddedBroker().start()
+            except RuntimeError as e:
+                raise click.ClickException(str(e)) from None
         work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pb-sim-"))
         trace = open(trace_file, "w", encoding="utf-8") if trace_file else None
         rc = 0
