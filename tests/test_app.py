@@ -347,3 +347,19 @@ def test_a_failsafe_trip_is_logged_and_shown_as_an_error():
     a.run(loops=5)
     assert any(level == _app.ERROR and "failsafe cut solenoids 0x1" in t for level, t in port.logs)
     assert a.box.faults == 1
+
+
+def test_a_flash_error_recording_the_tamper_event_is_a_fault_not_a_failed_step():
+    class FullFlash(MemStorage):
+        def append(self, name, data):
+            raise OSError(28, "ENOSPC")
+
+    port = TamperPort()
+    a = _app.App(port, BOARD, CONF)
+    port.tamper_at = [(port.now + 50, True)]
+    bad = FullFlash(port.storage.files)
+    a.box.storage = bad
+    a.box.outbox._st = bad
+    a.run(loops=50)
+    assert a.errors == 0 and a.box.faults >= 1
+    assert any("tamper switch open" in t for _, t in port.logs)

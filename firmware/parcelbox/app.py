@@ -135,9 +135,12 @@ class App:
             first = self._tamper is None
             self._tamper = raw
             if raw or not first:
-                self.box.event(events.TAMPER, 0, 0, 1 if raw else 0, now)
                 if raw:
                     self.port.log(WARNING, "tamper switch open")
+                try:
+                    self.box.event(events.TAMPER, 0, 0, 1 if raw else 0, now)
+                except OSError:  # as the core's own entry points: counted, ERROR shown
+                    self.box.fault(now)
 
     def _network(self, now):
         net = self.port.net
