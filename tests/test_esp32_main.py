@@ -213,3 +213,57 @@ def test_a_boot_that_fails_after_the_configuration_is_a_crash_saved_and_reset(bo
     assert st.read(pbmain.CRASH).startswith(b"MemoryError")
     assert any(x.startswith("PB E") and "MemoryError" in x for x in lines)
     assert not wired.energised(1)
+
+
+def _crash_once(box, after_ms=0):
+    """Boot, run `after_ms` of uptime, then crash in the loop; returns the boot's lines."""
+    wired, st, lines, boot = box
+    start = len(lines)
+    app, hw = boot()
+    wired.world.advance(after_ms)
+
+    def broken():
+        raise ZeroDivisionError("bug in a part")
+    app.port.scan = broken
+    wired.world.on_reset = "flag"   # machine.reset(): the chip (and its watchdog) restarts
+    pbmain.run(app, hw, loops=1000, reset=lambda: wired.world.reset(4))
+    return lines[start:]
+
+
+def test_a_box_that_crashes_at_every_start_waits_longer_each_time_with_the_locks_off(box):
+    wired, st, lines, boot = box
+    w = wired.world
+    for _ in range(3):
+        _crash_once(box)
+    assert not any("crash loop" in x for x in lines)   # three boots: no wait yet
+    t = w.now
+    booted = _crash_once(box)   # the boot after three crashes in a row waits 10 s
+    assert any(x.startswith("PB W") and "crash loop: starting in 10 s" in x for x in booted)
+    first_wait = w.now - t
+    assert 10000 <= first_wait < 16000 and not wired.energised(1)
+    t = w.now
+    booted = _crash_once(box)
+    assert any("crash loop: starting in 20 s" in x for x in booted)
+    assert w.now - t >= 20000
+    assert st.read(pbmain.CRASH)   # still saved for the next report
+
+
+def test_the_crash_count_restarts_after_a_stable_run_or_a_boot_without_a_crash(box):
+    wired, st, lines, boot = box
+    for _ in range(3):
+        _crash_once(box)
+    _crash_once(box, after_ms=11 * 60 * 1000)   # ran 11 min before crashing: a new count
+    from parcelbox import crash
+    assert st.read(crash.CRASH_COUNT) == b"1"
+    st.remove(pbmain.CRASH)                     # the next boot is after a power cut
+    boot()
+    assert st.read(crash.CRASH_COUNT) is None
+
+
+def test_a_crash_count_file_that_is_garbage_counts_as_no_crash(box):
+    wired, st, lines, boot = box
+    from parcelbox import crash
+    st.replace(crash.CRASH_COUNT, b"\xff\x00")
+    booted = _crash_once(box)
+    assert not any("crash loop" in x for x in booted)
+    assert st.read(crash.CRASH_COUNT) == b"1"

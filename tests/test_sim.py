@@ -317,3 +317,16 @@ def test_the_host_presents_the_box_certificate_from_its_flash(cert_broker, tmp_p
         {"ca.pem": cert_broker.ca_path, "box.crt": c, "box.key": k})
     with SimBox(flash, vm=False) as box:
         box.until(lambda: box.online, "connected with the client certificate")
+
+
+def test_a_firmware_that_crashes_at_every_start_backs_off_instead_of_resetting_at_once(
+        tmp_path, monkeypatch):
+    from parcelbox.app import App
+    monkeypatch.setattr(App, "step", lambda self: 1 / 0)
+    with _offline(tmp_path) as box:
+        box.run(60000)
+        waits = [ln for ln in box.lines if "crash loop: starting in" in ln]
+        assert waits and "starting in 10 s" in waits[0]
+        # without the back-off it would have reset at every pass: here a handful in a minute
+        assert 4 <= len(box.boots) <= 8
+        assert not box.running or box.led in ("red", "off")

@@ -12,7 +12,14 @@ except ImportError:
 
 CRASH = "crash.txt"        # the last crash's report, until the next boot reports it
 CRASH_LAST = "crash.last"  # kept for `parcelbox doctor`
+CRASH_COUNT = "crash.n"    # crashes in a row, each within STABLE_MS of its boot
 _RED = const(2)            # feedback.LED_RED
+STABLE_MS = const(600000)  # a crash after 10 min of uptime starts a new count
+LOOP_AFTER = const(3)      # from the third crash in a row the boot waits first,
+FIRST_WAIT_MS = const(10000)   # 10 s, doubling with every further crash,
+MAX_WAIT_MS = const(300000)    # up to 5 min
+CRASH_LOOP = const(6)      # red blinks while it waits
+_ROUND_MS = const(4500)    # one round of error_loop(CRASH_LOOP): 6 x 500 + 1500
 
 
 # Blink red `why` times, pause, forever (or `rounds` times): the LED says what is wrong.
@@ -28,9 +35,10 @@ def error_loop(indicate, idle, why, rounds=-1):
         idle(1500)
 
 
-# Save the traceback (MicroPython; type and message on CPython) for the next boot. Best
+# Save the traceback (MicroPython; type and message on CPython) for the next boot, and
+# count it: up_ms is the uptime at the crash (-1: unknown, a count of its own). Best
 # effort: with no flash or no memory the reset that follows matters more.
-def save(storage, e):
+def save(storage, e, up_ms=-1):
     try:
         import io
         buf = io.StringIO()
@@ -39,8 +47,37 @@ def save(storage, e):
         else:
             buf.write("%s: %s\n" % (e.__class__.__name__, e))
         storage.replace(CRASH, buf.getvalue().encode())
+        n = _count(storage) + 1 if 0 <= up_ms < STABLE_MS else 1
+        storage.replace(CRASH_COUNT, str(min(n, 99)).encode())
     except Exception:  # noqa: BLE001
         pass
+
+
+def _count(storage):
+    try:
+        return int(storage.read(CRASH_COUNT) or b"0")
+    except ValueError:
+        return 0
+
+
+# At boot, before the App: how long a crash loop waits (0: no loop). The third crash in
+# a row within STABLE_MS of its boot waits 10 s, the next 20 s, ... up to 5 min, so a
+# box that crashes at every start neither wears its flash nor floods the outbox with
+# crash events. A boot that follows no crash (a power cut, the watchdog) ends the count.
+def wait_ms(storage):
+    if storage.read(CRASH) is None:
+        storage.remove(CRASH_COUNT)
+        return 0
+    n = _count(storage)
+    if n < LOOP_AFTER:
+        return 0
+    return min(FIRST_WAIT_MS << min(n - LOOP_AFTER, 5), MAX_WAIT_MS)
+
+
+# The wait itself: every output off already, CRASH_LOOP red blinks over and over for
+# about `ms` (the watchdog is not armed yet); Ctrl-C from mpremote ends it.
+def pause(indicate, idle, ms):
+    error_loop(indicate, idle, CRASH_LOOP, ms // _ROUND_MS + 1)
 
 
 # A crash saved before the last reset becomes a `crash` event (code_id: reset cause,

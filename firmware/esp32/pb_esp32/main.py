@@ -1,7 +1,7 @@
 # Boot to the superloop (docs/runtime.md section 6): configuration checked with its
 # error on the LED, the last crash reported, the watchdog armed, a crash logged and reset.
-from parcelbox import crash, devconf
-from parcelbox.app import App, ERROR, INFO
+from parcelbox import crash, devconf, ticks
+from parcelbox.app import App, ERROR, INFO, WARNING
 from parcelbox.storage import Storage
 
 try:
@@ -35,6 +35,7 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
     from pb_esp32.port import Port, logger
     clock = clock or time.ticks_ms
     sleep = sleep or time.sleep_ms
+    t0 = clock()
     log = logger(clock, out)
     storage = Storage(root)
     try:
@@ -55,6 +56,10 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
         return None, e.why
     log(INFO, "boot " + devconf.describe(conf, board))
     try:
+        wait = crash.wait_ms(storage)
+        if wait:
+            log(WARNING, "crash loop: starting in %d s" % (wait // 1000))
+            crash.pause(hw.indicate, sleep, wait)
         if net is None:
             import os
             from pb_esp32.net import Net
@@ -62,6 +67,7 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
         from parcelbox.link import Link
         port = Port(hw, storage, net, log, clock, sleep)
         app = App(port, board, conf, make_link=Link)
+        app.boot_ms = t0
         if reset_cause is None:
             import machine
             reset_cause = machine.reset_cause()
@@ -71,7 +77,7 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
         # (a flash error, no memory, the Wi-Fi driver): never left idle at the REPL with no
         # watchdog; the pause spares the flash a reset storm and leaves time for Ctrl-C
         hw.all_off()
-        crash.save(storage, e)
+        crash.save(storage, e, ticks.diff(clock(), t0))
         log(ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
         sleep(RETRY_MS)
         (reset or _machine_reset)()
@@ -85,7 +91,7 @@ def run(app, hw, loops=-1, reset=None):
         app.run(loops)
     except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
         hw.all_off()
-        crash.save(app.port.storage, e)
+        crash.save(app.port.storage, e, ticks.diff(app.port.ticks_ms(), app.boot_ms))
         app.port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
         (reset or _machine_reset)()
 

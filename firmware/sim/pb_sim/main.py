@@ -2,8 +2,8 @@
 # ESP32): board and configuration checked, the last crash reported, the watchdog armed.
 import gc
 
-from parcelbox import crash, devconf
-from parcelbox.app import App, ERROR, INFO
+from parcelbox import crash, devconf, ticks
+from parcelbox.app import App, ERROR, INFO, WARNING
 from parcelbox.link import Link
 from parcelbox.storage import Storage
 from pb_sim.port import Bridge, Port
@@ -28,6 +28,7 @@ def boot(root="/flash", call=None, blink_rounds=-1):
         call = host.call
     storage = Storage(root)
     port = Port(Bridge(call), storage)
+    t0 = port.ticks_ms()
     try:
         board = devconf.load_board(storage)
     except devconf.ConfigError as e:
@@ -43,7 +44,12 @@ def boot(root="/flash", call=None, blink_rounds=-1):
         return None, e.why
     port.log(INFO, "boot " + devconf.describe(conf, board))
     try:
+        wait = crash.wait_ms(storage)
+        if wait:
+            port.log(WARNING, "crash loop: starting in %d s" % (wait // 1000))
+            crash.pause(port.indicate, port.idle, wait)
         app = App(port, board, conf, make_link=Link)
+        app.boot_ms = t0
         crash.report(app.box, storage, port.reset_cause(), port.ticks_ms())
         if hasattr(gc, "mem_free"):  # MicroPython: what is left for the loop, for docs/sim.md
             gc.collect()
@@ -51,7 +57,7 @@ def boot(root="/flash", call=None, blink_rounds=-1):
         port.watchdog(WDT_MS)
     except Exception as e:  # noqa: BLE001 - the loop never started: a crash all the same
         port.all_off()      # (as pb_esp32.main: saved, a pause, a reset)
-        crash.save(storage, e)
+        crash.save(storage, e, ticks.diff(port.ticks_ms(), t0))
         port.log(ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
         port.idle(RETRY_MS)
         port.reset()  # never returns
@@ -66,7 +72,7 @@ def run(app, loops=-1):
         app.run(loops)
     except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
         port.all_off()
-        crash.save(port.storage, e)
+        crash.save(port.storage, e, ticks.diff(port.ticks_ms(), app.boot_ms))
         port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
         port.reset()
 
