@@ -363,3 +363,19 @@ def test_a_flash_error_recording_the_tamper_event_is_a_fault_not_a_failed_step()
     a.run(loops=50)
     assert a.errors == 0 and a.box.faults >= 1
     assert any("tamper switch open" in t for _, t in port.logs)
+
+
+def test_the_network_time_is_taken_again_every_six_hours_so_crystal_drift_is_corrected():
+    port = ScriptedPort()
+    port.net = ClockNet(1795600000)
+    a = _app.App(port, BOARD, CONF)
+    a.run(loops=10)
+    assert abs(a.box.wall(port.now) - 1795600000) <= 1
+    # 6 h later by the box's crystal, but the time server says 90 s more have passed
+    port.now += 6 * 3600 * 1000 - 5000
+    port.net.t = 1795600000 + 6 * 3600 + 90
+    a.run(loops=5)
+    assert abs(a.box.wall(port.now) - 1795600000 - 6 * 3600) <= 10   # not yet: before 6 h
+    port.now += 10000
+    a.run(loops=5)
+    assert abs(a.box.wall(port.now) - port.net.t) <= 1

@@ -245,3 +245,22 @@ def test_the_time_server_is_looked_up_once(monkeypatch, sntp_server):
         net.step(now)
     net.step(_net._NTP_EVERY_MS + 10000)  # the next sync, six hours later
     assert net.time() and len(calls) == 1
+
+
+def test_an_sntp_answer_older_than_two_days_is_no_longer_the_time(sntp_server):
+    port, seen = sntp_server
+    wlan = Wlan(0)
+    net = _net.Net({"ssid": "s", "password": ""}, lambda n: b"\x00\x00", lambda l, t: None,
+                   wlan=wlan, ntp_host="127.0.0.1", ntp_port=port)
+    wlan.connect("s", "")
+    now = 0
+    while not net.time() and now < 2000:
+        net.step(now)
+        time.sleep(0.005)
+        now += 10
+    assert net.time() == 1795600000
+    wlan.join_ms = None          # the access point is gone: no new answer can come
+    net.step(now + 47 * 3600 * 1000)
+    assert net.time() == 1795600000 + 47 * 3600
+    net.step(now + 49 * 3600 * 1000)
+    assert net.time() is None    # the box's own clock carries on (parcelbox.box)

@@ -14,6 +14,7 @@ SCAN_MS = const(10)        # keypad scan period: the longest the loop ever sleep
 MAX_FAILS = const(20)      # failing loop steps in a row before run() gives up
 _STORAGE_CHECK_MS = const(1000)
 _TAMPER_MS = const(100)    # the tamper switch must hold a new state this long
+_RESYNC_MS = const(21600000)  # the network's time is taken again every 6 h (crystal drift)
 _KEYPAD = const(1)
 _LOCK = const(2)
 _LINK = const(4)
@@ -42,7 +43,7 @@ class App:
         self._link_error = None   # the link's last_error as last logged
         self._link_connects = 0
         self._storage_at = None
-        self._timed = False
+        self._timed = None      # tick the network's time was last taken (None: never)
         self._tamper = None     # debounced tamper state (None: unknown yet, or no switch)
         self._tamper_raw = None
         self._tamper_since = 0
@@ -148,11 +149,11 @@ class App:
             self._seen |= _LINK
             return
         net.step(now)
-        if not self._timed:
+        if self._timed is None or ticks.diff(now, self._timed) >= _RESYNC_MS:
             t = net.time()
             if t:
                 self.box.set_time(t, now)
-                self._timed = True
+                self._timed = now
         link = self.link
         if link is None:
             self._seen |= _LINK

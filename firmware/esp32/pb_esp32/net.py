@@ -19,6 +19,7 @@ _WIFI_MAX_MS = const(120000)     # backoff ceiling
 _WIFI_JOIN_MS = const(20000)     # an association not up by then counts as failed
 _NTP_RETRY_MS = const(30000)     # until the first answer
 _NTP_EVERY_MS = const(21600000)  # then every 6 h
+_NTP_STALE_MS = const(172800000)  # an answer older than 2 days is not the time any more
 _NTP_WAIT_MS = const(3000)       # an unanswered request is dropped after this
 _NTP_DELTA = const(2208988800)   # 1900-01-01 to 1970-01-01 in seconds
 
@@ -62,11 +63,16 @@ class Net:
     def up(self):
         return self.wlan.isconnected()
 
-    # Unix seconds (as of the last step) once SNTP answered, else None.
+    # Unix seconds (as of the last step) once SNTP answered, else None; None again when
+    # the last answer is over 2 days old (tick differences are exact up to about 6 days,
+    # and the box's own clock is as good as a stale answer).
     def time(self):
         if not self._epoch:
             return None
-        return self._epoch + ticks.diff(self._now, self._epoch_tick) // 1000
+        d = ticks.diff(self._now, self._epoch_tick)
+        if d < 0 or d > _NTP_STALE_MS:
+            return None
+        return self._epoch + d // 1000
 
     def step(self, now):
         self._now = now
