@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-all vm-tests simtest venv clean
+.PHONY: demo test test-all vm-tests simtest bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ vm-tests: venv
 SEEDS ?= 200
 simtest: venv
 	$(PY) -m host_tools.detsim --seeds $(SEEDS)
+
+# the benchmarks (docs/performance.md): one table, figures in bench/results.json
+# make bench ARGS='--only flash --quick'
+bench: venv
+	$(PY) -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,133 @@
+# The benchmarks (bench/, docs/performance.md) still run and keep the row contract of
+# bench/common.py; the runner's table, results file and errors; the flash-wear model.
+# Each benchmark runs with quick=True: that proves it works, it judges no figure.
+import json
+import sys
+import types
+
+import pytest
+
+from bench import run as R
+from bench.common import Row
+from bench.flashcount import BLOCK, CountingStorage, LittleFSModel, years
+
+# Benchmarks whose quick run still takes more than a few seconds (many VM boots).
+SLOW = {"bench_memory"}
+
+
+def _params():
+    return [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m for m in R.discover()]
+
+
+@pytest.mark.parametrize("mod", _params())
+def test_every_benchmark_runs_quick_and_returns_well_formed_rows(mod):
+    e = R.run_module(mod, quick=True)
+    assert "error" not in e, e.get("error")
+    assert e["title"] != mod and e["rows"]
+    for r in e["rows"]:
+        assert r["name"] and r["unit"]
+        assert isinstance(r["value"], (int, float, str)) and not isinstance(r["value"], bool)
+        assert (r["met"] is None) == (r["target"] == "")
+        if isinstance(r["value"], (int, float)):
+            assert r["value"] == r["value"]  # not NaN
+    json.dumps(e)
+
+
+def test_the_runner_prints_one_table_and_merges_results_by_module(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"benches": [{"module": "bench_zzz_old", "rows": []}]}))
+    assert R.main(["--only", "flash", "--quick", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "whole box, per event" in text and "B/event" in text and "<= 64 B/event" in text
+    data = json.loads(out.read_text())
+    assert [b["module"] for b in data["benches"]] == ["bench_flash", "bench_zzz_old"]
+    flash = data["benches"][0]
+    assert flash["quick"] is True and flash["rows"][0]["unit"] == "B/event"
+
+
+def test_an_unknown_benchmark_name_is_refused_and_nothing_is_written(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert R.main(["--only", "nosuch", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no benchmark named 'nosuch'" in err and "flash" in err
+    assert not out.exists()
+
+
+def test_a_benchmark_that_raises_gives_one_failed_row_and_the_others_still_run(monkeypatch):
+    broken = types.ModuleType("bench.bench_broken")
+    broken.TITLE = "broken on purpose"
+
+    def run(quick=False):
+        raise RuntimeError("the VM trapped")
+    broken.run = run
+    monkeypatch.setitem(sys.modules, "bench.bench_broken", broken)
+    e = R.run_module("bench_broken", quick=True)
+    assert e["rows"] == [{"name": "bench_broken failed", "value": "error", "unit": "-",
+                          "target": "runs", "met": False,
+                          "note": "RuntimeError: the VM trapped"}]
+    assert "Traceback" in e["error"]
+
+
+@pytest.mark.parametrize("rows, why", [
+    ([], "non-empty list"),
+    ([("a", 1, "B")], "not Row"),
+    ([Row("a", True, "B")], "no measured figure"),
+    ([Row("a", 1, "B", target="<= 2 B")], "a target needs met"),
+    ([Row("a", 1, "B", met=True)], "a target needs met"),
+    ([Row("", 1, "B")], "without a name"),
+])
+def test_rows_that_break_the_contract_are_refused(rows, why):
+    with pytest.raises(R.BenchError, match=why):
+        R.check_rows("bench_x", rows)
+
+
+def test_figures_are_shown_with_separators_and_three_digits():
+    assert R.fmt(1234567) == "1,234,567"
+    assert R.fmt(36.44) == "36.4"
+    assert R.fmt(0.00123) == "0.00123"
+    assert R.fmt(2.5e7) == "2.5e+07"
+    assert R.fmt("error") == "error"
+
+
+# ---- the flash-wear model (bench/flashcount.py) ----------------------------------------
+
+def test_an_inline_file_append_costs_one_metadata_commit_of_the_whole_file():
+    m = LittleFSModel()
+    m.append(100, 25)                      # 125 B: still inline (<= 128)
+    assert m.programmed == 125 + 24
+    assert m.erases == pytest.approx(149 / BLOCK)
+
+
+def test_an_append_to_a_big_file_rewrites_its_tail_block():
+    m = LittleFSModel()
+    m.append(5000, 25)                     # tail block holds bytes 4096..5024
+    assert m.erases == pytest.approx(1 + 24 / BLOCK)
+    assert m.programmed == 5025 - 4096 + 24
+    m = LittleFSModel()
+    m.append(4090, 25)                     # crosses into a second block
+    assert m.erases == pytest.approx(2 + 24 / BLOCK)
+
+
+def test_a_replace_writes_a_new_file_then_renames():
+    m = LittleFSModel()
+    m.replace(32_016)                      # 8 blocks of data, a commit, the rename
+    assert m.erases == pytest.approx(8 + (24 + 40) / BLOCK)
+
+
+def test_the_counting_storage_counts_what_the_firmware_writes(tmp_path):
+    st = CountingStorage(str(tmp_path))
+    st.append("events.log", b"x" * 25)
+    st.replace("state.0", [b"ab", b"cde"])
+    st.remove("state.0")
+    st.remove("never-there")
+    assert st.total.bytes == 30 and st.files["events.log"].appends == 1
+    assert st.files["state.0"].replaces == 1 and st.files["state.0"].removes == 1
+    assert "never-there" not in st.files
+    assert st.bytes_written == 30          # the firmware's own counter agrees
+    assert (tmp_path / "events.log").read_bytes() == b"x" * 25
+
+
+def test_flash_life_arithmetic():
+    # 1.5 MB x 100,000 cycles at 64 B x 200 events a day
+    assert years(per_day_bytes=64 * 200) == pytest.approx(1536 * 1024 * 100_000 / 12_800 / 365.25)
+    assert years(per_day_erases=384) == pytest.approx(100_000 / 365.25)
