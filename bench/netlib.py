@@ -1,0 +1,344 @@
+"""What the network benchmarks share: a private mosquitto, firmware boxes on their own
+MQTT link in a worker process, and percentiles.
+
+The broker is tests/brokerlib.py's (the test fixtures' own: TLS, one user per box, the
+docs/protocol.md section 9 ACL, client id = username), started without pytest. Boxes are
+the firmware core (Box + Remote) with the firmware's own MQTT client (parcelbox.link)
+over host_tools/hostnet.py, many per process in one non-blocking loop, as a device runs
+one. Each box has its own flash folder, connection, username and password.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import select
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for _p in (ROOT / "firmware", ROOT / "tests", ROOT):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import brokerlib  # noqa: E402  (tests/brokerlib.py: importable without pytest)
+
+from host_tools.hostnet import HostConn, HostNet  # noqa: E402
+
+SCAN_MS = 10       # the firmware superloop's longest sleep (parcelbox.app.SCAN_MS)
+SWEEP_MS = 250     # an idle box's link is stepped at least this often (keepalive, PUBACKs)
+_HORIZON_MS = 50   # parcelbox.link._POLL_MS: "data may come at any time", not a real deadline
+
+
+class BenchBroker(brokerlib.Broker):
+    """The fixtures' mosquitto, logging notices and errors only: at `log_type all` it
+    writes several lines per packet, which on 2 shared cores is CPU the boxes and
+    the backend need. Everything else (TLS, users, ACL, persistence) is unchanged."""
+
+    def __init__(self, **kw):
+        super().__init__("mosquitto", **kw)
+
+    def _write_files(self):
+        super()._write_files()
+        text = self.conf_path.read_text()
+        text = text.replace("log_type all\n", "log_type error\nlog_type warning\nlog_type notice\n")
+        text = text.replace("connection_messages true\n", "connection_messages false\n")
+        self.conf_path.write_text(text)
+
+
+def start_broker(workdir: Path | None = None, users: dict | None = None,
+                 backends: tuple = ()) -> BenchBroker:
+    """A running private mosquitto with `users` (box id: password) and backend users.
+    Users are written before the start, so a thousand of them cost no reloads.
+    Raises brokerlib.BrokerUnavailable without a mosquitto binary."""
+    if brokerlib.find_mosquitto() is None:
+        raise brokerlib.BrokerUnavailable("the network benchmarks need mosquitto "
+                                          "(apt-get install mosquitto)")
+    raise_nofile()
+    b = BenchBroker(workdir=workdir)
+    for name, pw in (users or {}).items():
+        b.add_user(name, pw)
+    for name in backends:
+        b.add_user(name, backend=True)
+    return b.start()
+
+
+def raise_nofile(want: int = 8192) -> int:
+    """Soft RLIMIT_NOFILE up to `want` (capped by the hard limit); mosquitto inherits it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft == resource.RLIM_INFINITY or soft >= new:
+        return soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    return new
+
+
+def percentile(values, q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    s = sorted(values)
+    if not s:
+        raise ValueError("no values")
+    k = max(0, min(len(s) - 1, int(-(-q * len(s) // 100)) - 1))
+    return s[k]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+# ---------------------------------------------------------------- boxes in a worker
+
+class _Conn(HostConn):
+    """A HostConn whose socket the worker's poll() can watch."""
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+
+class _Net(HostNet):
+    def __init__(self, on_open):
+        super().__init__()
+        self._on_open = on_open
+
+    def open(self, host, port, tls, ca, cert=None, key=None):
+        self.opened += 1
+        c = _Conn(host, port, tls, ca, cert, key)
+        self._on_open(c)
+        return c
+
+
+def _ticks() -> int:
+    return (time.monotonic_ns() // 1000000) & 0x3FFFFFFF
+
+
+class Node:
+    """One box: core, remote, link, and a person at its keypad who types the codes given,
+    opens the door when the solenoid pulls and shuts it once the box saw it open."""
+
+    def __init__(self, spec: dict, box_id: str, key: bytes, password: str, flash: Path,
+                 settings: dict, net):
+        from parcelbox import link as L
+        from parcelbox.box import Box
+        from parcelbox.remote import Remote, stored_settings
+        from parcelbox.storage import Storage
+
+        self.id = box_id
+        flash.mkdir(parents=True, exist_ok=True)
+        storage = Storage(str(flash))
+        now = _ticks()
+        self.emitted = []        # (seq, kind, comp, code_id, wall time) of every event
+        self._kinds = []
+        self.box = Box(storage, key, stored_settings(storage, settings), now, self._on_event)
+        self.remote = Remote(self.box, box_id, key)
+        self.applied = []        # (perf_counter when a command's receive began, ended)
+        self._wrap_receive()
+        self.link = L.Link(self.remote, {"box_id": box_id, "host": spec["host"],
+                                         "port": spec["port"], "tls": True, "ca": spec["ca"],
+                                         "password": password, "keepalive": 60},
+                           net, os.urandom)
+        self.conn = None
+        self.jobs = []           # codes to type, in order
+        self.typed = []          # (code index, wall time of the final key)
+        self.refusals = 0
+        self.unlocks = 0
+        self._level = False
+        self.door_open = False
+        self._phase = "idle"     # idle, wait_unlock, opening, closing
+
+    def _wrap_receive(self):
+        receive = self.remote.receive
+        topic_cmd = self.remote.topic_cmd
+        applied = self.applied
+
+        def timed(topic, payload, now):
+            t0 = time.perf_counter()    # CLOCK_MONOTONIC: comparable across processes
+            receive(topic, payload, now)
+            if topic == topic_cmd:
+                applied.append((t0, time.perf_counter()))
+        self.remote.receive = timed
+
+    def _on_event(self, seq, kind, comp, code_id, arg, t):
+        self.emitted.append((seq, kind, comp, code_id, time.time()))
+        self._kinds.append(kind)
+
+    def step(self, now: int) -> int:
+        """One pass of the superloop for this box; returns the tick it wants to run again."""
+        from parcelbox import events, ticks
+
+        box = self.box
+        box.door(1, self.door_open, now)
+        box.tick(now)
+        level = bool(box.solenoid(1, now))
+        if level and not self._level:
+            self.unlocks += 1
+            if self._phase == "wait_unlock":
+                self.door_open = True       # the person pulls the door as the lock lets go
+                self._phase = "opening"
+        self._level = level
+        kinds, self._kinds = self._kinds, []
+        for k in kinds:
+            if k == events.OPENED and self._phase == "opening":
+                self.door_open = False      # in, parcel taken or left, door shut
+                self._phase = "closing"
+            elif k in (events.DEPOSIT, events.PICKUP) and self._phase == "closing":
+                self._phase = "idle"
+            elif k == events.REFUSED and self._phase == "wait_unlock":
+                self.refusals += 1          # still busy: the person tries again
+                self._phase = "idle"
+                self.jobs.insert(0, self._last)
+        if self._phase == "idle" and self.jobs:
+            self._last = code = self.jobs.pop(0)
+            self._phase = "wait_unlock"
+            for ch in code:
+                box.key(ord(ch), now)
+            self.typed.append(time.time())
+            box.door(1, self.door_open, now)
+        self.link.step(now)
+        # the person's next look, the core's timers, the link's (its 50 ms horizon only
+        # means "data may come": poll() tells us that)
+        best = ticks.add(now, SWEEP_MS)
+        d = box.next_deadline(now)
+        if d is not None and ticks.diff(d, best) < 0:
+            best = d
+        d = self.link.next_deadline(now)
+        if ticks.diff(d, now) != _HORIZON_MS and ticks.diff(d, best) < 0:
+            best = d
+        if self._phase != "idle" and ticks.diff(best, ticks.add(now, SCAN_MS)) > 0:
+            best = ticks.add(now, SCAN_MS)   # door and solenoid are sampled every scan
+        return best
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.jobs) or self._phase != "idle"
+
+
+def worker_main(pipe, spec: dict) -> None:
+    """A process running spec["boxes"] [(box_id, key hex, password), ...] until told to stop.
+
+    spec: host, port, ca, flash (folder), settings, mode ("event": a box wakes when its
+    socket has data, as a loop blocking in select() does; "superloop": each box sleeps
+    as parcelbox.app does, at most SCAN_MS, and reads its socket when it wakes).
+    Messages in: ("jobs", {box: [code, ...]}), ("report",), ("stop",).
+    Out: ("connected", n) once all are, ("report", {...})."""
+    from parcelbox import link as L
+    from parcelbox import ticks
+
+    raise_nofile()
+    poller = select.poll()
+    by_fd = {}
+    nodes = {}
+    opening = []
+
+    def on_open(conn):
+        opening.append(conn)
+
+    net = _Net(on_open)
+    flash = Path(spec["flash"])
+    for box_id, key_hex, password in spec["boxes"]:
+        n = Node(spec, box_id, bytes.fromhex(key_hex), password, flash / box_id,
+                 spec["settings"], net)
+        nodes[box_id] = n
+    poller.register(pipe.fileno(), select.POLLIN)
+    superloop = spec.get("mode") == "superloop"
+    due = {box_id: _ticks() for box_id in nodes}
+    said_connected = False
+    while True:
+        now = _ticks()
+        for box_id, n in nodes.items():
+            if not ticks.reached(now, due[box_id]):
+                continue
+            wake = n.step(now)
+            while opening:                       # the link opened a socket: watch it
+                c = opening.pop()
+                if n.conn is not None:
+                    try:
+                        poller.unregister(n.conn.fileno())
+                    except (KeyError, ValueError, OSError):
+                        pass
+                    by_fd.pop(getattr(n, "_fd", None), None)
+                n.conn = c
+                n._fd = c.fileno()
+                by_fd[n._fd] = n
+                poller.register(n._fd, select.POLLIN)
+            if n.link.state != L.CONNECTED:
+                wake = ticks.add(now, 5)         # connecting: TCP and TLS advance by steps
+            if superloop and ticks.diff(wake, ticks.add(now, SCAN_MS)) > 0:
+                wake = ticks.add(now, SCAN_MS)
+            due[box_id] = wake
+        if not said_connected and all(n.link.state == L.CONNECTED for n in nodes.values()):
+            said_connected = True
+            pipe.send(("connected", len(nodes)))
+        now = _ticks()
+        soonest = min(ticks.diff(d, now) for d in due.values())
+        timeout = max(0, soonest)
+        for fd, _ev in poller.poll(timeout):
+            if fd == pipe.fileno():
+                msg = pipe.recv()
+                if msg[0] == "stop":
+                    for n in nodes.values():
+                        n.link.close(clean=False)
+                    pipe.send(("stopped",))
+                    return
+                if msg[0] == "jobs":
+                    for box_id, codes in msg[1].items():
+                        nodes[box_id].jobs.extend(codes)
+                        due[box_id] = _ticks()
+                elif msg[0] == "report":
+                    pipe.send(("report", _report(nodes)))
+                continue
+            n = by_fd.get(fd)
+            if n is not None and not superloop:
+                due[n.id] = _ticks()             # data: step it now
+
+
+def _report(nodes: dict) -> dict:
+    return {box_id: {"emitted": n.emitted, "applied": n.applied, "typed": n.typed,
+                     "unlocks": n.unlocks, "refusals": n.refusals, "busy": n.busy,
+                     "pending": n.box.outbox.pending(), "connects": n.link.connects,
+                     "codes": [n.box.codes.fields(s) for s in range(n.box.codes.count())]}
+            for box_id, n in nodes.items()}
+
+
+class BoxWorker:
+    """Parent side of one worker process."""
+
+    def __init__(self, spec: dict):
+        ctx = multiprocessing.get_context("spawn")
+        self.pipe, child = ctx.Pipe()
+        self.proc = ctx.Process(target=worker_main, args=(child, spec), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def expect(self, kind: str, timeout: float):
+        try:
+            if not self.pipe.poll(timeout):
+                raise TimeoutError("box worker: no %r within %g s" % (kind, timeout))
+            msg = self.pipe.recv()
+        except EOFError:
+            raise RuntimeError("the box worker died (exit code %s)" % self.proc.exitcode) from None
+        if msg[0] != kind:
+            raise RuntimeError("box worker said %r, expected %r" % (msg[0], kind))
+        return msg[1] if len(msg) > 1 else None
+
+    def jobs(self, codes: dict) -> None:
+        self.pipe.send(("jobs", codes))
+
+    def report(self, timeout: float = 60) -> dict:
+        self.pipe.send(("report",))
+        return self.expect("report", timeout)
+
+    def stop(self) -> None:
+        try:
+            if self.proc.is_alive():
+                self.pipe.send(("stop",))
+                self.expect("stopped", 20)
+        except (OSError, EOFError, TimeoutError, RuntimeError):
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.pipe.close()
