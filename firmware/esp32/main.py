@@ -1,8 +1,44 @@
-# parcelbox main.py: the application, unless boot.py chose safe mode.
-from pb_esp32 import safe
+# parcelbox main.py: the application from the slot boot.py chose (pb_esp32 on an ESP32, pb_sim
+# on the virtual board), unless safe mode was chosen or no application is on the board.
+import os
+import time
 
-if safe.ACTIVE:
-    print("PB W 0 safe mode: application skipped, the REPL is free")
+try:
+    from pb_esp32 import safe
+except ImportError:  # not an ESP32 application: the sim port's, or none
+    safe = None
+
+
+def _say(level, text):
+    print("PB %s %d %s" % (level, time.ticks_ms(), text))
+
+
+def _flag():
+    try:
+        return os.stat("safe_mode")[6] >= 0
+    except OSError:
+        return False
+
+
+try:
+    import parcelbox
+    _say("I", "firmware %s from %s" % (parcelbox.VERSION, parcelbox.__file__.rsplit("/", 2)[0]))
+except ImportError:
+    parcelbox = None
+if safe is not None:
+    if safe.ACTIVE:
+        _say("W", "safe mode: application skipped, the REPL is free")
+    else:
+        from pb_esp32 import main
+        main.main()
 else:
-    from pb_esp32 import main
-    main.main()
+    try:
+        from pb_sim import main
+    except ImportError:
+        main = None
+    if main is None or parcelbox is None:
+        _say("E", "no application on this board: run parcelbox deploy; the REPL is free")
+    elif _flag():
+        _say("W", "safe mode: application skipped, the REPL is free")
+    else:
+        main.main(os.getcwd())
