@@ -78,5 +78,9 @@ from host_tools import sim_cli as _sim_cli  # noqa: E402
 
 _sim_cli.register(main)
 
+from host_tools import tech_cli as _tech_cli  # noqa: E402
+
+_tech_cli.register(main)
+
 if __name__ == "__main__":
     main()
