@@ -33,3 +33,62 @@ def register(main: click.Group) -> None:
         USB replug; Ctrl-C ends it."""
         from host_tools import monitor as _monitor
         sys.exit(_monitor.run_cli(port, baud, save, raw))
+
+    @main.command()
+    @click.option("--port", required=True, help="Serial port (/dev/ttyUSB0) or socket://host:port.")
+    @click.option("--build", "build_dir", default="build/esp32", show_default=True,
+                  type=click.Path(file_okay=False), help="A folder made by parcelbox build.")
+    @click.option("--no-reset", is_flag=True, help="Switch the slot but do not reset the board.")
+    def deploy(port: str, build_dir: str, no_reset: bool) -> None:
+        """Copy a build to the board through mpremote: only files whose hash differs, into the
+        idle app slot, verified, then switched (app.ptr) and reset."""
+        from host_tools import deploy as _deploy
+        sys.exit(_deploy.run_cli(port, build_dir, no_reset))
+
+    @main.command()
+    @click.option("--port", help="Serial port or socket://host:port (not needed with --dry-run).")
+    @click.option("--box", "box_id", required=True, help="The box id in the registry.")
+    @click.option("--board", help="Board file name in boards/ or a path (default: keep the board's board.json).")
+    @click.option("--wifi-ssid", required=True, help="The Wi-Fi network's name.")
+    @click.option("--wifi-password-file", type=click.Path(exists=True, dir_okay=False),
+                  help="File holding the Wi-Fi password (else PARCELBOX_WIFI_PASSWORD, else a hidden prompt).")
+    @click.option("--open-wifi", is_flag=True, help="The network has no password.")
+    @click.option("--db", envvar="PARCELBOX_DB", default="parcelbox.db", show_default=True,
+                  help="The backend's registry (PARCELBOX_DB).")
+    @click.option("--broker", envvar="PARCELBOX_BROKER", required=True,
+                  help="The broker as the box reaches it: mqtts://host:8883 (PARCELBOX_BROKER).")
+    @click.option("--ca", envvar="PARCELBOX_CA", type=click.Path(exists=True, dir_okay=False),
+                  help="The broker's CA file, for mqtts:// (PARCELBOX_CA).")
+    @click.option("--dry-run", is_flag=True, help="Build and check the configuration; write nothing.")
+    @click.option("--no-reset", is_flag=True, help="Do not reset the board afterwards.")
+    def provision(port, box_id, board, wifi_ssid, wifi_password_file, open_wifi, db, broker, ca,
+                  dry_run, no_reset) -> None:
+        """Write config.json (and board.json, ca.pem) for BOX from the registry: validated by the
+        firmware's own rules first, each file replaced atomically. No secret is shown."""
+        import os
+
+        from host_tools import provision as _prov
+        if not dry_run and not port:
+            raise click.UsageError("--port is needed (or --dry-run)")
+        if not os.path.exists(db):
+            raise click.ClickException("no registry at %s (--db or PARCELBOX_DB)" % db)
+        if open_wifi:
+            wifi_password = ""
+        elif wifi_password_file:
+            with open(wifi_password_file, encoding="utf-8") as f:
+                wifi_password = f.read().rstrip("\r\n")
+        elif os.environ.get("PARCELBOX_WIFI_PASSWORD") is not None:
+            wifi_password = os.environ["PARCELBOX_WIFI_PASSWORD"]
+        else:
+            wifi_password = click.prompt("Wi-Fi password for %s" % wifi_ssid, hide_input=True,
+                                         default="", show_default=False)
+        sys.exit(_prov.run_cli(port, box_id, board, wifi_ssid, wifi_password, db, broker, ca,
+                               dry_run, no_reset))
+
+    @main.command()
+    @click.option("--port", required=True, help="Serial port (/dev/ttyUSB0) or socket://host:port.")
+    def doctor(port: str) -> None:
+        """Read the board (MicroPython, heap, flash, firmware and file hashes, configuration,
+        last crash, Wi-Fi, broker) and print a verdict. Exit 0 healthy, 1 problems, 2 no board."""
+        from host_tools import doctor as _doctor
+        sys.exit(_doctor.run_cli(port))

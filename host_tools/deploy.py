@@ -1,0 +1,227 @@
+"""`parcelbox deploy`: a build onto a board, staged in the idle app slot, then switched.
+
+The board's flash (docs/tooling.md section 3):
+
+    boot.py, main.py        pick the slot that app.ptr names; start its port
+    app.ptr                 "app_a" or "app_b": the active slot (replaced by rename)
+    app_a/, app_b/          two application slots; one is complete once its manifest.json is there
+    config.json, board.json, ca.pem, state files: never touched by deploy
+
+Steps: stop the application (a watchdog may run: a reset into safe mode once, `safe_once`),
+hash what the board has, empty the idle slot's manifest.json (the slot is incomplete from now
+on), copy into it only what differs (from the active slot on the board when it has the same
+file, else over the wire), read every hash back, write its manifest.json, update boot files
+that changed (each by rename), rename app.ptr to the new slot, reset. Killed at any point,
+the board boots the slot app.ptr names, which nothing touched.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from host_tools import build as _build
+from host_tools.boardconn import POINTER, SAFE_ONCE, SLOTS, BoardConn, BoardError
+
+BOOT_LINE = " firmware "    # main.py: "PB I <ms> firmware <version> from /app_X"
+
+
+@dataclass
+class Report:
+    slot: str = ""
+    previous: str | None = None
+    sent: list[tuple[str, int]] = field(default_factory=list)      # (path, bytes) over the wire
+    copied: list[str] = field(default_factory=list)                # active slot -> new slot, on the board
+    unchanged: list[str] = field(default_factory=list)             # already right in the new slot
+    removed: list[str] = field(default_factory=list)
+    boot_files: list[str] = field(default_factory=list)
+    booted: str | None = None
+    heap: int | None = None
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(n for _, n in self.sent)
+
+
+_SCAN = """\
+r = {'ptr': None, 'root': {}}
+try:
+    with open(%(ptr)r) as f:
+        r['ptr'] = f.read().strip()
+except OSError:
+    pass
+for s in %(slots)r:
+    o = {}
+    try:
+        _pbwalk('/' + s, '', o)
+    except OSError:
+        o = None
+    r[s] = o
+for n in %(boot)r:
+    r['root'][n] = _pbh('/' + n) if _pbx('/' + n) else None
+gc.collect()
+r['heap'] = gc.mem_free() + gc.mem_alloc()
+r['safe_once'] = _pbx(%(once)r)
+print(json.dumps(r))
+"""
+
+_COPY = """\
+def _pbcp(a, b):
+    buf = bytearray(512)
+    with open(a, 'rb') as f:
+        with open(b, 'wb') as g:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                g.write(memoryview(buf)[:n])
+def _pbmk(p):
+    try:
+        os.mkdir(p)
+    except OSError:
+        pass
+"""
+
+
+def scan(conn: BoardConn) -> dict:
+    return conn.json(_SCAN % {"ptr": POINTER, "slots": SLOTS, "boot": _build.BOOT_FILES, "once": SAFE_ONCE})
+
+
+def active_slot(state: dict) -> str | None:
+    """The slot boot.py would run: the pointer's if complete, else the first complete one."""
+    for s in (state.get("ptr"),) + SLOTS:
+        if s in SLOTS and state.get(s) and "manifest.json" in state[s]:
+            return s
+    return None
+
+
+def stop_app(conn: BoardConn, say) -> BoardConn:
+    """Stop a running application for good: a board with an armed watchdog would reset in
+    the middle of the deploy, so it is reset once into safe mode (main.py removes the flag)."""
+    if not conn.app_running():
+        return conn
+    say("the application was running: resetting once into safe mode (no watchdog)")
+    conn.write_file("/" + SAFE_ONCE, b"deploy\n")
+    conn.reset("safe mode", timeout=20)
+    conn.reconnect(wait=20)
+    return conn
+
+
+def deploy(port: str, build_dir: Path | str, console: Console | None = None, reset: bool = True,
+           boot_timeout: float = 30.0) -> Report:
+    console = console or Console(highlight=False)
+    b = _build.load(build_dir)
+    app_files = [f for f in b.files if f["path"].startswith(_build.APP + "/")]
+    rep = Report()
+    conn = BoardConn(port)
+    try:
+        conn = stop_app(conn, console.print)
+        state = scan(conn)
+        rep.heap = state.get("heap")
+        active = active_slot(state)
+        rep.previous = active
+        target = SLOTS[1] if active == SLOTS[0] else SLOTS[0]
+        rep.slot = target
+        have_t = state.get(target) or {}
+        have_a = (state.get(active) or {}) if active else {}
+        conn.exec(_COPY)
+        # from here on the target slot is incomplete until its manifest.json is written again
+        if "manifest.json" in have_t:
+            conn.exec("os.remove(%r)" % ("/%s/manifest.json" % target))
+        want = {f["path"][len(_build.APP) + 1:]: f for f in app_files}
+        for rel in sorted(set(have_t) - set(want) - {"manifest.json"}):
+            conn.exec("os.remove(%r)" % ("/%s/%s" % (target, rel)))
+            rep.removed.append(rel)
+        dirs = sorted({posixpath.dirname(r) for r in want} - {""})
+        conn.exec("_pbmk(%r)\n" % ("/" + target) + "".join(
+            "_pbmk(%r)\n" % ("/%s/%s" % (target, d)) for d in dirs))
+        to_send = []
+        for rel, f in sorted(want.items()):
+            dest = "/%s/%s" % (target, rel)
+            if have_t.get(rel) == f["sha256"]:
+                rep.unchanged.append(rel)
+            elif have_a.get(rel) == f["sha256"]:
+                conn.exec("_pbcp(%r, %r)" % ("/%s/%s" % (active, rel), dest))
+                rep.copied.append(rel)
+            else:
+                to_send.append((rel, f))
+        total = sum(f["size"] for _, f in to_send)
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=console, transient=False) as bar:
+            task = bar.add_task("sending %d files to %s" % (len(to_send), target), total=total or 1)
+            done = 0
+            for rel, f in to_send:
+                data = (b.out / _build.APP / rel).read_bytes()
+                bar.update(task, description=rel)
+                conn.write_file("/%s/%s" % (target, rel), data,
+                                progress=lambda n, _t, d=done: bar.update(task, completed=d + n))
+                done += len(data)
+                rep.sent.append((rel, len(data)))
+            bar.update(task, completed=total or 1, description="sent %d files" % len(to_send))
+        # verification: every hash read back from the board
+        got = conn.json("o = {}\n_pbwalk(%r, '', o)\nprint(json.dumps(o))" % ("/" + target))
+        bad = [rel for rel, f in want.items() if got.get(rel) != f["sha256"]]
+        extra = sorted(set(got) - set(want))
+        if bad or extra:
+            raise BoardError("verification failed in %s: %s differ from the build; the board still "
+                             "boots %s" % (target, ", ".join(sorted(bad) + extra), active or "nothing new"))
+        conn.write_atomic("/%s/manifest.json" % target, (b.out / _build.MANIFEST).read_bytes())
+        for name in _build.BOOT_FILES:
+            f = next(x for x in b.files if x["path"] == name)
+            if state["root"].get(name) != f["sha256"]:
+                conn.write_atomic("/" + name, (b.out / name).read_bytes())
+                if conn.hash("/" + name) != f["sha256"]:
+                    raise BoardError("verification of /%s failed" % name)
+                rep.boot_files.append(name)
+        conn.write_atomic("/" + POINTER, (target + "\n").encode())      # the switch
+        if conn.json("print(json.dumps(open(%r).read().strip()))" % ("/" + POINTER)) != target:
+            raise BoardError("the pointer did not switch to %s" % target)
+        if reset:
+            lines = conn.reset(BOOT_LINE, timeout=boot_timeout)
+            booted = [ln for ln in lines if BOOT_LINE in ln and ln.startswith("PB ")]
+            rep.booted = booted[-1].split(BOOT_LINE, 1)[1] if booted else None
+    finally:
+        conn.close()
+    return rep
+
+
+def print_report(rep: Report, manifest: dict, console: Console) -> None:
+    console.print("deployed parcelbox %s (%s) to slot %s%s" % (
+        manifest["firmware"], manifest["target"], rep.slot,
+        " (previous: %s, kept as the fallback)" % rep.previous if rep.previous else ""))
+    console.print("  sent over the wire: %d files, %d bytes%s" % (
+        len(rep.sent), rep.bytes_sent, (": " + ", ".join(p for p, _ in rep.sent)) if 0 < len(rep.sent) <= 8 else ""))
+    console.print("  copied on the board from %s: %d files; already in place: %d; removed: %d"
+                  % (rep.previous or "-", len(rep.copied), len(rep.unchanged), len(rep.removed)))
+    if rep.boot_files:
+        console.print("  boot files updated: %s" % ", ".join(rep.boot_files))
+    console.print("  verified: every file's sha256 read back from the board")
+    if rep.heap is not None and rep.heap < manifest.get("heap_needed_bytes", 0):
+        console.print("  [yellow]warning:[/] the board's heap is %d KB; the firmware as .mpy files needs "
+                      "about %d KB: flash the frozen image (docs/tooling.md section 2)"
+                      % (rep.heap // 1024, manifest["heap_needed_bytes"] // 1000))
+
+
+def run_cli(port: str, build_dir: str, no_reset: bool) -> int:
+    console = Console(highlight=False)
+    try:
+        b = _build.load(build_dir)
+        rep = deploy(port, build_dir, console, reset=not no_reset)
+    except (_build.BuildError, BoardError) as e:
+        console.print("[red]Error:[/] %s" % e)
+        return 1
+    print_report(rep, b.manifest, console)
+    if no_reset:
+        console.print("  not reset (--no-reset): the new slot runs from the next reset")
+        return 0
+    if rep.booted:
+        console.print("  reset: the board booted firmware %s" % rep.booted)
+        return 0
+    console.print("[red]Error:[/] reset, but the board did not say which firmware it booted "
+                  "(parcelbox monitor shows what it prints)")
+    return 1
+

@@ -1,0 +1,258 @@
+"""`parcelbox doctor`: what a technician needs to know about a board, and what to do about it.
+
+Reads through mpremote's raw REPL (docs/tooling.md section 6): MicroPython and mpy version, heap,
+flash, the active slot's firmware and every file's hash against that slot's manifest.json, the
+configuration checked on the board by its own firmware (a field name, never a value), the last
+crash, Wi-Fi and broker reachability where the board has them. Exit 0 healthy, 1 problems,
+2 the board cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from host_tools.boardconn import SLOTS, BoardConn, BoardError
+from host_tools.deploy import active_slot, scan
+
+OK, WARN, FAIL, NA = "ok", "warn", "FAIL", "n/a"
+FLASH_LOW = 64 * 1024      # a box writes its event log and state files: keep room
+FLASH_FULL = 16 * 1024
+
+# Runs on the board after boardconn's helpers; prints one JSON object, never a secret.
+_PROBE = """\
+import sys
+d = {}
+try:
+    d['uname'] = list(os.uname())
+except Exception:
+    d['uname'] = None
+d['impl'] = [sys.implementation.name, list(sys.implementation.version)[:3],
+             getattr(sys.implementation, '_mpy', 0)]
+gc.collect()
+d['heap'] = [gc.mem_free(), gc.mem_alloc()]
+try:
+    s = os.statvfs('/')
+    d['flash'] = [s[0] * s[3], s[0] * s[2]]
+except Exception:
+    d['flash'] = None
+for n in ('crash.txt', 'crash.last'):
+    try:
+        with open(n) as f:
+            t = f.read()
+        d[n] = [len(t), [x for x in t.strip().split('\\n') if x][-1:]]
+    except OSError:
+        d[n] = None
+try:
+    from parcelbox import devconf
+    from parcelbox.storage import Storage
+    import parcelbox
+    d['fw'] = [parcelbox.VERSION, parcelbox.__file__]
+    _s = Storage('/')
+    try:
+        _b = devconf.load_board(_s)
+        _c = devconf.load_config(_s)
+        devconf.check_settings(_b, _c)
+        d['config'] = [None, _c['box_id'], _b.get('name'), _c['broker']['host'], _c['broker']['port'],
+                       _c['broker']['tls'], _c['wifi']['ssid']]
+    except ValueError as e:
+        d['config'] = [str(e)]
+    _s = _b = _c = None
+except ImportError:
+    d['fw'] = None
+    d['config'] = None
+try:
+    import network
+    w = network.WLAN(network.STA_IF)
+    d['wifi'] = [w.active(), w.isconnected(), w.config('essid') if w.isconnected() else None,
+                 w.status('rssi') if w.isconnected() else None]
+except ImportError:
+    d['wifi'] = 'none'
+except Exception as e:
+    d['wifi'] = ['error', str(e)]
+d['broker'] = 'none'
+if d.get('config') and d['config'][0] is None and d['wifi'] != 'none':
+    try:
+        import socket
+        a = socket.getaddrinfo(d['config'][3], d['config'][4])[0][-1]
+        k = socket.socket()
+        k.settimeout(3)
+        try:
+            k.connect(a)
+            d['broker'] = 'ok'
+        finally:
+            k.close()
+    except ImportError:
+        d['broker'] = 'none'
+    except Exception as e:
+        d['broker'] = ['error', str(e)]
+print(json.dumps(d))
+"""
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    action: str = ""
+
+
+def _kb(n: int) -> str:
+    return "%.1f KB" % (n / 1024)
+
+
+def examine(conn: BoardConn) -> tuple[list[Check], dict]:
+    state = scan(conn)
+    d = conn.json(_PROBE)
+    checks: list[Check] = []
+    impl = d["impl"]
+    ver = ".".join(str(x) for x in impl[1])
+    mpy = impl[2] or 0
+    release = " (%s)" % d["uname"][3] if d.get("uname") else ""
+    active = active_slot(state)
+    manifest = None
+    if active:
+        try:
+            manifest = json.loads(conn.json("print(json.dumps(open('/%s/manifest.json').read()))" % active))
+        except ValueError:
+            manifest = None
+    mpy_ok = mpy & 0xFF == 6
+    checks.append(Check("MicroPython", OK if mpy_ok else FAIL, "%s %s, mpy v%d.%d%s"
+                        % (impl[0], ver, mpy & 0xFF, (mpy >> 8) & 3, release),
+                        "" if mpy_ok else "flash MicroPython 1.23 or later (the build is mpy v6.3)"))
+    free, used = d["heap"]
+    total = free + used
+    need = (manifest or {}).get("heap_needed_bytes", 0)
+    frozen = d.get("fw") and ".frozen" in d["fw"][1]
+    heap_bad = bool(need and total < need and not frozen)
+    checks.append(Check("heap", WARN if heap_bad else OK,
+                        "%s free of %s" % (_kb(free), _kb(total)),
+                        "the unfrozen firmware needs about %d KB: flash the frozen image" % (need // 1000)
+                        if heap_bad else ""))
+    if d.get("flash"):
+        ffree, fsize = d["flash"]
+        st = FAIL if ffree < FLASH_FULL else WARN if ffree < FLASH_LOW else OK
+        checks.append(Check("flash", st, "%s free of %s" % (_kb(ffree), _kb(fsize)),
+                            "" if st == OK else "remove what the box does not need (old files, the idle slot)"))
+    else:
+        checks.append(Check("flash", NA, "os.statvfs not available"))
+    checks.append(_firmware(state, active, manifest, d, frozen))
+    checks.append(_config(d))
+    checks.append(_crash(d))
+    checks.extend(_network(d))
+    return checks, d
+
+
+def _firmware(state: dict, active: str | None, manifest: dict | None, d: dict, frozen) -> Check:
+    if active is None:
+        if frozen:
+            return Check("firmware", OK, "parcelbox %s frozen into the image" % d["fw"][0])
+        return Check("firmware", FAIL, "no complete app slot (app.ptr %s)" % (state.get("ptr") or "missing"),
+                     "parcelbox build, then parcelbox deploy --port ...")
+    if manifest is None:
+        return Check("firmware", FAIL, "%s/manifest.json is unreadable" % active, "deploy again")
+    have = state.get(active) or {}
+    want = {f["path"][4:]: f["sha256"] for f in manifest["files"] if f["path"].startswith("app/")}
+    bad = sorted(p for p, h in want.items() if have.get(p) != h)
+    fallback = [s for s in SLOTS if s != active and state.get(s) and "manifest.json" in state[s]]
+    extra = "" if state.get("ptr") == active else " (app.ptr says %s: fell back)" % (state.get("ptr") or "nothing")
+    detail = "parcelbox %s (%s) in %s%s, %d files%s" % (
+        manifest["firmware"], manifest["target"], active, extra, len(want),
+        "; fallback %s" % fallback[0] if fallback else "")
+    if bad:
+        return Check("firmware", FAIL, detail + "; differ from the manifest: " + ", ".join(bad[:6]),
+                     "deploy again (only the damaged files travel)")
+    boot = [n for n in ("boot.py", "main.py")
+            if state["root"].get(n) != next((f["sha256"] for f in manifest["files"] if f["path"] == n), None)]
+    if boot:
+        return Check("firmware", WARN, detail + "; %s differ from the build" % ", ".join(boot),
+                     "deploy again to restore the boot files")
+    return Check("firmware", OK, detail + ", every hash matches")
+
+
+def _config(d: dict) -> Check:
+    c = d.get("config")
+    if c is None:
+        return Check("configuration", NA, "no firmware on the board to check it with", "parcelbox deploy first")
+    if c[0] is not None:
+        act = ("parcelbox provision --port ... --box ID" if "missing" in c[0]
+               else "parcelbox provision again, or fix the field named")
+        return Check("configuration", FAIL, c[0], act)
+    return Check("configuration", OK, "box %s, board %s, broker %s:%d TLS %s, wifi %s (secrets not shown)"
+                 % (c[1], c[2], c[3], c[4], "on" if c[5] else "off", c[6]))
+
+
+def _crash(d: dict) -> Check:
+    new, last = d.get("crash.txt"), d.get("crash.last")
+    if new:
+        return Check("last crash", WARN, "not yet reported (crash.txt, %d bytes): %s"
+                     % (new[0], (new[1] or ["?"])[0]), "the next boot reports it; parcelbox monitor shows it")
+    if last:
+        return Check("last crash", WARN, "crash.last (%d bytes): %s" % (last[0], (last[1] or ["?"])[0]),
+                     "look at crash.last (mpremote fs cat :crash.last); remove it once handled")
+    return Check("last crash", OK, "none recorded")
+
+
+def _network(d: dict) -> list[Check]:
+    w = d.get("wifi")
+    if w == "none":
+        return [Check("wifi", NA, "not available: this board has no Wi-Fi (network module)"),
+                Check("broker", NA, "not available: the board cannot open a socket")]
+    if isinstance(w, list) and w and w[0] == "error":
+        wifi = Check("wifi", FAIL, "the Wi-Fi driver failed: %s" % w[1], "reset the board")
+    elif w[1]:
+        wifi = Check("wifi", OK, "connected to %s, RSSI %s dBm" % (w[2], w[3]))
+    else:
+        wifi = Check("wifi", FAIL, "not connected (station %s)" % ("active" if w[0] else "off"),
+                     "check the SSID and password (provision again) and the signal at the box")
+    b = d.get("broker")
+    if b == "ok":
+        broker = Check("broker", OK, "TCP connection to the broker opened from the board")
+    elif b == "none":
+        broker = Check("broker", NA, "not checked (no valid configuration or no socket)")
+    else:
+        broker = Check("broker", FAIL, "cannot reach the broker: %s" % b[1],
+                       "check the broker address, the firewall and the box's network")
+    return [wifi, broker]
+
+
+def run_cli(port: str, console: Console | None = None) -> int:
+    console = console or Console(highlight=False)
+    try:
+        conn = BoardConn(port)
+    except BoardError as e:
+        console.print("[red]cannot reach the board:[/] %s" % e)
+        console.print("check the cable and the port (ls /dev/serial/by-id), that no other program "
+                      "holds it (a monitor), and that the board is powered")
+        return 2
+    try:
+        running = conn.app_running()
+        checks, _ = examine(conn)
+        if running:
+            conn.reset()   # it was stopped to be read (a watchdog would reset it anyway)
+    except BoardError as e:
+        console.print("[red]the board stopped answering:[/] %s" % e)
+        return 2
+    finally:
+        conn.close()
+    table = Table(title="parcelbox doctor: %s" % port)
+    for col in ("check", "status", "detail", "what to do"):
+        table.add_column(col)
+    style = {OK: "green", WARN: "yellow", FAIL: "bold red", NA: "dim"}
+    for c in checks:
+        table.add_row(c.name, "[%s]%s[/]" % (style[c.status], c.status), c.detail, c.action)
+    console.print(table)
+    problems = [c for c in checks if c.status in (FAIL, WARN)]
+    if running:
+        console.print("the application was stopped to read the board, then the board was reset")
+    if problems:
+        console.print("[bold red]verdict: %d problem%s[/]" % (len(problems), "s" if len(problems) > 1 else ""))
+        for c in problems:
+            console.print("  - %s: %s" % (c.name, c.action or c.detail))
+        return 1
+    console.print("[green]verdict: healthy[/]")
+    return 0

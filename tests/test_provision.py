@@ -1,0 +1,129 @@
+# parcelbox provision (host_tools/provision.py): config.json from the backend's registry,
+# validated by the firmware's own rules (parcelbox.devconf) and `parcelbox board check`
+# before anything is written; secrets never in the output. The board side is in
+# tests/test_tech_vboard.py (the real mpremote against the virtual board).
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from host_tools import provision
+from host_tools.cli import main
+from host_tools.sdk import Backend, Ledger, mqtt_password
+
+ROOT = Path(__file__).resolve().parent.parent
+WIFI_PW = "correct-horse-7731"
+
+
+@pytest.fixture
+def registry(tmp_path):
+    db = tmp_path / "ledger.db"
+    led = Ledger(db)
+    rec = Backend(led).register("box-17", compartments=1)
+    led.close()
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    return db, rec, ca
+
+
+def test_the_configuration_comes_from_the_registry(registry):
+    db, rec, ca = registry
+    p = provision.plan(str(db), "box-17", "mqtts://broker.example:8883", "home", WIFI_PW,
+                       "esp32-devkitc-4x3", str(ca))
+    c = p.config
+    assert c["box_key"] == rec["box_key"] and c["mqtt_username"] == "box-17"
+    assert c["mqtt_password"] == mqtt_password(bytes.fromhex(rec["box_key"])) == rec["mqtt_password"]
+    assert c["broker"] == {"host": "broker.example", "port": 8883, "tls": True, "ca": "ca.pem"}
+    assert c["wifi"] == {"ssid": "home", "password": WIFI_PW}
+    assert [n for n, _ in p.files()] == ["ca.pem", "board.json", "config.json"]   # config last
+    assert p.board["name"] == "esp32-devkitc-4x3" and p.board["format"] == 1
+
+
+def test_the_summary_names_everything_but_shows_no_secret(registry):
+    db, rec, ca = registry
+    p = provision.plan(str(db), "box-17", "mqtts://broker.example:8883", "home", WIFI_PW,
+                       "esp32-devkitc-4x3", str(ca))
+    text = "\n".join(p.summary())
+    assert "box-17" in text and "broker.example:8883" in text and "wifi home (password set)" in text
+    for secret in (rec["box_key"], rec["mqtt_password"], WIFI_PW):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("url, msg", [
+    ("mqtts://backend:hunter2@broker:8883", "must not carry a user or password"),
+    ("http://broker", "must look like"),
+    ("mqtt://broker:99999", "port must be a number"),
+])
+def test_a_bad_broker_url_is_refused(registry, url, msg):
+    db, _, ca = registry
+    with pytest.raises(provision.ProvisionError, match=msg) as e:
+        provision.plan(str(db), "box-17", url, "home", WIFI_PW, "esp32-devkitc-4x3", str(ca))
+    assert "hunter2" not in str(e.value)
+
+
+def test_an_unknown_box_a_wrong_board_and_a_short_password_are_refused(registry, tmp_path):
+    db, _, ca = registry
+    args = dict(db=str(db), box_id="box-17", broker="mqtt://b:1883", ssid="home",
+                wifi_password=WIFI_PW, board="esp32-devkitc-4x3", ca=None)
+    with pytest.raises(provision.ProvisionError, match="no box box-99"):
+        provision.plan(**{**args, "box_id": "box-99"})
+    with pytest.raises(provision.ProvisionError, match="registered with 1 compartment.*has 4"):
+        provision.plan(**{**args, "board": "esp32s3-devkitc-4x4"})
+    with pytest.raises(provision.ProvisionError, match="no board 'nope'"):
+        provision.plan(**{**args, "board": "nope"})
+    with pytest.raises(provision.ProvisionError, match="8 to 64 characters"):
+        provision.plan(**{**args, "wifi_password": "short"})
+    with pytest.raises(provision.ProvisionError, match="CA file"):
+        provision.plan(**{**args, "broker": "mqtts://b:8883"})
+    bad = tmp_path / "bad.json"
+    board = json.loads((ROOT / "boards" / "esp32-devkitc-4x3.json").read_text())
+    board["compartments"][0]["solenoid"] = 5      # pulled high at reset: the board check refuses
+    bad.write_text(json.dumps(board))
+    with pytest.raises(provision.ProvisionError, match="(?s)must not ship.*GPIO5"):
+        provision.plan(**{**args, "board": str(bad)})
+
+
+def test_the_firmware_s_own_rules_judge_the_settings(registry):
+    db, _, _ = registry
+    with pytest.raises(provision.ProvisionError, match="firmware would refuse.*settings"):
+        provision.plan(str(db), "box-17", "mqtt://b:1883", "home", WIFI_PW, "esp32-devkitc-4x3", None,
+                       settings={"pulse_ms": 60000})
+
+
+def test_the_wifi_password_is_never_an_argument(registry):
+    db, _, _ = registry
+    r = CliRunner().invoke(main, ["provision", "--dry-run", "--box", "box-17", "--db", str(db),
+                                  "--broker", "mqtt://b:1883", "--wifi-ssid", "home", "--board",
+                                  "esp32-devkitc-4x3", "--wifi-password", WIFI_PW])
+    assert r.exit_code == 2 and "No such option" in r.output
+
+
+def test_a_dry_run_reads_the_password_from_a_hidden_prompt_and_shows_no_secret(registry):
+    db, rec, _ = registry
+    env = {k: v for k, v in os.environ.items() if k != "PARCELBOX_WIFI_PASSWORD"}
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "provision", "--dry-run", "--box", "box-17",
+                        "--db", str(db), "--broker", "mqtt://10.0.0.2:1883", "--wifi-ssid", "home",
+                        "--board", "esp32-devkitc-4x3"], input=WIFI_PW + "\n", capture_output=True,
+                       text=True, cwd=ROOT, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "Wi-Fi password for home" in p.stderr and "(password set)" in p.stdout and "dry run" in p.stdout
+    for secret in (rec["box_key"], rec["mqtt_password"], WIFI_PW):
+        assert secret not in p.stdout + p.stderr
+
+
+def test_the_password_can_come_from_the_environment_or_a_file(registry, tmp_path, monkeypatch):
+    db, _, _ = registry
+    base = ["provision", "--dry-run", "--box", "box-17", "--db", str(db), "--broker", "mqtt://b:1883",
+            "--wifi-ssid", "home", "--board", "esp32-devkitc-4x3"]
+    monkeypatch.setenv("PARCELBOX_WIFI_PASSWORD", "short")
+    r = CliRunner().invoke(main, base)
+    assert r.exit_code == 1 and "8 to 64 characters" in r.output      # the env's value was used
+    monkeypatch.delenv("PARCELBOX_WIFI_PASSWORD")
+    f = tmp_path / "pw"
+    f.write_text(WIFI_PW + "\n")
+    r = CliRunner().invoke(main, base + ["--wifi-password-file", str(f)])
+    assert r.exit_code == 0 and WIFI_PW not in r.output
