@@ -250,11 +250,7 @@ class SimBox:
         cause = PWRON_RESET
         try:
             while True:
-                with self._cv:
-                    self._boot_at = self.now
-                    self._cause = cause
-                    self._wdt_ms = 0
-                    self.boots.append((self._boot_at, cause))
+                self.begin_boot(cause)
                 try:
                     self._run_firmware()
                     break
@@ -272,6 +268,16 @@ class SimBox:
                 self._chip_reset()
                 self._running = False
                 self._cv.notify_all()
+
+    def begin_boot(self, cause: int) -> None:
+        """The chip starts (again) with this reset cause: ticks from 0, watchdog off. The
+        SimBox's own thread calls it at every boot; so does a virtual board that runs the
+        firmware in its VM and lends it this SimBox's host calls (host_tools/vboard.py)."""
+        with self._cv:
+            self._boot_at = self.now
+            self._cause = cause
+            self._wdt_ms = 0
+            self.boots.append((self._boot_at, cause))
 
     # Every pin floats: solenoids and LED off; the chip's sockets die without a FIN, so
     # the broker keeps them until its keepalive runs out or the box connects again.

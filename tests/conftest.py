@@ -46,3 +46,13 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if any(f in getattr(item, "fixturenames", ()) for f in BROKER_FIXTURES):
             item.add_marker(pytest.mark.broker)
+
+
+# The virtual board (host_tools/vboard.py, docs/vboard.md): a started VirtualBoard on a
+# fresh flash folder, reached by mpremote as `vboard.url`; stopped after the test.
+@pytest.fixture
+def vboard(tmp_path):
+    from host_tools.vboard import VirtualBoard
+
+    with VirtualBoard(tmp_path / "flash") as vb:
+        yield vb
