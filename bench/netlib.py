@@ -92,10 +92,30 @@ def ms(seconds: float) -> float:
 # ---------------------------------------------------------------- boxes in a worker
 
 class _Conn(HostConn):
-    """A HostConn whose socket the worker's poll() can watch."""
+    """A HostConn whose socket the worker's poll() can watch, counting the MQTT bytes
+    (TLS plaintext) it moves."""
+
+    sent = received = 0
 
     def fileno(self) -> int:
         return self._raw.fileno()
+
+    def send(self, data) -> int:
+        n = super().send(data)
+        self.sent += n
+        return n
+
+    def recv_into(self, buf):
+        n = super().recv_into(buf)
+        if n:
+            self.received += n
+        return n
+
+    def recv(self, n):
+        data = super().recv(n)
+        if data:
+            self.received += len(data)
+        return data
 
 
 class _Net(HostNet):
@@ -134,7 +154,9 @@ class Node:
         self.box = Box(storage, key, stored_settings(storage, settings), now, self._on_event)
         self.remote = Remote(self.box, box_id, key)
         self.applied = []        # (perf_counter when a command's receive began, ended)
+        self.msgs = {}           # "in cmd", "out evt", ...: [messages, payload bytes]
         self._wrap_receive()
+        self._wrap_poll()
         self.link = L.Link(self.remote, {"box_id": box_id, "host": spec["host"],
                                          "port": spec["port"], "tls": True, "ca": spec["ca"],
                                          "password": password, "keepalive": 60},
@@ -144,7 +166,6 @@ class Node:
         self.typed = []          # (code index, wall time of the final key)
         self.refusals = 0
         self.unlocks = 0
-        self._level = False
         self.door_open = False
         self._phase = "idle"     # idle, wait_unlock, opening, closing
 
@@ -158,8 +179,25 @@ class Node:
             receive(topic, payload, now)
             if topic == topic_cmd:
                 applied.append((t0, time.perf_counter()))
+            self._count("in " + topic.rsplit("/", 1)[1], payload)
         self.remote.receive = timed
 
+    def _wrap_poll(self):
+        poll = self.remote.poll
+
+        def counted(now):
+            m = poll(now)
+            if m is not None:
+                self._count("out " + m[0].rsplit("/", 1)[1], m[1])
+            return m
+        self.remote.poll = counted
+
+    def _count(self, kind, payload):
+        c = self.msgs.get(kind)
+        if c is None:
+            c = self.msgs[kind] = [0, 0]
+        c[0] += 1
+        c[1] += len(payload)
     def _on_event(self, seq, kind, comp, code_id, arg, t):
         self.emitted.append((seq, kind, comp, code_id, time.time()))
         self._kinds.append(kind)
@@ -167,17 +205,18 @@ class Node:
     def step(self, now: int) -> int:
         """One pass of the superloop for this box; returns the tick it wants to run again."""
         from parcelbox import events, ticks
+        from parcelbox import lock as _lock
 
         box = self.box
         box.door(1, self.door_open, now)
         box.tick(now)
-        level = bool(box.solenoid(1, now))
-        if level and not self._level:
+        # The person pulls the door once the latch is free: while the solenoid pulls or
+        # after (the compartment's state, not a sample of a 50 ms pulse that a busy
+        # loop could miss between two passes).
+        if self._phase == "wait_unlock" and box.doors[0].state in (_lock.PULSING, _lock.RELEASED):
             self.unlocks += 1
-            if self._phase == "wait_unlock":
-                self.door_open = True       # the person pulls the door as the lock lets go
-                self._phase = "opening"
-        self._level = level
+            self.door_open = True
+            self._phase = "opening"
         kinds, self._kinds = self._kinds, []
         for k in kinds:
             if k == events.OPENED and self._phase == "opening":
@@ -189,7 +228,7 @@ class Node:
                 self.refusals += 1          # still busy: the person tries again
                 self._phase = "idle"
                 self.jobs.insert(0, self._last)
-        if self._phase == "idle" and self.jobs:
+        if self._phase == "idle" and self.jobs and box.doors[0].at_rest(now):
             self._last = code = self.jobs.pop(0)
             self._phase = "wait_unlock"
             for ch in code:
@@ -206,7 +245,7 @@ class Node:
         d = self.link.next_deadline(now)
         if ticks.diff(d, now) != _HORIZON_MS and ticks.diff(d, best) < 0:
             best = d
-        if self._phase != "idle" and ticks.diff(best, ticks.add(now, SCAN_MS)) > 0:
+        if (self._phase != "idle" or self.jobs) and ticks.diff(best, ticks.add(now, SCAN_MS)) > 0:
             best = ticks.add(now, SCAN_MS)   # door and solenoid are sampled every scan
         return best
 
@@ -221,8 +260,8 @@ def worker_main(pipe, spec: dict) -> None:
     spec: host, port, ca, flash (folder), settings, mode ("event": a box wakes when its
     socket has data, as a loop blocking in select() does; "superloop": each box sleeps
     as parcelbox.app does, at most SCAN_MS, and reads its socket when it wakes).
-    Messages in: ("jobs", {box: [code, ...]}), ("report",), ("stop",).
-    Out: ("connected", n) once all are, ("report", {...})."""
+    Messages in: ("jobs", {box: [code, ...]}), ("idle",), ("report",), ("stop",).
+    Out: ("connected", n) once all are, ("idle", bool), ("report", {...})."""
     from parcelbox import link as L
     from parcelbox import ticks
 
@@ -288,6 +327,9 @@ def worker_main(pipe, spec: dict) -> None:
                         due[box_id] = _ticks()
                 elif msg[0] == "report":
                     pipe.send(("report", _report(nodes)))
+                elif msg[0] == "idle":
+                    pipe.send(("idle", all(not n.busy and n.box.outbox.pending() == 0
+                                           for n in nodes.values())))
                 continue
             n = by_fd.get(fd)
             if n is not None and not superloop:
@@ -295,11 +337,13 @@ def worker_main(pipe, spec: dict) -> None:
 
 
 def _report(nodes: dict) -> dict:
-    return {box_id: {"emitted": n.emitted, "applied": n.applied, "typed": n.typed,
+    return {"cpu_s": time.process_time(), "boxes": {box_id: {"emitted": n.emitted, "applied": n.applied, "typed": n.typed,
                      "unlocks": n.unlocks, "refusals": n.refusals, "busy": n.busy,
                      "pending": n.box.outbox.pending(), "connects": n.link.connects,
+                     "msgs": n.msgs, "bytes_out": n.conn.sent if n.conn else 0,
+                     "bytes_in": n.conn.received if n.conn else 0,
                      "codes": [n.box.codes.fields(s) for s in range(n.box.codes.count())]}
-            for box_id, n in nodes.items()}
+            for box_id, n in nodes.items()}}
 
 
 class BoxWorker:
@@ -325,6 +369,11 @@ class BoxWorker:
 
     def jobs(self, codes: dict) -> None:
         self.pipe.send(("jobs", codes))
+
+    def idle(self, timeout: float = 60) -> bool:
+        """Whether every person is done and every outbox empty (every event acked)."""
+        self.pipe.send(("idle",))
+        return self.expect("idle", timeout)
 
     def report(self, timeout: float = 60) -> dict:
         self.pipe.send(("report",))
