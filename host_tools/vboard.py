@@ -147,13 +147,18 @@ class VirtualBoard:
         self._stopping = False
         self._mode = vr.FRIENDLY
         self._running_mode = vr.FRIENDLY
-        self._err = bytearray()
         self._session = None
         self._gen = None
         self._version = "MicroPython"
         self._cause = PWRON_RESET
         self._tmp = Path(tempfile.mkdtemp(prefix="pb-vboard-"))
-        shutil.copy(_AGENT, self._tmp / "vbagent.py")
+        (self._tmp / "vm").mkdir()
+        shutil.copy(_AGENT, self._tmp / "vm" / "vbagent.py")
+        # the VM's stdout and stderr go to files (a Python callback may be finalized on a
+        # wasmtime thread while the interpreter exits, which aborts the process: docs/vm.md)
+        self._outf = None
+        self._errf = None
+        self._pump_lock = threading.Lock()
         self._engine: wasmtime.Engine | None = None
         self.sim: SimBox | None = None
         self._sim_called = threading.Event()
@@ -180,7 +185,8 @@ class VirtualBoard:
             raise BoardError(f"cannot listen on {self._host}:{self._port}: {e.strerror}") from None
         self._port = self._listener.getsockname()[1]
         self._engine, self._module = _engine_and_module()
-        for target, name in ((self._accept_loop, "vboard-accept"), (self._board_loop, "vboard")):
+        for target, name in ((self._accept_loop, "vboard-accept"), (self._board_loop, "vboard"),
+                             (self._pump_loop, "vboard-stdout")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -205,6 +211,11 @@ class VirtualBoard:
             c.close()
         for t in self._threads:
             t.join(10)
+        with self._pump_lock:
+            for f in (self._outf, self._errf):
+                if f is not None:
+                    f.close()
+            self._outf = self._errf = None
         if self.sim is not None:
             self.sim.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -367,7 +378,6 @@ class VirtualBoard:
             if boot == "hard":
                 self._power_on(cause)
             self._reset_req = None
-            self._err.clear()
             self._gen = None
             interrupted, self._hard_kbd = self._hard_kbd, None
             self._session = vr.Session(self._getc, self._emit, self._put_cmd, self._exists,
@@ -407,6 +417,8 @@ class VirtualBoard:
 
     def _power_on(self, cause: int) -> None:
         self._mode = vr.FRIENDLY
+        with self._cv:
+            self._inbuf.clear()     # the UART's buffer starts empty
         self._cause = cause
         self.boots += 1
         self._emit(b"ets Jul 29 2019 12:21:46\r\n\r\n" + _ROM.get(cause, _ROM[PWRON_RESET]) + b"\r\n")
@@ -422,7 +434,25 @@ class VirtualBoard:
         self.sim.begin_boot(cause)
 
     def _put_cmd(self, src: bytes) -> None:
-        (self._tmp / "cmd").write_bytes(src)
+        (self._tmp / "vm" / "cmd").write_bytes(src)
+
+    # What the VM printed so far goes out on the UART: before the board's own bytes (at
+    # every host call), and every few ms for a program that makes none.
+    def _pump(self) -> None:
+        with self._pump_lock:
+            if self._outf is not None:
+                data = self._outf.read()
+                if data:
+                    self._emit(_cook(data))
+
+    def _pump_loop(self) -> None:
+        while not self._stopping:
+            time.sleep(0.01)
+            self._pump()
+
+    def _take_err(self) -> bytes:
+        with self._pump_lock:
+            return self._errf.read() if self._errf is not None else b""
 
     def _exists(self, name: str) -> bool:
         return (self.flash / name).is_file()
@@ -433,15 +463,22 @@ class VirtualBoard:
         store.set_limits(memory_size=self.heap + _MEMORY_SLACK, instances=1, memories=1)
         store.set_epoch_deadline(1)
         wasi = wasmtime.WasiConfig()
-        wasi.preopen_dir(str(self._tmp), _HIDDEN, fs_mutable=False)
+        wasi.preopen_dir(str(self._tmp / "vm"), _HIDDEN, fs_mutable=False)
         wasi.preopen_dir(str(self.flash), "/", fs_mutable=True)
         wasi.preopen_dir(str(self.flash), "/flash", fs_mutable=True)
         wasi.argv = ["micropython", "-X", "heapsize=%d" % self.heap, "-c",
                      "import sys\nsys.path[:]=[%r]\nimport vbagent\n" % _HIDDEN]
         wasi.env = []
-        wasi.stdout_custom = lambda data: self._emit(_cook(bytes(data)))
-        wasi.stderr_custom = lambda data: self._err.extend(bytes(data))
+        out, err = self._tmp / "out", self._tmp / "err"
+        for p in (out, err):
+            p.write_bytes(b"")
+        wasi.stdout_file, wasi.stderr_file = str(out), str(err)
         store.set_wasi(wasi)
+        with self._pump_lock:
+            for f in (self._outf, self._errf):
+                if f is not None:
+                    f.close()
+            self._outf, self._errf = open(out, "rb"), open(err, "rb")
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
         funcs = {"vb_info": self._vb_info, "vb_next": self._vb_next, "vb_sleep": self._vb_sleep,
@@ -465,6 +502,7 @@ class VirtualBoard:
         finally:
             with self._cv:
                 self._executing = False
+            self._pump()
 
     # ---- host calls of the agent ------------------------------------------------------
 
@@ -495,8 +533,8 @@ class VirtualBoard:
         with self._cv:
             self._executing = False
             self._kbd = False
-        err = _AGENT_FRAME.sub(b"", bytes(self._err))
-        self._err.clear()
+        self._pump()
+        err = _AGENT_FRAME.sub(b"", self._take_err())
         self._session.banner = self._banner()
         try:
             if self._gen is None:
@@ -521,6 +559,7 @@ class VirtualBoard:
             raise _Kbd()
 
     def _vb_sleep(self, ms: int) -> None:
+        self._pump()
         end = time.monotonic() + max(0, ms) / 1000
         with self._cv:
             while True:
@@ -545,6 +584,7 @@ class VirtualBoard:
     def _sim_call(self, fn):
         def call(*args):
             self._sim_called.set()
+            self._pump()
             with self._cv:
                 self._check_events()
                 self._take_kbd()
