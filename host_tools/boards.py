@@ -30,6 +30,11 @@ def _span(a: int, b: int) -> tuple[int, ...]:
     return tuple(range(a, b + 1))
 
 
+def pin_name(p: int | str) -> str:
+    """A pin as messages name it: GPIO13 on an ESP32, D17 (Blinka's name) on a linux board."""
+    return p if isinstance(p, str) else f"GPIO{p}"
+
+
 @dataclass(frozen=True)
 class Strap:
     """A strapping pin: the level it must see while the chip resets, and why."""
@@ -41,7 +46,7 @@ class Strap:
 
 
 @dataclass(frozen=True)
-class Chip:
+class Chip:  # noqa: PLR0902 - one record of facts per chip
     name: str
     title: str
     pins: tuple[int, ...]
@@ -55,12 +60,28 @@ class Chip:
     caution: dict[int, str]          # pins that work on some modules only (warnings)
     straps: dict[int, Strap]
     pin_ranges: str                  # the pins as a technician reads them
+    named: bool = False              # pins are Blinka `board` names ("D17"), not numbers (linux)
+    aliases: dict[str, str] = field(default_factory=dict)   # other Blinka names -> the D name
+    failsafe: str = "hardware timers"   # what cuts a solenoid after max_on_ms
 
 
 _ESP32_FLASH = "is wired to the module's SPI flash (GPIO6-11): using it crashes the chip"
 _S3_FLASH = "is wired to the module's SPI flash and PSRAM (GPIO26-32)"
 _S3_OCTAL = ("is used by the octal PSRAM or flash inside ESP32-S3 modules with 8 MB PSRAM "
              "(the usual DevKitC-1 N8R8/N16R8/N32R8), GPIO33-37")
+
+
+_RPI_PINS = tuple(f"D{n}" for n in range(28))
+_RPI_UP = ("D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8")   # BCM2711 pulls at power-up
+
+
+def _rpi_strap(p: str) -> Strap:
+    n = p[1:]
+    if p in _RPI_UP:
+        return Strap(None, HIGH, f"{p} (GPIO{n}) is pulled up inside the Pi's SoC from power-up until the "
+                     f"service configures it (GPIO0-8 default to pull-up)")
+    return Strap(None, LOW, f"{p} (GPIO{n}) is pulled down inside the Pi's SoC from power-up until the "
+                 f"service configures it (GPIO9-27 default to pull-down)")
 
 CHIPS: dict[str, Chip] = {
     "esp32": Chip(
@@ -133,6 +154,36 @@ CHIPS: dict[str, Chip] = {
         },
         pin_ranges="GPIO0-21 and 26-48",
     ),
+    "rpi": Chip(
+        name="rpi",
+        title="Raspberry Pi with the 40-pin header (Pi 3 B/B+, 4 B, 5, Zero 2 W) under Linux, pins as "
+              "Blinka's board module names them",
+        pins=_RPI_PINS,
+        input_only=(),
+        no_pull=(),
+        adc1=(),
+        adc2=(),
+        adc_max_mv=0,
+        timers=4,
+        reserved={
+            "D0": "is ID_SD, the HAT ID EEPROM's I2C bus (i2c0) that the firmware probes at boot",
+            "D1": "is ID_SC, the HAT ID EEPROM's I2C bus (i2c0) that the firmware probes at boot",
+            "D2": "is I2C1 SDA with a 1.8 kOhm pull-up to 3.3 V on the Pi itself; it is the optional "
+                  "RTC's bus",
+            "D3": "is I2C1 SCL with a 1.8 kOhm pull-up to 3.3 V on the Pi itself; it is the optional "
+                  "RTC's bus",
+            "D14": "is the UART TX of the serial console a technician logs in on (enable_uart=1)",
+            "D15": "is the UART RX of the serial console a technician logs in on (enable_uart=1)",
+        },
+        caution={},
+        straps={p: _rpi_strap(p) for p in _RPI_PINS},
+        pin_ranges="D0-D27 (GPIO0-27 of the 40-pin header, by their BCM numbers)",
+        named=True,
+        aliases={"SDA": "D2", "SCL": "D3", "CE1": "D7", "CE0": "D8", "MISO": "D9", "MOSI": "D10",
+                 "SCLK": "D11", "SCK": "D11", "TXD": "D14", "TX": "D14", "RXD": "D15", "RX": "D15",
+                 "MISO_1": "D19", "MOSI_1": "D20", "SCLK_1": "D21", "SCK_1": "D21"},
+        failsafe="failsafe timers (threads)",
+    ),
 }
 
 _TOP = {
@@ -164,7 +215,7 @@ class Role:
 
     name: str           # "keypad column 2"
     kind: str           # row, col, solenoid, door, led, buzzer, tamper, battery
-    pin: int
+    pin: int | str      # GPIO number, or a Blinka pin name on a linux chip ("D17")
     pull: str = ""      # "internal"/"external" for inputs that need a pull-up
     active: int = 1     # outputs: the level that switches them on
 
@@ -173,7 +224,7 @@ class Role:
         return self.kind in ("row", "solenoid", "led", "buzzer")
 
     def label(self) -> str:
-        return f"{self.name} (GPIO{self.pin})"
+        return f"{self.name} ({pin_name(self.pin)})"
 
     def at_reset(self) -> dict[str, str]:
         """The levels this role's circuit may hold its pin at while the chip resets, and why
@@ -222,6 +273,7 @@ class _Checker:
     def __init__(self, path: str):
         self.r = Result(path)
         self.roles: list[Role] = []
+        self.chip: Chip | None = None
 
     def err(self, msg: str) -> None:
         self.r.errors.append(msg)
@@ -245,7 +297,13 @@ class _Checker:
         return v
 
     def pin(self, v, what: str, kind: str, **kw) -> Role | None:
-        if isinstance(v, bool) or not isinstance(v, int):
+        if self.chip is not None and self.chip.named:
+            if not isinstance(v, str):
+                hint = f' (GPIO{v} is "D{v}")' if isinstance(v, int) and not isinstance(v, bool) else ""
+                self.err(f'{what} must be a pin name as Blinka\'s board module names it, such as "D17", '
+                         f"not {_kind(v)}{hint}")
+                return None
+        elif isinstance(v, bool) or not isinstance(v, int):
             self.err(f"{what} must be a GPIO number, not {_kind(v)}")
             return None
         role = Role(what, kind, v, **kw)
@@ -313,6 +371,7 @@ class _Checker:
         if "description" in b and not isinstance(b["description"], str):
             self.err(f"description must be text, not {_kind(b['description'])}")
         chip = CHIPS.get(b.get("chip")) if isinstance(b.get("chip"), str) else None
+        self.chip = chip
         if chip is None and "chip" in b:
             self.err(f"chip must be one of {', '.join(json.dumps(c) for c in CHIPS)}, "
                      f"not {json.dumps(b['chip'])}")
@@ -385,8 +444,9 @@ class _Checker:
             return None
         limit = chip.timers if chip else 4
         if len(v) > limit:
-            self.err(f"{len(v)} compartments, but each needs one of the chip's {limit} hardware "
-                     f"timers for its solenoid failsafe: at most {limit}")
+            what = chip.failsafe if chip else "hardware timers"
+            self.err(f"{len(v)} compartments, but each needs one of the chip's {limit} {what} "
+                     f"for its solenoid failsafe: at most {limit}")
         out = []
         for i, c in enumerate(v, 1):
             c = self.obj(c, f"compartment {i}")
@@ -416,7 +476,8 @@ class _Checker:
                     return None
                 out.append(role.pin)
             return out
-        if isinstance(v, int) and not isinstance(v, bool):
+        named = self.chip is not None and self.chip.named
+        if (isinstance(v, str) if named else isinstance(v, int) and not isinstance(v, bool)):
             self.pin(v, "LED", "led", active=active)
             return [v]
         self.err(f'led must be a GPIO number (one LED) or {{"red": pin, "green": pin, "blue": pin}}, '
@@ -454,6 +515,10 @@ class _Checker:
             self.err(f'battery lacks "{k}"')
         if missing:
             return out
+        if chip is not None and not chip.adc1:
+            self.err(f"battery sense: the {chip.name} has no ADC on its header, so it cannot read a "
+                     f"battery divider; leave battery null")
+            return out
         role = self.pin(bt["pin"], "battery sense", "battery")
         top = self.int_in(bt, "r_top_kohm", "battery r_top_kohm", 0, 10000)
         bottom = self.int_in(bt, "r_bottom_kohm", "battery r_bottom_kohm", 1, 10000)
@@ -465,7 +530,7 @@ class _Checker:
         if chip is not None and max_mv is not None:
             at_pin = max_mv * bottom // (top + bottom)
             if at_pin > chip.adc_max_mv:
-                self.err(f"battery sense (GPIO{role.pin}): the divider {top}k/{bottom}k puts "
+                self.err(f"battery sense ({pin_name(role.pin)}): the divider {top}k/{bottom}k puts "
                          f"{max_mv / 1000:.1f} V of battery at {at_pin / 1000:.2f} V on the pin, above the "
                          f"{chip.adc_max_mv / 1000:.2f} V the {chip.name} ADC reads accurately: raise "
                          f"r_top_kohm or lower r_bottom_kohm")
@@ -474,43 +539,53 @@ class _Checker:
     # ---- pins against the chip ----------------------------------------------
 
     def check_pins(self, chip: Chip) -> None:
-        by_pin: dict[int, list[Role]] = {}
+        by_pin: dict[int | str, list[Role]] = {}
         for role in self.roles:
             by_pin.setdefault(role.pin, []).append(role)
-        for p, roles in sorted(by_pin.items()):
+        for p, roles in sorted(by_pin.items(), key=lambda kv: str(kv[0]).zfill(4)):
             if len(roles) > 1:
                 names = [r.name for r in roles]
-                self.err(f"GPIO{p} is used twice: {' and '.join(names)}" if len(names) == 2 else
-                         f"GPIO{p} is used {len(names)} times: {', '.join(names[:-1])} and {names[-1]}")
+                pn = pin_name(p)
+                self.err(f"{pn} is used twice: {' and '.join(names)}" if len(names) == 2 else
+                         f"{pn} is used {len(names)} times: {', '.join(names[:-1])} and {names[-1]}")
         for role in self.roles:
             self.check_role(chip, role)
 
     def check_role(self, chip: Chip, role: Role) -> None:
         p = role.pin
+        pn = pin_name(p)
         lab = role.label()
         if p not in chip.pins:
-            self.err(f"{lab}: the {chip.name} has no GPIO{p} (it has {chip.pin_ranges})")
+            if chip.named:
+                alias = chip.aliases.get(p)
+                if alias is None and isinstance(p, str) and p.upper().startswith("GPIO") and p[4:].isdigit():
+                    alias = f"D{int(p[4:])}"
+                hint = f'; write "{alias}" for it' if alias in chip.pins else ""
+                self.err(f"{lab}: name pins by their Blinka D names, {chip.pin_ranges}; "
+                         f"{p} is not one{hint}")
+            else:
+                self.err(f"{lab}: the {chip.name} has no GPIO{p} (it has {chip.pin_ranges})")
             return
         if p in chip.reserved:
-            self.err(f"{lab}: GPIO{p} {chip.reserved[p]}; use another pin")
+            self.err(f"{lab}: {pn} {chip.reserved[p]}; use another pin")
             return
         if p in chip.caution:
-            self.warn(f"{lab}: GPIO{p} {chip.caution[p]}")
+            self.warn(f"{lab}: {pn} {chip.caution[p]}")
         if role.output and p in chip.input_only:
-            self.err(f"{lab}: GPIO{p} is input-only on the {chip.name} "
+            self.err(f"{lab}: {pn} is input-only on the {chip.name} "
                      f"(GPIO{chip.input_only[0]}-{chip.input_only[-1]} cannot drive an output); "
                      f"the {role.name} needs an output pin")
         if role.kind in ("col", "door", "tamper") and role.pull == "internal" and p in chip.no_pull:
             where = {"col": 'keypad "pull"', "door": '"door_pull"', "tamper": 'tamper "pull"'}[role.kind]
-            self.err(f"{lab}: GPIO{p} has no internal pull-up (GPIO{chip.no_pull[0]}-{chip.no_pull[-1]} "
+            self.err(f"{lab}: {pn} has no internal pull-up (GPIO{chip.no_pull[0]}-{chip.no_pull[-1]} "
                      f"on the {chip.name}), so the input floats; fit a 10 kOhm pull-up to 3.3 V and set "
                      f'{where} to "external", or use another pin')
         if role.kind == "battery":
             if p in chip.adc2:
-                self.err(f"{lab}: GPIO{p} is on ADC2, which the Wi-Fi driver owns: readings fail while "
+                self.err(f"{lab}: {pn} is on ADC2, which the Wi-Fi driver owns: readings fail while "
                          f"Wi-Fi is on; use an ADC1 pin (GPIO{chip.adc1[0]}-{chip.adc1[-1]})")
             elif p not in chip.adc1:
-                self.err(f"{lab}: GPIO{p} has no ADC; use an ADC1 pin (GPIO{chip.adc1[0]}-{chip.adc1[-1]})")
+                self.err(f"{lab}: {pn} has no ADC; use an ADC1 pin (GPIO{chip.adc1[0]}-{chip.adc1[-1]})")
         strap = chip.straps.get(p)
         if strap is not None:
             self.check_strap(chip, role, strap)
@@ -533,7 +608,7 @@ class _Checker:
         if role.kind == "solenoid" and strap.pull is not None:
             on = HIGH if role.active == 1 else LOW
             if strap.pull == on:
-                self.err(f"{lab}: the {chip.name} pulls GPIO{role.pin} {on} inside the chip while it "
+                self.err(f"{lab}: the {chip.name} pulls {pin_name(role.pin)} {on} inside the chip while it "
                          f"resets, which switches a solenoid driven {on} (solenoid_active "
                          f"{role.active}) on and pulls the bolt at every reset; use another pin")
 

@@ -256,7 +256,7 @@ class Runner:
     def __init__(self, broker, workdir: str | Path, *, board: dict | None = None,
                  vm: bool = False, heap: str | None = None, box_id: str = "box-1",
                  trace: TextIO | None = None, echo: Callable[[dict], None] | None = None,
-                 timeout: float = 20.0):
+                 timeout: float = 20.0, port: str = "sim"):
         from host_tools.sdk import Backend, Consumer, Ledger, mqtt_password
         from host_tools.sim import DEFAULT_HEAP, SimBox, provision
 
@@ -265,7 +265,9 @@ class Runner:
         self.records: list[dict] = []
         self.work = Path(workdir)
         self.work.mkdir(parents=True, exist_ok=True)
-        board = board or default_board()
+        if port not in ("sim", "linux"):
+            raise ScenarioError("port must be 'sim' or 'linux', not %r" % (port,))
+        board = board or (linux_board() if port == "linux" else default_board())
         self.ledger = Ledger(self.work / "ledger.db")
         rec = Backend(self.ledger).register(box_id, compartments=len(board["compartments"]))
         broker.add_user(box_id, mqtt_password(bytes.fromhex(rec["box_key"])))
@@ -284,8 +286,13 @@ class Runner:
         self.consumer.start()
         self.consumer.subscribed.wait(10)
         self.backend = Backend(self.ledger, broker.sdk_config("scenario-backend"))
-        self.box = SimBox(flash, vm=vm, heap=heap or DEFAULT_HEAP, clock="virtual",
-                          epoch=int(time.time()), bounce_ms=3, power=False, timeout=60)
+        if port == "linux":   # the linux port on the virtual circuit (host_tools/linuxbox.py)
+            from host_tools.linuxbox import LinuxBox
+            self.box = LinuxBox(flash, clock="virtual", epoch=int(time.time()), bounce_ms=3,
+                                power=False, timeout=60)
+        else:
+            self.box = SimBox(flash, vm=vm, heap=heap or DEFAULT_HEAP, clock="virtual",
+                              epoch=int(time.time()), bounce_ms=3, power=False, timeout=60)
         self.t0 = 0
         self.codes: dict[str, object] = {}
         self._seen = {"feedback": 0, "pulses": 0, "events": 0, "stored": set(), "commands": {}}
@@ -571,6 +578,12 @@ def default_board() -> dict:
     from host_tools import boards
     root = Path(__file__).resolve().parent.parent
     return board_from_file(root / "boards" / "esp32s3-devkitc-4x4.json")
+
+
+def linux_board() -> dict:
+    """The four-compartment Raspberry Pi board of the linux port, as the device reads it."""
+    root = Path(__file__).resolve().parent.parent
+    return board_from_file(root / "boards" / "rpi4-4x4.json")
 
 
 def board_from_file(path: str | Path) -> dict:

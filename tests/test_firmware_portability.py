@@ -16,11 +16,14 @@ ESP32_MODULES = {
     "errno", "io", "machine", "network", "socket", "ssl", "select", "ntptime", "esp32", "parcelbox",
     "pb_esp32", "pb_sim",
 }
-# Modules only a port's own runtime has: the MicroPython VM's host-call bridge for the sim.
-PORT_MODULES = {"sim": {"host"}}
+# Modules only a port's own runtime has: the MicroPython VM's host-call bridge for the sim;
+# CPython, Blinka, Matrix_Keypad and the host's socket layer for the linux port.
+PORT_MODULES = {"sim": {"host"},
+                "linux": {"pb_linux", "threading", "signal", "board", "digitalio", "adafruit_matrixkeypad",
+                          "host_tools"}}
 # Where each firmware package lives (a port's package sits beside its boot files).
 PACKAGES = {"parcelbox": ROOT / "firmware", "pb_esp32": ROOT / "firmware" / "esp32",
-            "pb_sim": ROOT / "firmware" / "sim"}
+            "pb_sim": ROOT / "firmware" / "sim", "pb_linux": ROOT / "firmware" / "linux"}
 
 
 def test_there_are_firmware_files():
@@ -35,6 +38,11 @@ def test_the_esp32_port_is_checked_too():
 def test_the_sim_port_is_checked_too():
     port = ROOT / "firmware" / "sim" / "pb_sim"
     assert port / "port.py" in FIRMWARE and port / "main.py" in FIRMWARE
+
+
+def test_the_linux_port_is_checked_too():
+    port = ROOT / "firmware" / "linux" / "pb_linux"
+    assert port / "hw.py" in FIRMWARE and port / "main.py" in FIRMWARE
 
 
 @pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: str(p.relative_to(ROOT)))

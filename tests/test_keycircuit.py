@@ -251,9 +251,9 @@ def test_unknown_keys_are_a_clear_error():
 
 
 VM_RIG = """
+import json
 import keyrig
-from parcelbox.keypad import NONE
-boards = %s
+boards = json.loads(%r)
 for b in boards:
     rig = keyrig.Rig(b, bounce_ms=8, seed=3)
     got = bytearray()

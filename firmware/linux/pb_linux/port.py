@@ -1,0 +1,116 @@
+# The linux port object the superloop drives (docs/runtime.md section 2): Blinka pins,
+# the host's sockets, a state directory as flash, systemd's watchdog, a log on stdout.
+import os
+import time
+
+from host_tools.hostnet import HostNet
+from parcelbox.storage import Storage
+
+_LEVELS = {10: "D", 20: "I", 30: "W", 40: "E"}
+_MASK = 0x3FFFFFFF
+# systemd-timesyncd creates this once the system clock is synchronised (systemd >= 239)
+TIMESYNC_FLAG = "/run/systemd/timesync/synchronized"
+
+
+# ticks_ms on CPython: monotonic ms, wrapping at 2**30 as MicroPython's does.
+def ticks_ms():
+    return int(time.monotonic() * 1000) & _MASK
+
+
+# One log line per record, "PB <level> <ms> <text>", as on the ESP32's console; under
+# systemd stdout goes to the journal. Callers never pass a secret.
+def logger(clock, out=print):
+    def log(level, text):
+        out("PB %s %d %s" % (_LEVELS.get(level, "I"), clock(), text))
+    return log
+
+
+class DurableStorage(Storage):
+    # Storage on a Linux filesystem (an SD card): a replaced file is on the disk before
+    # it takes the old one's name, and the rename is on the disk before replace()
+    # returns; appends are flushed too. LittleFS on the ESP32 gives this by design.
+    def replace(self, name, data):
+        tmp = self._path(name + ".tmp")
+        f = open(tmp, "wb")
+        try:
+            parts = data if isinstance(data, (list, tuple)) else (data,)
+            for part in parts:
+                self.bytes_written += len(part)
+                f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+        os.rename(tmp, self._path(name))
+        self._sync_dir()
+
+    def append(self, name, data):
+        f = open(self._path(name), "ab")
+        try:
+            self.bytes_written += len(data)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+
+    def _sync_dir(self):
+        fd = os.open(self.root or "/", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class LinuxNet(HostNet):
+    # The host's network (host_tools/hostnet.py): the OS keeps it up. Files named in the
+    # configuration (CA, client certificate) live in the state directory. The time is
+    # given only once the system clock is synchronised (a Pi has no RTC: before NTP it
+    # counts from a saved or a 1970 time, which the box must not trust).
+    def __init__(self, root, synced=TIMESYNC_FLAG):
+        HostNet.__init__(self)
+        self.root = root
+        self.synced = synced    # a flag file's path; True: always trusted (an RTC, chrony)
+
+    def time(self):
+        if self.synced is not True and not os.path.exists(self.synced):
+            return None
+        return int(time.time())
+
+    def _file(self, name):
+        if not name:
+            return None
+        return name if name.startswith("/") else os.path.join(self.root, name)
+
+    def open(self, host, port, tls, ca, cert=None, key=None):
+        return HostNet.open(self, host, port, tls, self._file(ca), self._file(cert), self._file(key))
+
+
+class Port:
+    # hw: pb_linux.hw.Hardware; storage: DurableStorage; net: LinuxNet (or any net of
+    # docs/runtime.md section 4); notify: a pb_linux.watchdog.Notifier.
+    def __init__(self, hw, storage, net, log, notify, clock=None, sleep=None, rand=None):
+        self.hw = hw
+        self.storage = storage
+        self.net = net
+        self.log = log
+        self.notify = notify
+        self.ticks_ms = clock or ticks_ms
+        self._sleep = sleep or (lambda ms: time.sleep(ms / 1000))
+        self.urandom = rand or os.urandom
+        self.scan = hw.scan
+        self.door = hw.door
+        self.tamper = hw.tamper
+        self.solenoid = hw.solenoid
+        self.indicate = hw.indicate
+        self.failsafe_tripped = hw.failsafe_tripped
+        self.feeds = 0
+
+    # systemd's watchdog: WatchdogSec without a WATCHDOG=1 and it kills and restarts us.
+    def feed(self):
+        self.feeds += 1
+        self.notify("WATCHDOG=1")
+
+    def idle(self, ms):
+        if ms > 0:
+            self._sleep(ms)
