@@ -207,7 +207,7 @@ def print_report(rep: Report, manifest: dict, console: Console) -> None:
 
 
 def run_cli(port: str, build_dir: str, no_reset: bool) -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     try:
         b = _build.load(build_dir)
         rep = deploy(port, build_dir, console, reset=not no_reset)

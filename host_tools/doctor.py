@@ -47,23 +47,14 @@ for n in ('crash.txt', 'crash.last'):
     except OSError:
         d[n] = None
 try:
-    from parcelbox import devconf
-    from parcelbox.storage import Storage
     import parcelbox
     d['fw'] = [parcelbox.VERSION, parcelbox.__file__]
-    _s = Storage('/')
-    try:
-        _b = devconf.load_board(_s)
-        _c = devconf.load_config(_s)
-        devconf.check_settings(_b, _c)
-        d['config'] = [None, _c['box_id'], _b.get('name'), _c['broker']['host'], _c['broker']['port'],
-                       _c['broker']['tls'], _c['wifi']['ssid']]
-    except ValueError as e:
-        d['config'] = [str(e)]
-    _s = _b = _c = None
 except ImportError:
     d['fw'] = None
-    d['config'] = None
+d['files'] = {}
+for e in os.ilistdir('/'):
+    if e[1] == 0x8000:
+        d['files'][e[0]] = os.stat('/' + e[0])[6]
 try:
     import network
     w = network.WLAN(network.STA_IF)
@@ -73,24 +64,88 @@ except ImportError:
     d['wifi'] = 'none'
 except Exception as e:
     d['wifi'] = ['error', str(e)]
-d['broker'] = 'none'
-if d.get('config') and d['config'][0] is None and d['wifi'] != 'none':
-    try:
-        import socket
-        a = socket.getaddrinfo(d['config'][3], d['config'][4])[0][-1]
-        k = socket.socket()
-        k.settimeout(3)
-        try:
-            k.connect(a)
-            d['broker'] = 'ok'
-        finally:
-            k.close()
-    except ImportError:
-        d['broker'] = 'none'
-    except Exception as e:
-        d['broker'] = ['error', str(e)]
 print(json.dumps(d))
 """
+
+# The broker from the board's side: a TCP connection (DNS included), 3 s at most.
+_BROKER = """\
+try:
+    import socket
+    k = socket.socket()
+    try:
+        k.settimeout(3)
+        k.connect(socket.getaddrinfo(%r, %d)[0][-1])
+        r = 'ok'
+    finally:
+        k.close()
+except ImportError:
+    r = 'none'
+except Exception as e:
+    r = ['error', '%%s %%s' %% (e.__class__.__name__, e)]
+print(json.dumps(r))
+"""
+
+
+# config.json with its secrets replaced on the board by stand-ins of the same shape (a key of
+# 64 hex digits stays one, a password keeps its length), so that they never cross the cable:
+# the host judges the rest with the firmware's own rules.
+_REDACTED = """\
+def _pbred():
+    try:
+        with open('/config.json') as f:
+            c = json.loads(f.read())
+    except OSError:
+        return None
+    except ValueError:
+        return '{'
+    if type(c) is dict:
+        k = c.get('box_key')
+        if type(k) is str:
+            try:
+                ok = len(k) == 64 and len(binascii.unhexlify(k)) == 32
+            except ValueError:
+                ok = False
+            c['box_key'] = '0' * 64 if ok else 'not hex'
+        if type(c.get('mqtt_password')) is str:
+            c['mqtt_password'] = 'x' * len(c['mqtt_password'])
+        w = c.get('wifi')
+        if type(w) is dict and type(w.get('password')) is str:
+            w['password'] = 'x' * len(w['password'])
+    return json.dumps(c)
+print(json.dumps([_pbred(), open('/board.json').read() if _pbx('/board.json') else None]))
+"""
+
+
+class _BoardFiles:
+    """The board's root as parcelbox.storage.Storage looks to devconf: the two JSON files
+    (config.json redacted on the board), every other file by its size."""
+
+    def __init__(self, texts: dict, sizes: dict):
+        self.texts, self.sizes = texts, sizes
+
+    def read(self, name):
+        t = self.texts.get(name)
+        return None if t is None else t.encode()
+
+    def size(self, name):
+        return self.sizes.get(name.lstrip("/"), -1)
+
+
+def check_config(conn: BoardConn, sizes: dict) -> list:
+    """The firmware's own rules (parcelbox.devconf, on the host: the same source) over the
+    board's board.json and redacted config.json: [None, box, board, host, port, tls, ssid] or
+    [the error, which names a field, never its value]."""
+    from host_tools.provision import _firmware
+    devconf, _ = _firmware()
+    st = _BoardFiles(dict(zip(("config.json", "board.json"), conn.json(_REDACTED))), sizes)
+    try:
+        b = devconf.load_board(st)
+        c = devconf.load_config(st)
+        devconf.check_settings(b, c)
+    except devconf.ConfigError as e:
+        return [str(e)]
+    return [None, c["box_id"], b.get("name"), c["broker"]["host"], c["broker"]["port"], c["broker"]["tls"],
+            c["wifi"]["ssid"]]
 
 
 @dataclass
@@ -141,6 +196,10 @@ def examine(conn: BoardConn) -> tuple[list[Check], dict]:
     else:
         checks.append(Check("flash", NA, "os.statvfs not available"))
     checks.append(_firmware(state, active, manifest, d, frozen))
+    d["config"] = check_config(conn, d["files"])
+    d["broker"] = "none"
+    if d["config"][0] is None and d.get("wifi") != "none":
+        d["broker"] = conn.json(_BROKER % (d["config"][3], d["config"][4]))
     checks.append(_config(d))
     checks.append(_crash(d))
     checks.extend(_network(d))
@@ -175,9 +234,7 @@ def _firmware(state: dict, active: str | None, manifest: dict | None, d: dict, f
 
 
 def _config(d: dict) -> Check:
-    c = d.get("config")
-    if c is None:
-        return Check("configuration", NA, "no firmware on the board to check it with", "parcelbox deploy first")
+    c = d["config"]
     if c[0] is not None:
         act = ("parcelbox provision --port ... --box ID" if "missing" in c[0]
                else "parcelbox provision again, or fix the field named")
