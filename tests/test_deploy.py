@@ -1,0 +1,214 @@
+# parcelbox deploy (host_tools/deploy.py) with the real mpremote against the virtual board
+# (the `vboard` fixture: the real MicroPython VM behind a socket:// serial port): a first
+# deploy sends everything, an incremental one only the files whose hash differs, and a deploy
+# interrupted at any point (the process killed, or the link cut before any chosen command)
+# leaves a board that boots the previous version, never a half-updated application.
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from rich.console import Console
+
+import techlib
+from host_tools import deploy
+from host_tools.boardconn import BoardConn
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    return techlib.make_builds(tmp_path_factory.mktemp("builds"))
+
+
+def quiet():
+    return Console(file=io.StringIO(), width=120)
+
+
+def config_files(flash):
+    return {n: techlib.sha(flash / n) for n in ("config.json", "board.json")}
+
+
+def test_a_first_deploy_sends_every_file_verifies_them_and_boots_the_new_slot(vboard, builds):
+    techlib.provision_offline(vboard.flash)
+    before = config_files(vboard.flash)
+    v1 = builds["v1"]
+    rep = deploy.deploy(vboard.url, v1.out, quiet())
+    files = techlib.app_files(v1)
+    assert (rep.slot, rep.previous, rep.copied, rep.unchanged) == ("app_a", None, [], [])
+    assert len(rep.sent) == len(files) == 27 and rep.bytes_sent == sum(f["size"] for f in files)
+    assert rep.boot_files == ["boot.py", "main.py"] and rep.booted == "0.1.0 from /app_a"
+    assert (vboard.flash / "app.ptr").read_text() == "app_a\n"
+    assert techlib.slot_intact(vboard.flash, "app_a")["firmware"] == "0.1.0"
+    assert config_files(vboard.flash) == before            # deploy never touches the configuration
+    vboard.wait_output("boot box box-1", timeout=30)        # the application runs from the slot
+    assert not (vboard.flash / "safe_once").exists()
+
+
+def test_an_incremental_deploy_sends_only_the_changed_files(vboard, builds, tmp_path):
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet())
+    mark = len(vboard.output)
+    # the command, as a technician runs it, while v1's application runs on the board
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "deploy", "--port", vboard.url,
+                        "--build", str(builds["v2"].out)], capture_output=True, text=True,
+                       cwd=techlib.ROOT, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout
+    assert "the application was running: resetting once into safe mode" in out
+    assert "to slot app_b (previous: app_a, kept as the fallback)" in out
+    sizes = {f["path"][4:]: f["size"] for f in techlib.app_files(builds["v2"])}
+    assert ("sent over the wire: 2 files, %d bytes: parcelbox/__init__.mpy, parcelbox/ticks.mpy"
+            % (sizes["parcelbox/__init__.mpy"] + sizes["parcelbox/ticks.mpy"])) in out
+    assert "copied on the board from app_a: 25 files; already in place: 0; removed: 0" in out
+    assert "reset: the board booted firmware 0.1.1-test from /app_b" in out
+    assert "safe mode: application skipped" in vboard.output[mark:]
+    assert not (vboard.flash / "safe_once").exists()
+    assert techlib.slot_intact(vboard.flash, "app_b")["firmware"] == "0.1.1-test"
+    assert techlib.slot_intact(vboard.flash, "app_a")["firmware"] == "0.1.0"   # the fallback
+    # the same build again goes to app_a: nothing travels, two files are copied on the board
+    rep = deploy.deploy(vboard.url, builds["v2"].out, quiet())
+    assert (rep.slot, rep.sent, sorted(rep.copied)) == ("app_a", [], ["parcelbox/__init__.mpy",
+                                                                      "parcelbox/ticks.mpy"])
+    assert len(rep.unchanged) == 25 and rep.booted == "0.1.1-test from /app_a"
+
+
+def test_a_deploy_killed_mid_transfer_leaves_the_previous_version_booting(vboard, builds):
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet())
+    v3 = {f["path"][4:]: f["sha256"] for f in techlib.app_files(builds["v3"])}
+    p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "deploy", "--port", vboard.url,
+                          "--build", str(builds["v3"].out)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, cwd=techlib.ROOT)
+
+    def arrived():
+        slot = vboard.flash / "app_b"
+        return [r for r, h in v3.items() if (slot / r).is_file() and techlib.sha(slot / r) == h]
+
+    try:
+        end = time.monotonic() + 90
+        while len(arrived()) < 5 and time.monotonic() < end and p.poll() is None:
+            time.sleep(0.01)
+        os.kill(p.pid, signal.SIGKILL)          # the laptop's battery dies mid-transfer
+    finally:
+        p.wait(10)
+    n = len(arrived())
+    assert 5 <= n < len(v3), n
+    assert not (vboard.flash / "app_b" / "manifest.json").exists()
+    assert techlib.booting_slot(vboard.flash) == "app_a"
+    mark = len(vboard.output)
+    vboard.reset()
+    vboard.wait_output("boot box box-1", timeout=30, start=mark)
+    assert " firmware 0.1.0 from /app_a" in vboard.output[mark:]
+    techlib.slot_intact(vboard.flash, "app_a")
+
+
+class Cut(BaseException):
+    """The USB cable pulled: the link is gone before the command reaches the board."""
+
+
+def cut_before(pred):
+    class CutConn(BoardConn):
+        def _connect(self, wait=0.0):
+            super()._connect(wait)
+            real = self.t.exec
+
+            def exec_(code, *a, **kw):
+                if pred(code if isinstance(code, str) else code.decode()):
+                    self.t.serial.close()
+                    raise Cut()
+                return real(code, *a, **kw)
+            self.t.exec = exec_
+    return CutConn
+
+
+def nth(n, what):
+    seen = []
+
+    def pred(code):
+        if what(code):
+            seen.append(1)
+        return len(seen) >= n
+    return pred
+
+
+def _cut_run(monkeypatch, vboard, build, pred):
+    monkeypatch.setattr(deploy, "BoardConn", cut_before(pred))
+    with pytest.raises(Cut):
+        deploy.deploy(vboard.url, build.out, quiet())
+    monkeypatch.undo()
+
+
+CUTS = [
+    ("in the middle of the 5th file", nth(5, lambda c: c.startswith("f=open("))),
+    ("in the middle of a file's chunks", nth(9, lambda c: c.startswith("w("))),
+    ("before the verification pass", nth(1, lambda c: c.startswith("o = {}"))),
+    ("before the new slot's manifest is renamed in", nth(1, lambda c: "manifest.json.tmp', '/app_" in c)),
+    ("before main.py is replaced", nth(1, lambda c: "'/main.py.tmp', '/main.py'" in c)),
+    ("before the pointer switch", nth(1, lambda c: "'/app.ptr.tmp', '/app.ptr'" in c)),
+]
+
+
+def test_a_deploy_cut_at_any_step_boots_the_old_slot_until_the_switch_and_the_new_after(
+        vboard, builds, monkeypatch):
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet())
+    for what, pred in CUTS:            # cut after cut, each on what the previous one left
+        _cut_run(monkeypatch, vboard, builds["v3"], pred)
+        assert techlib.booting_slot(vboard.flash) == "app_a", what
+        assert techlib.slot_intact(vboard.flash, "app_a")["firmware"] == "0.1.0", what
+    mark = len(vboard.output)
+    vboard.reset()
+    vboard.wait_output("boot box box-1", timeout=30, start=mark)
+    assert " firmware 0.1.0 from /app_a" in vboard.output[mark:]
+    # cut right after the switch: the new slot is complete and verified, and it boots
+    _cut_run(monkeypatch, vboard, builds["v3"], lambda c: c.startswith("print(json.dumps(open('/app.ptr')"))
+    assert techlib.booting_slot(vboard.flash) == "app_b"
+    assert techlib.slot_intact(vboard.flash, "app_b")["firmware"] == "0.1.2-test"
+    mark = len(vboard.output)
+    vboard.reset()
+    vboard.wait_output("boot box box-1", timeout=30, start=mark)
+    assert " firmware 0.1.2-test from /app_b" in vboard.output[mark:]
+
+
+@pytest.mark.slow
+def test_a_deploy_cut_before_every_single_command_never_boots_a_half_updated_slot(
+        vboard, builds, monkeypatch):
+    import shutil
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet(), reset=False)
+    k = 0
+    while True:
+        # every cut starts from the same board: v1 active, no trace of an earlier attempt
+        shutil.rmtree(vboard.flash / "app_b", ignore_errors=True)
+        for p in vboard.flash.glob("*.tmp"):
+            p.unlink()
+        shutil.copy(builds["v1"].out / "main.py", vboard.flash / "main.py")
+        (vboard.flash / "app.ptr").write_text("app_a\n")
+        sent = []
+
+        def pred(code, k=k, sent=sent):
+            if len(sent) >= k:
+                return True
+            sent.append(code)
+            return False
+        monkeypatch.setattr(deploy, "BoardConn", cut_before(pred))
+        try:
+            deploy.deploy(vboard.url, builds["v3"].out, quiet(), reset=False)
+            done = True
+        except Cut:
+            done = False
+        monkeypatch.undo()
+        slot = techlib.booting_slot(vboard.flash)
+        m = techlib.slot_intact(vboard.flash, slot)
+        assert (slot, m["firmware"]) in (("app_a", "0.1.0"), ("app_b", "0.1.2-test")), k
+        switched = any("'/app.ptr.tmp', '/app.ptr'" in c for c in sent)
+        assert (slot == "app_b") == switched, k             # the new slot only once switched
+        if done:
+            break
+        k += 1
+    print("a deploy of %d commands, cut before each" % k)

@@ -1,0 +1,94 @@
+# parcelbox doctor (host_tools/doctor.py) through the real mpremote against the virtual board:
+# healthy after a deploy, a broken configuration named by its field (never its value), a
+# damaged file and a crash report found, exit 2 when no board answers. The configuration's
+# secrets cross neither the terminal nor the serial line (the board redacts them itself).
+import io
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from rich.console import Console
+
+import techlib
+from host_tools import build, deploy
+
+pytestmark = pytest.mark.vm
+SECRETS = (techlib.OFFLINE["box_key"], techlib.OFFLINE["mqtt_password"], techlib.OFFLINE["wifi"]["password"])
+
+
+@pytest.fixture(scope="module")
+def sim_build(tmp_path_factory):
+    return build.build("sim", tmp_path_factory.mktemp("b") / "sim")
+
+
+@pytest.fixture
+def board(vboard, sim_build):
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, sim_build.out, Console(file=io.StringIO()))
+    vboard.wait_output("boot box box-1", timeout=30)
+    return vboard
+
+
+def doctor(url):
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "doctor", "--port", url],
+                       capture_output=True, text=True, cwd=techlib.ROOT, timeout=60,
+                       env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    return p.returncode, p.stdout + p.stderr
+
+
+def no_secret(*texts):
+    for t in texts:
+        for s in SECRETS:
+            assert s not in t
+
+
+def test_a_deployed_and_provisioned_board_is_healthy(board):
+    mark = len(board.output)
+    rc, out = doctor(board.url)
+    assert rc == 0, out
+    for line in ("MicroPython", "mpy v6.3", "heap", "free of 187.6 KB", "flash", "free of 1536.0 KB",
+                 "parcelbox 0.1.0 (sim) in app_a, 27 files, every hash matches",
+                 "box box-1, board esp32-devkitc-4x3, broker 127.0.0.1:1 TLS off, wifi home",
+                 "last crash", "none recorded", "verdict: healthy",
+                 "not available: this board has no Wi-Fi"):
+        assert line in out, line
+    assert "the application was stopped to read the board, then the board was reset" in out
+    board.wait_output("boot box box-1", timeout=30, start=mark)   # back in service
+    no_secret(out, board.output)
+
+
+def test_a_broken_configuration_is_named_by_its_field_without_its_value(board):
+    c = json.loads((board.flash / "config.json").read_text())
+    c["box_key"] = c["box_key"][:-2] + "zz"                   # one typo in the key
+    (board.flash / "config.json").write_text(json.dumps(c))
+    rc, out = doctor(board.url)
+    assert rc == 1, out
+    assert "box_key must be 64 hex digits" in out and "verdict: 1 problem" in out
+    assert c["box_key"] not in out and c["box_key"] not in board.output
+    no_secret(out, board.output)
+    (board.flash / "config.json").unlink()
+    rc, out = doctor(board.url)
+    assert rc == 1 and "config.json is missing" in out and "parcelbox provision --port" in out
+
+
+def test_a_damaged_file_and_a_saved_crash_are_reported(board):
+    f = board.flash / "app_a" / "parcelbox" / "box.mpy"
+    f.write_bytes(f.read_bytes()[:-1] + b"\0")
+    (board.flash / "crash.last").write_text("Traceback (most recent call last):\n  File \"x\"\n"
+                                            "MemoryError: memory allocation failed\n")
+    rc, out = doctor(board.url)
+    assert rc == 1, out
+    assert "differ from the manifest: parcelbox/box.mpy" in out and "deploy again" in out
+    assert "crash.last" in out and "MemoryError: memory allocation failed" in out
+    assert "verdict: 2 problems" in out
+
+
+def test_no_board_on_the_port_exits_2():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                                    # nobody listens there
+    rc, out = doctor("socket://127.0.0.1:%d" % port)
+    assert rc == 2 and "cannot reach the board" in out
