@@ -74,7 +74,27 @@ INPUTS: dict[str, Input] = {
     "lfp_v": Input(12.8, "V", "4S LiFePO4 nominal voltage", "4 x 3.2 V"),
     "lfp_usable": Input(0.8, "", "usable share of LiFePO4 capacity", "BMS cut-off and ageing margin"),
     "lfp_v_empty": Input(11.0, "V", "4S LiFePO4 nearly empty", "4 x 2.75 V"),
+    # the Raspberry Pi (linux port, docs/linux.md): a name_rpi input replaces name for it
+    "idle_ma_rpi": Input(600.0, "mA", "Raspberry Pi 4 B at 5 V, network up, waiting",
+                         "Raspberry Pi documentation (power supplies): typical bare-board active current "
+                         "of the Pi 4 B"),
+    "peak_ma_5v_rpi": Input(1800.0, "mA", "Raspberry Pi 4 B peak at 5 V, with LED and buzzer",
+                            "Raspberry Pi documentation: the recommended 3.0 A supply less its 1.2 A USB "
+                            "peripheral allowance (nothing on USB in the box)"),
+    "gpio_max_ma_rpi": Input(16.0, "mA", "Raspberry Pi GPIO current, one pin",
+                             "Raspberry Pi documentation: 16 mA a pin, 50 mA over all pins"),
+    "r_gate_rpi": Input(330.0, "Ohm", "gate series resistor on a Raspberry Pi",
+                        "3.3 V / 330 Ohm = 10 mA peak, within the Pi's 16 mA a pin"),
+    "r_pullup_internal_rpi": Input(50000.0, "Ohm", "the Pi's pull-up", "Raspberry Pi documentation: "
+                                   "50-65 kOhm GPIO pulls, the lower end"),
+    "buzzer_ma_rpi": Input(30.0, "mA", "active buzzer current while sounding (5 V, steady)",
+                           "5 V active magnetic buzzers with their own oscillator: 30 mA max"),
 }
+
+# Boards powered at 5 V with no LDO on the controller's path (idle_ma_<chip> is at 5 V), and
+# driving an active buzzer on a plain output (on while sounding, not a 50 % PWM wave).
+FIVE_V_CHIPS = ("rpi",)
+ACTIVE_BUZZER_CHIPS = ("rpi",)
 
 OPENINGS_PER_DAY = (2, 10, 50)
 STANDBY_TARGET_DAYS = (1, 3, 7)
@@ -84,6 +104,16 @@ SUPPLIES_A = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
 def v(name: str) -> float:
     return INPUTS[name].value
+
+
+def vc(name: str, chip: str | None) -> float:
+    """Input `name`, or its `name_<chip>` variant when the chip has one."""
+    return INPUTS.get(f"{name}_{chip}", INPUTS[name]).value if chip else v(name)
+
+
+def key(name: str, chip: str | None) -> str:
+    """Which input vc() reads."""
+    return f"{name}_{chip}" if chip and f"{name}_{chip}" in INPUTS else name
 
 
 @dataclass(frozen=True)
@@ -174,9 +204,11 @@ class Solenoid:
     gate_peak_ma: float
     gate_hold_ma: float
     gate_float_mv: float
+    r_gate: float = 100.0
+    gpio_max_ma: float = 40.0
 
 
-def solenoid(max_on_ms: int, v_max: float | None = None) -> Solenoid:
+def solenoid(max_on_ms: int, v_max: float | None = None, chip: str | None = None) -> Solenoid:
     t = firmware_timing()
     v_nom = v("v_nom")
     v_max = v("v_max") if v_max is None else v_max
@@ -186,7 +218,7 @@ def solenoid(max_on_ms: int, v_max: float | None = None) -> Solenoid:
     duty_default = pulse / (pulse + cool)
     duty_worst = max_on_ms / (max_on_ms + 3 * max_on_ms)   # pulse = max_on_ms, least cool-down allowed
     p_nom = v_nom ** 2 / r
-    rg, rpd, vg = v("r_gate"), v("r_pulldown"), v("v_gpio")
+    rg, rpd, vg = vc("r_gate", chip), v("r_pulldown"), v("v_gpio")
     return Solenoid(
         v_nom=v_nom, v_max=v_max, r_nom=r, r_min=r_min,
         i_nom=v_nom / r, i_max=v_max / r_min, p_nom=p_nom, p_max=v_max ** 2 / r_min,
@@ -196,6 +228,7 @@ def solenoid(max_on_ms: int, v_max: float | None = None) -> Solenoid:
         p_avg_default=p_nom * duty_default, p_avg_worst=p_nom * duty_worst,
         vgs=vg * rpd / (rpd + rg), gate_peak_ma=vg / rg * 1000, gate_hold_ma=vg / (rg + rpd) * 1000,
         gate_float_mv=v("leak_ua") * 1e-6 * rpd * 1000,
+        r_gate=rg, gpio_max_ma=vc("gpio_max_ma", chip),
     )
 
 
@@ -229,9 +262,9 @@ class Supply:
     psu_a: float
 
 
-def supply(n_comp: int, s: Solenoid) -> Supply:
+def supply(n_comp: int, s: Solenoid, chip: str | None = None) -> Supply:
     """Every solenoid at once (one owner code may open all compartments) plus the electronics."""
-    elec = v("peak_ma_5v") / 1000 * 5 / (v("buck_eff") * s.v_nom)
+    elec = vc("peak_ma_5v", chip) / 1000 * 5 / (v("buck_eff") * s.v_nom)
     peak = n_comp * s.i_max + elec
     psu_need = n_comp * s.v_nom / s.r_min + elec
     return Supply(peak, next_size(1.25 * peak, FUSES_A), next_size(1.25 * psu_need, SUPPLIES_A))
@@ -262,16 +295,21 @@ def _pullup_ma(r: float) -> float:
 
 def budget(board: dict, s: Solenoid) -> Budget:
     """Idle and per-opening energy of a board (its flat device board.json)."""
-    chip_ma = v("idle_ma_" + board["chip"])
+    chip = board["chip"]
+    chip_ma = v("idle_ma_" + chip)
     pull = 0.0
     # A switch closed while the box is shut (door shut, lid on) draws through its pull-up.
     if board["door_open_level"] == 1:
-        r = v("r_pullup_" + board["door_pull"])
+        r = vc("r_pullup_" + board["door_pull"], chip)
         pull += len(board["compartments"]) * _pullup_ma(r)
     if board["tamper"] is not None and board["tamper_open_level"] == 1:
-        pull += _pullup_ma(v("r_pullup_" + board["tamper_pull"]))
-    rail33 = chip_ma + pull
-    rail5 = rail33 + v("devboard_ma")           # the dev board's LDO passes the 3.3 V current
+        pull += _pullup_ma(vc("r_pullup_" + board["tamper_pull"], chip))
+    if chip in FIVE_V_CHIPS:                    # the board draws from 5 V itself; its own
+        rail33 = pull                           # regulator feeds the pull-ups (counted 1:1)
+        rail5 = chip_ma + pull
+    else:
+        rail33 = chip_ma + pull
+        rail5 = rail33 + v("devboard_ma")       # the dev board's LDO passes the 3.3 V current
     eff = v("buck_eff")
     elec12 = rail5 * 5 / (eff * s.v_nom)
     div = 0.0
@@ -283,7 +321,8 @@ def budget(board: dict, s: Solenoid) -> Budget:
     fb = feedback_times()
     act = 5 * v("active_ma") / 1000 * v("active_s") / eff
     led = 5 * v("led_ma") / 1000 * fb["led_s"] / eff
-    buzz = 5 * v("buzzer_ma") / 1000 * 0.5 * fb["buzzer_s"] / eff
+    share = 1.0 if chip in ACTIVE_BUZZER_CHIPS else 0.5     # steady, or a 50 % PWM wave
+    buzz = 5 * vc("buzzer_ma", chip) / 1000 * share * fb["buzzer_s"] / eff
     open_j = s.e_pulse_j + act + led + buzz
     per_day = []
     for n in OPENINGS_PER_DAY:

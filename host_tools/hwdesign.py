@@ -16,11 +16,15 @@ from host_tools import boards as _boards
 from host_tools import hwcalc
 
 
+POWER = ("5V", "GND", "3V3")   # the power wires' names (every other wire is a signal pin)
+
+
 @dataclass(frozen=True)
 class DevBoard:
     title: str
-    pins: dict[int, str]         # GPIO -> header pin ("J3-15")
+    pins: dict[int | str, str]   # GPIO (or Blinka name, "D17") -> header pin ("J3-15")
     power: dict[str, str]        # "5V", "GND", "3V3" -> header pin
+    header_note: str = ""        # how the header's pins are numbered, for wiring.md
 
 
 def _header(name: str, labels: list) -> dict:
@@ -38,14 +42,32 @@ _S3_DEVKITC = {**_header("J1", ["3V3", None, None, 4, 5, 6, 7, 15, 16, 17, 18, 8
                                 20, 19, None, None])}
 
 
-def _devboard(title: str, table: dict) -> DevBoard:
-    return DevBoard(title, {k: p for k, p in table.items() if isinstance(k, int)},
-                    {k: p for k, p in table.items() if isinstance(k, str)})
+# The Raspberry Pi's 40-pin header J8, by BCM number as Blinka names the pins (D17...).
+_RPI_J8 = _header("J8", ["3V3", "5V", "D2", "5V", "D3", "GND", "D4", "D14", "GND", "D15", "D17", "D18",
+                         "D27", "GND", "D22", "D23", "3V3", "D24", "D10", "GND", "D9", "D25", "D11", "D8",
+                         "GND", "D7", "D0", "D1", "D5", "GND", "D6", "D12", "D13", "GND", "D19", "D16",
+                         "D26", "D20", "GND", "D21"])
+_RPI_J8.update({"5V": "J8-2", "GND": "J8-6", "3V3": "J8-1"})    # the first of each (5 V also on 4)
 
 
+def _devboard(title: str, table: dict, note: str) -> DevBoard:
+    pins: dict = {}
+    power: dict = {}
+    for k, p in table.items():
+        if k in POWER:
+            power.setdefault(k, p)          # the first of several (5 V on pins 2 and 4)
+        else:
+            pins[k] = p
+    return DevBoard(title, pins, power, note)
+
+
+_ESPRESSIF = "as Espressif's {title} user guide numbers them (pin 1 at the end away from USB)"
 DEVBOARDS = {
-    "esp32": _devboard("ESP32-DevKitC V4", _DEVKITC),
-    "esp32s3": _devboard("ESP32-S3-DevKitC-1", _S3_DEVKITC),
+    "esp32": _devboard("ESP32-DevKitC V4", _DEVKITC, _ESPRESSIF.format(title="ESP32-DevKitC V4")),
+    "esp32s3": _devboard("ESP32-S3-DevKitC-1", _S3_DEVKITC, _ESPRESSIF.format(title="ESP32-S3-DevKitC-1")),
+    "rpi": _devboard("Raspberry Pi 4 Model B", _RPI_J8,
+                     "as the Raspberry Pi's 40-pin header J8 numbers them (pin 1 is 3V3, at the end "
+                     "away from the USB ports; odd pins on the inner row)"),
 }
 
 
@@ -90,15 +112,20 @@ class Design:
     groups: list[Group] = field(default_factory=list)
 
     def header(self, pin) -> str:
-        if isinstance(pin, str):
+        if pin in POWER:
             return self.devboard.power.get(pin, "")
         return self.devboard.pins.get(pin, "")
 
     def wires(self) -> list[Wire]:
         return [w for g in self.groups for w in g.wires]
 
-    def pins(self) -> list[int]:
-        return [w.pin for w in self.wires() if isinstance(w.pin, int)]
+    def pins(self) -> list[int | str]:
+        return [w.pin for w in self.wires() if w.pin not in POWER]
+
+    @property
+    def linux(self) -> bool:
+        """A linux board (a Raspberry Pi running pb_linux), not an ESP32 dev board."""
+        return _boards.CHIPS[self.chip].named
 
 
 class _Refs:
@@ -130,6 +157,8 @@ def design(path: str | Path) -> Design:
     ref = _Refs()
     add = d.parts.append
     add(Part(ref("A"), "devboard-" + b["chip"], "", "the controller"))
+    if d.linux:
+        add(Part(ref("A"), "sd-card", "", "the Pi's system, the firmware and its state directory"))
     _keypad(d, ref)
     _compartments(d, ref)
     _led(d, ref)
@@ -140,9 +169,13 @@ def design(path: str | Path) -> Design:
     return d
 
 
-def _pull_note(pull: str, ref: str | None) -> str:
+def _pull_note(pull: str, ref: str | None, d: Design | None = None) -> str:
     if pull == "internal":
+        if d is not None and d.linux:
+            return "input, the Pi's pull-up (50-65 kOhm), set by the service"
         return "input, the chip's pull-up (~45 kOhm)"
+    if d is not None and d.linux:
+        return f"input, external pull-up {ref} 10 kOhm to 3.3 V (never 5 V: the Pi's GPIO is not 5 V tolerant)"
     return f"input, external pull-up {ref} 10 kOhm to 3.3 V"
 
 
@@ -156,8 +189,9 @@ def _keypad(d: Design, ref) -> None:
               ["membrane keypad, no diodes", "connector: rows then columns", "(check: key 1 joins R1 and C1)"])
     for i, p in enumerate(rows):
         keys = " ".join(lay[i * nc:(i + 1) * nc])
-        g.wires.append(Wire(f"keypad row {i + 1}", p, f"{k} R{i + 1} (keys {keys})",
-                            "open-drain output: low while its row is scanned, released otherwise",
+        row_note = ("output, low while its row is scanned (Matrix_Keypad), an input with pull-up otherwise"
+                    if d.linux else "open-drain output: low while its row is scanned, released otherwise")
+        g.wires.append(Wire(f"keypad row {i + 1}", p, f"{k} R{i + 1} (keys {keys})", row_note,
                             f"R{i + 1}  {keys}"))
     for j, p in enumerate(cols):
         keys = " ".join(lay[j::nc])
@@ -166,7 +200,7 @@ def _keypad(d: Design, ref) -> None:
             pr = ref("R")
             d.parts.append(Part(pr, "resistor", "10 kOhm", f"keypad column {j + 1} pull-up"))
         g.wires.append(Wire(f"keypad column {j + 1}", p, f"{k} C{j + 1} (keys {keys})",
-                            _pull_note(kp["pull"], pr) + "; a pressed key in the scanned row reads 0",
+                            _pull_note(kp["pull"], pr, d) + "; a pressed key in the scanned row reads 0",
                             f"C{j + 1}  {keys}"))
     d.groups.append(g)
 
@@ -175,12 +209,13 @@ def _compartments(d: Design, ref) -> None:
     b = d.board
     act = b["solenoid_active"]
     mos, dio = hwcalc.MOSFETS[0].part, hwcalc.DIODES[0].part
+    rg_val = _ohm(hwcalc.vc("r_gate", d.chip))
     for i, c in enumerate(b["compartments"], 1):
         lock, q, fly, rg, rpd, sw = ref("K"), ref("Q"), ref("D"), ref("R"), ref("R"), ref("S")
         d.parts += [Part(lock, "lock", "", f"compartment {i} lock"),
                     Part(q, "mosfet", "", f"compartment {i} solenoid switch"),
                     Part(fly, "flyback", "", f"compartment {i} flyback diode"),
-                    Part(rg, "resistor", "100 Ohm", f"compartment {i} gate resistor"),
+                    Part(rg, "resistor", rg_val, f"compartment {i} gate resistor"),
                     Part(rpd, "resistor", "10 kOhm", f"compartment {i} gate pull-down"),
                     Part(sw, "reed", "", f"compartment {i} door contact")]
         level = "high" if act == 1 else "low"
@@ -192,15 +227,17 @@ def _compartments(d: Design, ref) -> None:
             pr = ref("R")
             d.parts.append(Part(pr, "resistor", "10 kOhm", f"compartment {i} door pull-up"))
         closed = "shut" if b["door_open_level"] == 1 else "open"
+        cutter = (f"its failsafe timer thread cuts it after max_on_ms = {b['max_on_ms']} ms; off at reset "
+                  f"({rpd}) and whenever the service stops (ExecStopPost)" if d.linux else
+                  f"hardware timer {i - 1} cuts it after max_on_ms = {b['max_on_ms']} ms; off at reset ({rpd})")
         g.wires.append(Wire(f"compartment {i} solenoid", c["solenoid"],
-                            f"{rg} 100 Ohm to the gate of {q}; {rpd} 10 kOhm gate to GND; {q} switches "
+                            f"{rg} {rg_val} to the gate of {q}; {rpd} 10 kOhm gate to GND; {q} switches "
                             f"{lock}'s coil to GND, {fly} across the coil",
-                            f"output, active {level} (energised at {act}); hardware timer {i - 1} cuts it "
-                            f"after max_on_ms = {b['max_on_ms']} ms; off at reset ({rpd})",
+                            f"output, active {level} (energised at {act}); {cutter}",
                             f"{rg} -> {q} gate"))
         g.wires.append(Wire(f"compartment {i} door", c["door"],
                             f"{sw} to GND (closed while the door is {closed})",
-                            _pull_note(b["door_pull"], pr) + f"; door open reads {b['door_open_level']}",
+                            _pull_note(b["door_pull"], pr, d) + f"; door open reads {b['door_open_level']}",
                             f"{sw} door reed"))
         d.groups.append(g)
 
@@ -231,6 +268,8 @@ def _led(d: Design, ref) -> None:
 
 
 def _buzzer(d: Design, ref) -> None:
+    if d.linux:
+        return _active_buzzer(d, ref)
     bz, q, rb, fly = ref("BZ"), ref("Q"), ref("R"), ref("D")
     d.parts += [Part(bz, "buzzer", "", "tones"), Part(q, "npn", "", "buzzer switch"),
                 Part(rb, "resistor", "1 kOhm", "buzzer transistor base"),
@@ -240,6 +279,21 @@ def _buzzer(d: Design, ref) -> None:
                         f"and {q}'s collector",
                         "PWM output, 50 % square wave at the tone's frequency (300-2400 Hz); "
                         "low when silent", f"{rb} -> {q} base"))
+    d.groups.append(g)
+
+
+def _active_buzzer(d: Design, ref) -> None:
+    # digitalio has no PWM: an active buzzer makes its own tone while its pin is high
+    bz, q, rb, fly = ref("BZ"), ref("Q"), ref("R"), ref("D")
+    d.parts += [Part(bz, "buzzer-active", "", "tones (its own pitch)"), Part(q, "npn", "", "buzzer switch"),
+                Part(rb, "resistor", "1 kOhm", "buzzer transistor base"),
+                Part(fly, "signal-diode", "", "buzzer flyback")]
+    g = Group("buzzer", f"{bz}: active buzzer", [f"{q} NPN low side, {bz} from 5 V", f"{fly} across {bz}",
+                                                 "one pitch; the patterns keep their rhythm"])
+    g.wires.append(Wire("buzzer", d.board["buzzer"], f"{rb} 1 kOhm to the base of {q}; {bz} between 5 V "
+                        f"and {q}'s collector",
+                        "output, high while the firmware asks for any tone, low when silent",
+                        f"{rb} -> {q} base"))
     d.groups.append(g)
 
 
@@ -259,7 +313,7 @@ def _tamper(d: Design, ref) -> None:
         lines.append(f"{pr} 10 kOhm to 3.3 V")
     g = Group("tamper", f"{sw}: tamper switch", lines)
     g.wires.append(Wire("tamper switch", b["tamper"], f"{sw} to GND (closed while the lid is {closed})",
-                        _pull_note(b["tamper_pull"], pr) + f"; open reads {b['tamper_open_level']}",
+                        _pull_note(b["tamper_pull"], pr, d) + f"; open reads {b['tamper_open_level']}",
                         f"{sw}" + (f" + {pr}" if pr else "")))
     d.groups.append(g)
 
@@ -288,16 +342,23 @@ def _battery(d: Design, ref) -> None:
 def _power(d: Design, ref) -> None:
     u, f, ps = ref("U"), ref("F"), ref("PS")
     n = len(d.board["compartments"])
-    s = hwcalc.solenoid(d.board["max_on_ms"], _v_max(d))
-    sup = hwcalc.supply(n, s)
+    s = hwcalc.solenoid(d.board["max_on_ms"], _v_max(d), d.chip)
+    sup = hwcalc.supply(n, s, d.chip)
+    if d.linux:
+        buck = Part(u, "buck-3a", "", "12 V to 5 V, 3 A, for the Pi")
+        rtc = Part(ref("U"), "rtc", "", "optional: the OS keeps time across power cuts (DS3231 on D2/D3, "
+                   "dtoverlay=i2c-rtc,ds3231)")
+        feed = ("powers the Pi through header pins 2 and 4 (the Pi makes its own 3.3 V); "
+                "a 5.1 V 3 A supply, no USB-C cable")
+    else:
+        buck = Part(u, "buck", "", "12 V to 5 V for the dev board")
+        rtc = Part(ref("U"), "rtc", "", "optional: time without network (not used by the firmware yet)")
+        feed = "powers the dev board (its LDO makes 3.3 V)"
     d.parts += [Part(ps, "psu", f"12 V {sup.psu_a:g} A", "supply"),
-                Part(f, "fuse", f"T{sup.fuse_a:g}A", "12 V input fuse"),
-                Part(u, "buck", "", "12 V to 5 V for the dev board"),
-                Part(ref("U"), "rtc", "", "optional: time without network (not used by the firmware yet)")]
+                Part(f, "fuse", f"T{sup.fuse_a:g}A", "12 V input fuse"), buck, rtc]
     g = Group("power", "Power", [f"{ps} 12 V -> {f} -> locks and {u}", f"{u} buck 12 V -> 5 V",
                                  "one common ground"])
-    g.wires.append(Wire("5 V in", "5V", f"{u} 5 V output", "powers the dev board (its LDO makes 3.3 V)",
-                        f"{u} +5 V"))
+    g.wires.append(Wire("5 V in", "5V", f"{u} 5 V output", feed, f"{u} +5 V"))
     g.wires.append(Wire("ground", "GND", f"{u} GND, the MOSFET sources, every switch's GND",
                         "star ground at the supply; the lock current does not flow through the dev board",
                         "GND"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from host_tools import hwcalc as calc
 from host_tools import hwparts
+from host_tools.boards import pin_name
 from host_tools.hwdesign import Design
 
 OPENINGS_SHOWN = 10      # the openings per day the battery tables assume
@@ -35,8 +36,8 @@ class Numbers:
         self.d = d
         self.n = len(d.board["compartments"])
         v_max = d.battery_max_mv / 1000 if d.battery_max_mv else None
-        self.sol = calc.solenoid(d.board["max_on_ms"], v_max)
-        self.supply = calc.supply(self.n, self.sol)
+        self.sol = calc.solenoid(d.board["max_on_ms"], v_max, d.chip)
+        self.supply = calc.supply(self.n, self.sol, d.chip)
         self.budget = calc.budget(d.board, self.sol)
         self.bom = bom_lines(d)
         self.core_eur = sum(r[5] for r in self.bom if not r[6])
@@ -122,7 +123,7 @@ def _schematic(x: Numbers) -> str:
     lock, q, fly = ref["compartment 1 lock"], ref["compartment 1 solenoid switch"], ref["compartment 1 flyback diode"]
     rg, rpd, fuse = ref["compartment 1 gate resistor"], ref["compartment 1 gate pull-down"], ref["12 V input fuse"]
     mos, dio = calc.MOSFETS[0].part, calc.DIODES[0].part
-    gpio = f"GPIO{pin} --{rg} 100R--"
+    gpio = f"{pin_name(pin)} --{rg} {x.sol.r_gate:g}R--"
     j = max(18, len(gpio))       # the gate node's column
     m = j + 4                    # the drain's column; the diode at m - 8, the coil at m + 8
     lines: list[list[str]] = []
@@ -186,11 +187,11 @@ def _driver(x: Numbers) -> str:
     mos = _table(["MOSFET", "package", "Vgs(th) max", "Rds(on) max", f"hot (x{calc.v('rds_hot'):g})",
                   "P = I^2 x Rds(on)", "junction rise", "Vds rating / stress", "at 3.3 V gate"], mrows)
     gate = _table(["quantity", "arithmetic", "value"], [
-        ["gate voltage", f"3.3 V x {calc.v('r_pulldown'):g} / ({calc.v('r_pulldown'):g} + {calc.v('r_gate'):g})",
+        ["gate voltage", f"3.3 V x {calc.v('r_pulldown'):g} / ({calc.v('r_pulldown'):g} + {s.r_gate:g})",
          f"{_f(s.vgs)} V"],
-        ["gate current, peak while charging", f"3.3 V / {calc.v('r_gate'):g} Ohm",
-         f"{_f(s.gate_peak_ma, 0)} mA (pin rating {calc.v('gpio_max_ma'):g} mA)"],
-        ["pin current while on", f"3.3 V / ({calc.v('r_gate'):g} + {calc.v('r_pulldown'):g}) Ohm",
+        ["gate current, peak while charging", f"3.3 V / {s.r_gate:g} Ohm",
+         f"{_f(s.gate_peak_ma, 0)} mA (pin rating {s.gpio_max_ma:g} mA)"],
+        ["pin current while on", f"3.3 V / ({s.r_gate:g} + {calc.v('r_pulldown'):g}) Ohm",
          f"{_f(s.gate_hold_ma)} mA"],
         ["gate voltage while the pin floats", f"{calc.v('leak_ua'):g} uA x {calc.v('r_pulldown'):g} Ohm",
          f"{_f(s.gate_float_mv, 0)} mV (threshold >= {calc.MOSFETS[0].vth_min:g} V)"],
@@ -206,7 +207,8 @@ def _driver(x: Numbers) -> str:
         ["duty cycle, default", f"{s.pulse_ms} / ({s.pulse_ms} + {s.cooldown_ms})", f"**{_pct(s.duty_default)}**"],
         ["coil power averaged, default", f"{_f(s.p_nom, 1)} W x {_pct(s.duty_default)}", f"{_f(s.p_avg_default)} W"],
         ["energy per pulse", f"{_f(s.p_nom, 1)} W x {s.pulse_ms / 1000:g} s", f"{_f(s.e_pulse_j)} J"],
-        ["longest pulse (board max_on_ms)", "hardware timer failsafe", f"{s.max_on_ms} ms"],
+        ["longest pulse (board max_on_ms)", "failsafe timer thread (pb_linux.hw)" if x.d.linux
+         else "hardware timer failsafe", f"{s.max_on_ms} ms"],
         ["duty cycle, worst the firmware allows", f"{s.max_on_ms} / ({s.max_on_ms} + 3 x {s.max_on_ms})",
          f"**{_pct(s.duty_worst)}**"],
         ["coil power averaged, worst", f"{_f(s.p_nom, 1)} W x {_pct(s.duty_worst)}", f"{_f(s.p_avg_worst)} W"],
@@ -249,13 +251,26 @@ def _power(x: Numbers) -> str:
     b, s = x.budget, x.sol
     eff = calc.v("buck_eff")
     fb = calc.feedback_times()
-    idle_rows = [
-        [f"{x.d.chip} module, Wi-Fi connected, modem sleep", calc.INPUTS["idle_ma_" + x.d.chip].source,
-         f"{_f(b.chip_ma)} mA at 3.3 V"],
-        ["pull-ups of closed switches (doors shut, lid on)", "3.3 V / pull-up each", f"{_f(b.pullup_ma)} mA at 3.3 V"],
-        ["3.3 V rail", "", f"{_f(b.rail_3v3_ma)} mA"],
-        ["5 V rail (the LDO passes the 3.3 V current)", f"{_f(b.rail_3v3_ma)} + {_f(calc.v('devboard_ma'), 0)} "
-         "dev board overhead", f"{_f(b.rail_5v_ma)} mA"],
+    if x.d.chip in calc.FIVE_V_CHIPS:
+        head_rows = [
+            [calc.INPUTS["idle_ma_" + x.d.chip].what, calc.INPUTS["idle_ma_" + x.d.chip].source,
+             f"{_f(b.chip_ma)} mA at 5 V"],
+            ["pull-ups of closed switches (doors shut, lid on)", "3.3 V / pull-up each",
+             f"{_f(b.pullup_ma)} mA at 3.3 V"],
+            ["5 V rail (the Pi's own regulators feed the pull-ups, counted 1:1)",
+             f"{_f(b.chip_ma)} + {_f(b.pullup_ma)}", f"{_f(b.rail_5v_ma)} mA"],
+        ]
+    else:
+        head_rows = [
+            [f"{x.d.chip} module, Wi-Fi connected, modem sleep", calc.INPUTS["idle_ma_" + x.d.chip].source,
+             f"{_f(b.chip_ma)} mA at 3.3 V"],
+            ["pull-ups of closed switches (doors shut, lid on)", "3.3 V / pull-up each",
+             f"{_f(b.pullup_ma)} mA at 3.3 V"],
+            ["3.3 V rail", "", f"{_f(b.rail_3v3_ma)} mA"],
+            ["5 V rail (the LDO passes the 3.3 V current)", f"{_f(b.rail_3v3_ma)} + "
+             f"{_f(calc.v('devboard_ma'), 0)} dev board overhead", f"{_f(b.rail_5v_ma)} mA"],
+        ]
+    idle_rows = head_rows + [
         ["at 12 V through the buck", f"{_f(b.rail_5v_ma)} mA x 5 V / ({_f(eff)} x 12 V)",
          f"{_f(b.elec_12v_ma)} mA"],
         ["battery divider", "12 V / (top + bottom)", f"{_f(b.divider_ma, 3)} mA"],
@@ -268,7 +283,10 @@ def _power(x: Numbers) -> str:
          f"{_f(b.open_active_j)} J"],
         ["LED (ACCEPTED pattern)", f"{calc.v('led_ma'):g} mA x 5 V x {fb['led_s']:g} s / {_f(eff)}",
          f"{_f(b.open_led_j, 3)} J"],
-        ["buzzer (key clicks + ACCEPTED)", f"{calc.v('buzzer_ma'):g} mA x 5 V x 50 % x {fb['buzzer_s']:g} s / {_f(eff)}",
+        ["active buzzer (key clicks + ACCEPTED)" if x.d.chip in calc.ACTIVE_BUZZER_CHIPS else
+         "buzzer (key clicks + ACCEPTED)",
+         f"{calc.vc('buzzer_ma', x.d.chip):g} mA x 5 V x "
+         f"{'100' if x.d.chip in calc.ACTIVE_BUZZER_CHIPS else '50'} % x {fb['buzzer_s']:g} s / {_f(eff)}",
          f"{_f(b.open_buzzer_j, 3)} J"],
         ["**one opening**", "", f"**{_f(b.open_j)} J = {_f(b.open_j / 3.6, 2)} mWh**"],
     ]
@@ -282,7 +300,8 @@ def _power(x: Numbers) -> str:
         _table(["what", "arithmetic", "energy"], open_rows), "",
         "### 3.3 Per day", "",
         _table(["openings a day", "arithmetic (Wh)", "energy a day", "share of the openings"], day_rows), "",
-        "The idle Wi-Fi connection, not the lock, sets the energy a day.", "",
+        ("The Pi itself, idling, not the lock, sets the energy a day." if x.d.chip in calc.FIVE_V_CHIPS else
+         "The idle Wi-Fi connection, not the lock, sets the energy a day."), "",
     ])
 
 

@@ -28,6 +28,10 @@ CATALOGUE: dict[str, Item] = {
                            "ESP32-DevKitC-VE (WROVER-E; GPIO16/17 then taken by PSRAM)", 10.00),
     "devboard-esp32s3": Item("ESP32-S3 dev board", "Espressif ESP32-S3-DevKitC-1-N8R8",
                              "any ESP32-S3-DevKitC-1 with a WROOM-1 module (N8, N16R8, N32R8)", 16.00),
+    "devboard-rpi": Item("Raspberry Pi", "Raspberry Pi 4 Model B, 2 GB",
+                         "Raspberry Pi 3 B+, Pi 5 or Pi Zero 2 W (any Pi with the 40-pin header)", 50.00),
+    "sd-card": Item("microSD card for the Pi", "high-endurance microSD, 32 GB (e.g. SanDisk High Endurance)",
+                    "an industrial (pSLC) microSD card; a USB SSD", 10.00),
     "keypad-4x3": Item("4x3 matrix keypad (12 keys)", "membrane keypad 4x3, 7-pin 2.54 mm ribbon",
                        "metal vandal-resistant 4x3 matrix keypad (IP65) for outdoor boxes, ~25 EUR", 3.00),
     "keypad-4x4": Item("4x4 matrix keypad (16 keys)", "membrane keypad 4x4, 8-pin 2.54 mm ribbon",
@@ -49,6 +53,8 @@ CATALOGUE: dict[str, Item] = {
     "buzzer": Item("passive buzzer (no oscillator inside)", "12 mm magnetic transducer, 5 V o-p, <= 40 mA "
                    "(e.g. CUI CD-1206)", "TDK PS1240P02BT piezo (quieter, 1 kOhm across it instead of the diode)",
                    1.00),
+    "buzzer-active": Item("active buzzer (own oscillator)", "12 mm magnetic buzzer, 5 V, about 2.3 kHz, "
+                          "<= 30 mA (e.g. CUI CEM-1203(42))", "a 5 V active piezo buzzer module", 1.00),
     "npn": Item("NPN transistor", "MMBT3904 (SOT-23)", "2N3904 (TO-92), BC547", 0.05),
     "signal-diode": Item("signal diode", "1N4148W", "1N4148 (DO-35)", 0.05),
     "resistor": Item("resistor 5 %", "0805 or 1/4 W through-hole", "any", 0.05),
@@ -56,6 +62,8 @@ CATALOGUE: dict[str, Item] = {
     "capacitor": Item("ceramic capacitor", "0805 X7R 50 V", "through-hole MLCC", 0.05),
     "buck": Item("12 V to 5 V buck converter", "Traco TSR 1-2450 (1 A, 6.5-36 V in)",
                  "Pololu D24V10F5; an MP1584 module set to 5 V", 7.00),
+    "buck-3a": Item("12 V to 5 V buck converter, 3 A", "Pololu D36V28F5 (5 V 3.2 A, up to 50 V in)",
+                    "Mean Well DDR-15G-5 (DIN rail, 3 A); any 5.1 V 3 A module", 15.00),
     "fuse": Item("input fuse and holder", "5x20 mm time-lag (T) fuse, panel or PCB holder",
                  "a PTC resettable fuse of the same hold current", 1.50),
     "psu": Item("12 V DC power supply", "12 V DC adapter or DIN-rail supply", "the battery-backed supply "

@@ -19,6 +19,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from host_tools import hwcalc, hwdesign, hwpage
+from host_tools.boards import pin_name
 from host_tools.hwdesign import Design, Group, Wire
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,34 +36,42 @@ def table_md(d: Design) -> str:
     out = [f"# {d.name}: wiring", "",
            f"<!-- Generated from boards/{d.name}.json by `parcelbox hardware generate`; do not edit. -->", "",
            f"Generated from `boards/{d.name}.json`, through the board.json the firmware reads, by "
-           f"`parcelbox hardware generate`: edit the board file, never this page. Header pins as "
-           f"Espressif's {d.devboard.title} user guide numbers them (pin 1 at the end away from "
-           f"USB). Parts by reference: the bill of materials in [README.md](README.md). "
+           f"`parcelbox hardware generate`: edit the board file, never this page. Header pins "
+           f"{d.devboard.header_note}. Parts by reference: the bill of materials in [README.md](README.md). "
            f"Diagram: [wiring.svg](wiring.svg).", "",
            "## Signals", "",
-           "| role | GPIO | header | connects to | notes |", "| --- | --- | --- | --- | --- |"]
+           f"| role | {'pin' if d.linux else 'GPIO'} | header | connects to | notes |",
+           "| --- | --- | --- | --- | --- |"]
     power = []
     for w in d.wires():
-        if isinstance(w.pin, str):
+        if w.pin in hwdesign.POWER:
             power.append(w)
             continue
         out.append(f"| {w.role} | {w.pin} | {d.header(w.pin)} | {_cell(w.to)} | {_cell(w.notes)} |")
     out += ["", "## Power", "", "| supply | header | connects to | notes |", "| --- | --- | --- | --- |"]
     for w in power:
         out.append(f"| {w.pin} | {d.header(w.pin)} | {_cell(w.to)} | {_cell(w.notes)} |")
-    out += ["", "## Checks before the first power-up", "",
-            "With the dev board out of its socket and the supply off, measure with an ohmmeter:", ""]
+    if d.linux:
+        out += ["", "3.3 V logic: the Pi's GPIO pins take 0 to 3.3 V and are not 5 V tolerant. Nothing "
+                "on this page connects a GPIO to 5 V or 12 V; keep it so (pull-ups to 3V3, pin 1 or 17).",
+                "", "## Checks before the first power-up", "",
+                "With the ribbon cable off the Pi's header and the supply off, measure at the cable's socket with an ohmmeter:", ""]
+    else:
+        out += ["", "## Checks before the first power-up", "",
+                "With the dev board out of its socket and the supply off, measure with an ohmmeter:", ""]
     ref = {p.does: p.ref for p in d.parts}
     r, i_nom = hwcalc.v("coil_ohm"), hwcalc.v("v_nom") / hwcalc.v("coil_ohm")
+    rg = hwcalc.vc("r_gate", d.chip)
     for i, c in enumerate(d.board["compartments"], 1):
-        out.append(f"- socket pin of GPIO{c['solenoid']} to GND: 10.1 kOhm "
-                   f"({ref[f'compartment {i} gate resistor']} 100 Ohm and "
+        out.append(f"- socket pin of {pin_name(c['solenoid'])} to GND: {(rg + 10000) / 1000:g} kOhm "
+                   f"({ref[f'compartment {i} gate resistor']} {rg:g} Ohm and "
                    f"{ref[f'compartment {i} gate pull-down']} 10 kOhm); "
                    f"{ref[f'compartment {i} lock']}'s coil: its rated resistance "
                    f"({r:g} Ohm for a {i_nom:g} A lock), not 0.")
     shut = "0 Ohm with the door shut" if d.board["door_open_level"] == 1 else "open with the door shut"
     doors = ", ".join(str(c["door"]) for c in d.board["compartments"])
-    out.append(f"- socket pins of GPIO{doors} (doors) to GND: {shut}, the other way with it open.")
+    out.append(f"- socket pins of {'' if d.linux else 'GPIO'}{doors} (doors) to GND: {shut}, the other way "
+               f"with it open.")
     out.append("- +12 V to GND: no short (the MOSFETs are off; the flyback diodes block).")
     out.append("")
     return "\n".join(out)
@@ -86,7 +95,7 @@ _LEGEND = (("row", "keypad row"), ("col", "keypad column"), ("solenoid", "soleno
 
 
 def _kind(w: Wire) -> str:
-    if isinstance(w.pin, str):
+    if w.pin in hwdesign.POWER:
         return w.pin
     for k in ("row", "column", "solenoid", "door", "LED", "buzzer", "tamper", "battery"):
         if k in w.role:
@@ -144,7 +153,8 @@ def svg(d: Design) -> str:
     block = [f'<rect x="{_X_BLOCK}" y="{top}" width="{_W_BLOCK}" height="{bottom - top}" rx="8" '
              f'fill="#eaf2f8" stroke="#1b4f72" stroke-width="2"/>',
              _text(_X_BLOCK + 12, top + 20, d.devboard.title, 13, weight="bold", fill="#1b4f72"),
-             _text(_X_BLOCK + 12, top + 36, f"{d.chip}: GPIO, header pin", 11, fill="#1b4f72")]
+             _text(_X_BLOCK + 12, top + 36, f"{d.chip}: {'pin' if d.linux else 'GPIO'}, header pin", 11,
+                   fill="#1b4f72")]
     for wy, w in rows:
         pin = f"GPIO{w.pin}" if isinstance(w.pin, int) else w.pin
         block.append(_text(_X_BLOCK + 16, wy + 4, pin, 12, weight="bold", mono=True))

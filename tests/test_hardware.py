@@ -69,7 +69,7 @@ def test_every_pin_is_in_the_wiring_table(path):
 def test_every_pin_is_in_the_diagram_twice_at_the_header_and_on_its_line(path):
     texts = svg_texts(HW / path.stem / "wiring.svg")
     for r in roles_of(path):
-        assert texts.count(f"GPIO{r.pin}") == 2, r.label()
+        assert texts.count(boards.pin_name(r.pin)) == 2, r.label()
         assert r.name in texts, r.name
     assert "5V" in texts and "GND" in texts
 

@@ -611,3 +611,20 @@ def _catch(fn):
         return "returned"
     except BaseException as e:  # noqa: BLE001 - the test looks at what ended it
         return type(e).__name__
+
+
+# ---- the Pi's reference design (hardware/rpi4-4x4, parcelbox hardware generate) ---------
+
+def test_the_pi_reference_design_keeps_within_the_pis_pin_current_and_header():
+    from host_tools import hwcalc, hwdesign
+    d = hwdesign.design(BOARD_FILE)
+    s = hwcalc.solenoid(BOARD["max_on_ms"], None, "rpi")
+    assert s.r_gate == 330 and s.gate_peak_ma <= hwcalc.v("gpio_max_ma_rpi") == 16
+    assert hwcalc.solenoid(2000).gate_peak_ma > 16          # the ESP32's 100 Ohm would not do here
+    headers = [d.header(p) for p in d.pins()]
+    assert all(h.startswith("J8-") for h in headers) and len(set(headers)) == len(headers) == 21
+    kinds = {p.kind for p in d.parts}
+    assert {"devboard-rpi", "sd-card", "buzzer-active", "buck-3a"} <= kinds and "buzzer" not in kinds
+    wiring = (ROOT / "hardware" / "rpi4-4x4" / "wiring.md").read_text()
+    assert "not 5 V tolerant" in wiring and "J8-11" in wiring     # 3.3 V logic is said on the page
+    assert (ROOT / "hardware" / "rpi4-4x4" / "wiring.svg").exists()
