@@ -1,7 +1,7 @@
 """The virtual board (host_tools/vboard.py, docs/vboard.md) driven by the real mpremote as
 a subprocess, as a technician's laptop drives an ESP32 over USB."""
 
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,3 +124,154 @@ def test_without_raw_paste_mpremote_falls_back_to_the_plain_raw_repl(tmp_path):
         big = "x = 0\n" + "x += 1\n" * 300 + "print(x)"
         assert mp(vb, "exec", big).stdout == "300\n"
         assert "R\x01" not in vb.output
+
+
+# ---- sessions, resets, interrupts --------------------------------------------------------
+
+BOOT_PY = "print('boot.py ran')\n"
+COUNTER_MAIN = ("import time\nprint('main.py ran')\nn = 0\nwhile True:\n"
+                "    n += 1\n    time.sleep_ms(20)\n")
+
+
+def test_soft_reset_gives_a_fresh_session_and_runs_boot_but_not_main_from_the_raw_repl(vboard):
+    vboard.wait_output(">>> ")     # booted (from an empty flash)
+    (vboard.flash / "boot.py").write_text(BOOT_PY)
+    (vboard.flash / "main.py").write_text("print('main.py ran')\n")
+    start = len(vboard.output)
+    r = mp(vboard, "exec", "x = 1", "soft-reset", "exec", "print('x' in globals())")
+    assert r.stdout == "False\n"
+    out = vboard.output[start:]
+    assert out.count("MPY: soft reboot\r\n") == 2 and out.count("boot.py ran") == 2
+    assert "main.py ran" not in out
+
+
+def test_ctrl_d_at_the_friendly_prompt_soft_reboots_through_main(vboard):
+    import socket
+    vboard.wait_output(">>> ")
+    (vboard.flash / "main.py").write_text("print('main.py ran')\n")
+    host, port = vboard.url[len("socket://"):].split(":")
+    with socket.create_connection((host, int(port))) as s:
+        start = len(vboard.output)
+        s.sendall(b"\r\x04")
+        out = vboard.wait_output("Type \"help()\"", 10, start=start)[start:]
+    assert "MPY: soft reboot\r\nmain.py ran\r\nMicroPython v" in out
+
+
+def test_reset_boots_main_py_from_the_flash_and_its_output_is_seen(vboard):
+    vboard.wait_output(">>> ")
+    (vboard.flash / "boot.py").write_text(BOOT_PY)
+    (vboard.flash / "main.py").write_text(COUNTER_MAIN)
+    start = len(vboard.output)
+    mp(vboard, "reset")
+    out = vboard.wait_output("main.py ran", 20, start=start)[start:]
+    assert "rst:0xc (SW_CPU_RESET)" in out and out.index("boot.py ran") < out.index("main.py ran")
+    # mpremote's Ctrl-C stops the endless main.py where it sleeps: a real KeyboardInterrupt
+    r = mp(vboard, "exec", "import machine; print(machine.reset_cause() == machine.SOFT_RESET)")
+    assert r.stdout == "True\n"
+    out = vboard.output[start:]
+    assert 'File "main.py", line 6, in <module>\r\nKeyboardInterrupt: \r\n' in out
+
+
+def test_the_reset_button_reboots_a_board_stuck_in_a_loop(vboard):
+    (vboard.flash / "main.py").write_text("print('spinning')\nwhile True:\n    pass\n")
+    vboard.reset()
+    vboard.wait_output("spinning", 20)
+    start = len(vboard.output)
+    vboard.reset()
+    out = vboard.wait_output("spinning", 20, start=start)[start:]
+    assert "rst:0x1 (POWERON_RESET)" in out
+
+
+def test_ctrl_c_interrupts_an_endless_main_py_that_never_yields(vboard):
+    (vboard.flash / "main.py").write_text("print('spinning')\nx = 0\nwhile True:\n    x += 1\n")
+    vboard.reset()
+    vboard.wait_output("spinning", 20)
+    r = mp(vboard, "exec", "print('free')")
+    assert r.stdout == "free\n"
+    assert "KeyboardInterrupt: " in vboard.output
+
+
+def test_a_killed_mpremote_mid_copy_leaves_the_board_serving_and_the_flash_as_written(vboard, tmp_path):
+    data = bytes(range(256)) * 160        # 40 KB
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    p = subprocess.Popen([MPREMOTE, "connect", vboard.url, "fs", "cp", str(src), ":big.bin"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dest = vboard.flash / "big.bin"
+    end = time.monotonic() + 30
+    while not (dest.exists() and dest.stat().st_size >= 4096):
+        assert time.monotonic() < end and p.poll() is None, "the copy did not start"
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    written = dest.read_bytes()
+    assert 4096 <= len(written) < len(data) and data.startswith(written)
+    assert mp(vboard, "exec", "print('serving')").stdout == "serving\n"
+    mp(vboard, "fs", "cp", str(src), ":big.bin")
+    assert dest.read_bytes() == data
+
+
+def test_garbage_a_second_connection_and_errors_do_not_kill_the_board(vboard):
+    import socket
+    host, port = vboard.url[len("socket://"):].split(":")
+    first = socket.create_connection((host, int(port)))
+    first.sendall(bytes(range(256)) * 4 + b"\x05A\x01\xff\xfe" + b"\x01\x04\x02\x05")
+    time.sleep(0.2)
+    # mpremote connects while the first client is still attached: it takes the UART over
+    r = mp(vboard, "exec", "x = bytearray(4 * 1024 * 1024)", check=False)
+    assert r.returncode == 1 and "MemoryError" in r.stdout
+    r = mp(vboard, "exec", "import sys\nsys.print_exception(OSError(5))\nraise KeyError('k')",
+           check=False)
+    assert "KeyError: k" in r.stdout
+    assert mp(vboard, "exec", "print('alive')").stdout == "alive\n"
+    first.close()
+
+
+# ---- the sim port's firmware on the virtual board ------------------------------------------
+
+def _stage_sim_firmware(stage):
+    """The flash a technician would copy: the firmware and the sim port compiled by mpy-cross
+    (as deploy does) under /lib, a main.py that boots pb_sim, and board.json and config.json
+    as tests/test_sim.py provisions them (offline: the broker's port refuses)."""
+    import json
+
+    from fakeboards import ESP32_4X3
+    from host_tools.vm import FIRMWARE_DIR, compile_mpy
+    compile_mpy(FIRMWARE_DIR / "parcelbox", stage / "lib" / "parcelbox")
+    compile_mpy(FIRMWARE_DIR / "sim" / "pb_sim", stage / "lib" / "pb_sim")
+    (stage / "main.py").write_text("from pb_sim import main\nmain.main('/')\n")
+    (stage / "board.json").write_text(json.dumps(ESP32_4X3))
+    (stage / "config.json").write_text(json.dumps({
+        "box_id": "box-1", "box_key": bytes(range(32)).hex(),
+        "wifi": {"ssid": "home", "password": "wifi-secret-1"},
+        "broker": {"host": "127.0.0.1", "port": 1, "tls": False}, "mqtt_password": "mqtt-secret-2"}))
+    return [stage / n for n in ("lib", "main.py", "board.json", "config.json")]
+
+
+def test_the_sim_firmware_copied_with_mpremote_boots_on_reset_with_its_world(vboard, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent / "fakes"))
+    files = _stage_sim_firmware(tmp_path / "stage")
+    mp(vboard, "fs", "cp", "-r", *map(str, files), ":", timeout=180)
+    assert (vboard.flash / "lib" / "parcelbox" / "app.mpy").read_bytes() == \
+        (tmp_path / "stage" / "lib" / "parcelbox" / "app.mpy").read_bytes()
+    start = len(vboard.output)
+    mp(vboard, "reset")
+    vboard.wait_output(" boot box box-1 ", 30, start=start)
+    out = vboard.output[start:]
+    assert "rst:0xc (SW_CPU_RESET)" in out
+    assert re.search(r"\r\nPB I \d+ boot box box-1 board esp32-devkitc-4x3 ", out)
+    box = vboard.wait_sim()
+    box.until(lambda: any(" event 1 boot " in ln for ln in box.lines), "the boot event")
+    # the box's world: a wrong code typed at its keypad shows red, and the log says so
+    box.type("111111")
+    box.until(lambda: box.led == "red", "red for a wrong code", ms=5000)
+    box.until(lambda: [e[1] for e in box.events()] == ["boot", "wrong_code"], "the event")
+    assert box.pulses == [] and [c for _, c in box.boots] == [5]     # machine.reset()
+    vboard.wait_output(" wrong_code ", 10, start=start)
+    out = vboard.output
+    for secret in ("wifi-secret-1", "mqtt-secret-2", bytes(range(32)).hex()):
+        assert secret not in out
+    # mpremote's Ctrl-C stops the firmware where it is (a host call) and gives the REPL
+    r = mp(vboard, "exec", "print('at the REPL')")
+    assert r.stdout == "at the REPL\n"
+    assert "KeyboardInterrupt: \r\n" in vboard.output[start:]
