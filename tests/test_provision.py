@@ -127,3 +127,56 @@ def test_the_password_can_come_from_the_environment_or_a_file(registry, tmp_path
     f.write_text(WIFI_PW + "\n")
     r = CliRunner().invoke(main, base + ["--wifi-password-file", str(f)])
     assert r.exit_code == 0 and WIFI_PW not in r.output
+
+
+# ---- on the virtual board, with the real mpremote ------------------------------------------
+
+def _prov(url, db, *extra, env_pw=WIFI_PW):
+    env = dict(os.environ, PARCELBOX_WIFI_PASSWORD=env_pw)
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "provision", "--port", url, "--box", "box-17",
+                        "--db", str(db), "--broker", "mqtt://10.0.0.2:1883", "--wifi-ssid", "home", *extra],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    return p.returncode, p.stdout + p.stderr
+
+
+@pytest.mark.vm
+def test_a_bare_board_gets_its_files_checked_on_the_host_and_no_secret_is_shown(vboard, registry):
+    db, rec, _ = registry
+    rc, out = _prov(vboard.url, db, "--board", "esp32-devkitc-4x3", "--no-reset")
+    assert rc == 0, out
+    assert "written to the board (each by rename, hashes read back): board.json, config.json" in out
+    assert "no firmware on the board yet: checked on the host only" in out
+    conf = json.loads((vboard.flash / "config.json").read_text())
+    assert conf["box_key"] == rec["box_key"] and conf["wifi"]["password"] == WIFI_PW
+    assert conf["broker"] == {"host": "10.0.0.2", "port": 1883, "tls": False}
+    assert json.loads((vboard.flash / "board.json").read_text())["name"] == "esp32-devkitc-4x3"
+    assert not list(vboard.flash.glob("*.tmp"))
+    for secret in (rec["box_key"], rec["mqtt_password"], WIFI_PW):
+        assert secret not in out and secret not in vboard.output
+
+
+@pytest.mark.vm
+def test_a_configuration_the_firmware_would_refuse_is_never_written(vboard, registry):
+    db, _, _ = registry
+    (vboard.flash / "config.json").write_text('{"old": true}')
+    before = {p.name: p.read_bytes() for p in vboard.flash.iterdir() if p.is_file()}
+    rc, out = _prov(vboard.url, db, "--board", "esp32s3-devkitc-4x4")     # 4 compartments, box has 1
+    assert rc == 1 and "registered with 1 compartment(s), board esp32s3-devkitc-4x4 has 4" in out
+    rc, out = _prov(vboard.url, db, "--board", "esp32-devkitc-4x3", env_pw="short")
+    assert rc == 1 and "8 to 64 characters" in out
+    rc, out = _prov(vboard.url, db)                       # no --board, and the board has none
+    assert rc == 1 and "the board has no board.json: give --board NAME" in out
+    assert {p.name: p.read_bytes() for p in vboard.flash.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.vm
+def test_without_board_the_board_s_own_board_json_is_kept(vboard, registry):
+    db, _, _ = registry
+    import techlib
+    techlib.provision_offline(vboard.flash)
+    board = (vboard.flash / "board.json").read_bytes()
+    rc, out = _prov(vboard.url, db, "--no-reset")
+    assert rc == 0, out
+    assert "written to the board (each by rename, hashes read back): config.json" in out
+    assert (vboard.flash / "board.json").read_bytes() == board
+    assert json.loads((vboard.flash / "config.json").read_text())["box_id"] == "box-17"
