@@ -82,5 +82,9 @@ from host_tools import tech_cli as _tech_cli  # noqa: E402
 
 _tech_cli.register(main)
 
+from host_tools import vboard_cli as _vboard_cli  # noqa: E402
+
+_vboard_cli.register(main)
+
 if __name__ == "__main__":
     main()

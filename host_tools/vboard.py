@@ -127,11 +127,10 @@ class VirtualBoard:
     def __init__(self, flash_dir: Path | str, *, port: int = 0, host: str = "127.0.0.1",
                  heap: str | int = DEFAULT_HEAP, raw_paste: bool = True, echo: bool = False,
                  start: bool = True):
+        self.heap = parse_heap(heap)
         self.flash = Path(flash_dir).resolve()
         if self.flash.exists() and not self.flash.is_dir():
             raise BoardError(f"{self.flash} is not a folder")
-        self.flash.mkdir(parents=True, exist_ok=True)
-        self.heap = parse_heap(heap)
         self.raw_paste, self.echo = raw_paste, echo
         self._host, self._port = host, port
         self._cv = threading.Condition()
@@ -183,6 +182,7 @@ class VirtualBoard:
             self._listener = socket.create_server((self._host, self._port))
         except OSError as e:
             raise BoardError(f"cannot listen on {self._host}:{self._port}: {e.strerror}") from None
+        self.flash.mkdir(parents=True, exist_ok=True)
         self._port = self._listener.getsockname()[1]
         self._engine, self._module = _engine_and_module()
         for target, name in ((self._accept_loop, "vboard-accept"), (self._board_loop, "vboard"),

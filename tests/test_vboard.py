@@ -275,3 +275,41 @@ def test_the_sim_firmware_copied_with_mpremote_boots_on_reset_with_its_world(vbo
     r = mp(vboard, "exec", "print('at the REPL')")
     assert r.stdout == "at the REPL\n"
     assert "KeyboardInterrupt: \r\n" in vboard.output[start:]
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+PARCELBOX = str(Path(sys.executable).with_name("parcelbox"))
+
+
+def test_parcelbox_vboard_serves_mpremote_until_ctrl_c(tmp_path):
+    flash = tmp_path / "flash"
+    p = subprocess.Popen([PARCELBOX, "vboard", "--flash", str(flash)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        m = re.match(r"virtual board (socket://127\.0\.0\.1:\d+) \(flash (.*)\); Ctrl-C to stop$", line)
+        assert m, line
+        assert Path(m.group(2)) == flash.resolve()
+
+        class Url:
+            url = m.group(1)
+        mp(Url, "exec", "open('hello.txt', 'w').write('from the board')")
+        assert (flash / "hello.txt").read_text() == "from the board"
+    finally:
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert out.strip().endswith("stopped")
+
+
+def test_parcelbox_vboard_refuses_a_bad_heap_and_a_port_in_use_with_a_clear_error(tmp_path):
+    r = subprocess.run([PARCELBOX, "vboard", "--flash", str(tmp_path / "f"), "--heap", "lots"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "heap size 'lots' is not a number" in r.stderr
+    assert not (tmp_path / "f").exists()
+    with VirtualBoard(tmp_path / "flash") as vb:
+        r = subprocess.run([PARCELBOX, "vboard", "--flash", str(tmp_path / "g"),
+                            "--port", str(vb.port)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "cannot listen on 127.0.0.1:%d" % vb.port in r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / "g").exists()
