@@ -313,3 +313,57 @@ def test_parcelbox_vboard_refuses_a_bad_heap_and_a_port_in_use_with_a_clear_erro
                             "--port", str(vb.port)], capture_output=True, text=True, timeout=30)
         assert r.returncode == 1 and "cannot listen on 127.0.0.1:%d" % vb.port in r.stderr
         assert "Traceback" not in r.stderr and not (tmp_path / "g").exists()
+
+
+# ---- the friendly REPL, as a terminal (mpremote repl, picocom) types at it ------------------
+
+class Terminal:
+    def __init__(self, vb):
+        import socket
+        host, port = vb.url[len("socket://"):].split(":")
+        self.vb, self.s = vb, socket.create_connection((host, int(port)))
+
+    def type(self, text, expect, timeout=10):
+        start = len(self.vb.output)
+        self.s.sendall(text.encode() if isinstance(text, str) else text)
+        return self.vb.wait_output(expect, timeout, start=start)[start:]
+
+
+def test_the_friendly_repl_echoes_evaluates_continues_blocks_and_pastes(vboard):
+    vboard.wait_output(">>> ")
+    t = Terminal(vboard)
+    try:
+        assert t.type("6 * 7\r", "\r\n>>> ") == "6 * 7\r\n42\r\n>>> "
+        out = t.type("for i in range(2):\rprint('i', i)\r\r", "i 1\r\n>>> ")
+        assert out == "for i in range(2):\r\n...     print('i', i)\r\n...     \r\ni 0\r\ni 1\r\n>>> "
+        assert t.type("undefined_name\r", ">>> ").endswith(
+            "NameError: name 'undefined_name' isn't defined\r\n>>> ")
+        assert t.type("12\x7f3\r", ">>> ") == "12\x08 \x083\r\n13\r\n>>> "
+        assert t.type("abc\x03", ">>> ") == "abc\r\n>>> "       # Ctrl-C drops the line
+        out = t.type("\x05", "=== ")
+        assert out == "\r\npaste mode; Ctrl-C to cancel, Ctrl-D to finish\r\n=== "
+        out = t.type("x = 5\r\nif x:\r\n    print('pasted', x)\r\n\x04", ">>> ")
+        assert out.endswith("\r\npasted 5\r\n>>> ")
+        assert t.type("\x02", ">>> ").startswith("\r\nMicroPython v")     # Ctrl-B: banner
+        assert t.type("\x01", "\r\n>") == "\r\nraw REPL; CTRL-B to exit\r\n>"
+        assert t.type("\x02", ">>> ").startswith("\r\nMicroPython v")
+    finally:
+        t.s.close()
+
+
+def test_the_firmwares_watchdog_resets_a_board_left_at_the_repl(vboard, tmp_path):
+    # as on an ESP32: machine.WDT cannot be stopped, so interrupting a watchdog-guarded
+    # firmware leaves the technician its timeout (8 s in the sim port) before a reset
+    sys.path.insert(0, str(Path(__file__).parent / "fakes"))
+    import shutil
+    for f in _stage_sim_firmware(tmp_path / "stage"):
+        (shutil.copytree if f.is_dir() else shutil.copy)(f, vboard.flash / f.name)
+    vboard.reset()
+    vboard.wait_output(" heap used ", 30)
+    start = len(vboard.output)
+    assert mp(vboard, "exec", "print('interrupted')").stdout == "interrupted\n"
+    t0 = time.monotonic()
+    out = vboard.wait_output("rst:0x7 (TG0WDT_SYS_RESET)", 20, start=start)
+    assert 4 < time.monotonic() - t0 < 12
+    vboard.wait_output(" boot box box-1 ", 30, start=start)
+    assert [c for _, c in vboard.wait_sim().boots] == [3]
