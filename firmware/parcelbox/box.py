@@ -22,6 +22,7 @@ except ImportError:
 
 _DAY_MS = const(86400000)
 _EXPIRE_EVERY_MS = const(3600000)
+_ACT_SLICE = const(32)  # codes tick() counts at a time for the throttle (_count_active)
 
 
 # The earlier of two ticks, either of which may be None.
@@ -62,6 +63,8 @@ class Box(BoxState):
         self.service_code = -1  # code id of the technician while in service mode
         self.faults = 0  # flash errors survived since boot
         self._act_count = self._act_changes = self._act_minute = -1
+        self._act_pos = -1  # next slot of the count in progress (-1: none running)
+        self._act_sum = self._act_run = self._act_wall = 0  # its sum, store changes, time
         self._svc_num = 0
         self._svc_last = now
         self._gen = 0
@@ -183,6 +186,7 @@ class Box(BoxState):
                 self._event(events.LEFT_OPEN, i + 1, d.code_id, 0, now)
         if self.service_code >= 0 and ticks.diff(now, self._svc_last) > self.cfg["service_timeout_ms"]:
             self._leave_service(now)
+        self._count_active(now)
         if ticks.diff(now, self._wall_tick) > _DAY_MS:  # keep tick differences small
             self._wall_base = self.wall(now)
             self._wall_tick = now
@@ -246,15 +250,36 @@ class Box(BoxState):
         # Every rejection counts alike, so the throttle leaks nothing about stored codes.
         self._wrong(reason, lockout, now)
 
-    # Codes active at `wall`, for the throttle's cap: a scan of the store, cached until
-    # the store changes or a minute passes (windows open and close by the second).
+    # Codes active at `wall`, for the throttle's cap. Counting them reads every stored code,
+    # so it never happens between the final key and the unlock: tick() counts a slice at a
+    # time (_count_active). The count holds until the store changes or its minute passes
+    # (windows open and close by the second); while none holds, every stored code is taken
+    # as active: never fewer than the truth, so the cap can only be stricter.
     def _active(self, wall):
         c = self.codes
-        if c.changes != self._act_changes or wall // 60 != self._act_minute:
-            self._act_count = c.active_count(wall)
-            self._act_changes = c.changes
-            self._act_minute = wall // 60
-        return self._act_count
+        if c.changes == self._act_changes and wall // 60 == self._act_minute:
+            return self._act_count
+        return c.count()
+
+    # One slice of the count _active() uses, begun when the last one no longer holds and
+    # begun again when the store changes in the middle (slots move when codes go).
+    def _count_active(self, now):
+        c = self.codes
+        if self._act_pos < 0 or c.changes != self._act_run:
+            wall = self.wall(now)
+            if c.changes == self._act_changes and wall // 60 == self._act_minute:
+                return
+            self._act_pos = self._act_sum = 0
+            self._act_run = c.changes
+            self._act_wall = wall
+        end = self._act_pos + _ACT_SLICE
+        self._act_sum += c.active_count(self._act_wall, self._act_pos, end)
+        self._act_pos = end
+        if end >= c.count():
+            self._act_count = self._act_sum
+            self._act_changes = self._act_run
+            self._act_minute = self._act_wall // 60
+            self._act_pos = -1
 
     def _wrong(self, reason, lockout, now):
         self._event(events.WRONG_CODE, 0, 0, reason | (self.throttle.failures << 8), now)

@@ -84,6 +84,8 @@ class CodeStore(CodeFile):
         self.changes = 0  # counts every change of the set (add, revoke, use, load, ...)
         self._mac = Hmac(code_key)
         self._limit = compact_at
+        self._t_s = -1  # active_count's time, and the same packed as a u32
+        self._t = _Z
         self._pg = []
         self._cap = 0
         while self._cap < capacity:
@@ -176,15 +178,24 @@ class CodeStore(CodeFile):
     def capacity(self):
         return self._cap
 
-    # Codes usable at `now_s`: uses left and inside their window (bounds inclusive).
-    def active_count(self, now_s):
-        t = _pack("<I", (now_s,))
+    # Codes usable at `now_s`: uses left and inside their window (bounds inclusive). Only
+    # slots start..stop-1 with `start`/`stop`, so a big store can be counted in slices; a
+    # slice at the same `now_s` as the last allocates nothing (the box counts every tick).
+    def active_count(self, now_s, start=0, stop=-1):
+        if now_s != self._t_s:
+            self._t = _pack("<I", (now_s,))
+            self._t_s = now_s
+        t = self._t
+        if stop < 0 or stop > self._n:
+            stop = self._n
         n = 0
-        for s in range(self._n):
+        s = start
+        while s < stop:
             pg, o = self._pg[s >> _PS], (s & _PM) << 5
             if ((pg[o + 22] | pg[o + 23]) and _cmp(pg, o + 24, t, 0) <= 0
                     and not _cmp(pg, o + 28, t, 0) < 0 < _cmp(pg, o + 28, _Z, 0)):
                 n += 1
+            s += 1
         return n
 
     # 16 bytes naming the whole set, whatever the order and the uses left (set_digest_of).
