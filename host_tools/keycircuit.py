@@ -175,8 +175,11 @@ class Circuit:
     def press(self, key, at=None):
         self._event(self.index(key), 1, at)
 
+    # Let go of `key` (a key not held: nothing happens, as on a real pad).
     def release(self, key, at=None):
-        self._event(self.index(key), 0, at)
+        k = self.index(key)
+        if self._state[k]:
+            self._event(k, 0, at)
 
     def release_all(self, at=None):
         for k in range(self.nr * self.nc):

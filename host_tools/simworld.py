@@ -2,12 +2,13 @@
 
 The same electrical model as the test fakes (tests/fakes/fakeworld.py, which the
 simulator cannot import: host_tools ships without tests/), reduced to what the box
-has: a matrix keypad scanned the way the ESP32 port scans it (rows open-drain, driven
-low one at a time; columns with pull-ups; a pressed key joins its row to its column,
-so three keys at the corners of a rectangle make a ghost at the fourth), contacts
-that chatter for bounce_ms after every change, door and tamper switches to GND with
-pull-ups, solenoids behind a max-on failsafe, and the LED and buzzer. Times are world
-milliseconds (ints). tests/test_sim.py checks that the scan here equals
+has: a matrix keypad, the virtual circuit of host_tools/keycircuit.py (the one keypad
+model the linux port's and the scanners' tests use too), scanned the way the ESP32 port
+scans it (rows open-drain, driven low one at a time; columns with pull-ups; a pressed
+key joins its row to its column, so three keys at the corners of a rectangle make a
+ghost at the fourth), contacts that chatter for bounce_ms after every change, door
+and tamper switches to GND with pull-ups, solenoids behind a max-on failsafe, and the
+LED and buzzer. Times are world milliseconds (ints). tests/test_sim.py checks that the scan here equals
 pb_esp32.hw.Hardware.scan over the fakes, press for press.
 """
 
@@ -15,20 +16,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from host_tools import keycircuit
+
 LED_NAMES = ("off", "green", "red", "amber", "blue")  # feedback.LED_* in the firmware
 
 
-class Keypad:
-    """A rows x cols key matrix with bouncing contacts."""
+class Keypad(keycircuit.Circuit):
+    """A rows x cols key matrix with bouncing contacts: the virtual circuit of
+    host_tools/keycircuit.py (one keypad model for the sim, the linux port and the scanner
+    tests: nets through closed contacts, pull-ups, ghosts), with the fakes' deterministic
+    chatter instead of the seeded one, and the frame read as the ESP32 port's scan reads it.
+    Times are world ms passed in (press(key, t), scan(t))."""
 
     def __init__(self, rows: int, cols: int, layout: str, bounce_ms: int = 5):
         if rows * cols > 30 or len(layout) != rows * cols:
             raise ValueError("keypad: layout must have rows*cols (at most 30) keys")
-        self.nr, self.nc, self.layout = rows, cols, layout
-        self.bounce_ms = bounce_ms
-        n = rows * cols
-        self.down = [-1] * n   # world time of the last press, -1 never
-        self.up = [-1] * n     # world time of the release after it, -1 still held
+        self._t = 0
+        self.empty = rows * cols == 0           # a board without a keypad: scan() is 0
+        self.nr, self.nc = rows, cols
+        if self.empty:
+            return
+        super().__init__([("row", r) for r in range(rows)], [("col", c) for c in range(cols)], layout,
+                         lambda: self._t, bounce_ms)
+        keycircuit.use(self)
+        pin = keycircuit.Pin
+        # as pb_esp32.hw sets them up: rows open-drain released, columns pulled up
+        self._rows = [pin(("row", r), pin.OPEN_DRAIN, value=1) for r in range(rows)]
+        self._cols = [pin(("col", c), pin.IN, pin.PULL_UP) for c in range(cols)]
 
     def index(self, key: str | tuple[int, int]) -> int:
         if isinstance(key, tuple):
@@ -36,71 +50,59 @@ class Keypad:
             if not (0 <= r < self.nr and 0 <= c < self.nc):
                 raise ValueError(f"keypad: no key at {key!r}")
             return r * self.nc + c
-        if len(key) != 1 or key not in self.layout:
-            raise ValueError(f"keypad: no key {key!r} on layout {self.layout}")
-        return self.layout.index(key)
+        lay = "" if self.empty else self.layout.decode()
+        if len(key) != 1 or key not in lay:
+            raise ValueError(f"keypad: no key {key!r} on layout {lay}")
+        return lay.index(key)
 
     def press(self, key, t: int) -> None:
-        k = self.index(key)
-        self.down[k], self.up[k] = t, -1
+        super().press(key, t)
 
     def release(self, key, t: int) -> None:
-        k = self.index(key)
-        if self.down[k] >= 0 and self.up[k] < 0:
-            self.up[k] = t
+        super().release(key, t)
 
     def release_all(self, t: int) -> None:
-        for k in range(len(self.down)):
-            if self.down[k] >= 0 and self.up[k] < 0:
-                self.up[k] = t
+        if not self.empty:
+            super().release_all(t)
 
     def held(self) -> str:
-        return "".join(self.layout[k] for k in range(len(self.down))
-                       if self.down[k] >= 0 and self.up[k] < 0)
+        return "" if self.empty else super().held().decode()
 
-    # Contact k at time t, 1 closed: the fakes' deterministic chatter, spike for spike.
+    # Contact k at time t, 1 closed: the fakes' deterministic chatter, spike for spike
+    # (tests/fakes/fakeworld.py), so the sim reads as pb_esp32.hw reads the fakes.
     def _contact(self, k: int, t: int) -> int:
-        d = self.down[k]
-        if d < 0 or t < d:
+        if not self._used[k]:
             return 0
-        u, b = self.up[k], self.bounce_ms
-        if u < 0 or t < u:
-            e = t - d
+        e = t - self._at[k]
+        if e < 0:
+            return self._prev[k]
+        b = self.bounce_ms
+        if self._state[k]:
             return 0 if e < b and (e + k) % 3 == 2 else 1
-        e = t - u
         return 1 if e < b and (e + k) % 3 == 1 else 0
 
-    def closed(self, t: int) -> int:
-        """Bitmap of closed contacts (bit r*cols+c)."""
-        return sum(1 << k for k in range(len(self.down)) if self._contact(k, t))
+    def closed_at(self, t: int) -> int:
+        """Bitmap of closed contacts (bit r*cols+c) at t."""
+        if self.empty:
+            return 0
+        self._t = t
+        return self.closed()
 
     def scan(self, t: int) -> int:
-        """The frame the firmware's scan reads at t: bit r*cols+c set when column c reads
-        low while row r is driven low, i.e. when c is joined to r through closed contacts."""
-        k = self.closed(t)
-        nr, nc = self.nr, self.nc
+        """The frame the firmware's scan reads at t: each row driven low in turn, the
+        columns read through the circuit (bit r*cols+c set when column c reads 0)."""
+        if self.empty:
+            return 0
+        self._t = t
         frame = 0
-        for r in range(nr):
-            rows, cols = 1 << r, 0
-            while True:  # grow row r's net through the closed contacts
-                grown_c = cols
-                for rr in range(nr):
-                    if rows >> rr & 1:
-                        for c in range(nc):
-                            if k >> (rr * nc + c) & 1:
-                                grown_c |= 1 << c
-                grown_r = rows
-                for c in range(nc):
-                    if grown_c >> c & 1:
-                        for rr in range(nr):
-                            if k >> (rr * nc + c) & 1:
-                                grown_r |= 1 << rr
-                if grown_c == cols and grown_r == rows:
-                    break
-                rows, cols = grown_r, grown_c
-            for c in range(nc):
-                if cols >> c & 1:
-                    frame |= 1 << (r * nc + c)
+        k = 0
+        for row in self._rows:
+            row(0)
+            for col in self._cols:
+                if not col():
+                    frame |= 1 << k
+                k += 1
+            row(1)
         return frame
 
 
@@ -199,7 +201,7 @@ class Circuit:
         kp = (board or {}).get("keypad") or {}
         rows, cols = len(kp.get("rows") or ()), len(kp.get("cols") or ())
         layout = kp.get("layout") or ""
-        self.keypad = Keypad(rows, cols, layout, bounce_ms) if rows * cols else Keypad(0, 0, "")
+        self.keypad = Keypad(rows, cols, layout, bounce_ms)
         comps = (board or {}).get("compartments") or []
         self.door_open_level = (board or {}).get("door_open_level", 1)
         self.doors = [Switch(True, bounce_ms) for _ in comps]   # closed: the door is shut

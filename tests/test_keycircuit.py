@@ -243,6 +243,25 @@ def test_a_bad_circuit_is_a_clear_error(bad):
         kc.Circuit(**bad)
 
 
+def test_releasing_a_key_that_is_not_held_changes_nothing():
+    clock = kc.Clock()
+    c = kc.Circuit(["R"], ["C1", "C2"], "xy", clock, bounce_ms=10)
+    c.release("x")
+    for _ in range(12):
+        assert c.closed() == 0
+        clock.advance(1)
+
+
+def test_the_simulator_keypad_is_this_circuit():
+    from host_tools import simworld
+    k = simworld.Keypad(4, 3, "123456789*0#", bounce_ms=0)
+    assert isinstance(k, kc.Circuit)
+    for key in "124":
+        k.press(key, 0)
+    assert k.scan(1) == 0b11011 and k.shorts == 0      # the ghost 5, through the same nets
+    assert simworld.Keypad(0, 0, "").scan(5) == 0       # a board without a keypad
+
+
 def test_unknown_keys_are_a_clear_error():
     c = kc.Circuit([1], [2], "1")
     for key in ("9", (1, 0), "12"):
