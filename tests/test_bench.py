@@ -11,8 +11,10 @@ from bench import run as R
 from bench.common import Row
 from bench.flashcount import BLOCK, CountingStorage, LittleFSModel, years
 
-# Benchmarks whose quick run still takes more than a few seconds (many VM boots).
-SLOW = {"bench_memory"}
+# Benchmarks whose quick run still takes more than a few seconds: memory boots the VM
+# a dozen times; latency and fleet need mosquitto and run at quick size in the default
+# suite already (tests/test_bench_network.py), so here only with the slow ones.
+SLOW = {"bench_memory", "bench_latency", "bench_fleet"}
 
 
 def _params():
@@ -131,3 +133,35 @@ def test_flash_life_arithmetic():
     # 1.5 MB x 100,000 cycles at 64 B x 200 events a day
     assert years(per_day_bytes=64 * 200) == pytest.approx(1536 * 1024 * 100_000 / 12_800 / 365.25)
     assert years(per_day_erases=384) == pytest.approx(100_000 / 365.25)
+
+
+# ---- fuel marks in the VM (bench/vmbench.py) ------------------------------------------
+
+MARKED = """
+from benchprobe import measure
+
+
+def f():
+    x = 0
+    for i in range(50):
+        x += i
+    return x
+
+
+print("alloc=%d %d %d" % (measure(f, 0), measure(f, 10), measure(f, 20)))
+"""
+
+
+@pytest.mark.vm
+def test_fuel_marks_count_exactly_the_instructions_between_them_and_repeat_exactly():
+    from bench.vmbench import probe
+    a = probe(MARKED, heap="128K")
+    b = probe(MARKED, heap="128K")
+    s0, s10, s20 = a.spans()[0], a.spans()[2], a.spans()[4]
+    assert a.spans() == b.spans()              # fuel is deterministic
+    # linear in the calls: the marks' own cost is the same each time, so it cancels (the
+    # allocator's search for a free block varies by a few instructions between calls)
+    assert s10 - s0 > 10 * 50
+    assert abs((s20 - s10) - (s10 - s0)) < 0.001 * (s10 - s0)
+    a0, a10, a20 = map(int, a.value("alloc").split())
+    assert a20 - a10 == a10 - a0 > 0           # the marks' own allocation cancels too

@@ -1,0 +1,228 @@
+"""Memory: the smallest -X heapsize the whole firmware runs in, with 1,000 codes and a full outbox.
+
+The device of tests/vm/scn_app.py (pb_esp32 Hardware on the fake machine, the superloop
+App with Box, Remote and Link) boots in the MicroPython VM from a /flash prepared on
+CPython with the firmware's own code (1,000 codes in codes.bin, 256 unacked events: a
+full outbox), connects to a broker that answers by itself (bench/vm/autobroker.py),
+publishes and resends the outbox, and opens the door for a typed code
+(bench/vm/vm_memory.py). The heap is lowered in 8 KB steps until a run fails, then in
+1 KB steps below the last success; the smallest heap before the first failure is the
+figure. Near the limit the VM's collector can fail in other ways than MemoryError
+(docs/vm.md): every failure counts as "does not fit".
+
+The bytecode's share is measured, not estimated: a fresh VM compiles the source of
+every module the device imported (compile(), which import uses too) and keeps the code
+objects; its heap growth is the bytecode, constants and names that a frozen image keeps
+in flash instead. Function, class and module objects are made when a module runs, on a
+device too, so they are not in that share.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import tempfile
+from pathlib import Path
+
+import bench.fw  # noqa: F401
+from bench.common import Row
+from bench.vmbench import ROOT, VM_HELPERS, ProbeError, probe
+from host_tools.crypto import code_digest
+from host_tools.vm import FIRMWARE_DIR, VMLIB_DIR
+from parcelbox import events
+from parcelbox.box import Box
+from parcelbox.storage import Storage
+
+TITLE = "Memory: smallest heap for the whole firmware, 1,000 codes, full outbox"
+
+KEY = bytes(range(32))
+T0 = 1_795_600_000
+CODE = "48291537"
+CODES = 1000
+OUTBOX = 256
+SETTINGS = {"code_len": 8, "max_codes": CODES}
+TARGET_KB = 64
+PATHS = (ROOT / "firmware" / "esp32", ROOT / "tests" / "fakes")
+
+def prepare_flash(root: Path, codes: int) -> None:
+    """codes.bin with `codes` codes and a full outbox, written by the firmware on CPython."""
+    box = Box(Storage(str(root)), KEY, SETTINGS, 0)
+    box.set_time(T0, 0)
+
+    def records():
+        for i in range(1, codes + 1):
+            d = code_digest(KEY, CODE) if i == codes else code_digest(KEY, "%08d" % (10_000_000 + i))
+            yield (i, d, 3 if i == codes else 1, 1 if i < codes else 0, 1 if i < codes else 0xFFFF,
+                   0, T0 + 86400 * 30)
+    box.codes.replace_all(records(), codes)
+    ob = box.outbox
+    i = 0
+    while ob.pending() < OUTBOX:
+        i += 1
+        ob.add(events.WRONG_CODE, 0, 0, i, T0)
+
+
+def _cfg(tmp: Path, codes: int) -> Path:
+    d = tmp / "cfg"
+    d.mkdir(exist_ok=True)
+    (d / "benchcfg.py").write_text(
+        f"KEY = {KEY!r}\nSETTINGS = {SETTINGS!r}\nCODES = {codes}\nOUTBOX = {OUTBOX}\n"
+        f"CODE = {CODE!r}\n")
+    return d
+
+
+def attempt(heap_k: int, tmp: Path, flash0: Path, cfg: Path, stubs: Path | None = None):
+    """The probe of one run at heap_k KB (frozen emulation with stubs), or None when it
+    does not fit."""
+    flash = tmp / f"flash-{heap_k}"
+    shutil.rmtree(flash, ignore_errors=True)
+    shutil.copytree(flash0, flash)
+    try:
+        if stubs is None:
+            p = probe("import vm_memory\n", heap=f"{heap_k}K", extra_paths=(*PATHS, cfg),
+                      flash_dir=flash)
+        else:
+            p = probe("import vm_frozen\n", heap=f"{heap_k}K", firmware=stubs,
+                      extra_paths=(FIRMWARE_DIR, *PATHS, cfg), flash_dir=flash)
+        return p if p.lines() and p.lines()[-1] == "OK memory" else None
+    except ProbeError:
+        return None
+    finally:
+        shutil.rmtree(flash, ignore_errors=True)
+
+
+def smallest_heap(run_at, start: int, coarse: int, fine: int):
+    """(smallest KB that ran before the first failure going down, [(KB, ran)], its probe)."""
+    runs = []
+    k, ok = start, None
+    while k > 8:
+        p = run_at(k)
+        runs.append((k, p is not None))
+        if p is None:
+            break
+        ok = (k, p)
+        k -= coarse
+    if ok is None:
+        raise RuntimeError(f"the firmware does not run even in a {start} KB heap")
+    floor = runs[-1][0] if not runs[-1][1] else 8
+    k = ok[0] - fine
+    while k > floor and fine < coarse:
+        p = run_at(k)
+        runs.append((k, p is not None))
+        if p is None:
+            break
+        ok = (k, p)
+        k -= fine
+    return ok[0], runs, ok[1]
+
+
+def _roots(cfg: Path) -> list[Path]:
+    """The host folders behind /lib0, /lib1, ... of a probe with PATHS and cfg."""
+    return [FIRMWARE_DIR, VMLIB_DIR, VM_HELPERS, *PATHS, cfg]
+
+
+def frozen_order(vm_files: list[str], cfg: Path) -> list[tuple[str, Path, Path]]:
+    """(dotted name, host file, root) of every module the device imported, each after the
+    modules its body imports (a topological order, from the sources' import statements)."""
+    roots = _roots(cfg)
+    mods = {}
+    for f in vm_files:
+        root = roots[int(f.split("/")[1][3:])]
+        host = root / f.split("/", 2)[2]
+        rel = host.relative_to(root).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        name = ".".join(parts)
+        if name not in ("vm_memory", "benchcfg"):
+            mods[name] = (host, root)
+    deps = {}
+    for name, (host, _) in mods.items():
+        d = set()
+        for node in ast.walk(ast.parse(host.read_text())):
+            if isinstance(node, ast.Import):
+                d.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                d.add(node.module)
+                d.update(f"{node.module}.{a.name}" for a in node.names)
+        pkg = name.rsplit(".", 1)[0] if "." in name else None
+        deps[name] = sorted(x for x in d | ({pkg} if pkg else set()) if x in mods and x != name)
+    order, seen = [], set()
+
+    def visit(n):
+        if n in seen:
+            return
+        seen.add(n)
+        for m in deps[n]:
+            visit(m)
+        order.append(n)
+    for n in sorted(mods):
+        visit(n)
+    return [(n, *mods[n]) for n in order]
+
+
+def frozen_setup(tmp: Path, cfg: Path, order) -> Path:
+    """Empty stub files for every module (first on the path) and benchorder.py in cfg."""
+    stubs = tmp / "stubs"
+    for name, host, root in order:
+        rel = host.relative_to(root)
+        (stubs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stubs / rel).write_text("")
+    # the frozen run's folders: /lib0 stubs, /lib1 vmlib, /lib2 bench/vm, then PATHS..., cfg
+    roots = [stubs, VMLIB_DIR, VM_HELPERS, FIRMWARE_DIR, *PATHS, cfg]
+    entries = []
+    for name, host, root in order:
+        i = next(k for k, r in enumerate(roots) if k and host.is_relative_to(r) and r == root)
+        entries.append((name, f"/lib{i}/{host.relative_to(root).as_posix()}"))
+    fakes = [n for n, host, root in order if root in (VM_HELPERS, ROOT / "tests" / "fakes")]
+    (cfg / "benchorder.py").write_text(f"ORDER = {entries!r}\nFAKES = {fakes!r}\n")
+    return stubs
+
+
+def run(quick: bool = False) -> list[Row]:
+    codes = 100 if quick else CODES
+    coarse, fine = (64, 64) if quick else (8, 1)
+    with tempfile.TemporaryDirectory(prefix="pb-bench-mem-") as t:
+        tmp = Path(t)
+        flash0 = tmp / "flash0"
+        flash0.mkdir()
+        prepare_flash(flash0, codes)
+        cfg = _cfg(tmp, codes)
+        big = attempt(1024, tmp, flash0, cfg)
+        if big is None:
+            raise RuntimeError("the firmware does not run in a 1 MB heap")
+        imports = int(big.value("imports"))
+        device = int(big.value("device")) - imports
+        order = frozen_order(big.value("modules").split(","), cfg)
+        stubs = frozen_setup(tmp, cfg, order)
+        full, runs_full, _ = smallest_heap(lambda k: attempt(k, tmp, flash0, cfg), 256,
+                                           coarse, fine)
+        froz, runs_froz, p = smallest_heap(lambda k: attempt(k, tmp, flash0, cfg, stubs),
+                                           256, coarse, fine)
+        rom = int(p.value("rom"))
+        bodies = int(p.value("bodies")) - rom
+        scaffold = int(p.value("fakes")) + int(p.value("world"))
+        fakes = [n for n, host, root in order if root in (VM_HELPERS, ROOT / "tests" / "fakes")]
+    without = froz - rom / 1024
+
+    def tried(runs):
+        return ", ".join(f"{k}K {'ok' if good else 'FAIL'}" for k, good in runs)
+    return [
+        Row(f"smallest heap, whole firmware loaded from .py, {codes:,} codes, full outbox",
+            full, "KB", note=f"decreasing -X heapsize: {tried(runs_full)}",
+            extra={"runs": runs_full}),
+        Row("bytecode share (compiled code of the firmware, fakes and helpers)",
+            round(rom / 1024, 1), "KB",
+            note=f"{len(order)} modules compiled first and kept, as a frozen image keeps "
+                 f"them in flash; a plain import keeps {imports / 1024:.1f} KB"),
+        Row("smallest heap without the bytecode (frozen image, as the ESP32 build ships)",
+            round(without, 1), "KB", f"<= {TARGET_KB} KB", without <= TARGET_KB,
+            f"module bodies run from the kept code ({bodies / 1024:.1f} KB of module, class "
+            f"and function objects stay in RAM); smallest total {froz}K minus the bytecode; "
+            f"runs: {tried(runs_froz)}"
+            + ("" if without <= TARGET_KB else f"; {without - TARGET_KB:.1f} KB over")),
+        Row("of which the test scaffolding (fake machine and world, self-answering broker)",
+            round(scaffold / 1024, 1), "KB",
+            note=f"module objects of {', '.join(fakes)} and the fake world's state; "
+                 f"without them: {without - scaffold / 1024:.1f} KB"),
+        Row(f"the device's objects after boot ({codes:,} codes, full outbox, link buffers)",
+            round(device / 1024, 1), "KB", note="heap after building App minus after imports"),
+    ]

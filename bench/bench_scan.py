@@ -1,0 +1,141 @@
+"""Keypad scan: the firmware's scanner against adafruit_matrixkeypad, in the same VM.
+
+Both run in one MicroPython VM on the virtual keypad circuit (host_tools/keycircuit.py,
+tests/vmlib/keyrig.py): the firmware's `pb_esp32.hw.Hardware.scan` on machine.Pin-style
+pins, and `Matrix_Keypad.pressed_keys` (adafruit-circuitpython-matrixkeypad 1.2.23, its
+own source loaded into the VM) on digitalio pins over an identical circuit. Each figure
+is the fuel between two marks around n scans, minus the same loop calling a function
+that does nothing, divided by n; bytes are gc.mem_alloc() growth with the collector off.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from bench.common import Row
+from bench.vmbench import ROOT, matrix_keypad_dir, probe
+
+TITLE = "Keypad scan: firmware vs Matrix_Keypad (same VM, same circuit)"
+
+BOARDS = ("esp32-devkitc-4x3", "esp32s3-devkitc-4x4")
+
+PROGRAM = """
+import keyrig
+from benchprobe import measure, nothing
+B = %(board)s
+N = %(n)d
+rig = keyrig.Rig(B, bounce_ms=5, seed=1)
+mk = rig.a.mk
+fw = rig.b.scan
+kpb = rig.kpb
+clock = rig.clock
+ca = rig.ca
+cb = rig.cb
+node = cb.nr    # the first column's node, for the cost of one pin read
+
+
+def mk_scan():
+    return mk.pressed_keys
+
+
+def fw_scan():
+    return fw()
+
+
+def fw_path():
+    return kpb.update(fw(), clock())
+
+
+def one_read():
+    return cb.level(node)
+
+
+key = B["keypad"]["layout"][4]
+for state in ("idle", "held"):
+    if state == "held":
+        rig.press(key)
+        clock.advance(50)  # past the bounce: a clean, steady press
+        if mk.pressed_keys != [key] or fw() != kpb.bit(ord(key)):
+            raise AssertionError("the two scanners disagree on the held key")
+    elif mk.pressed_keys != [] or fw() != 0:
+        raise AssertionError("a key reads pressed on an idle pad")
+    r0 = ca.reads
+    a_mk = measure(mk_scan, N)
+    r_mk = (ca.reads - r0) // N
+    r0 = cb.reads
+    a_fw = measure(fw_scan, N)
+    r_fw = (cb.reads - r0) // N
+    a_fp = measure(fw_path, N)
+    a_rd = measure(one_read, N)
+    a_0 = measure(nothing, N)
+    print("%%s=%%d %%d %%d %%d %%d %%d %%d" %% (state, a_mk, a_fw, a_fp, a_rd, a_0, r_mk, r_fw))
+"""
+
+
+def _measure(board: dict, n: int, lib: Path) -> dict:
+    p = probe(PROGRAM % {"board": json.dumps(board), "n": n}, heap="256K",
+              extra_paths=(ROOT / "host_tools", ROOT / "firmware" / "esp32",
+                           ROOT / "tests" / "fakes", lib))
+    sp = p.spans()
+    out = {}
+    for k, state in enumerate(("idle", "held")):
+        a_mk, a_fw, a_fp, a_rd, a_0, r_mk, r_fw = map(int, p.value(state).split())
+        base = 10 * k
+        mk, fw, fp, rd, zero = (sp[base + 2 * j] for j in range(5))
+        out[state] = {
+            "mk_instr": (mk - zero) / n, "fw_instr": (fw - zero) / n,
+            "fw_path_instr": (fp - zero) / n, "read_instr": (rd - zero) / n,
+            "mk_bytes": (a_mk - a_0) / n, "fw_bytes": (a_fw - a_0) / n,
+            "fw_path_bytes": (a_fp - a_0) / n, "mk_reads": r_mk, "fw_reads": r_fw,
+        }
+    return out
+
+
+def run(quick: bool = False) -> list[Row]:
+    n = 20 if quick else 500
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = matrix_keypad_dir(Path(tmp))
+        for name in BOARDS[:1] if quick else BOARDS:
+            board = json.loads((ROOT / "boards" / f"{name}.json").read_text())
+            board.pop("description", None)
+            kp = board["keypad"]
+            size = f"{len(kp['rows'])}x{len(kp['cols'])}"
+            res = _measure(board, n, lib)
+            for state in ("idle", "held"):
+                m = res[state]
+                ratio = m["mk_instr"] / m["fw_instr"]
+                what = f"{size}, {'no key' if state == 'idle' else 'one key held'}"
+                rows += [
+                    Row(f"firmware scan, {what}", round(m["fw_instr"]), "VM instr/scan",
+                        note=f"{m['fw_reads']} pin reads/scan through the virtual circuit",
+                        extra=m),
+                    Row(f"Matrix_Keypad.pressed_keys, {what}", round(m["mk_instr"]),
+                        "VM instr/scan", note=f"{m['mk_reads']} pin reads/scan"),
+                    Row(f"instructions, Matrix_Keypad / firmware, {what}", round(ratio, 2), "x",
+                        ">= 3x", ratio >= 3,
+                        "both include the virtual circuit's pin model (Python in the VM, "
+                        "C on a device): see the pin-read row"),
+                    Row(f"firmware scan allocates, {what}", m["fw_bytes"], "B/scan", "0 B",
+                        m["fw_bytes"] == 0, f"gc.mem_alloc() over {n} scans, collector off"),
+                    Row(f"Matrix_Keypad allocates, {what}", m["mk_bytes"], "B/scan",
+                        note="the pressed list, row_pins + col_pins, enumerate objects"),
+                    Row(f"firmware scan + Keypad.update (the whole scan path), {what}",
+                        round(m["fw_path_instr"]), "VM instr/scan",
+                        note=f"{m['fw_path_bytes']:g} B/scan allocated"),
+                ]
+            idle = res["idle"]
+            own_fw = idle["fw_instr"] - idle["fw_reads"] * idle["read_instr"]
+            own_mk = idle["mk_instr"] - idle["mk_reads"] * idle["read_instr"]
+            rows += [
+                Row(f"one pin read in the virtual circuit, {size}, no key",
+                    round(idle["read_instr"]), "VM instr/read",
+                    note="the circuit model's cost, in both figures above"),
+                Row(f"scanner code alone (pin reads taken out), {size}, no key: "
+                    "Matrix_Keypad / firmware", round(own_mk / own_fw, 2), "x",
+                    note=f"firmware {own_fw:.0f}, Matrix_Keypad {own_mk:.0f} VM instr/scan; "
+                         "pin writes and digitalio setters stay in"),
+            ]
+    return rows

@@ -1,0 +1,67 @@
+"""Code store: the firmware's CodeStore against a naive dict, heap per code and lookup cost.
+
+In the MicroPython VM: heap is gc.mem_free() before and after building each store with
+N codes (after full collections, the store kept alive), divided by N; so it counts every
+object header and the index, not only the record bytes. The naive store is what a first
+version would do with the wire's hex digests: a dict {hex digest: (id, role,
+compartment, uses, not_before, not_after)} (a tuple: its most compact form; epoch
+seconds above 2**30 are long ints on a 32-bit MicroPython). Lookup cost is VM
+instructions per lookup over R lookups, with the same loop around a function that does
+nothing subtracted (bench/vmbench.py).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from bench.common import Row
+from bench.vmbench import flash_folder, probe
+
+TITLE = "Code store vs a naive dict (heap per code, lookup cost)"
+TARGET_B = 24
+
+
+def measure(n: int, r: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="pb-bench-cfg-") as cfg, flash_folder() as flash:
+        Path(cfg, "benchcfg.py").write_text(f"N = {n}\nR = {r}\n")
+        p = probe("import vm_store\n", heap="4M" if n > 2000 else "1M",
+                  extra_paths=(Path(cfg),), flash_dir=flash)
+    sp = p.spans()
+    names = ("fw_hit", "fw_miss", "nv_hit", "nv_miss", "fw_code", "nv_code", "nothing")
+    instr = {k: sp[2 * i] for i, k in enumerate(names)}
+    allocs = dict(zip(names, map(int, p.value("alloc").split())))
+    out = {"store_bytes": int(p.value("store")), "naive_bytes": int(p.value("naive"))}
+    for k in names[:-1]:
+        out[k] = (instr[k] - instr["nothing"]) / r
+        out[k + "_bytes"] = (allocs[k] - allocs["nothing"]) / r
+    return out
+
+
+def run(quick: bool = False) -> list[Row]:
+    sizes = (100,) if quick else (1000, 10_000)
+    r = 10 if quick else 200
+    rows = []
+    for n in sizes:
+        m = measure(n, r)
+        per = m["store_bytes"] / n
+        rows += [
+            Row(f"CodeStore heap per code, {n:,} codes", round(per, 1), "B/code",
+                f"<= {TARGET_B} B/code", per <= TARGET_B,
+                f"{m['store_bytes']:,} B for {n:,} codes: 32-byte records (16 of them the "
+                "digest) + 4 B of index + buffer headers"
+                + ("" if per <= TARGET_B else f"; {per - TARGET_B:.1f} B/code over"),
+                extra=m),
+            Row(f"naive dict heap per code, {n:,} codes", round(m["naive_bytes"] / n, 1),
+                "B/code", note=f"{m['naive_bytes'] / m['store_bytes']:.1f} x the CodeStore"),
+            Row(f"CodeStore lookup of a stored digest, {n:,} codes", round(m["fw_hit"]),
+                "VM instr", note=f"{m['fw_hit_bytes']:g} B allocated; unknown digest: "
+                                 f"{m['fw_miss']:,.0f} VM instr"),
+            Row(f"naive dict lookup of a stored digest, {n:,} codes", round(m["nv_hit"]),
+                "VM instr", note=f"{m['nv_hit_bytes']:g} B allocated (hex string); unknown: "
+                                 f"{m['nv_miss']:,.0f} VM instr"),
+            Row(f"typed code to slot (HMAC + lookup), CodeStore vs naive, {n:,} codes",
+                f"{m['fw_code']:,.0f} vs {m['nv_code']:,.0f}", "VM instr",
+                note="the keyed HMAC-SHA256 dominates both"),
+        ]
+    return rows

@@ -1,0 +1,100 @@
+# A network with a broker that answers by itself, for the memory benchmark in the VM: the
+# link connects, subscribes and publishes; CONNECT gets a CONNACK, SUBSCRIBE a SUBACK,
+# a QoS 1 PUBLISH a PUBACK, PINGREQ a PINGRESP. No backend acks the events, so a full
+# outbox stays full and the remote keeps resending it.
+T0 = 1795600000
+
+
+class Conn:
+    def __init__(self):
+        self.inp = bytearray()   # bytes the link sent, not yet answered
+        self.out = bytearray()   # answers not yet read
+        self.published = 0
+        self.closed = False
+
+    def ready(self):
+        return True
+
+    def send(self, data):
+        if self.closed:
+            raise OSError(9, "closed")
+        self.inp.extend(data)
+        self._answer()
+        return len(data)
+
+    def _answer(self):
+        b = self.inp
+        while len(b) >= 2:
+            n = 0
+            shift = 0
+            i = 1
+            while True:
+                if i >= len(b):
+                    return
+                n |= (b[i] & 0x7F) << shift
+                shift += 7
+                i += 1
+                if not b[i - 1] & 0x80:
+                    break
+            if len(b) < i + n:
+                return
+            kind = b[0] >> 4
+            if kind == 1:                            # CONNECT
+                self.out.extend(b"\x20\x02\x00\x00")
+            elif kind == 8:                          # SUBSCRIBE: id, then one grant per topic
+                grants = 0
+                j = i + 2
+                while j < i + n:
+                    tl = b[j] << 8 | b[j + 1]
+                    j += 2 + tl + 1
+                    grants += 1
+                self.out.append(0x90)
+                self.out.append(2 + grants)
+                self.out.append(b[i])
+                self.out.append(b[i + 1])
+                for _ in range(grants):
+                    self.out.append(1)
+            elif kind == 3:                          # PUBLISH
+                self.published += 1
+                if (b[0] >> 1) & 3:
+                    tl = b[i] << 8 | b[i + 1]
+                    self.out.append(0x40)
+                    self.out.append(2)
+                    self.out.append(b[i + 2 + tl])
+                    self.out.append(b[i + 3 + tl])
+            elif kind == 12:                         # PINGREQ
+                self.out.extend(b"\xd0\x00")
+            b = self.inp = b[i + n:]   # (MicroPython's bytearray has no slice deletion)
+
+    def recv_into(self, buf):
+        if self.closed:
+            raise OSError(9, "closed")
+        o = self.out
+        if not o:
+            return None
+        n = min(len(o), len(buf))
+        for k in range(n):
+            buf[k] = o[k]
+        self.out = o[n:]
+        return n
+
+    def close(self):
+        self.closed = True
+
+
+class Net:
+    def __init__(self):
+        self.conn = None
+
+    def step(self, now):
+        pass
+
+    def up(self):
+        return True
+
+    def time(self):
+        return T0
+
+    def open(self, host, port, tls, ca, cert=None, key=None):
+        self.conn = Conn()
+        return self.conn

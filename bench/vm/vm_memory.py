@@ -1,0 +1,76 @@
+# VM side of bench/bench_memory.py: the whole device (pb_esp32 Hardware on the fake machine,
+# the superloop App with Box, Remote and Link) booting from a /flash that holds 1,000
+# codes and a full outbox, connecting to a broker that answers by itself, publishing the
+# outbox, and opening the door for a typed code. Prints OK when all of it ran.
+import gc
+import sys
+
+gc.collect()
+F0 = gc.mem_free()
+
+import fakeboards  # noqa: E402
+import autobroker  # noqa: E402
+from parcelbox.app import App  # noqa: E402
+from parcelbox.link import Link  # noqa: E402
+from parcelbox.storage import Storage  # noqa: E402
+from pb_esp32.hw import Hardware  # noqa: E402
+from pb_esp32.port import Port  # noqa: E402
+import benchcfg  # noqa: E402
+
+gc.collect()
+print("imports=%d" % (F0 - gc.mem_free()))
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def main():
+    board = fakeboards.ESP32_4X3
+    gc.collect()
+    f1 = gc.mem_free()
+    wired = fakeboards.Wired(board, bounce_ms=3)   # the fake world: not on a device
+    w = wired.world
+    net = autobroker.Net()
+    gc.collect()
+    print("world=%d" % (f1 - gc.mem_free()))
+    hw = Hardware(board)
+    conf = {"box_id": "box-1", "box_key": benchcfg.KEY, "settings": benchcfg.SETTINGS,
+            "broker": {"host": "broker.example", "port": 8883, "tls": True, "ca": "ca.pem"},
+            "mqtt_username": "box-1", "mqtt_password": "pw",
+            "wifi": {"ssid": "s", "password": ""}}
+    port = Port(hw, Storage("/flash"), net, lambda level, text: None, w.ticks_ms, w.advance,
+                lambda n: bytes(n))
+    app = App(port, board, conf, make_link=Link)
+    hw.watchdog(8000)
+    box = app.box
+    check(box.codes.count() == benchcfg.CODES, "codes loaded")
+    check(box.outbox.pending() >= benchcfg.OUTBOX, "outbox full")
+    gc.collect()
+    print("device=%d" % (F0 - gc.mem_free()))
+    app.run(300)                                 # connect, subscribe, publish
+    check(app.link.state == "connected", "connected")
+    check(net.conn.published >= 8, "events published")
+    for ch in benchcfg.CODE:
+        wired.keys.press(ch)
+        app.run(6)
+        wired.keys.release(ch)
+        app.run(6)
+    app.run(5)
+    check(wired.energised(1), "the code opened the lock")
+    app.run(3200)                                # 32 s: the unacked events go again
+    check(net.conn.published >= 16, "events resent")
+    check(box.outbox.pending() >= benchcfg.OUTBOX, "outbox still full")
+    print("published=%d" % net.conn.published)
+
+
+main()
+gc.collect()
+mods = []
+for name in sys.modules:
+    f = getattr(sys.modules[name], "__file__", None)
+    if f:
+        mods.append(f)
+print("modules=" + ",".join(mods))
+print("OK memory")
