@@ -164,4 +164,4 @@ def test_fuel_marks_count_exactly_the_instructions_between_them_and_repeat_exact
     assert s10 - s0 > 10 * 50
     assert abs((s20 - s10) - (s10 - s0)) < 0.001 * (s10 - s0)
     a0, a10, a20 = map(int, a.value("alloc").split())
-    assert a20 - a10 == a10 - a0 > 0           # the marks' own allocation cancels too
+    assert a0 == a10 == a20 > 0                # the marks allocate the same each time (f: 0)
