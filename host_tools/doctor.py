@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from host_tools.boardconn import SLOTS, BoardConn, BoardError
-from host_tools.deploy import active_slot, scan
+from host_tools.deploy import active_slot, scan, stop_app
 
 OK, WARN, FAIL, NA = "ok", "warn", "FAIL", "n/a"
 FLASH_LOW = 64 * 1024      # a box writes its event log and state files: keep room
@@ -160,9 +160,18 @@ def _kb(n: int) -> str:
     return "%.1f KB" % (n / 1024)
 
 
-def examine(conn: BoardConn) -> tuple[list[Check], dict]:
-    state = scan(conn)
+def examine(conn: BoardConn, running: bool = False, say=print) -> tuple[list[Check], dict]:
+    """Read the board. What the application leaves behind (heap, Wi-Fi, the broker) first,
+    right after Ctrl-C stopped it; then, if it was running, a reset into safe mode (its
+    watchdog would reset the board during the long part), and the slots' hashes."""
     d = conn.json(_PROBE)
+    d["config"] = check_config(conn, d["files"])
+    d["broker"] = "none"
+    if d["config"][0] is None and d.get("wifi") != "none":
+        d["broker"] = conn.json(_BROKER % (d["config"][3], d["config"][4]))
+    if running:
+        stop_app(conn, say)
+    state = scan(conn)
     checks: list[Check] = []
     impl = d["impl"]
     ver = ".".join(str(x) for x in impl[1])
@@ -196,10 +205,6 @@ def examine(conn: BoardConn) -> tuple[list[Check], dict]:
     else:
         checks.append(Check("flash", NA, "os.statvfs not available"))
     checks.append(_firmware(state, active, manifest, d, frozen))
-    d["config"] = check_config(conn, d["files"])
-    d["broker"] = "none"
-    if d["config"][0] is None and d.get("wifi") != "none":
-        d["broker"] = conn.json(_BROKER % (d["config"][3], d["config"][4]))
     checks.append(_config(d))
     checks.append(_crash(d))
     checks.extend(_network(d))
@@ -288,7 +293,7 @@ def run_cli(port: str, console: Console | None = None) -> int:
         return 2
     try:
         running = conn.app_running()
-        checks, _ = examine(conn)
+        checks, _ = examine(conn, running, console.print)
         if running:
             conn.reset()   # it was stopped to be read (a watchdog would reset it anyway)
     except BoardError as e:
