@@ -17,6 +17,7 @@ the board boots the slot app.ptr names, which nothing touched.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,10 +92,30 @@ def scan(conn: BoardConn) -> dict:
     return conn.json(_SCAN % {"ptr": POINTER, "slots": SLOTS, "boot": _build.BOOT_FILES, "once": SAFE_ONCE})
 
 
-def active_slot(state: dict) -> str | None:
-    """The slot boot.py would run: the pointer's if complete, else the first complete one."""
+def slot_manifests(conn: BoardConn, state: dict) -> dict:
+    """The manifest.json of every slot that has one (None where it does not parse)."""
+    out = {}
+    for s in SLOTS:
+        if state.get(s) and "manifest.json" in state[s]:
+            try:
+                out[s] = json.loads(conn.json("print(json.dumps(open('/%s/manifest.json').read()))" % s))
+            except ValueError:
+                out[s] = None
+    return out
+
+
+def intact(state: dict, slot: str, manifest: dict | None) -> bool:
+    """Every app file of the slot's manifest there with its hash (what boot.py checks by size)."""
+    if not manifest or not isinstance(manifest.get("files"), list):
+        return False
+    have = state.get(slot) or {}
+    return all(have.get(f["path"][4:]) == f["sha256"] for f in manifest["files"] if f["path"].startswith("app/"))
+
+
+def active_slot(state: dict, manifests: dict) -> str | None:
+    """The slot that runs: the pointer's if intact, else the first intact one."""
     for s in (state.get("ptr"),) + SLOTS:
-        if s in SLOTS and state.get(s) and "manifest.json" in state[s]:
+        if s in SLOTS and intact(state, s, manifests.get(s)):
             return s
     return None
 
@@ -108,6 +129,8 @@ def stop_app(conn: BoardConn, say) -> BoardConn:
     conn.write_file("/" + SAFE_ONCE, b"deploy\n")
     conn.reset("safe mode", timeout=20)
     conn.reconnect(wait=20)
+    # a main.py older than safe_once would have left it for the next boot
+    conn.exec("if _pbx(%r):\n    os.remove(%r)" % ("/" + SAFE_ONCE, "/" + SAFE_ONCE))
     return conn
 
 
@@ -122,7 +145,7 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
         conn = stop_app(conn, console.print)
         state = scan(conn)
         rep.heap = state.get("heap")
-        active = active_slot(state)
+        active = active_slot(state, slot_manifests(conn, state))
         rep.previous = active
         target = SLOTS[1] if active == SLOTS[0] else SLOTS[0]
         rep.slot = target

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from host_tools.boardconn import SLOTS, BoardConn, BoardError
-from host_tools.deploy import active_slot, scan, stop_app
+from host_tools.deploy import intact, scan, slot_manifests, stop_app
 
 OK, WARN, FAIL, NA = "ok", "warn", "FAIL", "n/a"
 FLASH_LOW = 64 * 1024      # a box writes its event log and state files: keep room
@@ -177,13 +177,11 @@ def examine(conn: BoardConn, running: bool = False, say=print) -> tuple[list[Che
     ver = ".".join(str(x) for x in impl[1])
     mpy = impl[2] or 0
     release = " (%s)" % d["uname"][3] if d.get("uname") else ""
-    active = active_slot(state)
-    manifest = None
-    if active:
-        try:
-            manifest = json.loads(conn.json("print(json.dumps(open('/%s/manifest.json').read()))" % active))
-        except ValueError:
-            manifest = None
+    # the slot boot.py takes: the pointer's while it has a manifest (files checked by size there,
+    # by hash here), else the other one
+    manifests = slot_manifests(conn, state)
+    active = next((s for s in (state.get("ptr"),) + SLOTS if s in SLOTS and s in manifests), None)
+    manifest = manifests.get(active)
     mpy_ok = mpy & 0xFF == 6
     checks.append(Check("MicroPython", OK if mpy_ok else FAIL, "%s %s, mpy v%d.%d%s"
                         % (impl[0], ver, mpy & 0xFF, (mpy >> 8) & 3, release),
@@ -204,25 +202,26 @@ def examine(conn: BoardConn, running: bool = False, say=print) -> tuple[list[Che
                             "" if st == OK else "remove what the box does not need (old files, the idle slot)"))
     else:
         checks.append(Check("flash", NA, "os.statvfs not available"))
-    checks.append(_firmware(state, active, manifest, d, frozen))
+    checks.append(_firmware(state, active, manifests, d, frozen))
     checks.append(_config(d))
     checks.append(_crash(d))
     checks.extend(_network(d))
     return checks, d
 
 
-def _firmware(state: dict, active: str | None, manifest: dict | None, d: dict, frozen) -> Check:
+def _firmware(state: dict, active: str | None, manifests: dict, d: dict, frozen) -> Check:
+    manifest = manifests.get(active)
     if active is None:
         if frozen:
             return Check("firmware", OK, "parcelbox %s frozen into the image" % d["fw"][0])
         return Check("firmware", FAIL, "no complete app slot (app.ptr %s)" % (state.get("ptr") or "missing"),
                      "parcelbox build, then parcelbox deploy --port ...")
-    if manifest is None:
+    if manifest is None or not isinstance(manifest.get("files"), list):
         return Check("firmware", FAIL, "%s/manifest.json is unreadable" % active, "deploy again")
     have = state.get(active) or {}
     want = {f["path"][4:]: f["sha256"] for f in manifest["files"] if f["path"].startswith("app/")}
     bad = sorted(p for p, h in want.items() if have.get(p) != h)
-    fallback = [s for s in SLOTS if s != active and state.get(s) and "manifest.json" in state[s]]
+    fallback = [s for s in SLOTS if s != active and intact(state, s, manifests.get(s))]
     extra = "" if state.get("ptr") == active else " (app.ptr says %s: fell back)" % (state.get("ptr") or "nothing")
     detail = "parcelbox %s (%s) in %s%s, %d files%s" % (
         manifest["firmware"], manifest["target"], active, extra, len(want),

@@ -55,13 +55,23 @@ def sha(p: Path) -> str:
 
 
 def booting_slot(flash: Path):
-    """The slot boot.py would put on sys.path (its rule), or None."""
+    """The slot boot.py would put on sys.path (its rule: the manifest parses and every app
+    file has its size), or None."""
     ptr = flash / "app.ptr"
     want = ptr.read_text(errors="replace").strip() if ptr.exists() else ""
     for s in (want,) + SLOTS:
-        if s in SLOTS and (flash / s / "manifest.json").is_file() and (flash / s / "manifest.json").stat().st_size:
+        if s in SLOTS and _sizes_match(flash / s):
             return s
     return None
+
+
+def _sizes_match(slot: Path) -> bool:
+    try:
+        files = json.loads((slot / "manifest.json").read_text())["files"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return all((slot / f["path"][4:]).is_file() and (slot / f["path"][4:]).stat().st_size == f["size"]
+               for f in files if f["path"].startswith("app/"))
 
 
 def slot_intact(flash: Path, slot: str) -> dict:

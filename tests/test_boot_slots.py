@@ -23,7 +23,9 @@ def slot(flash, name, complete=True, version="1.0"):
     (d / "pb_sim" / "__init__.py").write_text("")
     (d / "pb_sim" / "main.py").write_text("def main(root):\n    print('APP', %r, root)\n" % name)
     if complete:
-        (d / "manifest.json").write_text(json.dumps({"firmware": version}))
+        files = [{"path": "app/" + p.relative_to(d).as_posix(), "size": p.stat().st_size}
+                 for p in sorted(d.rglob("*.py"))]
+        (d / "manifest.json").write_text(json.dumps({"firmware": version, "files": files}))
 
 
 def boot(flash, main=False):
@@ -92,3 +94,22 @@ def test_the_safe_mode_file_keeps_the_application_off(tmp_path):
     (tmp_path / "safe_mode").write_text("")
     for _ in range(2):
         assert boot(tmp_path, main=True)[2].endswith("safe mode: application skipped, the REPL is free")
+
+
+def test_a_slot_with_a_missing_or_cut_file_falls_back_to_the_other(tmp_path):
+    slot(tmp_path, "app_a")
+    slot(tmp_path, "app_b")
+    (tmp_path / "app.ptr").write_text("app_b")
+    main = tmp_path / "app_b" / "pb_sim" / "main.py"
+    main.write_text(main.read_text()[:-3])                 # cut short: a torn copy
+    assert boot(tmp_path)[0] == "SLOT /flash/app_a"
+    main.unlink()
+    assert boot(tmp_path)[0] == "SLOT /flash/app_a"
+
+
+def test_a_manifest_that_is_not_json_makes_a_slot_incomplete(tmp_path):
+    slot(tmp_path, "app_a")
+    slot(tmp_path, "app_b")
+    (tmp_path / "app.ptr").write_text("app_a")
+    (tmp_path / "app_a" / "manifest.json").write_text('{"files": [')
+    assert boot(tmp_path)[0] == "SLOT /flash/app_b"

@@ -107,6 +107,19 @@ def test_a_deploy_killed_mid_transfer_leaves_the_previous_version_booting(vboard
     techlib.slot_intact(vboard.flash, "app_a")
 
 
+def test_a_damaged_active_slot_is_the_one_overwritten_not_the_fallback_that_runs(vboard, builds):
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet(), reset=False)
+    deploy.deploy(vboard.url, builds["v2"].out, quiet(), reset=False)      # app_b, pointer on it
+    f = vboard.flash / "app_b" / "parcelbox" / "box.mpy"
+    f.write_bytes(f.read_bytes()[:100])                                   # a torn file
+    assert techlib.booting_slot(vboard.flash) == "app_a"                   # boot.py falls back
+    rep = deploy.deploy(vboard.url, builds["v3"].out, quiet())
+    assert (rep.previous, rep.slot) == ("app_a", "app_b")                  # app_a keeps running meanwhile
+    assert rep.booted == "0.1.2-test from /app_b"
+    assert techlib.slot_intact(vboard.flash, "app_a")["firmware"] == "0.1.0"
+
+
 class Cut(BaseException):
     """The USB cable pulled: the link is gone before the command reaches the board."""
 

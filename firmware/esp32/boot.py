@@ -1,5 +1,6 @@
 # parcelbox boot.py: put the app slot that app.ptr names on sys.path (or the other slot when
-# that one is incomplete: deploy writes a slot's manifest.json last), then decide safe mode.
+# that one is incomplete or damaged: docs/tooling.md section 3), then decide safe mode.
+import json
 import os
 import sys
 
@@ -8,10 +9,19 @@ POINTER = "app.ptr"
 SLOT = None  # the slot's folder on sys.path; None: frozen firmware, or no application
 
 
+# A slot is complete when its manifest.json is there (deploy writes it last) and every app
+# file it lists has the size it gives: a missing or cut file sends the boot to the other slot.
+# (Sizes, not hashes: a stat each; parcelbox doctor compares the hashes.)
 def _complete(path):
     try:
-        return os.stat(path + "/manifest.json")[6] > 0
-    except OSError:
+        with open(path + "/manifest.json") as f:
+            files = json.load(f)["files"]
+        for e in files:
+            p = e["path"]
+            if p[:4] == "app/" and os.stat(path + "/" + p[4:])[6] != e["size"]:
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - missing, unreadable, not JSON, a file missing: incomplete
         return False
 
 
@@ -28,6 +38,7 @@ try:
             SLOT = _root + "/" + _s
             sys.path.insert(0, SLOT)
             break
+    _f = _want = _s = None
     import time
     from parcelbox.storage import Storage
     from pb_esp32 import safe
