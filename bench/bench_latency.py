@@ -34,12 +34,12 @@ TARGET_RATIO = 2.0    # activation p99 <= 2 x bare round trip p99
 def run(quick: bool = False) -> list[Row]:
     n = 40 if quick else 1000
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
-        loop = _measure(Path(tmp) / "superloop", n, "superloop")
-        woken = _measure(Path(tmp) / "event", n, "event")
-    return _rows(n, loop, woken)
+        loop, mode = _measure(Path(tmp) / "superloop", n, "superloop")
+        woken, _ = _measure(Path(tmp) / "event", n, "event")
+    return _rows(n, loop, woken, mode)
 
 
-def _rows(n: int, a: dict, b: dict) -> list[Row]:
+def _rows(n: int, a: dict, b: dict, commit_mode: str) -> list[Row]:
     p = netlib.percentile
     act99, bare99 = p(a["activation"], 99), p(a["bare"], 99)
     ratio = act99 / bare99
@@ -69,6 +69,10 @@ def _rows(n: int, a: dict, b: dict) -> list[Row]:
                       ("consumer verifies, stores (SQLite commit), acks", "store")):
         rows.append(Row("  " + name + " p50/p99", "%.2f / %.2f" % (
             netlib.ms(p(a[key], 50)), netlib.ms(p(a[key], 99))), "ms (wall)"))
+    rows.append(Row("  SQLite write transaction on the ledger file p50/p99", "%.2f / %.2f" % (
+        netlib.ms(p(a["commit"], 50)), netlib.ms(p(a["commit"], 99))), "ms (wall)",
+        note="BEGIN IMMEDIATE, one INSERT, COMMIT (%s); an activation holds two: the "
+             "backend's and the consumer's" % commit_mode))
     rows.append(Row("code activation p99, box woken by socket data", netlib.ms(p(b["activation"], 99)),
                     "ms (wall)", note="same measurement, the box loop blocking in poll() on its "
                     "socket instead of sleeping up to %d ms; bare p99 in that pass %.2f ms, "
@@ -196,6 +200,7 @@ def _measure(tmp: Path, n: int, mode: str) -> dict:
                 out["bare"].append(_bare(ask, replies, req, payload))
                 out["bare_nagle"].append(_bare(ask2, replies2, req2, payload))
         report = worker.report()
+        out["commit"], commit_mode = _commits(tmp / "ledger.db", 200)
         # box-side marks: the k-th command a box applied is its k-th code here (3 warm-ups)
         seen = {b: 0 for b in names}
         for i in range(3):
@@ -203,7 +208,7 @@ def _measure(tmp: Path, n: int, mode: str) -> dict:
         for m in marks:
             k = seen[m["box"]]
             seen[m["box"]] += 1
-            b0, b1 = report[m["box"]]["applied"][k]
+            b0, b1 = report["boxes"][m["box"]]["applied"][k]
             out["activation"].append(m["stored"] - m["t0"])
             out["tx"].append(m["tx"])
             out["issue"].append(m["t1"] - m["t0"])
@@ -211,7 +216,7 @@ def _measure(tmp: Path, n: int, mode: str) -> dict:
             out["apply"].append(b1 - b0)
             out["result"].append(m["arrived"] - b1)
             out["store"].append(m["stored"] - m["arrived"])
-        return out
+        return out, commit_mode
     finally:
         for pair in pairs:
             for c in pair:
@@ -224,6 +229,28 @@ def _measure(tmp: Path, n: int, mode: str) -> dict:
             worker.stop()
         broker.close()
         ledger.close()
+
+
+def _commits(path, n: int) -> list:
+    """Seconds per bare write transaction (BEGIN IMMEDIATE, one small INSERT, COMMIT) on
+    the ledger's own file, in its WAL mode: the floor under every ledger step."""
+    import sqlite3
+
+    db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS bench_commit (n INTEGER)")
+        out = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO bench_commit VALUES (?)", (i,))
+            db.execute("COMMIT")
+            out.append(time.perf_counter() - t0)
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = ("OFF", "NORMAL", "FULL", "EXTRA")[db.execute("PRAGMA synchronous").fetchone()[0]]
+        return out, "%s, synchronous=%s" % (mode.upper(), sync)
+    finally:
+        db.close()
 
 
 def _activate(backend, consumer, box: str, timed) -> dict:

@@ -214,18 +214,23 @@ class Node:
         # after (the compartment's state, not a sample of a 50 ms pulse that a busy
         # loop could miss between two passes).
         if self._phase == "wait_unlock" and box.doors[0].state in (_lock.PULSING, _lock.RELEASED):
-            self.unlocks += 1
             self.door_open = True
             self._phase = "opening"
         kinds, self._kinds = self._kinds, []
         for k in kinds:
             if k == events.OPENED and self._phase == "opening":
+                self.unlocks += 1           # an unlock that opened the door
                 self.door_open = False      # in, parcel taken or left, door shut
                 self._phase = "closing"
             elif k in (events.DEPOSIT, events.PICKUP) and self._phase == "closing":
                 self._phase = "idle"
             elif k == events.REFUSED and self._phase == "wait_unlock":
                 self.refusals += 1          # still busy: the person tries again
+                self._phase = "idle"
+                self.jobs.insert(0, self._last)
+            elif k == events.NOT_OPENED:    # missed the window (a starved loop): again
+                self.refusals += 1
+                self.door_open = False
                 self._phase = "idle"
                 self.jobs.insert(0, self._last)
         if self._phase == "idle" and self.jobs and box.doors[0].at_rest(now):
@@ -284,7 +289,9 @@ def worker_main(pipe, spec: dict) -> None:
     superloop = spec.get("mode") == "superloop"
     due = {box_id: _ticks() for box_id in nodes}
     said_connected = False
+    global _LONGEST
     while True:
+        t_pass = time.perf_counter()
         now = _ticks()
         for box_id, n in nodes.items():
             if not ticks.reached(now, due[box_id]):
@@ -307,6 +314,7 @@ def worker_main(pipe, spec: dict) -> None:
             if superloop and ticks.diff(wake, ticks.add(now, SCAN_MS)) > 0:
                 wake = ticks.add(now, SCAN_MS)
             due[box_id] = wake
+        _LONGEST = max(_LONGEST, time.perf_counter() - t_pass)
         if not said_connected and all(n.link.state == L.CONNECTED for n in nodes.values()):
             said_connected = True
             pipe.send(("connected", len(nodes)))
@@ -336,8 +344,11 @@ def worker_main(pipe, spec: dict) -> None:
                 due[n.id] = _ticks()             # data: step it now
 
 
+_LONGEST = 0.0   # the longest pass over the worker's boxes, seconds
+
+
 def _report(nodes: dict) -> dict:
-    return {"cpu_s": time.process_time(), "boxes": {box_id: {"emitted": n.emitted, "applied": n.applied, "typed": n.typed,
+    return {"cpu_s": time.process_time(), "longest_pass_s": _LONGEST, "boxes": {box_id: {"emitted": n.emitted, "applied": n.applied, "typed": n.typed,
                      "unlocks": n.unlocks, "refusals": n.refusals, "busy": n.busy,
                      "pending": n.box.outbox.pending(), "connects": n.link.connects,
                      "msgs": n.msgs, "bytes_out": n.conn.sent if n.conn else 0,
