@@ -259,53 +259,60 @@ class Circuit:
     def level(self, i):
         self.reads += 1
         nk = self.nr + self.nc
+        net = 0
         if i < nk:
             k = self.closed()
             if k != self._nets_k:
                 self._nets(k)
             net = self._net[i]
-        else:
-            net = 0
-        lo = 0
-        hi = 0
+            if net == 1 << i:
+                net = 0             # alone on its net (the usual case): its own pin decides
+        mode = self.mode
+        out = self.out
+        pull = self.pull
+        ext = self.ext
         up = 0
         dn = 0
-        j = 0
-        while True:
-            if net:
-                if j >= nk:
-                    break
-                if not (net >> j) & 1:
-                    j += 1
-                    continue
-                n = j
-            else:
-                n = i
-            m = self.mode[n]
-            if m != _M_IN:
-                if self.out[n] == 0:
-                    lo = 1
-                elif m == _M_OUT:
-                    hi = 1
-            p = self.pull[n]
-            if p == _P_UP or self.ext[n] == _P_UP:
-                up = 1
-            if p == _P_DOWN or self.ext[n] == _P_DOWN:
-                dn = 1
-            if not net:
-                break
-            j += 1
-        if lo:
+        if not net:
+            m = mode[i]
+            if m == _M_OUT:
+                return out[i]
+            if m == _M_OD and out[i] == 0:
+                return 0
+            s = self.switch[i]
+            if s >= 0:
+                sw = self._sw[s]
+                if self._switch_closed(sw):
+                    return sw[4]
+            p = pull[i]
+            e = ext[i]
+            up = p == _P_UP or e == _P_UP
+            dn = p == _P_DOWN or e == _P_DOWN
+        else:
+            lo = 0
+            hi = 0
+            j = 0
+            while j < nk:
+                if (net >> j) & 1:
+                    m = mode[j]
+                    if m != _M_IN:
+                        if out[j] == 0:
+                            lo = 1
+                        elif m == _M_OUT:
+                            hi = 1
+                    p = pull[j]
+                    e = ext[j]
+                    if p == _P_UP or e == _P_UP:
+                        up = 1
+                    if p == _P_DOWN or e == _P_DOWN:
+                        dn = 1
+                j += 1
+            if lo:
+                if hi:
+                    self.shorts += 1
+                return 0
             if hi:
-                self.shorts += 1
-            return 0
-        if hi:
-            return 1
-        s = self.switch[i]
-        if s >= 0:
-            sw = self._sw[s]
-            if self._switch_closed(sw):
-                return sw[4]
+                return 1
         if up and not dn:
             return 1
         if dn and not up:
