@@ -87,13 +87,32 @@ class Hardware:
     # ---- keypad -------------------------------------------------------------
 
     # One scan of the matrix: the frame bitmap (bit r*cols+c = pressed). No allocation:
-    # preallocated pin tuples, small-int arithmetic, pins called directly.
+    # preallocated pin tuples, small-int arithmetic, pins called directly. Every row is
+    # driven low at once first: only a column that then reads low can hold a pressed key
+    # (a key, or a ghost's path, joins it to some row), so an idle pad, nearly every scan,
+    # costs one read per column, and a pressed one only reads those columns row by row.
     def scan(self):
         rows = self._rows
         cols = self._cols
         nr = self._nr
         nc = self._nc
+        r = 0
+        while r < nr:
+            rows[r](0)
+            r += 1
+        live = 0
+        c = 0
+        while c < nc:
+            if not cols[c]():
+                live |= 1 << c
+            c += 1
+        r = 0
+        while r < nr:
+            rows[r](1)
+            r += 1
         bits = 0
+        if not live:
+            return bits
         k = 0
         r = 0
         while r < nr:
@@ -101,11 +120,11 @@ class Hardware:
             row(0)
             c = 0
             while c < nc:
-                if not cols[c]():
-                    bits |= 1 << k
-                k += 1
+                if (live >> c) & 1 and not cols[c]():
+                    bits |= 1 << (k + c)
                 c += 1
             row(1)
+            k += nc
             r += 1
         return bits
 
