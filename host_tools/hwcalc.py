@@ -87,6 +87,9 @@ INPUTS: dict[str, Input] = {
                         "3.3 V / 330 Ohm = 10 mA peak, within the Pi's 16 mA a pin"),
     "r_pullup_internal_rpi": Input(50000.0, "Ohm", "the Pi's pull-up", "Raspberry Pi documentation: "
                                    "50-65 kOhm GPIO pulls, the lower end"),
+    "gpio_total_ma_rpi": Input(50.0, "mA", "Raspberry Pi GPIO current, all pins together",
+                               "Raspberry Pi documentation: 50 mA over all pins"),
+    "vbe": Input(0.7, "V", "NPN base-emitter voltage (buzzer switch)", "MMBT3904-class datasheets, typical"),
     "buzzer_ma_rpi": Input(30.0, "mA", "active buzzer current while sounding (5 V, steady)",
                            "5 V active magnetic buzzers with their own oscillator: 30 mA max"),
 }
@@ -108,7 +111,7 @@ def v(name: str) -> float:
 
 def vc(name: str, chip: str | None) -> float:
     """Input `name`, or its `name_<chip>` variant when the chip has one."""
-    return INPUTS.get(f"{name}_{chip}", INPUTS[name]).value if chip else v(name)
+    return INPUTS[key(name, chip)].value
 
 
 def key(name: str, chip: str | None) -> str:
@@ -260,6 +263,28 @@ class Supply:
     peak_a: float
     fuse_a: float
     psu_a: float
+
+
+@dataclass(frozen=True)
+class GpioLoad:
+    led_ma: float           # one lit LED colour
+    gate_peak_ma: float     # a solenoid gate while it charges
+    gate_hold_ma: float     # a solenoid gate held on
+    buzzer_ma: float        # the buzzer transistor's base
+    worst_ma: float         # all at once: two LED colours (amber), every gate held, the buzzer
+    pin_max_ma: float       # the chip's rating for one pin
+    total_max_ma: float     # and for all pins together
+
+
+def gpio_load(board: dict, s: Solenoid) -> GpioLoad:
+    """What the pins source, against a chip that rates its GPIO current (the Raspberry Pi)."""
+    chip = board["chip"]
+    led = v("led_ma")
+    base = (v("v_gpio") - v("vbe")) / 1000 * 1000     # through the 1 kOhm base resistor, mA
+    colours = 2 if len(board["led"]) == 3 else 1
+    worst = colours * led + len(board["compartments"]) * s.gate_hold_ma + base
+    return GpioLoad(led, s.gate_peak_ma, s.gate_hold_ma, base, worst, vc("gpio_max_ma", chip),
+                    INPUTS[key("gpio_total_ma", chip)].value if key("gpio_total_ma", chip) in INPUTS else 0.0)
 
 
 def supply(n_comp: int, s: Solenoid, chip: str | None = None) -> Supply:

@@ -244,7 +244,27 @@ def _driver(x: Numbers) -> str:
         "### 2.6 Supply and fuse", "",
         "One owner code may open every compartment at once (the firmware pulses them together), "
         "so the supply carries every coil at the same time.", "", psu, "",
-    ])
+    ] + (_gpio(x) if x.d.linux else []))
+
+
+def _gpio(x: Numbers) -> list[str]:
+    g = calc.gpio_load(x.d.board, x.sol)
+    n = x.n
+    colours = 2 if len(x.d.board["led"]) == 3 else 1
+    rows = [
+        ["LED, one colour", calc.INPUTS["led_ma"].source, f"{_f(g.led_ma, 1)} mA"],
+        ["solenoid gate, while it charges", f"3.3 V / {x.sol.r_gate:g} Ohm", f"{_f(g.gate_peak_ma, 1)} mA"],
+        ["solenoid gate, held", f"3.3 V / ({x.sol.r_gate:g} + {calc.v('r_pulldown'):g}) Ohm",
+         f"{_f(g.gate_hold_ma, 2)} mA"],
+        ["buzzer transistor base", f"(3.3 V - {calc.v('vbe'):g} V) / 1 kOhm", f"{_f(g.buzzer_ma, 1)} mA"],
+        ["**all at once, worst**", f"{colours} LED colour{'s' if colours > 1 else ''} (amber) + {n} gates held "
+         f"+ buzzer", f"**{_f(g.worst_ma, 1)} mA**"],
+    ]
+    return ["### 2.7 GPIO current", "",
+            f"The Pi rates its GPIO at {g.pin_max_ma:g} mA a pin and {g.total_max_ma:g} mA over all pins "
+            f"(Raspberry Pi documentation); the most any one pin sources here is "
+            f"{_f(max(g.led_ma, g.gate_peak_ma, g.buzzer_ma), 1)} mA.", "",
+            _table(["load", "arithmetic", "current"], rows), ""]
 
 
 def _power(x: Numbers) -> str:

@@ -620,3 +620,6 @@ def test_the_pi_reference_design_keeps_within_the_pis_pin_current_and_header():
     wiring = (ROOT / "hardware" / "rpi4-4x4" / "wiring.md").read_text()
     assert "not 5 V tolerant" in wiring and "J8-11" in wiring     # 3.3 V logic is said on the page
     assert (ROOT / "hardware" / "rpi4-4x4" / "wiring.svg").exists()
+    g = hwcalc.gpio_load(BOARD, s)                # the Pi's GPIO current ratings hold
+    assert max(g.led_ma, g.gate_peak_ma, g.buzzer_ma) <= g.pin_max_ma == 16
+    assert g.worst_ma <= g.total_max_ma == 50
