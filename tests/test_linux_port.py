@@ -342,6 +342,27 @@ def test_a_crash_in_the_loop_is_saved_the_service_restarts_and_reports_it(tmp_pa
     assert not (flash / "crash.txt").exists() and (flash / "crash.last").exists()
 
 
+def test_a_bad_config_blinks_its_number_and_keeps_systemd_fed(tmp_path):
+    flash = _flash(tmp_path)
+    (flash / "config.json").write_text(json.dumps({"box_id": "box-9", "box_key": "zz"}))
+    clock, c, _, timers = rig()
+    args, lines, notes = _boot(tmp_path, clock, c, timers, blink_rounds=1)
+    reds = []
+    real = args["hw_factory"]
+
+    def hwf(b):
+        hw = real(b)
+        ind = hw.indicate
+        hw.indicate = lambda led, hz: (reds.append(led) if led else None, ind(led, hz))
+        return hw
+    args["hw_factory"] = hwf
+    app, why = lmain.boot(str(flash), **args)
+    assert app is None and why == 3 and reds == [2, 2, 2]          # three red blinks: a bad field
+    assert notes[0] == "READY=1" and notes.count("WATCHDOG=1") >= 6
+    assert any("config: box_key must be 64 hex digits" in ln for ln in lines)
+    assert "zz" not in "".join(lines)
+
+
 def test_the_loop_feeds_systemd_only_while_every_part_progresses(tmp_path):
     flash = _flash(tmp_path)
     clock, c, _, timers = rig()
