@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LINUX = ROOT / "firmware" / "linux"
-for p in (LINUX, ROOT / "firmware"):
+for p in (LINUX, ROOT / "firmware", ROOT / "firmware" / "esp32"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
@@ -245,11 +245,8 @@ def test_the_unit_file_runs_the_port_as_a_service_with_the_watchdog(tmp_path):
 
 def lmain_wdt_ms():
     # the ESP32's watchdog time, so both ports reset a hung box alike
-    from pb_esp32 import main as emain  # noqa: F401 - imported for its constant only
+    from pb_esp32 import main as emain
     return emain.WDT_MS
-
-
-sys.path.insert(0, str(ROOT / "firmware" / "esp32"))
 
 
 # ---- the state directory and the network ---------------------------------------------
