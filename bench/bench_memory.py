@@ -5,16 +5,21 @@ App with Box, Remote and Link) boots in the MicroPython VM from a /flash prepare
 CPython with the firmware's own code (1,000 codes in codes.bin, 256 unacked events: a
 full outbox), connects to a broker that answers by itself (bench/vm/autobroker.py),
 publishes and resends the outbox, and opens the door for a typed code
-(bench/vm/vm_memory.py). The heap is lowered in 8 KB steps until a run fails, then in
-1 KB steps below the last success; the smallest heap before the first failure is the
-figure. Near the limit the VM's collector can fail in other ways than MemoryError
-(docs/vm.md): every failure counts as "does not fit".
+(bench/vm/vm_memory.py). The heap is lowered in 4 KB steps, three runs at each size,
+until a run fails; the figure is the smallest size at which every run passed. Three runs,
+because the VM is not quite deterministic here: os.stat() gives it the flash folder's
+inode numbers, a small or a long int, so the heap's layout varies from copy to copy;
+and near the limit its collector can fail in other ways than MemoryError (docs/vm.md).
+Every failure counts as "does not fit".
 
-The bytecode's share is measured, not estimated: a fresh VM compiles the source of
-every module the device imported (compile(), which import uses too) and keeps the code
-objects; its heap growth is the bytecode, constants and names that a frozen image keeps
-in flash instead. Function, class and module objects are made when a module runs, on a
-device too, so they are not in that share.
+The bytecode's share is measured, not estimated, and the frozen case is run, not
+inferred (bench/vm/vm_frozen.py): a VM first compiles the source of every module the
+device imports (compile(), as import does) and keeps the code objects, which stand for
+the image in flash; its heap growth is the bytecode share. Then each module body runs
+from that code into the module object of an empty stub file, making the module, class
+and function objects that a frozen image makes in RAM too, and the same device runs.
+The same sweep gives its smallest total heap; minus the bytecode share, that is the heap
+the firmware needs when frozen.
 """
 
 from __future__ import annotations
@@ -72,8 +77,7 @@ def _cfg(tmp: Path, codes: int) -> Path:
 
 
 def attempt(heap_k: int, tmp: Path, flash0: Path, cfg: Path, stubs: Path | None = None):
-    """The probe of one run at heap_k KB (frozen emulation with stubs), or None when it
-    does not fit."""
+    """(probe or None, why it failed) of one run at heap_k KB; stubs: frozen emulation."""
     flash = tmp / f"flash-{heap_k}"
     shutil.rmtree(flash, ignore_errors=True)
     shutil.copytree(flash0, flash)
@@ -84,35 +88,34 @@ def attempt(heap_k: int, tmp: Path, flash0: Path, cfg: Path, stubs: Path | None 
         else:
             p = probe("import vm_frozen\n", heap=f"{heap_k}K", firmware=stubs,
                       extra_paths=(FIRMWARE_DIR, *PATHS, cfg), flash_dir=flash)
-        return p if p.lines() and p.lines()[-1] == "OK memory" else None
-    except ProbeError:
-        return None
+        if p.lines() and p.lines()[-1] == "OK memory":
+            return p, ""
+        return None, "no OK"
+    except ProbeError as e:
+        text = str(e)
+        return None, ("MemoryError" if "MemoryError" in text else
+                      "trap" if "trap" in text or "exit -1" in text else "error")
     finally:
         shutil.rmtree(flash, ignore_errors=True)
 
 
-def smallest_heap(run_at, start: int, coarse: int, fine: int):
-    """(smallest KB that ran before the first failure going down, [(KB, ran)], its probe)."""
-    runs = []
-    k, ok = start, None
+def smallest_heap(run_at, start: int, step: int, repeat: int):
+    """Going down from `start` KB in `step`s, each size run `repeat` times (a fresh copy of
+    the flash each time: the folder's inode numbers, which os.stat() hands the VM, vary
+    and so does the heap's layout). (the smallest size where every run passed, the
+    sizes tried as [(KB, passes, failure kinds)], a probe of the smallest)."""
+    runs, ok = [], None
+    k = start
     while k > 8:
-        p = run_at(k)
-        runs.append((k, p is not None))
-        if p is None:
+        got = [run_at(k) for _ in range(repeat)]
+        bad = [why for p, why in got if p is None]
+        runs.append((k, repeat - len(bad), sorted(set(bad))))
+        if bad:
             break
-        ok = (k, p)
-        k -= coarse
+        ok = (k, got[0][0])
+        k -= step
     if ok is None:
         raise RuntimeError(f"the firmware does not run even in a {start} KB heap")
-    floor = runs[-1][0] if not runs[-1][1] else 8
-    k = ok[0] - fine
-    while k > floor and fine < coarse:
-        p = run_at(k)
-        runs.append((k, p is not None))
-        if p is None:
-            break
-        ok = (k, p)
-        k -= fine
     return ok[0], runs, ok[1]
 
 
@@ -179,14 +182,14 @@ def frozen_setup(tmp: Path, cfg: Path, order) -> Path:
 
 def run(quick: bool = False) -> list[Row]:
     codes = 100 if quick else CODES
-    coarse, fine = (64, 64) if quick else (8, 1)
+    step, repeat = (64, 1) if quick else (4, 3)
     with tempfile.TemporaryDirectory(prefix="pb-bench-mem-") as t:
         tmp = Path(t)
         flash0 = tmp / "flash0"
         flash0.mkdir()
         prepare_flash(flash0, codes)
         cfg = _cfg(tmp, codes)
-        big = attempt(1024, tmp, flash0, cfg)
+        big, _ = attempt(1024, tmp, flash0, cfg)
         if big is None:
             raise RuntimeError("the firmware does not run in a 1 MB heap")
         imports = int(big.value("imports"))
@@ -194,9 +197,9 @@ def run(quick: bool = False) -> list[Row]:
         order = frozen_order(big.value("modules").split(","), cfg)
         stubs = frozen_setup(tmp, cfg, order)
         full, runs_full, _ = smallest_heap(lambda k: attempt(k, tmp, flash0, cfg), 256,
-                                           coarse, fine)
+                                           step, repeat)
         froz, runs_froz, p = smallest_heap(lambda k: attempt(k, tmp, flash0, cfg, stubs),
-                                           256, coarse, fine)
+                                           256, step, repeat)
         rom = int(p.value("rom"))
         bodies = int(p.value("bodies")) - rom
         scaffold = int(p.value("fakes")) + int(p.value("world"))
@@ -204,10 +207,13 @@ def run(quick: bool = False) -> list[Row]:
     without = froz - rom / 1024
 
     def tried(runs):
-        return ", ".join(f"{k}K {'ok' if good else 'FAIL'}" for k, good in runs)
+        last = runs[-1]
+        fail = (f"; at {last[0]}K {last[1]} of {repeat} ran, failed by {'/'.join(last[2])}"
+                if last[2] else "")
+        return f"{runs[0][0]}K down to {runs[-1][0]}K in {step}K steps, {repeat} runs each{fail}"
     return [
         Row(f"smallest heap, whole firmware loaded from .py, {codes:,} codes, full outbox",
-            full, "KB", note=f"decreasing -X heapsize: {tried(runs_full)}",
+            full, "KB", note=f"every run passed down to here: {tried(runs_full)}",
             extra={"runs": runs_full}),
         Row("bytecode share (compiled code of the firmware, fakes and helpers)",
             round(rom / 1024, 1), "KB",

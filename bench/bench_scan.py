@@ -75,7 +75,8 @@ for state in ("idle", "held"):
 
 
 def _measure(board: dict, n: int, lib: Path) -> dict:
-    p = probe(PROGRAM % {"board": json.dumps(board), "n": n}, heap="256K",
+    # 2M: the collector is off while n scans of Matrix_Keypad allocate ~500 B each
+    p = probe(PROGRAM % {"board": json.dumps(board), "n": n}, heap="2M",
               extra_paths=(ROOT / "host_tools", ROOT / "firmware" / "esp32",
                            ROOT / "tests" / "fakes", lib))
     sp = p.spans()

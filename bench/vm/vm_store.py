@@ -9,7 +9,7 @@ from hashlib import sha256
 import benchcfg
 from benchprobe import measure, nothing
 from parcelbox.codestore import CodeStore
-from parcelbox.hmac256 import Hmac
+from parcelbox.hmac256 import Hmac, equal
 from parcelbox.storage import Storage
 
 N = benchcfg.N
@@ -99,6 +99,11 @@ def nv_code():
     return naive.get(hexlify(mac.digest(TYPED)[:16]).decode())
 
 
+def compare():
+    return equal(D_IN, D_OUT)
+
+
 R = benchcfg.R
-allocs = [measure(f, R) for f in (fw_hit, fw_miss, nv_hit, nv_miss, fw_code, nv_code, nothing)]
+allocs = [measure(f, R) for f in (fw_hit, fw_miss, nv_hit, nv_miss, fw_code, nv_code, nothing,
+                                  compare)]
 print("alloc=" + " ".join(str(a) for a in allocs))
