@@ -86,5 +86,9 @@ from host_tools import vboard_cli as _vboard_cli  # noqa: E402
 
 _vboard_cli.register(main)
 
+from host_tools import linux_cli as _linux_cli  # noqa: E402
+
+_linux_cli.register(main)
+
 if __name__ == "__main__":
     main()

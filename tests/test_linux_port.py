@@ -641,3 +641,42 @@ def test_the_pi_reference_design_keeps_within_the_pis_pin_current_and_header():
     g = hwcalc.gpio_load(BOARD, s)                # the Pi's GPIO current ratings hold
     assert max(g.led_ma, g.gate_peak_ma, g.buzzer_ma) <= g.pin_max_ma == 16
     assert g.worst_ma <= g.total_max_ma == 50
+
+
+# ---- parcelbox linux: provisioning a state directory, the unit -------------------------
+
+def test_linux_provision_writes_a_state_directory_the_port_boots_from(tmp_path, mosquitto):
+    from click.testing import CliRunner
+    from host_tools.cli import main
+    from host_tools.sdk import Backend, Ledger
+    db = tmp_path / "reg.db"
+    ledger = Ledger(db)
+    rec = Backend(ledger).register("box-pi", compartments=4)
+    ledger.close()
+    state = tmp_path / "state"
+    state.mkdir()
+    args = ["linux", "provision", "--box", "box-pi", "--state", str(state), "--board", "rpi4-4x4",
+            "--db", str(db), "--broker", "mqtts://%s:%d" % (mosquitto.host, mosquitto.port),
+            "--ca", str(mosquitto.ca_path)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert rec["box_key"] not in r.output and rec["mqtt_password"] not in r.output
+    assert sorted(p.name for p in state.iterdir()) == ["board.json", "ca.pem", "config.json"]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in state.iterdir())
+    assert json.loads((state / "board.json").read_text()) == BOARD
+    clock, c, _, timers = rig()
+    args2, lines, notes = _boot(tmp_path, clock, c, timers, reset_cause=lambda: 1)
+    app, hw = lmain.boot(str(state), **args2)
+    assert app is not None and any("boot box box-pi board rpi4-4x4 compartments 4" in ln for ln in lines)
+    # an ESP32 board is refused, and nothing changes
+    before = {p.name: p.read_bytes() for p in state.iterdir()}
+    r = CliRunner().invoke(main, args[:7] + ["esp32s3-devkitc-4x4"] + args[8:])
+    assert r.exit_code != 0 and "not a linux board" in r.output
+    assert {p.name: p.read_bytes() for p in state.iterdir()} == before
+
+
+def test_linux_unit_prints_the_shipped_unit():
+    from click.testing import CliRunner
+    from host_tools.cli import main
+    r = CliRunner().invoke(main, ["linux", "unit"])
+    assert r.exit_code == 0 and r.output == (LINUX / "parcelbox.service").read_text()
