@@ -9,7 +9,6 @@ crash, Wi-Fi and broker reachability where the board has them. Exit 0 healthy, 1
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from rich.console import Console

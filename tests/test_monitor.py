@@ -12,7 +12,6 @@ import time
 import tty
 from pathlib import Path
 
-import pytest
 from rich.console import Console
 
 from host_tools import monitor
