@@ -90,7 +90,8 @@ class Keypad(keycircuit.Circuit):
 
     def scan(self, t: int) -> int:
         """The frame the firmware's scan reads at t: each row driven low in turn, the
-        columns read through the circuit (bit r*cols+c set when column c reads 0)."""
+        columns read through the circuit (bit r*cols+c set when column c reads 0). The
+        ESP32 port reads fewer pins for the same frame (tests/test_sim.py compares)."""
         if self.empty:
             return 0
         self._t = t
