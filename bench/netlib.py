@@ -161,7 +161,8 @@ class Node:
                                          "port": spec["port"], "tls": True, "ca": spec["ca"],
                                          "password": password, "keepalive": 60},
                            net, os.urandom)
-        self.conn = None
+        self.conn = None         # the link's current connection, and its fd
+        self.fd = None
         self.jobs = []           # codes to type, in order
         self.typed = []          # (code index, wall time of the final key)
         self.refusals = 0
@@ -299,16 +300,17 @@ def worker_main(pipe, spec: dict) -> None:
             wake = n.step(now)
             while opening:                       # the link opened a socket: watch it
                 c = opening.pop()
-                if n.conn is not None:
+                if n.fd is not None and by_fd.get(n.fd) is n:   # the old one is closed
+                    del by_fd[n.fd]
                     try:
-                        poller.unregister(n.conn.fileno())
-                    except (KeyError, ValueError, OSError):
+                        poller.unregister(n.fd)
+                    except (KeyError, ValueError):
                         pass
-                    by_fd.pop(getattr(n, "_fd", None), None)
                 n.conn = c
-                n._fd = c.fileno()
-                by_fd[n._fd] = n
-                poller.register(n._fd, select.POLLIN)
+                if not superloop:    # a superloop reads only when its sleep ends
+                    n.fd = c.fileno()
+                    by_fd[n.fd] = n
+                    poller.register(n.fd, select.POLLIN)
             if n.link.state != L.CONNECTED:
                 wake = ticks.add(now, 5)         # connecting: TCP and TLS advance by steps
             if superloop and ticks.diff(wake, ticks.add(now, SCAN_MS)) > 0:
@@ -321,7 +323,11 @@ def worker_main(pipe, spec: dict) -> None:
         now = _ticks()
         soonest = min(ticks.diff(d, now) for d in due.values())
         timeout = max(0, soonest)
-        for fd, _ev in poller.poll(timeout):
+        for fd, ev in poller.poll(timeout):
+            if ev & select.POLLNVAL:             # a socket the link has closed
+                by_fd.pop(fd, None)
+                poller.unregister(fd)
+                continue
             if fd == pipe.fileno():
                 msg = pipe.recv()
                 if msg[0] == "stop":
@@ -340,7 +346,7 @@ def worker_main(pipe, spec: dict) -> None:
                                            for n in nodes.values())))
                 continue
             n = by_fd.get(fd)
-            if n is not None and not superloop:
+            if n is not None:
                 due[n.id] = _ticks()             # data: step it now
 
 
