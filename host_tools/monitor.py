@@ -178,6 +178,10 @@ def _why(e: BaseException) -> str:
 
 
 def run_cli(port: str, baud: int, save: str | None, raw: bool) -> int:
+    import signal
+    # Ctrl-C ends the monitor even when it was started with SIGINT ignored (a background job
+    # of a non-interactive shell), where Python would not install its handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     f = open(save, "a", encoding="utf-8") if save else None
     mon = Monitor(port, baud, f, raw)
     try:
