@@ -38,6 +38,11 @@ try:
     d['flash'] = [s[0] * s[3], s[0] * s[2]]
 except Exception:
     d['flash'] = None
+try:
+    with open('crash.n') as f:
+        d['crash.n'] = int(f.read() or '0')
+except (OSError, ValueError):
+    d['crash.n'] = 0
 for n in ('crash.txt', 'crash.last'):
     try:
         with open(n) as f:
@@ -246,8 +251,16 @@ def _config(d: dict) -> Check:
                  % (c[1], c[2], c[3], c[4], "on" if c[5] else "off", c[6]))
 
 
+CRASH_LOOP = 3   # parcelbox.crash.LOOP_AFTER: from the third crash in a row the boot waits
+
+
 def _crash(d: dict) -> Check:
-    new, last = d.get("crash.txt"), d.get("crash.last")
+    new, last, n = d.get("crash.txt"), d.get("crash.last"), d.get("crash.n", 0)
+    if n >= CRASH_LOOP:
+        report = new or last
+        return Check("last crash", FAIL, "a crash loop: %d crashes in a row, each soon after its boot; "
+                     "the boot waits before it starts%s" % (n, ": " + (report[1] or ["?"])[0] if report else ""),
+                     "mpremote fs cat :crash.txt; fix the cause, or deploy the previous build")
     if new:
         return Check("last crash", WARN, "not yet reported (crash.txt, %d bytes): %s"
                      % (new[0], (new[1] or ["?"])[0]), "the next boot reports it; parcelbox monitor shows it")

@@ -83,6 +83,9 @@ def test_a_damaged_file_and_a_saved_crash_are_reported(board):
     assert "differ from the manifest: parcelbox/box.mpy" in out and "deploy again" in out
     assert "crash.last" in out and "MemoryError: memory allocation failed" in out
     assert "verdict: 2 problems" in out
+    (board.flash / "crash.n").write_text("4")                   # parcelbox.crash's count in a row
+    rc, out = doctor(board.url)
+    assert rc == 1 and "a crash loop: 4 crashes in a row" in out
 
 
 def test_no_board_on_the_port_exits_2():
