@@ -83,9 +83,17 @@ def test_a_damaged_file_and_a_saved_crash_are_reported(board):
     assert "differ from the manifest: parcelbox/box.mpy" in out and "deploy again" in out
     assert "crash.last" in out and "MemoryError: memory allocation failed" in out
     assert "verdict: 2 problems" in out
-    (board.flash / "crash.n").write_text("4")                   # parcelbox.crash's count in a row
+
+
+def test_a_crash_loop_is_a_failure(board):
+    # as parcelbox.crash leaves them after the fourth crash in a row (the application runs,
+    # so nothing rewrites them before the doctor reads them)
+    (board.flash / "crash.txt").write_text("Traceback (most recent call last):\n"
+                                           "OSError: [Errno 28] ENOSPC\n")
+    (board.flash / "crash.n").write_text("4")
     rc, out = doctor(board.url)
-    assert rc == 1 and "a crash loop: 4 crashes in a row" in out
+    assert rc == 1, out
+    assert "a crash loop: 4 crashes in a row" in out and "OSError: [Errno 28] ENOSPC" in out
 
 
 def test_no_board_on_the_port_exits_2():
