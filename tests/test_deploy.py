@@ -120,6 +120,19 @@ def test_a_damaged_active_slot_is_the_one_overwritten_not_the_fallback_that_runs
     assert techlib.slot_intact(vboard.flash, "app_a")["firmware"] == "0.1.0"
 
 
+def test_no_reset_switches_the_slot_and_leaves_the_board_at_its_repl(vboard, builds):
+    techlib.provision_offline(vboard.flash)
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "deploy", "--port", vboard.url, "--build",
+                        str(builds["v1"].out), "--no-reset"], capture_output=True, text=True,
+                       cwd=techlib.ROOT, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "not reset (--no-reset): the new slot runs from the next reset" in p.stdout
+    assert (vboard.flash / "app.ptr").read_text() == "app_a\n" and "firmware 0.1.0" not in vboard.output
+    mark = len(vboard.output)
+    vboard.reset()
+    vboard.wait_output(" firmware 0.1.0 from /app_a", timeout=30, start=mark)
+
+
 class Cut(BaseException):
     """The USB cable pulled: the link is gone before the command reaches the board."""
 

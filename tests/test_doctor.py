@@ -103,3 +103,11 @@ def test_no_board_on_the_port_exits_2():
     s.close()                                                    # nobody listens there
     rc, out = doctor("socket://127.0.0.1:%d" % port)
     assert rc == 2 and "cannot reach the board" in out
+
+
+def test_a_bare_board_is_told_to_deploy_and_provision(vboard):
+    rc, out = doctor(vboard.url)
+    assert rc == 1, out
+    assert "no complete app slot (app.ptr missing)" in out and "parcelbox build, then parcelbox deploy" in out
+    assert "board.json is missing" in out and "parcelbox provision --port ... --box ID" in out
+    assert "the application was stopped" not in out            # nothing ran: no reset
