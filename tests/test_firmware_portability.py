@@ -95,3 +95,17 @@ def test_firmware_never_imports_a_private_const(path):
             src = PACKAGES[top] / (node.module.replace(".", "/") + ".py")
             hidden = _private_consts(src) & {a.name for a in node.names}
             assert not hidden, f"{path.name} imports {hidden} from {node.module}"
+
+
+@pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_firmware_never_calls_a_builtin_exception_s_init_directly(path):
+    # MicroPython's built-in exceptions have no __init__ attribute: ValueError.__init__(
+    # self, msg) raises AttributeError there (devconf.ConfigError did, so a bad config
+    # crashed the boot instead of blinking). super().__init__(msg) works on both.
+    import builtins
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Attribute) and node.attr == "__init__"
+                and isinstance(node.value, ast.Name)
+                and isinstance(getattr(builtins, node.value.id, None), type)
+                and issubclass(getattr(builtins, node.value.id), BaseException)):
+            raise AssertionError(f"{path.name}:{node.lineno} calls {node.value.id}.__init__")

@@ -106,9 +106,10 @@ def test_the_virtual_clock_makes_a_run_repeat_exactly(tmp_path):
     assert story(tmp_path / "a") == story(tmp_path / "b")
 
 
-def test_a_bad_configuration_blinks_its_number_in_red(tmp_path):
+@pytest.mark.parametrize("vm", [False, pytest.param(True, marks=pytest.mark.vm)], ids=["cpython", "vm"])
+def test_a_bad_configuration_blinks_its_number_in_red(tmp_path, vm):
     bad = dict(OFFLINE, box_key="00")
-    with _offline(tmp_path, config=bad) as box:
+    with _offline(tmp_path, config=bad, vm=vm) as box:
         box.run(5000)
         reds = [t for t, led, hz in box.feedback if led == "red"]
         assert len(reds) >= 3 and reds[1] - reds[0] == 500   # 3 blinks, 200 on, 300 off

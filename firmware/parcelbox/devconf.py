@@ -26,7 +26,7 @@ BAD_BOARD = const(5)
 class ConfigError(ValueError):
     # why: NO_CONFIG..BAD_BOARD; the message names the field, never its value
     def __init__(self, why, msg):
-        ValueError.__init__(self, msg)
+        super().__init__(msg)  # ValueError.__init__ does not exist in MicroPython
         self.why = why
 
 
