@@ -202,6 +202,16 @@ def existing_board(conn) -> dict | None:
         return None
 
 
+def _mcu_board(p: Plan, existing: dict | None = None) -> None:
+    """`parcelbox provision` writes a microcontroller's flash: a linux board (Blinka pin
+    names) is provisioned into its state directory with `parcelbox linux provision`."""
+    b = p.board or existing or {}
+    chip = _boards.CHIPS.get(b.get("chip"))
+    if chip is not None and chip.named:
+        raise ProvisionError("board %s is a linux board (chip %s): use parcelbox linux provision"
+                             % (b.get("name", "?"), b.get("chip")))
+
+
 def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_password: str, db: str,
             broker: str, ca: str | None, dry_run: bool, no_reset: bool) -> int:
     import click
@@ -211,14 +221,16 @@ def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_pa
     try:
         if dry_run:
             p = plan(db, box_id, broker, ssid, wifi_password, board, ca)
+            _mcu_board(p)
             for line in p.summary():
                 click.echo(line)
             click.echo("dry run: checked by the firmware's rules, nothing written")
             return 0
         with BoardConn(port) as conn:
             conn = stop_app(conn, click.echo)
-            p = plan(db, box_id, broker, ssid, wifi_password, board, ca,
-                     existing_board=None if board else existing_board(conn))
+            existing = None if board else existing_board(conn)
+            p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing)
+            _mcu_board(p, existing)
             names = write(conn, p)
             verdict = board_check(conn)
             if verdict not in (None, "no firmware"):

@@ -180,3 +180,16 @@ def test_without_board_the_board_s_own_board_json_is_kept(vboard, registry):
     assert "written to the board (each by rename, hashes read back): config.json" in out
     assert (vboard.flash / "board.json").read_bytes() == board
     assert json.loads((vboard.flash / "config.json").read_text())["box_id"] == "box-17"
+
+
+def test_a_linux_board_is_refused_and_pointed_to_linux_provision(registry, monkeypatch):
+    db, _, _ = registry
+    led = Ledger(db)
+    Backend(led).register("box-pi", compartments=4)
+    led.close()
+    monkeypatch.setenv("PARCELBOX_WIFI_PASSWORD", WIFI_PW)
+    r = CliRunner().invoke(main, ["provision", "--dry-run", "--box", "box-pi", "--db", str(db),
+                                  "--broker", "mqtt://b:1883", "--wifi-ssid", "home", "--board",
+                                  "rpi4-4x4"])
+    assert r.exit_code == 1 and "parcelbox linux provision" in r.output
+    assert WIFI_PW not in r.output
