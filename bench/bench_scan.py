@@ -34,6 +34,8 @@ clock = rig.clock
 ca = rig.ca
 cb = rig.cb
 node = cb.nr    # the first column's node, for the cost of one pin read
+NC = cb.nc
+NR = cb.nr
 
 
 def mk_scan():
@@ -50,6 +52,30 @@ def fw_path():
 
 def one_read():
     return cb.level(node)
+
+
+rows_b = rig.b._rows
+cols_b = rig.b._cols
+
+
+# The firmware's scan before this issue (every row alone, every column read), on the
+# same pins, for the same-run comparison.
+def plain_scan():
+    bits = 0
+    k = 0
+    r = 0
+    while r < NR:
+        row = rows_b[r]
+        row(0)
+        c = 0
+        while c < NC:
+            if not cols_b[c]():
+                bits |= 1 << k
+            k += 1
+            c += 1
+        row(1)
+        r += 1
+    return bits
 
 
 key = B["keypad"]["layout"][4]
@@ -70,7 +96,11 @@ for state in ("idle", "held"):
     a_fp = measure(fw_path, N)
     a_rd = measure(one_read, N)
     a_0 = measure(nothing, N)
-    print("%%s=%%d %%d %%d %%d %%d %%d %%d" %% (state, a_mk, a_fw, a_fp, a_rd, a_0, r_mk, r_fw))
+    a_pl = measure(plain_scan, N)
+    if plain_scan() != fw():
+        raise AssertionError("the plain scan reads another frame")
+    print("%%s=%%d %%d %%d %%d %%d %%d %%d %%d" %% (state, a_mk, a_fw, a_fp, a_rd, a_0, r_mk, r_fw,
+                                            a_pl))
 """
 
 
@@ -82,14 +112,15 @@ def _measure(board: dict, n: int, lib: Path) -> dict:
     sp = p.spans()
     out = {}
     for k, state in enumerate(("idle", "held")):
-        a_mk, a_fw, a_fp, a_rd, a_0, r_mk, r_fw = map(int, p.value(state).split())
-        base = 10 * k
-        mk, fw, fp, rd, zero = (sp[base + 2 * j] for j in range(5))
+        a_mk, a_fw, a_fp, a_rd, a_0, r_mk, r_fw, a_pl = map(int, p.value(state).split())
+        base = 12 * k
+        mk, fw, fp, rd, zero, pl = (sp[base + 2 * j] for j in range(6))
         out[state] = {
             "mk_instr": (mk - zero) / n, "fw_instr": (fw - zero) / n,
             "fw_path_instr": (fp - zero) / n, "read_instr": (rd - zero) / n,
             "mk_bytes": (a_mk - a_0) / n, "fw_bytes": (a_fw - a_0) / n,
             "fw_path_bytes": (a_fp - a_0) / n, "mk_reads": r_mk, "fw_reads": r_fw,
+            "plain_instr": (pl - zero) / n, "plain_bytes": (a_pl - a_0) / n,
         }
     return out
 
@@ -123,6 +154,10 @@ def run(quick: bool = False) -> list[Row]:
                         m["fw_bytes"] == 0, f"gc.mem_alloc() over {n} scans, collector off"),
                     Row(f"Matrix_Keypad allocates, {what}", m["mk_bytes"], "B/scan",
                         note="the pressed list, row_pins + col_pins, enumerate objects"),
+                    Row(f"plain row-by-row scan (the firmware's before this issue), {what}",
+                        round(m["plain_instr"]), "VM instr/scan",
+                        note=f"Matrix_Keypad / plain: {m['mk_instr'] / m['plain_instr']:.2f}x; "
+                             f"{m['plain_bytes']:g} B/scan"),
                     Row(f"firmware scan + Keypad.update (the whole scan path), {what}",
                         round(m["fw_path_instr"]), "VM instr/scan",
                         note=f"{m['fw_path_bytes']:g} B/scan allocated"),
