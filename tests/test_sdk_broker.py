@@ -193,3 +193,23 @@ def test_a_failing_handler_leaves_the_event_unacked_and_the_consumer_running(tmp
     c._on_message(cl, None, sealed_event(keys, 1))  # the box sends it again
     assert [e.seq for e in lg.events("box-a")] == [1] and len(cl.published) == 1
     assert c.stats["errors"] == 1
+
+
+def test_sdk_connections_send_at_once_with_nagle_off_also_after_a_reconnect(world):
+    import socket
+
+    from host_tools.sdk import mqtt as sdkmqtt
+    broker, lg, db, consumer = world
+    broker.add_user("issuer-1", backend=True)
+    c = sdkmqtt.client(broker.sdk_config("issuer-1"), "issuer-1")
+    sdkmqtt.connect(c, broker.sdk_config("issuer-1"))
+    try:
+        first = c.socket()
+        assert first.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        first.shutdown(socket.SHUT_RDWR)   # the connection drops: paho reconnects by itself
+        wait_for(lambda: c.socket() is not None and c.socket() is not first and c.is_connected(),
+                 what="a reconnect")
+        assert c.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        c.loop_stop()
+        c.disconnect()
