@@ -165,3 +165,39 @@ def test_fuel_marks_count_exactly_the_instructions_between_them_and_repeat_exact
     assert abs((s20 - s10) - (s10 - s0)) < 0.001 * (s10 - s0)
     a0, a10, a20 = map(int, a.value("alloc").split())
     assert a0 == a10 == a20 > 0                # the marks allocate the same each time (f: 0)
+
+
+# ---- the memory sweep's logic (bench/bench_memory.py) ---------------------------------
+
+def test_the_heap_sweep_keeps_the_smallest_size_where_every_run_passed():
+    from bench.bench_memory import smallest_heap
+    calls = []
+
+    def run_at(k):
+        calls.append(k)
+        flaky = k == 236 and calls.count(236) == 2      # the second of three runs fails
+        return (None, "trap") if k < 220 or flaky else (f"probe@{k}", "")
+    best, runs, probe_ = smallest_heap(run_at, 256, 4, 3)
+    assert best == 240 and probe_ == "probe@240"
+    assert runs[-1] == (236, 2, ["trap"]) and [k for k, _, _ in runs] == [256, 252, 248, 244, 240, 236]
+
+
+def test_a_heap_sweep_that_fails_at_its_start_is_an_error():
+    from bench.bench_memory import smallest_heap
+    with pytest.raises(RuntimeError, match="does not run even in a 256 KB heap"):
+        smallest_heap(lambda k: (None, "MemoryError"), 256, 4, 3)
+
+
+def test_the_frozen_image_runs_each_module_after_the_modules_its_body_imports(tmp_path):
+    from bench.bench_memory import frozen_order
+    files = ["/lib0/parcelbox/box.py", "/lib0/parcelbox/codestore.py", "/lib5/benchcfg.py",
+             "/lib0/parcelbox/__init__.py", "/lib0/parcelbox/codefile.py",
+             "/lib0/parcelbox/hmac256.py", "/lib4/fakeboards.py", "/lib4/fakeworld.py",
+             "/lib2/vm_memory.py"]
+    order = [name for name, host, root in frozen_order(files, tmp_path)]
+    assert "vm_memory" not in order and "benchcfg" not in order   # the program, its config
+    assert order.index("parcelbox") < order.index("parcelbox.codestore")
+    assert order.index("parcelbox.codefile") < order.index("parcelbox.codestore")
+    assert order.index("parcelbox.hmac256") < order.index("parcelbox.codestore")
+    assert order.index("parcelbox.codestore") < order.index("parcelbox.box")
+    assert order.index("fakeworld") < order.index("fakeboards")
