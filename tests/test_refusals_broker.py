@@ -24,8 +24,10 @@ def world(mosquitto, tmp_path):
 
 
 def _state_files(world):
-    """Everything the box keeps but its event log (where the refusal is reported)."""
-    return {k: v for k, v in world.flash(BOX).items() if not k.startswith("events.log")}
+    """Everything the box keeps but its event log (where the refusal is reported), read
+    under the core's lock: never a file the box is halfway through replacing."""
+    files = world.link.call(lambda box, r, now: world.flash(BOX))
+    return {k: v for k, v in files.items() if not k.startswith("events.log")}
 
 
 def _refused(world, payload, reason, seq_id=None, topic=None):
@@ -67,6 +69,9 @@ def test_a_command_for_another_box_is_refused_on_this_ones_topic(world):
 def test_a_replayed_command_is_refused(world):
     payload = _accepted(world, 1, "unlock", comp=2)
     wait_for(lambda: world.link.unlocks, what="the genuine unlock")
+    # its pulse over, the grant goes (a state write of its own): only then compare
+    wait_for(lambda: world.link.call(lambda box, r, now: not any(box.opener_role)),
+             what="the genuine unlock's grant to end")
     world.link.unlocks.clear()
     _refused(world, payload, "replay", 1)
 
