@@ -113,3 +113,11 @@ def test_a_manifest_that_is_not_json_makes_a_slot_incomplete(tmp_path):
     (tmp_path / "app.ptr").write_text("app_a")
     (tmp_path / "app_a" / "manifest.json").write_text('{"files": [')
     assert boot(tmp_path)[0] == "SLOT /flash/app_b"
+
+
+def test_a_pointer_with_bytes_that_are_not_utf8_boots_the_first_complete_slot(tmp_path):
+    # a torn or corrupted app.ptr: MicroPython's text read raises UnicodeError on it
+    slot(tmp_path, "app_a")
+    slot(tmp_path, "app_b")
+    (tmp_path / "app.ptr").write_bytes(b"app_b\xff\n")
+    assert boot(tmp_path)[0] == "SLOT /flash/app_a"

@@ -31,7 +31,7 @@ try:
     try:
         with open(POINTER) as _f:
             _want = _f.read().strip()
-    except OSError:
+    except Exception:  # noqa: BLE001 - missing (OSError) or not UTF-8 (UnicodeError): no pointer
         _want = ""
     for _s in (_want,) + SLOTS:  # the pointer's slot first; a missing or bad pointer: any complete one
         if _s in SLOTS and _complete(_root + "/" + _s):
