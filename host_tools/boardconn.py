@@ -189,6 +189,7 @@ def _first_line(e: BaseException) -> str:
     return text.strip().splitlines()[0][:200] if text.strip() else type(e).__name__
 
 
-def _last_line(b: bytes) -> str:
-    lines = b.decode("utf-8", "replace").strip().splitlines()
+def _last_line(b: bytes | str) -> str:
+    # mpremote's TransportExecError carries the board's traceback already decoded (a str)
+    lines = (b.decode("utf-8", "replace") if isinstance(b, bytes) else b).strip().splitlines()
     return lines[-1][:200] if lines else "no error text"

@@ -238,3 +238,11 @@ def test_a_deploy_cut_before_every_single_command_never_boots_a_half_updated_slo
             break
         k += 1
     print("a deploy of %d commands, cut before each" % k)
+
+
+def test_an_error_on_the_board_is_a_board_error_with_its_last_line(vboard):
+    # mpremote hands the board's traceback over as text: a full flash in the middle of a copy
+    from host_tools.boardconn import BoardError
+    with BoardConn(vboard.url) as conn:
+        with pytest.raises(BoardError, match=r"^the board failed: OSError: .*28"):
+            conn.exec("raise OSError(28)")
