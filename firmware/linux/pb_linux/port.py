@@ -28,7 +28,7 @@ def logger(clock, out=print):
 class DurableStorage(Storage):
     # Storage on a Linux filesystem (an SD card): a replaced file is on the disk before
     # it takes the old one's name, and the rename is on the disk before replace()
-    # returns; appends are flushed too. LittleFS on the ESP32 gives this by design.
+    # returns; appends are synced too, and the folder when an append creates the file. LittleFS on the ESP32 gives this by design.
     def replace(self, name, data):
         tmp = self._path(name + ".tmp")
         f = open(tmp, "wb")
@@ -44,7 +44,9 @@ class DurableStorage(Storage):
         os.rename(tmp, self._path(name))
         self._sync_dir()
 
+    # A file the append creates has its name synced too (the folder), as replace's has.
     def append(self, name, data):
+        new = self.size(name) < 0
         f = open(self._path(name), "ab")
         try:
             self.bytes_written += len(data)
@@ -53,6 +55,8 @@ class DurableStorage(Storage):
             os.fsync(f.fileno())
         finally:
             f.close()
+        if new:
+            self._sync_dir()
 
     def _sync_dir(self):
         fd = os.open(self.root or "/", os.O_RDONLY)
