@@ -53,7 +53,7 @@ for n in ('crash.txt', 'crash.last'):
 try:
     import parcelbox
     d['fw'] = [parcelbox.VERSION, parcelbox.__file__]
-except ImportError:
+except Exception:  # ImportError, or a damaged .mpy (ValueError): the slot's hashes tell which
     d['fw'] = None
 d['files'] = {}
 for e in os.ilistdir('/'):

@@ -111,3 +111,16 @@ def test_a_bare_board_is_told_to_deploy_and_provision(vboard):
     assert "no complete app slot (app.ptr missing)" in out and "parcelbox build, then parcelbox deploy" in out
     assert "board.json is missing" in out and "parcelbox provision --port ... --box ID" in out
     assert "the application was stopped" not in out            # nothing ran: no reset
+
+
+def test_a_firmware_that_no_longer_imports_is_reported_not_taken_for_a_lost_board(board):
+    # parcelbox/__init__.mpy damaged in place (its size kept: boot.py still takes the slot),
+    # then a reset: main.py's import fails and the board sits at its REPL
+    f = board.flash / "app_a" / "parcelbox" / "__init__.mpy"
+    f.write_bytes(b"\0" * f.stat().st_size)
+    mark = len(board.output)
+    board.reset()
+    board.wait_output("Traceback", timeout=30, start=mark)
+    rc, out = doctor(board.url)
+    assert rc == 1, out
+    assert "differ from the manifest: parcelbox/__init__.mpy" in out and "deploy again" in out
