@@ -120,6 +120,18 @@ def active_slot(state: dict, manifests: dict) -> str | None:
     return None
 
 
+def wrong_board(target: str, virtual: bool) -> str | None:
+    """Why a build for `target` must not go to this board (the virtual board has a `host`
+    module, an ESP32 none), or None."""
+    if target == "sim" and not virtual:
+        return ("this build is for the virtual board (target sim), the board is an ESP32: "
+                "parcelbox build --target esp32, then deploy build/esp32")
+    if target != "sim" and virtual:
+        return ("this is a build for %s, the board is the virtual board: parcelbox build "
+                "--target sim, then deploy --build build/sim" % target)
+    return None
+
+
 def stop_app(conn: BoardConn, say) -> BoardConn:
     """Stop a running application for good: a board with an armed watchdog would reset in
     the middle of the deploy, so it is reset once into safe mode (main.py removes the flag)."""
@@ -142,6 +154,10 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
     rep = Report()
     conn = BoardConn(port)
     try:
+        why = wrong_board(b.manifest.get("target"), conn.json(
+            "try:\n    import host\n    print('true')\nexcept ImportError:\n    print('false')"))
+        if why:
+            raise BoardError(why)
         conn = stop_app(conn, console.print)
         state = scan(conn)
         rep.heap = state.get("heap")

@@ -246,3 +246,18 @@ def test_an_error_on_the_board_is_a_board_error_with_its_last_line(vboard):
     with BoardConn(vboard.url) as conn:
         with pytest.raises(BoardError, match=r"^the board failed: OSError: .*28"):
             conn.exec("raise OSError(28)")
+
+
+def test_a_build_for_the_other_kind_of_board_is_refused_before_the_board_changes(vboard, tmp_path):
+    # the default --build is build/esp32: on the virtual board (and build/sim on an ESP32)
+    # the reset would boot a port that cannot run there, and deploy would call it a success
+    from host_tools import build
+    from host_tools.boardconn import BoardError
+    techlib.provision_offline(vboard.flash)
+    before = sorted(p.relative_to(vboard.flash).as_posix() for p in vboard.flash.rglob("*"))
+    esp = build.build("esp32", tmp_path / "esp32")
+    with pytest.raises(BoardError, match="build for esp32.*virtual board.*--target sim"):
+        deploy.deploy(vboard.url, esp.out, quiet())
+    assert sorted(p.relative_to(vboard.flash).as_posix() for p in vboard.flash.rglob("*")) == before
+    assert "sim" in deploy.wrong_board("sim", virtual=False) and deploy.wrong_board("esp32", False) is None
+    assert deploy.wrong_board("sim", virtual=True) is None
