@@ -134,6 +134,8 @@ def plan(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board
             raise ProvisionError("cannot read the CA file %s: %s" % (ca, e.strerror)) from None
         if b"-----BEGIN CERTIFICATE-----" not in ca_data:
             raise ProvisionError("%s is not a PEM certificate" % ca)
+        if b"PRIVATE KEY-----" in ca_data:   # the broker's key would go to every box
+            raise ProvisionError("%s holds a private key: give the CA certificate alone" % ca)
         addr["ca"] = CA_NAME
     if not 1 <= len(ssid.encode()) <= 32:
         raise ProvisionError("the Wi-Fi SSID must be 1 to 32 bytes")

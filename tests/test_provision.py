@@ -193,3 +193,13 @@ def test_a_linux_board_is_refused_and_pointed_to_linux_provision(registry, monke
                                   "rpi4-4x4"])
     assert r.exit_code == 1 and "parcelbox linux provision" in r.output
     assert WIFI_PW not in r.output
+
+
+def test_a_ca_file_holding_a_private_key_is_refused_and_the_key_not_shown(registry, tmp_path):
+    # a server.pem with the broker's key beside its certificate: it would go to every box
+    db, _, ca = registry
+    both = tmp_path / "server.pem"
+    both.write_text(ca.read_text() + "-----BEGIN PRIVATE KEY-----\nSECRETKEYBODY\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(provision.ProvisionError, match="holds a private key") as e:
+        provision.plan(str(db), "box-17", "mqtts://b:8883", "home", WIFI_PW, "esp32-devkitc-4x3", str(both))
+    assert "SECRETKEYBODY" not in str(e.value)
