@@ -150,6 +150,21 @@ def test_the_failsafe_cuts_a_solenoid_at_max_on_ms_and_keeps_it_off_until_told()
     assert c.driven(pin) == 1
 
 
+def test_a_failsafe_timer_that_cannot_start_leaves_the_coil_off():
+    clock, c, hw, timers = rig()
+    pin = BOARD["compartments"][0]["solenoid"]
+
+    def no_thread(ms, fn):
+        raise RuntimeError("can't start new thread")
+    hw._timer = no_thread
+    with pytest.raises(RuntimeError):
+        hw.solenoid(1, True)
+    assert c.driven(pin) == 0
+    hw._timer = timers
+    hw.solenoid(1, True)            # the next request works as before
+    assert c.driven(pin) == 1
+
+
 def test_a_real_thread_timer_cuts_the_solenoid_while_the_loop_is_stuck():
     clock, c, _, _ = rig()
     board = dict(BOARD, max_on_ms=60)

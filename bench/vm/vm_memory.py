@@ -61,6 +61,7 @@ def main():
     check(wired.energised(1), "the code opened the lock")
     app.run(3200)                                # 32 s: the unacked events go again
     check(net.conn.published >= 16, "events resent")
+    check(app.errors == 0, "no loop errors")   # App.run survives failing steps, MemoryError too
     check(box.outbox.pending() >= benchcfg.OUTBOX, "outbox still full")
     print("published=%d" % net.conn.published)
 

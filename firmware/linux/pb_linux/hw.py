@@ -113,9 +113,10 @@ class Hardware:
             if on:
                 if (self._on | self._latched) & bit:
                     return
+                # the failsafe first: a timer that cannot start leaves the coil off
+                self._timers[i] = self._timer(self._max_on, lambda: self._cut(i))
                 self._on |= bit
                 self._sols[i].value = bool(self._sol_on)
-                self._timers[i] = self._timer(self._max_on, lambda: self._cut(i))
             else:
                 self._latched &= ~bit
                 if self._on & bit:
