@@ -229,10 +229,16 @@ def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_pa
             click.echo("dry run: checked by the firmware's rules, nothing written")
             return 0
         with BoardConn(port) as conn:
+            running = conn.app_running()
             conn = stop_app(conn, click.echo)
-            existing = None if board else existing_board(conn)
-            p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing)
-            _mcu_board(p, existing)
+            try:
+                existing = None if board else existing_board(conn)
+                p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing)
+                _mcu_board(p, existing)
+            except ProvisionError:
+                if running:   # nothing written: back into service rather than left in safe mode
+                    conn.reset()
+                raise
             names = write(conn, p)
             verdict = board_check(conn)
             if verdict not in (None, "no firmware"):

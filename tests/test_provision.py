@@ -203,3 +203,25 @@ def test_a_ca_file_holding_a_private_key_is_refused_and_the_key_not_shown(regist
     with pytest.raises(provision.ProvisionError, match="holds a private key") as e:
         provision.plan(str(db), "box-17", "mqtts://b:8883", "home", WIFI_PW, "esp32-devkitc-4x3", str(both))
     assert "SECRETKEYBODY" not in str(e.value)
+
+
+@pytest.mark.vm
+def test_a_refused_provision_puts_a_running_box_back_into_service(vboard, registry):
+    # deploy stopped the application (a reset into safe mode) before the registry said no:
+    # the box must not be left at its REPL until someone power-cycles it
+    import io
+
+    from rich.console import Console
+
+    import techlib
+    from host_tools import build, deploy
+    db, _, _ = registry
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, build.build("sim", db.parent / "sim").out, Console(file=io.StringIO()))
+    vboard.wait_output("boot box box-1", timeout=30)
+    config = (vboard.flash / "config.json").read_bytes()
+    mark = len(vboard.output)
+    rc, out = _prov(vboard.url, db, "--box", "box-99")
+    assert rc == 1 and "no box box-99" in out, out
+    assert (vboard.flash / "config.json").read_bytes() == config
+    vboard.wait_output("boot box box-1", timeout=30, start=mark)
