@@ -2,7 +2,7 @@
 # configuration, and crash reports saved before a reset and reported after the next boot.
 import sys
 
-from parcelbox import events
+from parcelbox import events, ticks
 
 try:
     from micropython import const
@@ -20,6 +20,7 @@ FIRST_WAIT_MS = const(10000)   # 10 s, doubling with every further crash,
 MAX_WAIT_MS = const(300000)    # up to 5 min
 CRASH_LOOP = const(6)      # red blinks while it waits
 _ROUND_MS = const(4500)    # one round of error_loop(CRASH_LOOP): 6 x 500 + 1500
+_ERROR = const(40)         # app.ERROR (crash is imported before app)
 
 
 # Blink red `why` times, pause, forever (or `rounds` times): the LED says what is wrong.
@@ -90,3 +91,17 @@ def report(box, storage, cause, now):
     box.event(events.CRASH, 0, cause, crc32(data) & 0xFFFFFFFF, now)
     storage.replace(CRASH_LAST, data)
     storage.remove(CRASH)
+
+
+# The loop, as every port runs it: a crash turns every output off, saves its report
+# (with the uptime, for the crash-loop count), logs one line and resets; reset() does
+# not return on a device. app.boot_ms: the tick the boot began.
+def run(app, all_off, reset, loops=-1):
+    port = app.port
+    try:
+        app.run(loops)
+    except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
+        all_off()
+        save(port.storage, e, ticks.diff(port.ticks_ms(), app.boot_ms))
+        port.log(_ERROR, "crash: %s; restarting" % e.__class__.__name__)
+        reset()

@@ -87,13 +87,7 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
 
 # The loop; a crash turns everything off, saves its report and resets the box.
 def run(app, hw, loops=-1, reset=None):
-    try:
-        app.run(loops)
-    except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
-        hw.all_off()
-        crash.save(app.port.storage, e, ticks.diff(app.port.ticks_ms(), app.boot_ms))
-        app.port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
-        (reset or _machine_reset)()
+    crash.run(app, hw.all_off, reset or _machine_reset, loops)
 
 
 def main():

@@ -108,13 +108,7 @@ def boot(root=STATE_DIR, hw_factory=None, net=None, clock=None, sleep=None, rese
 
 # The loop; a crash turns everything off, saves its report and restarts the process.
 def run(app, hw, loops=-1, reset=None):
-    try:
-        app.run(loops)
-    except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
-        hw.all_off()
-        crash.save(app.port.storage, e, ticks.diff(app.port.ticks_ms(), app.boot_ms))
-        app.port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
-        (reset or _exit_reset)()
+    crash.run(app, hw.all_off, reset or _exit_reset, loops)
 
 
 # The service: boot and loop; SIGTERM (systemctl stop) ends it with every output off.

@@ -67,14 +67,7 @@ def boot(root="/flash", call=None, blink_rounds=-1):
 
 # The loop; a crash turns everything off, saves its report and resets the box.
 def run(app, loops=-1):
-    port = app.port
-    try:
-        app.run(loops)
-    except Exception as e:  # noqa: BLE001 - a crash: reported at the next boot
-        port.all_off()
-        crash.save(port.storage, e, ticks.diff(port.ticks_ms(), app.boot_ms))
-        port.log(ERROR, "crash: %s; restarting" % e.__class__.__name__)
-        port.reset()
+    crash.run(app, app.port.all_off, app.port.reset, loops)
 
 
 # The simulator runs this; `loops` passes then return (measurements), -1 forever.
