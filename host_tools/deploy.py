@@ -153,11 +153,13 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
     app_files = [f for f in b.files if f["path"].startswith(_build.APP + "/")]
     rep = Report()
     conn = BoardConn(port)
+    running = False
     try:
         why = wrong_board(b.manifest.get("target"), conn.json(
             "try:\n    import host\n    print('true')\nexcept ImportError:\n    print('false')"))
         if why:
             raise BoardError(why)
+        running = conn.app_running()
         conn = stop_app(conn, console.print)
         state = scan(conn)
         rep.heap = state.get("heap")
@@ -223,6 +225,10 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
             lines = conn.reset(BOOT_LINE, timeout=boot_timeout)
             booted = [ln for ln in lines if BOOT_LINE in ln and ln.startswith("PB ")]
             rep.booted = booted[-1].split(BOOT_LINE, 1)[1] if booted else None
+    except BoardError:
+        if running and conn.t is not None:   # stopped into safe mode: back into service
+            conn.reset()
+        raise
     finally:
         conn.close()
     return rep

@@ -261,3 +261,18 @@ def test_a_build_for_the_other_kind_of_board_is_refused_before_the_board_changes
     assert sorted(p.relative_to(vboard.flash).as_posix() for p in vboard.flash.rglob("*")) == before
     assert "sim" in deploy.wrong_board("sim", virtual=False) and deploy.wrong_board("esp32", False) is None
     assert deploy.wrong_board("sim", virtual=True) is None
+
+
+def test_a_deploy_that_fails_on_the_board_puts_the_running_box_back_into_service(vboard, builds):
+    # a file that cannot be written in the idle slot (here a folder in its place; in the field
+    # a full flash): the deploy fails after it stopped the application into safe mode
+    from host_tools.boardconn import BoardError
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet())
+    vboard.wait_output("boot box box-1", timeout=30)
+    (vboard.flash / "app_b" / "parcelbox" / "box.mpy").mkdir(parents=True)
+    mark = len(vboard.output)
+    with pytest.raises(BoardError):
+        deploy.deploy(vboard.url, builds["v2"].out, quiet())
+    assert (vboard.flash / "app.ptr").read_text() == "app_a\n"
+    vboard.wait_output("boot box box-1", timeout=30, start=vboard.output.index("safe mode", mark))
