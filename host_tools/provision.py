@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -94,21 +93,34 @@ def _firmware():
     return devconf, storage
 
 
+class _Scratch:
+    """A flash in memory, read as parcelbox.storage.Storage reads one: the secrets never touch
+    the host's disk (a scratch file outlives a killed tool)."""
+
+    def __init__(self, files: dict):
+        self.files = files
+
+    def read(self, name):
+        return self.files.get(name.lstrip("/"))
+
+    def size(self, name):
+        data = self.files.get(name.lstrip("/"))
+        return -1 if data is None else len(data)
+
+
 def validate(config: dict, board: dict, ca: bytes | None) -> None:
-    """The firmware's own checks (parcelbox.devconf), run on the host over a scratch flash."""
-    devconf, storage = _firmware()
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "config.json").write_text(json.dumps(config))
-        (Path(d) / "board.json").write_text(json.dumps(board))
-        if ca is not None:
-            (Path(d) / CA_NAME).write_bytes(ca)
-        st = storage.Storage(d)
-        try:
-            b = devconf.load_board(st)
-            conf = devconf.load_config(st)
-            devconf.check_settings(b, conf)
-        except devconf.ConfigError as e:   # names the field, never its value
-            raise ProvisionError("the firmware would refuse this configuration: %s" % e) from None
+    """The firmware's own checks (parcelbox.devconf), run on the host over a flash in memory."""
+    devconf, _ = _firmware()
+    files = {"config.json": json.dumps(config).encode(), "board.json": json.dumps(board).encode()}
+    if ca is not None:
+        files[CA_NAME] = ca
+    st = _Scratch(files)
+    try:
+        b = devconf.load_board(st)
+        conf = devconf.load_config(st)
+        devconf.check_settings(b, conf)
+    except devconf.ConfigError as e:   # names the field, never its value
+        raise ProvisionError("the firmware would refuse this configuration: %s" % e) from None
 
 
 def plan(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board: str | None,

@@ -225,3 +225,24 @@ def test_a_refused_provision_puts_a_running_box_back_into_service(vboard, regist
     assert rc == 1 and "no box box-99" in out, out
     assert (vboard.flash / "config.json").read_bytes() == config
     vboard.wait_output("boot box box-1", timeout=30, start=mark)
+
+
+def test_checking_the_configuration_writes_no_secret_to_the_host_s_disk(registry, monkeypatch):
+    # a scratch config.json in /tmp stays there when the tool is killed (SIGKILL, a flat laptop)
+    import builtins
+    db, rec, ca = registry
+    written = []
+    real_open = builtins.open
+
+    def spy_open(file, mode="r", *a, **kw):
+        if any(c in mode for c in "wax+"):
+            written.append(str(file))
+        return real_open(file, mode, *a, **kw)
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **kw: written.append(str(self)))
+    monkeypatch.setattr(Path, "write_bytes", lambda self, *a, **kw: written.append(str(self)))
+    p = provision.plan(str(db), "box-17", "mqtts://b:8883", "home", WIFI_PW, "esp32-devkitc-4x3", str(ca))
+    assert p.config["box_key"] == rec["box_key"] and written == []
+    with pytest.raises(provision.ProvisionError, match="box_key must be 64 hex digits"):
+        provision.validate({**p.config, "box_key": "zz"}, p.board, p.ca)
+    assert written == []
