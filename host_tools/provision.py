@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,10 @@ def validate(config: dict, board: dict, ca: bytes | None) -> None:
 def plan(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board: str | None,
          ca: str | None, existing_board: dict | None = None, settings: dict | None = None) -> Plan:
     """Everything checked, nothing written."""
-    ledger = Ledger(db)
+    try:
+        ledger = Ledger(db)
+    except sqlite3.DatabaseError as e:
+        raise ProvisionError("%s is not a parcelbox registry (%s)" % (db, e)) from None
     try:
         try:
             row = ledger.box(box_id)

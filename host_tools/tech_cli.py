@@ -75,8 +75,11 @@ def register(main: click.Group) -> None:
         if open_wifi:
             wifi_password = ""
         elif wifi_password_file:
-            with open(wifi_password_file, encoding="utf-8") as f:
-                wifi_password = f.read().rstrip("\r\n")
+            try:
+                with open(wifi_password_file, encoding="utf-8") as f:
+                    wifi_password = f.read().rstrip("\r\n")
+            except UnicodeDecodeError:   # its message quotes a byte of the password
+                raise click.ClickException("%s is not UTF-8 text" % wifi_password_file) from None
         elif os.environ.get("PARCELBOX_WIFI_PASSWORD") is not None:
             wifi_password = os.environ["PARCELBOX_WIFI_PASSWORD"]
         else:

@@ -246,3 +246,23 @@ def test_checking_the_configuration_writes_no_secret_to_the_host_s_disk(registry
     with pytest.raises(provision.ProvisionError, match="box_key must be 64 hex digits"):
         provision.validate({**p.config, "box_key": "zz"}, p.board, p.ca)
     assert written == []
+
+
+def test_a_registry_that_is_not_a_database_is_a_clear_error(registry, tmp_path):
+    bad = tmp_path / "notes.db"
+    bad.write_bytes(b"not a database " * 20)
+    r = CliRunner().invoke(main, ["provision", "--dry-run", "--box", "box-17", "--db", str(bad),
+                                  "--broker", "mqtt://b:1883", "--wifi-ssid", "home", "--open-wifi"])
+    assert r.exit_code == 1 and "is not a parcelbox registry" in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_a_password_file_that_is_not_utf8_is_refused_without_showing_its_bytes(registry, tmp_path):
+    db, _, _ = registry
+    pw = tmp_path / "pw"
+    pw.write_bytes(b"pa\xe9ssword-1")
+    r = CliRunner().invoke(main, ["provision", "--dry-run", "--box", "box-17", "--db", str(db),
+                                  "--broker", "mqtt://b:1883", "--wifi-ssid", "home",
+                                  "--wifi-password-file", str(pw)])
+    assert r.exit_code == 1 and "is not UTF-8 text" in r.output, r.output
+    assert "0xe9" not in r.output and isinstance(r.exception, SystemExit)
