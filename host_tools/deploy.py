@@ -17,6 +17,7 @@ the board boots the slot app.ptr names, which nothing touched.
 
 from __future__ import annotations
 
+import binascii
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -97,11 +98,22 @@ def slot_manifests(conn: BoardConn, state: dict) -> dict:
     out = {}
     for s in SLOTS:
         if state.get(s) and "manifest.json" in state[s]:
+            # read as bytes: a text read of bytes that are not UTF-8 raises on the board
+            raw = conn.json("print(json.dumps(binascii.b2a_base64(open('/%s/manifest.json', 'rb').read())"
+                            ".decode()))" % s)
             try:
-                out[s] = json.loads(conn.json("print(json.dumps(open('/%s/manifest.json').read()))" % s))
+                m = json.loads(binascii.a2b_base64(raw).decode("utf-8"))
             except ValueError:
-                out[s] = None
+                m = None
+            out[s] = m if _well_formed(m) else None
     return out
+
+
+def _well_formed(m) -> bool:
+    """A manifest as build() writes it, as far as deploy and doctor read it."""
+    return (isinstance(m, dict) and isinstance(m.get("files"), list) and "firmware" in m and "target" in m
+            and all(isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
+                    for f in m["files"]))
 
 
 def intact(state: dict, slot: str, manifest: dict | None) -> bool:

@@ -276,3 +276,14 @@ def test_a_deploy_that_fails_on_the_board_puts_the_running_box_back_into_service
         deploy.deploy(vboard.url, builds["v2"].out, quiet())
     assert (vboard.flash / "app.ptr").read_text() == "app_a\n"
     vboard.wait_output("boot box box-1", timeout=30, start=vboard.output.index("safe mode", mark))
+
+
+@pytest.mark.parametrize("junk", [b"\xff\xfe{", b"[1, 2]", b'{"files": [{"path": "app/x.mpy"}]}'])
+def test_a_corrupt_manifest_in_the_idle_slot_does_not_stop_a_deploy(vboard, builds, junk):
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet(), reset=False)
+    (vboard.flash / "app_b").mkdir(exist_ok=True)
+    (vboard.flash / "app_b" / "manifest.json").write_bytes(junk)
+    rep = deploy.deploy(vboard.url, builds["v2"].out, quiet(), reset=False)
+    assert (rep.previous, rep.slot) == ("app_a", "app_b")
+    assert techlib.slot_intact(vboard.flash, "app_b")["firmware"] == "0.1.1-test"

@@ -124,3 +124,12 @@ def test_a_firmware_that_no_longer_imports_is_reported_not_taken_for_a_lost_boar
     rc, out = doctor(board.url)
     assert rc == 1, out
     assert "differ from the manifest: parcelbox/__init__.mpy" in out and "deploy again" in out
+
+
+@pytest.mark.parametrize("junk", [b"[1, 2]", b"\xff\xfe{", b'{"files": []}'])
+def test_a_corrupt_manifest_in_the_fallback_slot_is_read_without_a_traceback(board, junk):
+    (board.flash / "app_b").mkdir(exist_ok=True)
+    (board.flash / "app_b" / "manifest.json").write_bytes(junk)
+    rc, out = doctor(board.url)
+    assert rc == 0 and "Traceback" not in out, out
+    assert "parcelbox 0.1.0 (sim) in app_a, 27 files, every hash matches" in out
