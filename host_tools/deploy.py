@@ -54,7 +54,7 @@ r = {'ptr': None, 'root': {}}
 try:
     with open(%(ptr)r) as f:
         r['ptr'] = f.read().strip()
-except OSError:
+except (OSError, ValueError):   # missing, or not UTF-8 (UnicodeError): boot.py takes it as none
     pass
 for s in %(slots)r:
     o = {}

@@ -45,8 +45,9 @@ except (OSError, ValueError):
     d['crash.n'] = 0
 for n in ('crash.txt', 'crash.last'):
     try:
-        with open(n) as f:
+        with open(n, 'rb') as f:
             t = f.read()
+        t = bytes(c if 31 < c < 127 or c == 10 else 63 for c in t).decode()  # '?' for non-ASCII
         d[n] = [len(t), [x for x in t.strip().split('\\n') if x][-1:]]
     except OSError:
         d[n] = None

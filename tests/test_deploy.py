@@ -287,3 +287,13 @@ def test_a_corrupt_manifest_in_the_idle_slot_does_not_stop_a_deploy(vboard, buil
     rep = deploy.deploy(vboard.url, builds["v2"].out, quiet(), reset=False)
     assert (rep.previous, rep.slot) == ("app_a", "app_b")
     assert techlib.slot_intact(vboard.flash, "app_b")["firmware"] == "0.1.1-test"
+
+
+def test_a_pointer_that_is_not_utf8_does_not_stop_a_deploy(vboard, builds):
+    # boot.py takes such a pointer as none; deploy must be able to repair that board
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet(), reset=False)
+    (vboard.flash / "app.ptr").write_bytes(b"app_a\xff\n")
+    rep = deploy.deploy(vboard.url, builds["v2"].out, quiet(), reset=False)
+    assert (rep.previous, rep.slot) == ("app_a", "app_b")
+    assert (vboard.flash / "app.ptr").read_text() == "app_b\n"

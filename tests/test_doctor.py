@@ -133,3 +133,10 @@ def test_a_corrupt_manifest_in_the_fallback_slot_is_read_without_a_traceback(boa
     rc, out = doctor(board.url)
     assert rc == 0 and "Traceback" not in out, out
     assert "parcelbox 0.1.0 (sim) in app_a, 27 files, every hash matches" in out
+
+
+def test_a_crash_report_that_is_not_utf8_is_shown_not_taken_for_a_lost_board(board):
+    (board.flash / "crash.last").write_bytes(b"Traceback (most recent call last):\nOSError: \xff\xfe\n")
+    rc, out = doctor(board.url)
+    assert rc == 1, out
+    assert "crash.last" in out and "OSError: " in out
