@@ -117,7 +117,12 @@ def _pbred():
         if type(w) is dict and type(w.get('password')) is str:
             w['password'] = 'x' * len(w['password'])
     return json.dumps(c)
-print(json.dumps([_pbred(), open('/board.json').read() if _pbx('/board.json') else None]))
+def _pbtxt(p):
+    try:
+        return open(p).read() if _pbx(p) else None
+    except ValueError:   # not UTF-8 (UnicodeError): not JSON either
+        return '{'
+print(json.dumps([_pbred(), _pbtxt('/board.json')]))
 """
 
 

@@ -140,3 +140,10 @@ def test_a_crash_report_that_is_not_utf8_is_shown_not_taken_for_a_lost_board(boa
     rc, out = doctor(board.url)
     assert rc == 1, out
     assert "crash.last" in out and "OSError: " in out
+
+
+def test_a_board_json_that_is_not_utf8_is_named_not_taken_for_a_lost_board(board):
+    (board.flash / "board.json").write_bytes(b'{"name": "\xff"}')
+    rc, out = doctor(board.url)
+    assert rc == 1, out
+    assert "board.json is not valid JSON" in out
