@@ -63,7 +63,7 @@ def decode(line: str) -> Decoded:
     if not e:
         return Decoded(level, ms, text)
     seq, name, comp, code_id, arg = e.groups()
-    kind = int(name) if name.isdigit() else (NAMES.index(name) if name in NAMES else None)
+    kind = int(name) if name.isdecimal() else (NAMES.index(name) if name in NAMES else None)
     if kind is not None and 0 < kind < len(NAMES):
         name = NAMES[kind]
     ev = {"seq": int(seq), "type": kind, "name": name, "comp": int(comp), "id": int(code_id),

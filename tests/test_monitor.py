@@ -51,6 +51,12 @@ def test_lines_that_are_not_the_firmware_log_pass_through_unchanged():
         assert d.level is None and monitor.render(d).plain == line
 
 
+def test_a_garbled_event_name_that_looks_like_a_digit_does_not_stop_the_monitor():
+    # "²" (line noise as UTF-8) passes str.isdigit() but int() refuses it
+    d = monitor.decode("PB I 5 event 1 \u00b2 comp 1 id 2 arg 3")
+    assert d.event["name"] == "\u00b2" and d.event["type"] is None
+
+
 def test_the_rendered_line_shows_the_event_name_and_level():
     text = monitor.render(monitor.decode(RECORDED[3])).plain
     assert text == "     1.328 warn  event #2 wrong_code (type 6, security) comp 0 id 0 arg 256: " \
