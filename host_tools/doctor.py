@@ -213,6 +213,9 @@ def examine(conn: BoardConn, running: bool = False, say=print) -> tuple[list[Che
     else:
         checks.append(Check("flash", NA, "os.statvfs not available"))
     checks.append(_firmware(state, active, manifests, d, frozen))
+    if "safe_mode" in d["files"]:   # pb_esp32.safe.FLAG, main.py's flag on other ports
+        checks.append(Check("safe mode", FAIL, "a safe_mode file is on the flash: the application never starts",
+                            "mpremote fs rm :safe_mode, then reset the board"))
     checks.append(_config(d))
     checks.append(_crash(d))
     checks.extend(_network(d))

@@ -147,3 +147,11 @@ def test_a_board_json_that_is_not_utf8_is_named_not_taken_for_a_lost_board(board
     rc, out = doctor(board.url)
     assert rc == 1, out
     assert "board.json is not valid JSON" in out
+
+
+def test_a_safe_mode_file_left_on_the_flash_is_a_failure(board):
+    # a technician's safe_mode file keeps the application off at every boot
+    (board.flash / "safe_mode").write_text("")
+    rc, out = doctor(board.url)
+    assert rc == 1, out
+    assert "the application never starts" in out and "mpremote fs rm :safe_mode" in out
