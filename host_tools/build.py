@@ -191,7 +191,10 @@ def load(build_dir: Path | str) -> Build:
     except (OSError, ValueError) as e:
         raise BuildError("%s is not a build folder (%s unreadable: %s); run `parcelbox build`"
                          % (d, MANIFEST, e.__class__.__name__)) from None
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), list):
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
+            or not isinstance(manifest.get("files"), list)
+            or not all(isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
+                       for f in manifest["files"])):
         raise BuildError("%s: %s is of an unknown format" % (d, MANIFEST))
     for f in manifest["files"]:
         p = d / f["path"]

@@ -124,3 +124,11 @@ def test_the_command_prints_the_summary(tmp_path):
     assert "parcelbox 0.1.0 for sim" in r.output and "mpy v6.3" in r.output
     r = CliRunner().invoke(main, ["build", "--target", "avr"])
     assert r.exit_code == 2 and "avr" in r.output
+
+
+@pytest.mark.parametrize("text", ["[]", '{"format": 1, "files": [{"path": "boot.py"}]}',
+                                  '{"format": 1, "files": ["boot.py"]}'])
+def test_load_refuses_a_manifest_that_is_not_a_build_s(tmp_path, text):
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(build.BuildError, match="unknown format"):
+        build.load(tmp_path)
