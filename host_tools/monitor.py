@@ -182,7 +182,11 @@ def run_cli(port: str, baud: int, save: str | None, raw: bool) -> int:
     # Ctrl-C ends the monitor even when it was started with SIGINT ignored (a background job
     # of a non-interactive shell), where Python would not install its handler
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    f = open(save, "a", encoding="utf-8") if save else None
+    try:
+        f = open(save, "a", encoding="utf-8") if save else None
+    except OSError as e:
+        print("Error: cannot open %s: %s" % (save, e.strerror or e), file=sys.stderr)
+        return 1
     mon = Monitor(port, baud, f, raw)
     try:
         mon.run()

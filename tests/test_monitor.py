@@ -176,3 +176,12 @@ def test_the_command_waits_for_a_missing_port_and_ends_cleanly_on_ctrl_c(tmp_pat
         usb.unplug()
     assert p.returncode == 0, out
     assert "event #1 boot" in out and "monitor ended: 2 lines" in out and "Traceback" not in out
+
+
+def test_a_save_file_that_cannot_be_opened_is_a_clear_error(tmp_path):
+    from click.testing import CliRunner
+    from host_tools.cli import main
+    r = CliRunner().invoke(main, ["monitor", "--port", str(tmp_path / "tty"),
+                                  "--save", str(tmp_path / "no" / "such" / "session.log")])
+    assert r.exit_code == 1 and "cannot open" in r.output and "session.log" in r.output, r.output
+    assert isinstance(r.exception, SystemExit)
