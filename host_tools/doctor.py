@@ -216,6 +216,10 @@ def examine(conn: BoardConn, running: bool = False, say=print) -> tuple[list[Che
     if "safe_mode" in d["files"]:   # pb_esp32.safe.FLAG, main.py's flag on other ports
         checks.append(Check("safe mode", FAIL, "a safe_mode file is on the flash: the application never starts",
                             "mpremote fs rm :safe_mode, then reset the board"))
+    elif not running and (active is not None or frozen):
+        checks.append(Check("application", WARN, "not running: the board sits at its REPL (a safe-mode boot, "
+                            "a deploy or provision with --no-reset, or a failed start)",
+                            "reset the board; parcelbox monitor shows what it prints"))
     checks.append(_config(d))
     checks.append(_crash(d))
     checks.extend(_network(d))

@@ -155,3 +155,12 @@ def test_a_safe_mode_file_left_on_the_flash_is_a_failure(board):
     rc, out = doctor(board.url)
     assert rc == 1, out
     assert "the application never starts" in out and "mpremote fs rm :safe_mode" in out
+
+
+def test_a_board_that_does_not_run_its_application_is_not_healthy(vboard, sim_build):
+    # deployed and provisioned, but left at its REPL (--no-reset, a safe-mode boot): out of service
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, sim_build.out, Console(file=io.StringIO()), reset=False)
+    rc, out = doctor(vboard.url)
+    assert rc == 1, out
+    assert "every hash matches" in out and "not running" in out and "reset the board" in out
