@@ -211,7 +211,8 @@ def board_check(conn) -> str | None:
 
 
 def existing_board(conn) -> dict | None:
-    raw = conn.json("print(json.dumps(open('/board.json').read() if _pbx('/board.json') else None))")
+    raw = conn.json("try:\n    _r = open('/board.json').read() if _pbx('/board.json') else None\n"
+                    "except ValueError:\n    _r = None\nprint(json.dumps(_r))")   # not UTF-8: unusable
     if raw is None:
         return None
     try:

@@ -266,3 +266,11 @@ def test_a_password_file_that_is_not_utf8_is_refused_without_showing_its_bytes(r
                                   "--wifi-password-file", str(pw)])
     assert r.exit_code == 1 and "is not UTF-8 text" in r.output, r.output
     assert "0xe9" not in r.output and isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.vm
+def test_a_board_json_that_is_not_utf8_asks_for_a_board_file(vboard, registry):
+    db, _, _ = registry
+    (vboard.flash / "board.json").write_bytes(b'{"name": "\xff"}')
+    rc, out = _prov(vboard.url, db, "--no-reset")
+    assert rc == 1 and "give --board NAME" in out, out
