@@ -175,9 +175,14 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
         conn = stop_app(conn, console.print)
         state = scan(conn)
         rep.heap = state.get("heap")
-        active = active_slot(state, slot_manifests(conn, state))
+        manifests = slot_manifests(conn, state)
+        active = active_slot(state, manifests)
         rep.previous = active
-        target = SLOTS[1] if active == SLOTS[0] else SLOTS[0]
+        # no slot intact: still never stage into the one boot.py takes (every listed file there)
+        booting = active or next((s for s in (state.get("ptr"),) + SLOTS if s in SLOTS and manifests.get(s)
+                                  and all(f["path"][4:] in (state.get(s) or {}) for f in manifests[s]["files"]
+                                          if f["path"].startswith("app/"))), None)
+        target = SLOTS[1] if booting == SLOTS[0] else SLOTS[0]
         rep.slot = target
         have_t = state.get(target) or {}
         have_a = (state.get(active) or {}) if active else {}

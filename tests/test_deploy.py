@@ -297,3 +297,15 @@ def test_a_pointer_that_is_not_utf8_does_not_stop_a_deploy(vboard, builds):
     rep = deploy.deploy(vboard.url, builds["v2"].out, quiet(), reset=False)
     assert (rep.previous, rep.slot) == ("app_a", "app_b")
     assert (vboard.flash / "app.ptr").read_text() == "app_b\n"
+
+
+def test_a_deploy_never_stages_into_the_slot_that_boots_even_when_that_slot_is_damaged(
+        vboard, builds, monkeypatch):
+    # app_a boots (its sizes match) though one byte of it is wrong, and no slot is intact:
+    # the deploy must fill app_b, so that a cut leaves the board booting app_a as before
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet(), reset=False)
+    f = vboard.flash / "app_a" / "parcelbox" / "box.mpy"
+    f.write_bytes(f.read_bytes()[:-1] + b"\0")
+    _cut_run(monkeypatch, vboard, builds["v2"], nth(1, lambda c: c.startswith("o = {}")))
+    assert techlib.booting_slot(vboard.flash) == "app_a"
