@@ -274,3 +274,10 @@ def test_a_board_json_that_is_not_utf8_asks_for_a_board_file(vboard, registry):
     (vboard.flash / "board.json").write_bytes(b'{"name": "\xff"}')
     rc, out = _prov(vboard.url, db, "--no-reset")
     assert rc == 1 and "give --board NAME" in out, out
+
+
+def test_the_default_registry_and_its_wal_files_are_kept_out_of_git():
+    # --db defaults to parcelbox.db in the working folder: every box key is in it
+    for name in ("parcelbox.db", "parcelbox.db-wal", "parcelbox.db-shm"):
+        r = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT)
+        assert r.returncode == 0, name
