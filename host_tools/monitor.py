@@ -106,7 +106,10 @@ class Monitor:
                  console: Console | None = None, open_port: Callable[..., object] | None = None):
         self.port, self.baud, self.save, self.raw = port, baud, save, raw
         self.console = console or Console(highlight=False)
-        self._open = open_port or (lambda: serial.serial_for_url(port, baudrate=baud, timeout=0.1))
+        # exclusive, as mpremote opens it: a deploy started meanwhile fails to open the port
+        # instead of sharing it (two readers of a tty steal each other's bytes)
+        self._open = open_port or (lambda: serial.serial_for_url(port, baudrate=baud, timeout=0.1,
+                                                                 exclusive=True))
         self._stop = False
         self.lines = 0
         self.reconnects = 0

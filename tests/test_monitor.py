@@ -12,6 +12,7 @@ import time
 import tty
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from host_tools import monitor
@@ -185,3 +186,23 @@ def test_a_save_file_that_cannot_be_opened_is_a_clear_error(tmp_path):
                                   "--save", str(tmp_path / "no" / "such" / "session.log")])
     assert r.exit_code == 1 and "cannot open" in r.output and "session.log" in r.output, r.output
     assert isinstance(r.exception, SystemExit)
+
+
+def test_the_monitor_holds_the_port_as_mpremote_does_so_a_deploy_cannot_share_it(tmp_path):
+    # two readers on one tty steal each other's bytes: a deploy's raw REPL answers would go to
+    # the monitor. mpremote locks the port (exclusive=True); the monitor must too.
+    import serial
+    usb = Usb(tmp_path / "tty")
+    usb.plug()
+    out = io.StringIO()
+    mon = monitor.Monitor(str(usb.link), console=Console(file=out, width=200))
+    t = threading.Thread(target=mon.run, daemon=True)
+    t.start()
+    try:
+        _wait(lambda: "connected to" in out.getvalue(), "the monitor to open the port")
+        with pytest.raises(serial.SerialException, match="exclusively lock"):
+            serial.Serial(str(usb.link), exclusive=True)
+    finally:
+        mon.stop()
+        t.join(5)
+        usb.unplug()
