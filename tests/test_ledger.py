@@ -189,6 +189,21 @@ def test_a_message_under_the_pending_key_confirms_a_rotation_whose_result_was_lo
     assert not ledger.confirm_key("A", pending)  # once
 
 
+def test_a_message_with_no_rotation_pending_takes_no_write_lock(ledger):
+    # every event is confirmed against a pending rotation; with none, that must not
+    # serialise the consumers on the database's write lock
+    Backend(ledger).register("A")
+    (current,) = ledger.keys("A")
+    stmts = []
+    ledger.db.set_trace_callback(stmts.append)
+    try:
+        assert not ledger.confirm_key("A", current)
+        assert not ledger.confirm_key("no-such-box", current)
+    finally:
+        ledger.db.set_trace_callback(None)
+    assert not [x for x in stmts if x.startswith(("BEGIN", "UPDATE", "COMMIT"))]
+
+
 def test_a_sync_leaves_used_up_codes_out_and_in_sync_accepts_either_set(ledger):
     be = Backend(ledger)
     be.register("A")

@@ -331,6 +331,10 @@ class Ledger:
         `below`: the message's event seq (a state summary: its next_seq); the old key
         then verifies only seqs below it (a late one above is refused, unacked, and
         comes again under the new key)."""
+        # no rotation pending (nearly always): a read, not a write transaction per message
+        r = self.db.execute("SELECT pending_key FROM boxes WHERE id=?", (box_id,)).fetchone()
+        if r is None or r[0] is None:
+            return False
         with self.tx() as db:
             r = db.execute("SELECT box_key, pending_key FROM boxes WHERE id=?", (box_id,)).fetchone()
             if r is None or r[1] is None or p.WireKeys.of(r[0], r[1]) != used:
