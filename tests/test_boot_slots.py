@@ -121,3 +121,38 @@ def test_a_pointer_with_bytes_that_are_not_utf8_boots_the_first_complete_slot(tm
     slot(tmp_path, "app_b")
     (tmp_path / "app.ptr").write_bytes(b"app_b\xff\n")
     assert boot(tmp_path)[0] == "SLOT /flash/app_a"
+
+
+def _damage(flash, name):
+    """A module of the slot raises at import, as a .mpy with an erased header does
+    (ValueError: incompatible .mpy file); same size, so boot.py still takes the slot."""
+    f = flash / name / "pb_sim" / "main.py"
+    bad = "raise ValueError('incompatible .mpy file')\n"
+    old = f.read_text()
+    f.write_text(bad + "#" * (len(old) - len(bad) - 1) + "\n")
+    assert len(f.read_text()) == len(old)
+
+
+def test_a_slot_whose_code_does_not_load_falls_back_to_the_other_complete_slot(tmp_path):
+    slot(tmp_path, "app_a", version="0.9")
+    slot(tmp_path, "app_b", version="1.0")
+    (tmp_path / "app.ptr").write_text("app_b")
+    _damage(tmp_path, "app_b")
+    out = boot(tmp_path, main=True)
+    assert out[0] == "SLOT /flash/app_b"
+    assert any(x.startswith("PB E ") and "/flash/app_b does not load (ValueError): starting "
+               "/flash/app_a" in x for x in out)
+    assert out[-2].endswith(" firmware 0.9 from /flash/app_a") and out[-1] == "APP app_a /flash"
+
+
+def test_a_damaged_slot_with_no_complete_other_one_still_fails_loudly(tmp_path):
+    slot(tmp_path, "app_a")
+    slot(tmp_path, "app_b", complete=False)
+    (tmp_path / "app.ptr").write_text("app_a")
+    _damage(tmp_path, "app_a")
+    code = ("import os\nos.chdir('/flash')\ng = {'__name__': '__main__'}\n"
+            "exec(open('boot.py').read(), g)\nexec(open('main.py').read(), g)\n")
+    (tmp_path / "boot.py").write_text(BOOT)
+    (tmp_path / "main.py").write_text(MAIN)
+    r = VM(heap="128K", paths=[], flash_dir=tmp_path).run_code(code)
+    assert not r.ok and "incompatible .mpy file" in r.stderr and "APP" not in r.stdout
