@@ -12,14 +12,21 @@ from host_tools.cli import main
 from host_tools.sdk import Backend, Consumer, Ledger, mqtt_password
 
 
-def wait_for(cond, timeout=15, what="condition"):
+def wait_for(cond, timeout=15, what="condition", diag=None):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         v = cond()
         if v:
             return v
         time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
+    raise AssertionError("timed out waiting for " + what + ("; " + diag() if diag else ""))
+
+
+def diagnose(world, link):
+    """What a timed-out wait reports: what the box published, what the consumers saw."""
+    return "box online %s, published %s; consumers %s" % (
+        link._online, [(t.rsplit("/", 1)[-1], pl[65:140]) for t, pl in link.published],
+        [c.stats for c in world.consumers])
 
 
 class World:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from roundtrip_world import World, open_and_close, wait_for
+from roundtrip_world import World, diagnose, open_and_close, wait_for
 
 
 @pytest.fixture
@@ -27,7 +27,8 @@ def test_codes_issued_with_the_cli_open_the_right_compartment_and_report_once(wo
     wait_for(lambda: link.unlocks, what="an unlock")
     assert [c for c, _ in link.unlocks] == [1]
     open_and_close(world, link, 1, "box-1")
-    (dep,) = wait_for(lambda: world.events("box-1", "deposit"), what="deposit")
+    (dep,) = wait_for(lambda: world.events("box-1", "deposit"), what="deposit",
+                      diag=lambda: diagnose(world, link))
     assert (dep.comp, dep.id) == (1, driver["code_id"])
 
     link.skip(5000)  # past the solenoid's cool-down
