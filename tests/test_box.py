@@ -392,6 +392,26 @@ def test_power_cut_with_the_door_open_still_ends_in_a_deposit(rig):
     assert rig.box.occupied == 1
 
 
+def test_a_code_taken_before_the_door_s_first_stable_sample_is_this_boot_s_grant():
+    # A code (or a remote unlock) that arrives within the door's 50 ms debounce after boot
+    # is not a grant left by a power cut: the door's first sample, closed, must not end
+    # it as not_opened (arg 1). Found by the broker round trip once its paho clients
+    # stopped waiting for delayed ACKs.
+    rig = Rig.__new__(Rig)
+    rig.storage, rig.settings, rig.now, rig.events, rig.pulses = MemStorage(), None, 0, [], 0
+    rig.box = Box(rig.storage, KEY, None, 0, on_event=lambda *e: rig.events.append(e))
+    rig.box.set_time(T0, 0)
+    rig.box.codes.replace_all(records())
+    for ch in DRIVER.encode():   # typed at once: no door sample has settled yet
+        rig.box.key(ch, rig.now)
+    rig.box.key(ord("#"), rig.now)
+    rig.door(1, False)           # the door's first stable sample: closed
+    assert "not_opened" not in rig.kinds()
+    rig.door(1, True)
+    rig.door(1, False)
+    assert rig.kinds()[-3:] == ["opened", "closed", "deposit"] and rig.events[-1][3] == 2
+
+
 def test_power_cut_before_the_door_opened_reports_an_unknown_outcome(rig):
     rig.type(DRIVER)
     rig.storage = rig.storage.reboot()

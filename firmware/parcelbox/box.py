@@ -59,6 +59,7 @@ class Box(BoxState):
         self.opener_role = bytearray(n)
         self.grant_code = [0] * n
         self._shared = 0  # bit i: compartment i+1 was unlocked with others by one use
+        self._restored = 0  # bit i: compartment i+1's grant came from the state file at boot
         self.occupied = 0  # bit i: compartment i+1 holds a parcel
         self.service_code = -1  # code id of the technician while in service mode
         self.faults = 0  # flash errors survived since boot
@@ -326,6 +327,7 @@ class Box(BoxState):
             if targets & (1 << i):
                 self.opener_role[i] = role
                 self.grant_code[i] = code_id
+        self._restored &= ~targets   # a grant of this boot (see _boot_door)
         self._save_state()
         self.codes.consume(slot)
         opened = 0
@@ -392,6 +394,7 @@ class Box(BoxState):
             if r == _lock.STARTED or r == _lock.QUEUED:
                 self.opener_role[c - 1] = ROLE_TECH
                 self.grant_code[c - 1] = self.service_code
+                self._restored &= ~(1 << (c - 1))
                 self._save_state()
                 self.player.start(feedback.ACCEPTED, now)
             else:

@@ -69,6 +69,7 @@ class BoxState:
         i = comp - 1
         self.opener_role[i] = ROLE_REMOTE
         self.grant_code[i] = seq
+        self._restored &= ~(1 << i)
         try:
             self._save_state()
         except OSError:  # not on flash: no grant in RAM either (a later save would keep it)
@@ -134,9 +135,15 @@ class BoxState:
     # The first stable sample of a door after boot. Open with a saved grant: the
     # opening goes on (its close still makes the deposit or pickup). Open without one:
     # forced (arg 1: found open). Closed with a grant: whether it opened while the
-    # power was off is unknown; not_opened (arg 1), and the use stays spent.
+    # power was off is unknown; not_opened (arg 1), and the use stays spent. A grant made in
+    # this boot before the door's first stable sample (a code or an unlock in the first
+    # 50 ms) is not the power cut's: the lock's own events follow it as usual.
     def _boot_door(self, comp, d, now):
         i = comp - 1
+        restored = (self._restored >> i) & 1
+        self._restored &= ~(1 << i)
+        if self.opener_role[i] and not restored:
+            return
         if d.door_open and self.opener_role[i]:
             d.authorised = True
             d.code_id = self.grant_code[i]
@@ -240,6 +247,8 @@ class BoxState:
             for i in range(len(self.doors)):
                 self.grant_code[i], self.opener_role[i] = struct.unpack_from(
                     "<IB", data, t + _THROTTLE_LEN + 5 * i)
+                if self.opener_role[i]:
+                    self._restored |= 1 << i
         return ok and not bad
 
     def _save_state(self):
