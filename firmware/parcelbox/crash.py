@@ -21,6 +21,7 @@ MAX_WAIT_MS = const(300000)    # up to 5 min
 CRASH_LOOP = const(6)      # red blinks while it waits
 _ROUND_MS = const(4500)    # one round of error_loop(CRASH_LOOP): 6 x 500 + 1500
 _ERROR = const(40)         # app.ERROR (crash is imported before app)
+RETRY_MS = const(10000)    # a boot that failed after its configuration: reset after this
 
 
 # Blink red `why` times, pause, forever (or `rounds` times): the LED says what is wrong.
@@ -105,3 +106,15 @@ def run(app, all_off, reset, loops=-1):
         save(port.storage, e, ticks.diff(port.ticks_ms(), app.boot_ms))
         port.log(_ERROR, "crash: %s; restarting" % e.__class__.__name__)
         reset()
+
+
+# A boot that failed between a good configuration and the loop (a flash error, no memory,
+# the Wi-Fi driver) is a crash all the same: outputs off, saved, one line, then a pause
+# (no reset storm on the flash, time for Ctrl-C; never idle at the REPL with no watchdog)
+# and a reset. pause(ms) is the port's sleep; reset() does not return on a device.
+def boot_failed(storage, e, up_ms, all_off, log, pause, reset):
+    all_off()
+    save(storage, e, up_ms)
+    log(_ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
+    pause(RETRY_MS)
+    reset()

@@ -15,7 +15,7 @@ except ImportError:
 # short enough that a hung box is back in well under a minute. No network call ever
 # runs while a solenoid is on, and each solenoid has its own failsafe timer.
 WDT_MS = const(20000)
-RETRY_MS = const(10000)   # a boot that failed after its configuration: reset after this
+RETRY_MS = crash.RETRY_MS  # a boot that failed after its configuration: reset after this
 CRASH = crash.CRASH
 CRASH_LAST = crash.CRASH_LAST
 
@@ -74,13 +74,8 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
         crash.report(app.box, storage, reset_cause, clock())
         hw.watchdog(WDT_MS)
     except Exception as e:  # noqa: BLE001 - the loop never started: a crash all the same
-        # (a flash error, no memory, the Wi-Fi driver): never left idle at the REPL with no
-        # watchdog; the pause spares the flash a reset storm and leaves time for Ctrl-C
-        hw.all_off()
-        crash.save(storage, e, ticks.diff(clock(), t0))
-        log(ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
-        sleep(RETRY_MS)
-        (reset or _machine_reset)()
+        crash.boot_failed(storage, e, ticks.diff(clock(), t0), hw.all_off, log, sleep,
+                          reset or _machine_reset)
         return None, None
     return app, hw
 

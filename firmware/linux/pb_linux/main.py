@@ -9,7 +9,7 @@ from parcelbox.link import Link
 from pb_linux.port import DurableStorage, LinuxNet, Port, logger, ticks_ms
 
 STATE_DIR = "/var/lib/parcelbox"     # the unit's StateDirectory=parcelbox
-RETRY_MS = 10000    # a boot that failed after its configuration: exit (restart) after this
+RETRY_MS = crash.RETRY_MS  # a boot that failed after its configuration: exit (restart) after this
 EXIT_RESET = 75     # the process exit that stands for machine.reset(): systemd restarts us
 LAST_EXIT = "last_exit"     # $SERVICE_RESULT of the last stop, written by --all-off
 CRASH = crash.CRASH
@@ -97,11 +97,8 @@ def boot(root=STATE_DIR, hw_factory=None, net=None, clock=None, sleep=None, rese
         notify("READY=1")
         notify("STATUS=running box %s" % conf["box_id"])
     except Exception as e:  # noqa: BLE001 - the loop never started: a crash all the same
-        hw.all_off()
-        crash.save(storage, e, ticks.diff(clock(), t0))
-        log(ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
-        sleep(RETRY_MS)
-        (reset or _exit_reset)()
+        crash.boot_failed(storage, e, ticks.diff(clock(), t0), hw.all_off, log, sleep,
+                          reset or _exit_reset)
         return None, None
     return app, hw
 

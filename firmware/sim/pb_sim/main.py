@@ -15,7 +15,7 @@ except ImportError:
         return x
 
 WDT_MS = const(8000)
-RETRY_MS = const(10000)    # a boot that failed after its configuration: reset after this
+RETRY_MS = crash.RETRY_MS  # a boot that failed after its configuration: reset after this
 CRASH = crash.CRASH
 CRASH_LAST = crash.CRASH_LAST
 
@@ -56,11 +56,8 @@ def boot(root="/flash", call=None, blink_rounds=-1):
             port.log(INFO, "heap used %d free %d" % (gc.mem_alloc(), gc.mem_free()))
         port.watchdog(WDT_MS)
     except Exception as e:  # noqa: BLE001 - the loop never started: a crash all the same
-        port.all_off()      # (as pb_esp32.main: saved, a pause, a reset)
-        crash.save(storage, e, ticks.diff(port.ticks_ms(), t0))
-        port.log(ERROR, "boot failed: %s; restarting in %d s" % (e.__class__.__name__, RETRY_MS // 1000))
-        port.idle(RETRY_MS)
-        port.reset()  # never returns
+        crash.boot_failed(storage, e, ticks.diff(port.ticks_ms(), t0), port.all_off, port.log,
+                          port.idle, port.reset)
         return None, None
     return app, None
 
