@@ -89,6 +89,10 @@ class CodeFile:
             self._n += 1
             pg, o = self._at(self._n - 1)
             pg[o:o + 32] = op[1:]
+            if _cmp(op, 29, _Z, 0) and (not self.next_end or _cmp(op, 29, self._end, 0) < 0):
+                self._ends()  # an earlier end than any stored: the sweep must wake for it
+        elif k == 5 and write:
+            self._ends()
         if write and n and not 2 < k < 5:
             self._index(4)  # codes went (REVOKE, EXPIRE, a replacing ADD)
         elif write and k == 1:
@@ -145,21 +149,32 @@ class CodeFile:
         if bad:
             self._grow(1, True)
         f = st.open("codes.log")
-        pos = r = 0  # r: 0 clean, 1 stale (follows another snapshot: ignored), 2 torn or corrupt
+        # r: 0 clean, 1 stale (follows another snapshot: ignored), 2 torn, 3 corrupt. Torn
+        # is only a short last frame whose length and op agree (an append the power cut);
+        # a whole frame with a bad checksum, a length no op has, or a first frame that is
+        # not HEAD is damage, wherever it is: what it said is unknown.
+        pos = r = 0
         while f and not r:
             h = f.read(2)
             if not h:
                 break
-            fr = h + f.read(min(h[-1] << 8 | h[0], 41) + 4)  # frame by frame: 47 bytes at most
-            if frame_at(fr, 0) is None:
-                r = 2 if not f.read(1) else 3  # a torn last record; damage before the end
+            n = h[-1] << 8 | h[0]
+            body = f.read(n + 4) if len(h) == 2 and n in (5, 7, 33) else b""
+            k = body[0] if body else -1
+            fr = h + body
+            if len(h) == 2 and n not in (5, 7, 33):
+                r = 3
+            elif k >= 0 and (k > 5 or _OP_LEN[k] != n or (k == 0) != (pos == 0)):
+                r = 3  # the op does not fit its length, or HEAD not first (or again)
+            elif len(body) < n + 4:
+                r = 2  # a short tail: the append a power cut stopped
+            elif frame_at(fr, 0) is None:
+                r = 3
             elif pos:
                 try:
                     self._do(memoryview(fr)[2:-4], False)
                 except (ValueError, IndexError):
                     r = 3
-            elif fr[2] or len(fr) != 11:  # the first frame is HEAD
-                r = 2
             else:
                 g = struct.unpack_from("<I", fr, 3)[0]
                 if bad or g != self._gen:
@@ -183,4 +198,6 @@ class CodeFile:
             bad = True
         self._jlen = pos
         self._dirty = bad or r > 0
-        return (1 if bad or (r == 1 and size < 0) else 0) | (r & 2)
+        self._ends()
+        return (1 if bad and r != 3 or (r == 1 and size < 0) else 0) | (2 if r == 2 else 0) | (
+            4 if r == 3 else 0)

@@ -28,7 +28,9 @@ ROLE_REMOTE = const(5)     # not a code's role: the opener of a remote unlock (e
 UNLIMITED = const(0xFFFF)  # uses value that never runs out
 DIGEST_LEN = const(16)     # HMAC-SHA256(code_key, code) truncated
 PROBLEM_SNAPSHOT = const(1)  # load(): snapshot corrupt, truncated or lost; the store is EMPTY
-PROBLEM_JOURNAL = const(2)   # load(): torn or corrupt journal tail dropped
+PROBLEM_JOURNAL = const(2)   # load(): a torn journal tail (a cut append) dropped
+PROBLEM_CORRUPT = const(4)   # load(): journal damaged (a bad whole record); the store is EMPTY
+PROBLEM_OLD = const(8)       # the Box: files older or shorter than the state says; EMPTY
 
 # Journal ops (the first byte of a journal record; docs/codestore.md section 3).
 _ADD = const(1)
@@ -86,6 +88,8 @@ class CodeStore(CodeFile):
         self._limit = compact_at
         self._t_s = -1  # active_count's time, and the same packed as a u32
         self._t = _Z
+        self._end = bytearray(4)  # the earliest not_after stored (u32), as next_end
+        self.next_end = 0  # earliest not_after of a stored code (0: none): the expiry sweep's
         self._pg = []
         self._cap = 0
         while self._cap < capacity:
@@ -143,6 +147,33 @@ class CodeStore(CodeFile):
         if put is not None:
             ix[i >> 8][i & 255] = put
         return s
+
+    # Find the earliest nonzero not_after (next_end), comparing in place: no big ints.
+    def _ends(self):
+        b = None
+        for s in range(self._n):
+            pg, o = self._pg[s >> _PS], (s & _PM) << 5
+            if _cmp(pg, o + 28, _Z, 0) and (b is None or _cmp(pg, o + 28, b[0], b[1]) < 0):
+                b = (pg, o + 28)
+        if b is None:
+            self.next_end = 0
+        else:
+            self._end[:] = b[0][b[1]:b[1] + 4]
+            self.next_end = struct.unpack("<I", self._end)[0]
+
+    # (snapshot generation, journal bytes): what the flash must hold at least; the Box
+    # keeps it in its state file and checks the files against it at boot.
+    def mark(self):
+        return self._gen, self._jlen
+
+    # Every code goes, on flash at once (a new snapshot): what the box cannot vouch for
+    # counts as revoked until the backend resyncs. OSError escapes.
+    def fail_closed(self):
+        self.changes += 1
+        self._n = 0  # the generation goes on: the snapshot is newer than any before
+        self._index(4)
+        self._ends()
+        self._snap()
 
     # 16-byte keyed digest of a typed code (ASCII digits as bytes); the backend computes the same.
     def digest(self, code):
@@ -260,6 +291,7 @@ class CodeStore(CodeFile):
                 self._pg[s >> _PS][(s & _PM) << 5:((s & _PM) << 5) + 32] = rec
             self._index(0)  # ValueError on an impossible record or a code_id twice...
             self._index(4)  # ...or a digest twice
+            self._ends()
             self._snap()
         except Exception:
             self.load()
