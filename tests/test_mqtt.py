@@ -257,6 +257,27 @@ def test_a_publish_whose_topic_exceeds_the_maximum_is_too_large():
         d.next()
 
 
+def test_a_decoder_too_small_for_a_publish_topic_length_is_refused_at_construction():
+    # found by the fuzzer (host_tools/fuzz_mqtt.py): with max_remaining 1 the topic length
+    # was read past the received bytes (IndexError, or a stale byte)
+    for bad in (0, 1):
+        with pytest.raises(ValueError):
+            Decoder(max_remaining=bad)
+    assert decode_all(b"\x40\x02\x00\x05", max_remaining=2) == [(PUBACK, 5, None, None)]
+
+
+def test_an_empty_topic_in_an_oversized_publish_is_the_same_error_however_the_bytes_come():
+    # found by the fuzzer: byte by byte it was PacketTooLarge, in one piece RemoteProtocolError
+    pkt = b"\x32\x22\x00\x00" + bytes(32)  # QoS 1, 34 bytes, a topic of length 0
+    for step in (1, 2, 3, len(pkt)):
+        d = Decoder(max_remaining=3)
+        with pytest.raises(RemoteProtocolError) as e:
+            for i in range(0, len(pkt), step):
+                d.feed(pkt[i:i + step])
+                assert d.next() is None
+        assert type(e.value) is RemoteProtocolError
+
+
 def test_feed_takes_only_what_fits_and_space_receives_directly():
     d = Decoder(max_remaining=8)  # a 13-byte buffer
     assert d.feed(b"\x40\x02\x00\x01" * 4) == 13

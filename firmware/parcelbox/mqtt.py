@@ -207,8 +207,11 @@ def disconnect():
 # ---- decoder ---------------------------------------------------------------
 
 class Decoder:
-    # max_remaining: the largest packet accepted. The buffer is allocated once, here.
+    # max_remaining: the largest packet accepted (at least 2: a PUBLISH's topic length must
+    # fit, else it would be read from past the data). The buffer is allocated once, here.
     def __init__(self, max_remaining=MAX_REMAINING):
+        if max_remaining < 2:
+            raise ValueError("max_remaining must be at least 2")
         self.max = max_remaining
         self._buf = bytearray(max_remaining + 5)  # + the fixed header
         self._mv = memoryview(self._buf)
@@ -353,17 +356,18 @@ class Decoder:
         head = 4 if qos else 2
         if n < head + 1:
             self._fail("PUBLISH too short")
-        keep = min(n, self.max)
+        keep = min(n, self.max)  # at least 2 (__init__)
         buf = self._buf
-        if self._end - i < keep:
-            if self._end - i >= 2 and head + (buf[i] << 8 | buf[i + 1]) > keep:
-                self._fail("PUBLISH topic longer than the packet or the maximum",
-                           PacketTooLarge if n > self.max else RemoteProtocolError)
+        have = self._end - i
+        if have < 2:
             return None
+        # judged as soon as the topic length is in, the same however the bytes came
         tl = buf[i] << 8 | buf[i + 1]
         if tl == 0 or head + tl > keep:
             self._fail("PUBLISH topic empty or longer than the packet or the maximum",
                        PacketTooLarge if n > self.max and tl else RemoteProtocolError)
+        if have < keep:
+            return None
         p = i + 2 + tl
         if qos:
             self.pid = buf[p] << 8 | buf[p + 1]
