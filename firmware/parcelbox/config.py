@@ -25,6 +25,8 @@ DEFAULTS = {
     "state_every_s": 3600,  # the remote's periodic state summary (docs/protocol.md section 8)
 }
 
+_MAX_KEYS = 30  # keypad.Keypad's limit: a scan frame stays a small int
+
 # name: (low, high) for every integer setting
 _RANGES = {
     "keypad_rows": (1, 8),
@@ -71,8 +73,19 @@ def make(settings=None):
     if isinstance(layout, str):
         layout = layout.encode()
         cfg["keypad_layout"] = layout
-    if not isinstance(layout, bytes) or len(layout) != cfg["keypad_rows"] * cfg["keypad_cols"]:
+    n = cfg["keypad_rows"] * cfg["keypad_cols"]
+    if n > _MAX_KEYS:
+        raise ValueError("settings keypad_rows * keypad_cols must be at most %d keys" % _MAX_KEYS)
+    if not isinstance(layout, bytes) or len(layout) != n:
         raise ValueError("setting keypad_layout must have keypad_rows * keypad_cols keys")
+    # as keypad.Keypad requires: each key printable ASCII and on one button only
+    for i in range(n):
+        ch = layout[i]
+        if ch < 0x21 or ch > 0x7E:
+            raise ValueError("setting keypad_layout has a key that is not printable ASCII")
+        for j in range(i + 1, n):
+            if layout[j] == ch:
+                raise ValueError("setting keypad_layout has the key %s twice" % chr(ch))
     for ch in b"0123456789*#":
         if ch not in layout:
             raise ValueError("setting keypad_layout lacks the key " + chr(ch))
