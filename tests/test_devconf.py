@@ -110,3 +110,65 @@ def test_a_client_certificate_needs_both_files_and_tls(st):
         put(st, "config.json", bad)
         with pytest.raises(devconf.ConfigError, match="broker.cert|broker.key"):
             devconf.load_config(st)
+
+
+# ---- found by fuzzing (host_tools/fuzz_config.py) ----------------------------------------
+
+@pytest.mark.parametrize("name, why", [("config.json", devconf.BAD_CONFIG), ("board.json", devconf.BAD_BOARD)])
+def test_json_nested_too_deep_is_a_bad_file_not_a_recursion_error(st, name, why):
+    # CPython's json raises RecursionError (a RuntimeError, as MicroPython's too deep
+    # recursion is); it escaped the boot's checks
+    deep = b'{"settings":' + b"[" * 3000 + b"]" * 3000 + b"}"  # under the 8 KB limit
+    put(st, name, deep)
+    load = devconf.load_config if name == "config.json" else devconf.load_board
+    with pytest.raises(devconf.ConfigError) as e:
+        load(st)
+    assert e.value.why == why and "not valid JSON" in str(e.value)
+
+
+def test_a_file_too_large_to_parse_at_boot_is_refused(st):
+    put(st, "config.json", json.dumps(dict(GOOD, pad="x" * 9000)).encode())
+    with pytest.raises(devconf.ConfigError) as e:
+        devconf.load_config(st)
+    assert e.value.why == devconf.BAD_CONFIG and "larger than 8192 bytes" in str(e.value)
+
+
+@pytest.mark.parametrize("field", ["ca", "cert", "key"])
+@pytest.mark.parametrize("name", ["ca.pem\x00", "\x00", "ca.pem\x00x", "/ca.pem", "../ca.pem",
+                                  "certs/ca.pem", ".ca.pem", ".", "ca pem", "ça.pem", "\ud800",
+                                  "ca.pem\n", "a" * 65, ""])
+def test_a_broker_file_name_no_file_can_have_is_a_bad_field(st, field, name):
+    # a NUL made os.stat raise ValueError (embedded null byte), a lone surrogate
+    # UnicodeEncodeError, and "/ca.pem" named a file outside the flash root's own names
+    for f in ("box.crt", "box.key"):
+        st.replace(f, b"x")
+    d = json.loads(json.dumps(GOOD))
+    d["broker"].update(cert="box.crt", key="box.key")
+    d["broker"][field] = name
+    put(st, "config.json", json.dumps(d).encode("utf-8", "surrogatepass"))
+    with pytest.raises(devconf.ConfigError) as e:
+        devconf.load_config(st)
+    assert e.value.why == devconf.BAD_CONFIG and "broker." + field in str(e.value)
+    if len(name) > 3:
+        assert name not in str(e.value)  # the field, never its value
+
+
+def test_file_names_of_letters_digits_dots_dashes_and_underscores_load(st):
+    for f in ("CA_2024-01.pem", "box-17.crt", "k.e.y"):
+        st.replace(f, b"x")
+    d = json.loads(json.dumps(GOOD))
+    d["broker"].update(ca="CA_2024-01.pem", cert="box-17.crt", key="k.e.y")
+    put(st, "config.json", d)
+    b = devconf.load_config(st)["broker"]
+    assert (b["ca"], b["cert"], b["key"]) == ("CA_2024-01.pem", "box-17.crt", "k.e.y")
+
+
+@pytest.mark.parametrize("layout, what", [("123A456B789C*0#1", "the key 1 twice"),
+                                          ("123A456B789C*0# ", "not printable")])
+def test_a_board_keypad_layout_the_keypad_cannot_use_is_a_bad_config_at_boot(st, layout, what):
+    # it passed check_settings and raised ValueError from keypad.Keypad when the core was built
+    put(st, "board.json", dict(BOARD, keypad={"rows": [1, 2, 3, 4], "cols": [5, 6, 7, 8], "layout": layout}))
+    put(st, "config.json", GOOD)
+    with pytest.raises(devconf.ConfigError) as e:
+        devconf.check_settings(devconf.load_board(st), devconf.load_config(st))
+    assert e.value.why == devconf.BAD_CONFIG and "keypad_layout" in str(e.value) and what in str(e.value)

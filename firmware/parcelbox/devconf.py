@@ -15,6 +15,8 @@ except ImportError:
 CONFIG = "config.json"
 BOARD = "board.json"
 _KEY_HEX = const(64)
+_MAX_FILE = const(8192)  # bytes of config.json or board.json: both are well under 2 KB
+_NAME_MAX = const(64)    # a file name on the flash (broker.ca, cert, key)
 
 # Boot failures, shown on the LED as that many blinks (docs/runtime.md section 6).
 NO_CONFIG = const(2)
@@ -34,9 +36,13 @@ def _read(storage, name, missing, bad):
     data = storage.read(name)
     if data is None:
         raise ConfigError(missing, name + " is missing")
+    if len(data) > _MAX_FILE:  # its parse would take several times that in the heap
+        raise ConfigError(bad, "%s is larger than %d bytes" % (name, _MAX_FILE))
     try:
         d = json.loads(data)
-    except ValueError:
+    except (ValueError, RuntimeError):
+        # RuntimeError: nested too deep (CPython's RecursionError is one; MicroPython
+        # raises RuntimeError for too deep a recursion)
         raise ConfigError(bad, name + " is not valid JSON")
     if type(d) is not dict:
         raise ConfigError(bad, name + " is not a JSON object")
@@ -49,6 +55,20 @@ def _str(d, key, where, lo=1, hi=255, need=True):
         return None
     if type(v) is not str or not lo <= len(v) <= hi:
         raise ConfigError(BAD_CONFIG, "%s%s must be text of %d to %d characters" % (where, key, lo, hi))
+    return v
+
+
+# A file on the flash named by the configuration: 1 to 64 of A-Z a-z 0-9 . _ -, not
+# starting with "." (no folder, no NUL: os.stat raises ValueError on a NUL); None if absent.
+def _file(d, key, where):
+    v = _str(d, key, where, 1, _NAME_MAX, False)
+    ok = v is None or v[0] != "."
+    for ch in v if ok and v else "":
+        if not ("a" <= ch <= "z" or "A" <= ch <= "Z" or "0" <= ch <= "9" or ch in "._-"):
+            ok = False
+    if not ok:
+        raise ConfigError(BAD_CONFIG, "%s%s must name a file: 1 to %d of A-Z a-z 0-9 . _ -, "
+                          "not starting with ." % (where, key, _NAME_MAX))
     return v
 
 
@@ -89,14 +109,14 @@ def load_config(storage):
     if tls is not True and tls is not False:
         raise ConfigError(BAD_CONFIG, "broker.tls must be true or false")
     broker = {"host": _str(b, "host", "broker.", 1, 253), "port": _int(b, "port", "broker.", 1, 65535),
-              "tls": tls, "ca": _str(b, "ca", "broker.", 1, 64, False)}
+              "tls": tls, "ca": _file(b, "ca", "broker.")}
     if tls and broker["ca"] is None:
         raise ConfigError(BAD_CONFIG, "broker.ca must name the broker's CA file when tls is on")
     if tls and storage.size(broker["ca"]) <= 0:
         raise ConfigError(BAD_CONFIG, "broker.ca file is missing or empty")
     # an optional client certificate: both files or neither, and only with TLS
-    broker["cert"] = _str(b, "cert", "broker.", 1, 64, False)
-    broker["key"] = _str(b, "key", "broker.", 1, 64, False)
+    broker["cert"] = _file(b, "cert", "broker.")
+    broker["key"] = _file(b, "key", "broker.")
     if (broker["cert"] is None) != (broker["key"] is None) or (broker["cert"] and not tls):
         raise ConfigError(BAD_CONFIG, "broker.cert and broker.key go together, and only with tls")
     for f in ("cert", "key"):
