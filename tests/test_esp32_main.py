@@ -267,3 +267,65 @@ def test_a_crash_count_file_that_is_garbage_counts_as_no_crash(box):
     booted = _crash_once(box)
     assert not any("crash loop" in x for x in booted)
     assert st.read(crash.CRASH_COUNT) == b"1"
+
+
+# ---- found by fuzzing (host_tools/fuzz_config.py): each ends in the error blink or the ----
+# ---- free REPL, (None, why), never in an exception out of boot() or a crash and reset ----
+
+def _deep(st):
+    st.replace("config.json", b'{"box_id":"box-1","settings":' + b"[" * 3000 + b"]" * 3000 + b"}")
+
+
+def _nul_ca(st):
+    broker = {"host": "127.0.0.1", "port": 8883, "tls": True, "ca": "ca.pem\x00"}
+    st.replace("ca.pem", b"-----BEGIN CERTIFICATE-----\n")
+    st.replace("config.json", json.dumps(dict(CONF, broker=broker)).encode())
+
+
+def _twice(st):
+    # a 4x4 keypad (a fourth column on GPIO15) whose layout has every needed key, 1 twice
+    kp = dict(ESP32_4X3["keypad"], cols=[25, 33, 32, 15], layout="123A456B789C*0#1")
+    st.replace("board.json", json.dumps(dict(ESP32_4X3, keypad=kp)).encode())
+
+
+@pytest.mark.parametrize("damage, why, said", [
+    (_deep, devconf.BAD_CONFIG, "config.json is not valid JSON"),
+    (_nul_ca, devconf.BAD_CONFIG, "broker.ca must name a file"),
+    (_twice, devconf.BAD_CONFIG, "keypad_layout has the key 1 twice")])
+def test_a_configuration_that_used_to_crash_the_boot_blinks_as_a_bad_configuration(box, damage, why, said):
+    wired, st, lines, boot = box
+    damage(st)
+    w = wired.world
+    resets = []
+    assert pbmain.boot(str(st.root), net=OfflineNet(), clock=w.ticks_ms, sleep=w.advance,
+                       reset_cause=1, out=lines.append, blink_rounds=1,
+                       reset=lambda: resets.append(1)) == (None, why)
+    assert any(x.startswith("PB E") and "config:" in x and said in x for x in lines)
+    assert w.now >= why * 500  # it blinked
+    assert not resets and st.read(pbmain.CRASH) is None  # no crash, no reset: no crash loop
+    assert not wired.energised(1) and w.wdt_feeds == 0
+
+
+def test_deeply_nested_board_json_is_a_bad_board_and_leaves_the_repl_free(box):
+    wired, st, lines, boot = box
+    st.replace("board.json", b"[" * 3000 + b"]" * 3000)
+    assert boot() == (None, devconf.BAD_BOARD)
+    assert any(x.startswith("PB E") and "board: board.json is not valid JSON" in x for x in lines)
+
+
+@pytest.mark.parametrize("change", [{"buzzer": 99}, {"led": [21, 19, 36]}, {"battery_divider": [1]},
+                                    {"door_pull": None, "door_open_level": "x"}, {"format": 2}])
+def test_a_complete_board_the_chip_cannot_drive_is_a_bad_board_not_an_exception(box, change):
+    # a pin the chip lacks, an input-only pin as an output, a field of the wrong shape: the
+    # Hardware raised out of boot() (main.py stopped with a traceback)
+    wired, st, lines, boot = box
+    board = dict(ESP32_4X3)
+    for k, v in change.items():
+        if v is None:
+            board.pop(k)
+        else:
+            board[k] = v
+    st.replace("board.json", json.dumps(board).encode())
+    assert boot() == (None, devconf.BAD_BOARD)
+    assert any(x.startswith("PB E") and "board: the hardware refused it" in x for x in lines)
+    assert not wired.energised(1) and st.read(pbmain.CRASH) is None

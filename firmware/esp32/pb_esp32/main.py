@@ -45,7 +45,13 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
         return None, e.why  # no pins known: nothing to blink; the REPL stays free
     if hw_factory is None:
         from pb_esp32.hw import Hardware as hw_factory
-    hw = hw_factory(board)
+    try:
+        hw = hw_factory(board)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        # complete, yet not a board this chip can drive (a pin it lacks, a wrong type):
+        # a bad board, as above; its pins were set off before any became an output
+        log(ERROR, "board: the hardware refused it: %s: %s" % (e.__class__.__name__, e))
+        return None, devconf.BAD_BOARD
     hw.all_off()
     try:
         conf = devconf.load_config(storage)
