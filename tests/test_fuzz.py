@@ -1,0 +1,181 @@
+# The fuzzer (host_tools/fuzz.py): every target on a fixed budget of inputs and seeds finds
+# nothing new, a bug planted in each parser is found, and the known findings' reproducers.
+import json
+import struct
+
+import pytest
+
+from host_tools import fuzz
+from host_tools.fuzzmut import mutate, nested
+from memflash import MemStorage
+from parcelbox import config, devconf, mqtt
+from parcelbox.box import Box
+from parcelbox.remote import Remote
+
+# inputs per target: a second or two each on the 2-core CI machine
+BUDGET = {"mqtt": 3000, "command": 1200, "flash": 800, "config": 1500}
+
+
+def _found(st):
+    return ["%s (iteration %d): %s" % (f["key"], f["iteration"], f["what"]) for f in st.new()]
+
+
+@pytest.mark.parametrize("name", list(fuzz.TARGETS))
+def test_each_target_finds_nothing_new_on_its_fixed_budget(name):
+    st = fuzz.run(name, seed=1, iterations=BUDGET[name])
+    assert st.iterations == BUDGET[name]
+    assert _found(st) == []
+
+
+def test_a_seed_replays_the_same_inputs():
+    a = fuzz.run("mqtt", seed=5, iterations=50)
+    b = fuzz.run("mqtt", seed=5, iterations=50)
+    assert a.findings == b.findings
+    t1 = fuzz.load("config").Target(None)
+    t2 = fuzz.load("config").Target(None)
+    import random
+    for i in range(20):
+        t1.one(random.Random("5:%d" % i))
+        t2.one(random.Random("5:%d" % i))
+        assert t1.last_input == t2.last_input
+
+
+def test_mutations_are_deterministic_and_change_the_input():
+    import random
+    data = b'{"v":1,"box":"box-7","seq":1,"op":"state"}'
+    outs = [mutate(random.Random(i), data) for i in range(200)]
+    assert outs == [mutate(random.Random(i), data) for i in range(200)]
+    assert sum(o != data for o in outs) > 190
+    assert nested(random.Random(1), 50).count("[") + nested(random.Random(1), 50).count("{") >= 50
+
+
+# ---- planted bugs: the harness must see each one ----------------------------------------
+
+def test_a_decoder_that_raises_keyerror_is_a_finding(monkeypatch):
+    real = mqtt.Decoder.next
+
+    def planted(self):
+        k = real(self)
+        if k == mqtt.PINGRESP:
+            raise KeyError("planted")
+        return k
+    monkeypatch.setattr(mqtt.Decoder, "next", planted)
+    st = fuzz.run("mqtt", seed=1, iterations=300)
+    assert any(f["key"].startswith("KeyError in") for f in st.new())
+
+
+def test_a_decoder_that_reports_a_wrong_field_is_a_finding(monkeypatch):
+    real = mqtt.Decoder._publish
+
+    def planted(self, flags, i, n):
+        k = real(self, flags, i, n)
+        if k == mqtt.PUBLISH:
+            self.retain = not self.retain
+        return k
+    monkeypatch.setattr(mqtt.Decoder, "_publish", planted)
+    st = fuzz.run("mqtt", seed=1, iterations=300)
+    assert any("field retain" in f["what"] for f in st.new())
+
+
+def test_an_exception_that_receive_would_hide_as_malformed_is_a_finding(monkeypatch):
+    # Remote.receive turns it into a `malformed` rejection; the harness's wrap sees it
+    real = Remote._apply
+
+    def planted(self, op, a, seq, now):
+        if op == 11:  # time
+            raise TypeError("planted")
+        return real(self, op, a, seq, now)
+    monkeypatch.setattr(Remote, "_apply", planted)
+    st = fuzz.run("command", seed=1, iterations=300)
+    assert any(f["key"].startswith("TypeError in remote.") for f in st.new()), _found(st)
+
+
+def test_a_command_that_leaves_no_trace_is_a_finding(monkeypatch):
+    monkeypatch.setattr(Remote, "_reject", lambda self, why, seq, now: None)
+    st = fuzz.run("command", seed=1, iterations=200)
+    assert any("left no result" in f["what"] for f in st.new())
+
+
+def test_a_loader_that_raises_on_damage_is_a_finding(monkeypatch):
+    from parcelbox import remotestore
+    real = remotestore.load_wire
+
+    def planted(storage):
+        data = storage.read(remotestore.WIRE)
+        if data is not None and len(data) != 84:
+            raise IndexError("planted")
+        return real(storage)
+    monkeypatch.setattr(remotestore, "load_wire", planted)
+    monkeypatch.setattr("parcelbox.remote.load_wire", planted)
+    st = fuzz.run("flash", seed=1, iterations=400)
+    assert any(f["key"].startswith("IndexError in remote.") for f in st.new()), _found(st)
+
+
+def test_a_config_check_that_lets_a_bad_keypad_through_is_a_finding(monkeypatch):
+    # the bug fixed in config.make: the core's Keypad refuses what the checks passed
+    monkeypatch.setattr(config, "_MAX_KEYS", 64)
+    st = fuzz.run("config", seed=1, iterations=1500)
+    assert any(f["key"] == "ValueError in keypad.__init__" for f in st.new()), _found(st)
+
+
+def test_a_config_check_that_raises_another_error_is_a_finding(monkeypatch):
+    real = devconf.load_config
+
+    def planted(storage):
+        c = real(storage)
+        if c["broker"]["tls"] is False:
+            raise KeyError("planted")
+        return c
+    monkeypatch.setattr(devconf, "load_config", planted)
+    st = fuzz.run("config", seed=1, iterations=300)
+    assert any(f["key"].startswith("KeyError in") for f in st.new()), _found(st)
+
+
+# ---- the known findings (each target's KNOWN), in files rewritten elsewhere: the minimal --
+# ---- reproducers. When one passes, remove its KNOWN entry. --------------------------------
+
+@pytest.mark.xfail(reason="remote.py: a command nested ~1000 deep raises RecursionError, which "
+                          "Remote._open's `except ValueError` misses (fuzz_command.KNOWN)")
+def test_known_a_command_nested_too_deep_is_refused_without_an_exception():
+    import hashlib
+    import hmac
+    box = Box(MemStorage(), bytes(range(32)))
+    r = Remote(box, "box-7", bytes(range(32)))
+    escaped = []
+    real = r._command
+
+    def guard(*a):
+        try:
+            return real(*a)
+        except Exception as e:
+            escaped.append(e)
+            raise
+    r._command = guard
+    body = b"[" * 1500 + b"]" * 1500
+    mac = hmac.new(r._cmd_key, r.topic_cmd.encode() + b"\n" + body, hashlib.sha256).hexdigest()
+    r.receive(r.topic_cmd, mac.encode() + b" " + body, 0)
+    assert escaped == []
+
+
+@pytest.mark.xfail(reason="remotestore.py: settings.bin nested ~1000 deep raises RecursionError out "
+                          "of stored_settings (fuzz_flash.KNOWN)")
+def test_known_settings_nested_too_deep_on_flash_are_ignored():
+    from parcelbox.remote import stored_settings
+    from parcelbox.storage import frame
+    st = MemStorage({"settings.bin": bytearray(frame(b"[" * 1500 + b"]" * 1500))})
+    assert stored_settings(st, {}) == {}
+
+
+@pytest.mark.xfail(reason="boxstate.py: an events.log seq near 2**32 overflows the u32 seq floor: "
+                          "struct.error out of Box() at every boot (fuzz_flash.KNOWN)")
+def test_known_an_event_seq_near_2_32_on_flash_does_not_stop_the_boot():
+    from parcelbox.storage import frame
+    ev = struct.pack("<BIBBIII", 0x45, 0xFFFFFFFF, 1, 0, 0, 1, 0)  # a `boot` event, seq 2**32-1
+    Box(MemStorage({"events.log": bytearray(frame(ev))}), bytes(32))
+
+
+def test_the_known_findings_are_reported_but_do_not_fail_a_run():
+    st = fuzz.Stats("x")
+    st.findings = [{"key": "a", "known": None}, {"key": "b", "known": "why"}]
+    assert [f["key"] for f in st.new()] == ["a"] and "and 1 known" in st.line()
+    assert json.dumps(st.findings)  # plain data, for --save and reports
