@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-all vm-tests simtest bench venv clean
+.PHONY: demo test test-all vm-tests simtest fuzz bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,13 @@ vm-tests: venv
 SEEDS ?= 200
 simtest: venv
 	$(PY) -m host_tools.detsim --seeds $(SEEDS)
+
+# the fuzzer (docs/fuzzing.md): every target for FUZZ_SECONDS each, its inputs per second;
+# fails on a finding not already known: make fuzz FUZZ_SECONDS=600 FUZZ_SEED=7
+FUZZ_SECONDS ?= 60
+FUZZ_SEED ?= 0
+fuzz: venv
+	$(PY) -m host_tools.fuzz --target all --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
 # the benchmarks (docs/performance.md): one table, figures in bench/results.json
 # make bench ARGS='--only flash --quick'
