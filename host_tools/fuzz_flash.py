@@ -38,6 +38,10 @@ KNOWN = {
         "remotestore.py: settings.bin whose framed JSON is nested ~1000 deep raises "
         "RecursionError out of stored_settings (its `except ValueError` misses it), so the "
         "core cannot be built at boot (CPython: the linux port)",
+    "error in codefile._snap":
+        "codefile.py: a codes.log HEAD (good checksum) with generation 2**32-1 makes the next "
+        "snapshot's generation overflow u32: struct.error out of every journal write that "
+        "needs a snapshot (CodeStore.add, consume...), past Box.key's `except OSError`",
     "error in boxstate._save_state":
         "boxstate.py: an events.log record (good checksum) with seq near 2**32 makes the seq "
         "floor exceed u32: struct.error out of Box() at every boot on CPython; MicroPython's "
@@ -264,8 +268,14 @@ class Target:
                     raise
             return call
         r._command = guard(r._command)
-        send(r, r.topic_cmd, {"v": 1, "box": BOX, "seq": box.cmd_top + 1, "op": "sync_end",
-                              "sync": 12, "parts": 1}, now)
+        r._acks = guard(r._acks)
+        # the journal, the staged sync and the outbox written to after their load
+        for f in ({"op": "add", "code": [7, code_digest(KEY, "707070").hex(), ROLE_OWNER, 0, 2, 0, 0]},
+                  {"op": "revoke", "id": 4}, {"op": "sync_end", "sync": 12, "parts": 1}):
+            send(r, r.topic_cmd, dict(f, v=1, box=BOX, seq=box.cmd_top + 1), now)
+        ob = box.outbox
+        send(r, r.topic_ack, {"v": 1, "box": BOX, "acks": [ob.seq(i) for i in range(min(3, ob.pending()))]
+                              or [1]}, now)
         if escaped:
             raise escaped[0]
         if "state.0" not in touched and "state.1" not in touched:
