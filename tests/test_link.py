@@ -333,7 +333,7 @@ def test_in_flight_publishes_are_capped_until_pubacks_come():
     r.net.conn.give(b"".join(mqtt.puback(p[2]) for p in pubs[:3]))
     r.step()
     more = publishes(r.packets())
-    assert [p[3] for p in more] == [b"e9", b"e10", b"e11"]
+    assert [p[3] for p in more] == [b"e9", b"e10"]  # one slot stays for the next status
 
 
 def test_a_state_summary_is_published_retained():
@@ -442,6 +442,31 @@ def test_a_reset_reconnects_and_resends_unacked_publishes_with_their_ids_and_dup
     assert publishes(pkts)[0] == (0x0a, b"parcelbox/v1/box-1/evt", 3, b"e0")  # first, DUP
     assert parse_subscribe(pkts[1][2])[0] == 4  # new ids skip the one still in flight
     assert len(r.remote.connected_at) == 2
+
+
+def test_reconnects_without_pubacks_send_the_unacked_status_again_not_a_new_one():
+    # found by fuzzing: each reconnect added a new online status to the flight, which grew
+    # past MAX_FLIGHT (and without bound) while the broker acked nothing
+    r = Rig()
+    r.remote.outbox = [("parcelbox/v1/box-1/evt", b"e%d" % i, False) for i in range(15)]
+    first = publishes(r.connect())
+    assert len(first) == L.MAX_FLIGHT and first[0][1] == b"parcelbox/v1/box-1/status"
+    for _ in range(5):
+        r.net.conn.reset = True
+        r.step()
+        r.until(r.link.next_deadline(r.now))
+        again = publishes(r.connect())
+        assert len(r.link._flight) == L.MAX_FLIGHT
+        # the same ten PUBLISHes, DUP set, the status (retained) among them once
+        assert [(p[0], p[2]) for p in again] == [(f[0] | 0x08, f[2]) for f in first]
+    r.net.conn.give(mqtt.puback(first[0][2]))  # the status acked: the next connect sends one
+    r.step()
+    r.net.conn.reset = True
+    r.step()
+    r.until(r.link.next_deadline(r.now))
+    pubs = publishes(r.connect())
+    assert [p[1] for p in pubs].count(b"parcelbox/v1/box-1/status") == 1
+    assert len(r.link._flight) == L.MAX_FLIGHT
 
 
 def test_the_broker_closing_the_connection_reconnects():

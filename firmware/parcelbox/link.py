@@ -63,6 +63,7 @@ class Link:
         self._flight = []       # [pid, packet, tick sent] per PUBLISH awaiting PUBACK
         self._pid = 0
         self._sub_pid = 0
+        self._status_pid = 0    # the online status PUBLISH last sent
         self._subs = []
         self._fails = 0         # connection attempts failed since the last stable connection
         self._retry = None      # tick of the next attempt; None: at once
@@ -217,8 +218,13 @@ class Link:
         self._subs = [(t.encode(), t) for t in subs]
         self._sub_pid = self._next_pid()
         self._queue(mqtt.subscribe(self._sub_pid, [(t, 1) for t in subs]))
-        t, on = self.remote.online()
-        self._send(t, on, True, now)
+        # The online status (in the slot _room keeps), unless the last one is still unacked:
+        # it went again above, the same retained bytes. A new one each reconnect grew the
+        # flight past MAX_FLIGHT, and on while the broker acked nothing (found by fuzzing).
+        if not _flying(self._flight, self._status_pid):
+            t, on = self.remote.online()
+            self._send(t, on, True, now)
+            self._status_pid = self._pid
         self.remote.connected(now)
         self._poll = True
 
@@ -287,8 +293,11 @@ class Link:
 
     # ---- writing -----------------------------------------------------------
 
+    # Room to publish what the remote hands out. One slot stays free for the next connect's
+    # online status while none is in flight, so the flight never passes MAX_FLIGHT.
     def _room(self):
-        return len(self._flight) < MAX_FLIGHT and self._qbytes < OUT_MAX
+        n = len(self._flight) + (0 if _flying(self._flight, self._status_pid) else 1)
+        return n < MAX_FLIGHT and self._qbytes < OUT_MAX
 
     def _next_pid(self):
         while True:
@@ -364,6 +373,13 @@ class Link:
 
 def _earlier(a, b):
     return b if ticks.diff(b, a) < 0 else a
+
+
+def _flying(flight, pid):
+    for f in flight:
+        if f[0] == pid:
+            return True
+    return False
 
 
 def _holds(q, pkt):
