@@ -26,6 +26,7 @@ for _p in (_ROOT / "firmware", _ROOT / "tests" / "vmlib"):
 # name: (module, what it fuzzes)
 TARGETS = {
     "mqtt": ("host_tools.fuzz_mqtt", "the MQTT packet decoder (parcelbox.mqtt.Decoder)"),
+    "link": ("host_tools.fuzz_link", "the box's MQTT client (parcelbox.link.Link) on a fake broker"),
     "command": ("host_tools.fuzz_command", "commands and acks sealed with the right key (Remote)"),
     "flash": ("host_tools.fuzz_flash", "every file the box keeps, loaded by Box and Remote"),
     "config": ("host_tools.fuzz_config", "config.json and board.json through the boot checks"),

@@ -119,7 +119,7 @@ class Target:
             lo, hi = config._RANGES.get(k, (0, 1))
             return {"set": {k: rng.choice((lo, hi, (lo + hi) // 2, config.DEFAULTS[k]))}}
         if op == "rotate":
-            return {"gen": r.key_gen + 1, "key": bytes(rng.randrange(256) for _ in range(32)).hex()}
+            return {"gen": r.key_gen + 1, "key": rng.randbytes(32).hex()}
         if op == "sync_begin":
             return {"sync": rng.randrange(1, 5), "count": rng.randrange(0, 20),
                     "digest": bytes(16).hex()}

@@ -40,7 +40,7 @@ def server_packet(rng, big):
         topic = bytes(rng.randrange(33, 127) for _ in range(tl))
         pl = rng.choice((0, 1, 100, big - tl - 4, big - tl - 3, big - tl - 2, big, big + 1,
                          rng.randrange(0, 2 * big + 2)))
-        payload = bytes(rng.randrange(256) for _ in range(max(0, pl)))
+        payload = rng.randbytes(max(0, pl))
         pid = rng.choice((1, 255, 256, 65535, rng.randrange(1, 65536)))
         dup = bool(qos and rng.randrange(2))
         retain = bool(rng.randrange(2))
@@ -141,7 +141,7 @@ class Target:
         intact = rng.random() < 0.25
         if not intact:
             if rng.random() < 0.1:
-                data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+                data = rng.randbytes(rng.randrange(1, 40))
             data = mutate(rng, data)
         self.last_input = (max_rem, data)
         whole, err = decode(data, max_rem)

@@ -36,7 +36,7 @@ def mutate_bytes(rng, data, others=()):
         del b[i:i + rng.randrange(1, 17)]
     elif k == 5:  # random bytes inserted
         i = rng.randrange(n + 1)
-        b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+        b[i:i] = rng.randbytes(rng.randrange(1, 9))
     elif k == 6:  # a boundary integer written over or into the data
         v = rng.choice(BOUNDARY_INTS)
         f = rng.choice(_PACK)

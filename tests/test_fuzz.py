@@ -13,7 +13,7 @@ from parcelbox.box import Box
 from parcelbox.remote import Remote
 
 # inputs per target: a second or two each on the 2-core CI machine
-BUDGET = {"mqtt": 3000, "command": 1200, "flash": 800, "config": 1500}
+BUDGET = {"mqtt": 3000, "link": 800, "command": 1000, "flash": 600, "config": 1200}
 
 
 def _found(st):
@@ -75,6 +75,26 @@ def test_a_decoder_that_reports_a_wrong_field_is_a_finding(monkeypatch):
     monkeypatch.setattr(mqtt.Decoder, "_publish", planted)
     st = fuzz.run("mqtt", seed=1, iterations=300)
     assert any("field retain" in f["what"] for f in st.new())
+
+
+def test_a_link_that_lets_another_exception_out_of_step_is_a_finding(monkeypatch):
+    from parcelbox.link import Link
+    real = Link._packet
+
+    def planted(self, t, now):
+        if t == mqtt.PINGRESP:
+            raise IndexError("planted")
+        return real(self, t, now)
+    monkeypatch.setattr(Link, "_packet", planted)
+    st = fuzz.run("link", seed=1, iterations=300)
+    assert any(f["key"].startswith("IndexError in") for f in st.new()), _found(st)
+
+
+def test_a_link_that_publishes_past_its_flight_cap_is_a_finding(monkeypatch):
+    from parcelbox.link import Link
+    monkeypatch.setattr(Link, "_room", lambda self: self._qbytes < 2048)  # the cap forgotten
+    st = fuzz.run("link", seed=1, iterations=300)
+    assert any("in flight, more than" in f["what"] for f in st.new()), _found(st)
 
 
 def test_an_exception_that_receive_would_hide_as_malformed_is_a_finding(monkeypatch):
