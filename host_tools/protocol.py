@@ -7,6 +7,7 @@ publishes what this builds and hands over what it receives.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -30,10 +31,44 @@ OPS = ("", "add", "revoke", "sync_begin", "sync_part", "sync_end", "unlock",
 STATUS = ("ok", "unknown_code", "full", "bad_value", "busy", "sync_mismatch",
           "sync_order", "flash")
 REJECT = ("", "bad_mac", "replay", "stale", "malformed", "too_big", "unknown_op",
-          "wrong_box", "expired", "bad_version")
+          "wrong_box", "expired", "bad_version", "no_clock", "no_exp", "unsent_ack", "seq_jump")
+# A rejection reason in words, for an operator (the CLI adds what to do about it).
+REJECT_WORDS = {
+    "bad_mac": "its MAC is not valid under the box's command key",
+    "replay": "its seq was already used",
+    "stale": "its seq is too far below the newest the box accepted",
+    "malformed": "the box could not read it",
+    "too_big": "it is over 4096 bytes",
+    "unknown_op": "the box does not know its op",
+    "wrong_box": "it names another box",
+    "expired": "it arrived after its expiry",
+    "bad_version": "another protocol version",
+    "no_clock": "the box has no trusted time to check its expiry",
+    "no_exp": "a one-shot command needs an expiry at most a day ahead",
+    "unsent_ack": "an ack named an event the box never published",
+    "seq_jump": "its seq jumps too far above the newest the box accepted",
+}
 EVENTS = ("", "boot", "opened", "closed", "deposit", "pickup", "wrong_code", "throttled",
           "forced", "left_open", "not_opened", "refused", "service", "store_corrupt",
-          "overflow", "expired", "result", "rejected", "crash", "tamper")
+          "overflow", "expired", "result", "rejected", "crash", "tamper", "time_refused")
+# time_refused: comp is the source, the low byte of arg the reason
+TIME_SOURCES = ("", "network", "backend", "other")
+TIME_REFUSALS = ("", "earlier than trusted time", "outside 2024..2100",
+                 "far ahead of trusted time")
+# not_opened's arg: 0 never opened (the use given back unless shared or remote), 1 found
+# closed at boot (the use stays spent), 3 found closed at boot, the use never spent
+NOT_OPENED_WORDS = {0: "never opened", 1: "found closed after a power cut, the use spent",
+                    3: "found closed after a power cut, the use never spent"}
+# store_corrupt: arg = file + flags << 8
+STORE_FILES = ("", "codes", "events", "state", "wire key")
+STORE_FLAGS = {
+    1: ("snapshot bad", "torn journal tail dropped", "journal corrupt", "older than the state"),
+    2: ("torn tail dropped", "damaged bytes skipped", "events lost"),
+    3: ("a copy damaged", "a copy missing"),
+    4: ("both copies lost: box key in use", "a copy repaired", "gone after a rotation"),
+}
+# code-store flags that leave the box's codes EMPTY until the backend's next full sync
+CODES_FAILED_CLOSED = 1 | 4 | 8
 WRONG_REASONS = ("unknown", "expired", "not_yet_valid", "used_up", "unresolved")
 REFUSED_REASONS = ("", "occupied", "empty", "busy")
 REMOTE_SETTINGS = ("entry_timeout_ms", "submit_on_length", "pulse_ms", "open_window_ms",
@@ -199,16 +234,50 @@ class Event:
             st = STATUS[a & 0xFF] if (a & 0xFF) < len(STATUS) else a
             return "command %d (%s): %s%s" % (self.id, op, st, ", restart pending" if a & 0x100 else "")
         if k == "rejected":
-            r = REJECT[a & 0xFF] if (a & 0xFF) < len(REJECT) else a
+            r = REJECT[a & 0xFF] if (a & 0xFF) < len(REJECT) else str(a & 0xFF)
             more = ", %d more suppressed" % (a >> 8) if a >> 8 else ""
-            return "command %d: %s%s" % (self.id, r, more)
+            what = ("ack of event %d" % self.id if r == "unsent_ack" else
+                    "command %d" % self.id if self.id else "a command")
+            words = REJECT_WORDS.get(r)
+            return "%s: %s%s%s" % (what, r, " (%s)" % words if words else "", more)
+        if k == "time_refused":
+            r = a & 0xFF
+            why = TIME_REFUSALS[r] if 0 < r < len(TIME_REFUSALS) else "reason %d" % r
+            src = TIME_SOURCES[self.comp] if 0 < self.comp < len(TIME_SOURCES) else "source %d" % self.comp
+            more = ", %d more refused since" % (a >> 8) if a >> 8 else ""
+            return "time refused: %s (%s): %s%s" % (why, src, _utc(self.id), more)
+        if k == "store_corrupt":
+            return _store_corrupt(self.id, a)
         if k in ("opened", "closed"):
             return "code %d, %s" % (self.id, ROLE_NAMES.get(a, "none"))
         if k == "throttled":
             return "locked out for %d s" % a
-        if k in ("deposit", "pickup", "left_open", "not_opened"):
+        if k == "not_opened":
+            return "code %d: %s" % (self.id, NOT_OPENED_WORDS.get(a, "arg %d" % a))
+        if k in ("deposit", "pickup", "left_open"):
             return "code %d" % self.id
         return "arg %d" % a if a else ""
+
+
+def _utc(t: int) -> str:
+    try:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return "epoch %d" % t
+
+
+def _store_corrupt(first: int, a: int) -> str:
+    f, flags = a & 0xFF, a >> 8
+    names = STORE_FLAGS.get(f, ())
+    said = [n for i, n in enumerate(names) if flags >> i & 1]
+    said += ["flag %d" % (1 << i) for i in range(len(names), 24) if flags >> i & 1]
+    out = "%s%s" % (STORE_FILES[f] if 0 < f < len(STORE_FILES) else "file %d" % f,
+                    ": " + ", ".join(said) if said else "")
+    if f == 1 and flags & CODES_FAILED_CLOSED:
+        out += "; the box holds NO codes until a full sync"
+    if f == 2 and flags & 4 and first:
+        out += "; events from seq %d may be missing" % first
+    return out
 
 
 def _u32(d: dict, name: str) -> int:

@@ -133,3 +133,60 @@ def test_an_event_type_from_a_newer_firmware_is_accepted_as_it_came():
     bad = body.replace(b"lid_sensor", b"Lid Sensor!")
     with pytest.raises(p.ProtocolError, match="bad event type"):
         p.parse_event([KEYS], BOX, p.seal(KEYS.evt, t, bad))
+
+
+def test_the_backend_names_every_reason_and_event_the_firmware_sends():
+    # the box's constants (firmware/parcelbox) and the backend's names stay in step
+    from parcelbox import events as fe
+    from parcelbox import protocol as fp
+    assert p.EVENTS == fe.NAMES
+    for name in p.REJECT[1:]:
+        assert getattr(fp, name.upper()) == p.REJECT.index(name)
+    assert p.REJECT[fp.NO_CLOCK] == "no_clock" and p.REJECT[fp.SEQ_JUMP] == "seq_jump"
+    assert set(p.REJECT_WORDS) == set(p.REJECT[1:])
+    assert p.EVENTS[20] == "time_refused"
+    assert p.TIME_SOURCES[fe.TIME_NET] == "network" and p.TIME_SOURCES[fe.TIME_CMD] == "backend"
+    assert p.TIME_REFUSALS[fe.CLOCK_BACK] == "earlier than trusted time"
+    assert p.TIME_REFUSALS[fe.CLOCK_RANGE] == "outside 2024..2100"
+    assert p.TIME_REFUSALS[getattr(fe, "CLOCK_AHEAD", 3)] == "far ahead of trusted time"
+
+
+def _ev(kind, comp=0, id_=0, arg=0):
+    return p.Event(BOX, 9, kind, comp, id_, arg, 0)
+
+
+@pytest.mark.parametrize("ev, words", [
+    (_ev("time_refused", 1, 1704067100, 1), "time refused: earlier than trusted time (network): "
+                                            "2023-12-31 23:58:20Z"),
+    (_ev("time_refused", 2, 5, 2 | 3 << 8), "time refused: outside 2024..2100 (backend): "
+                                            "1970-01-01 00:00:05Z, 3 more refused since"),
+    (_ev("rejected", 0, 12, 10), "command 12: no_clock (the box has no trusted time to check "
+                                 "its expiry)"),
+    (_ev("rejected", 0, 13, 11), "command 13: no_exp (a one-shot command needs an expiry at "
+                                 "most a day ahead)"),
+    (_ev("rejected", 0, 40, 12), "ack of event 40: unsent_ack (an ack named an event the box "
+                                 "never published)"),
+    (_ev("rejected", 0, 99999, 13 | 2 << 8), "command 99999: seq_jump (its seq jumps too far "
+                                             "above the newest the box accepted), 2 more suppressed"),
+    (_ev("rejected", 0, 7, 8), "command 7: expired (it arrived after its expiry)"),
+    (_ev("not_opened", 1, 4, 0), "code 4: never opened"),
+    (_ev("not_opened", 1, 4, 1), "code 4: found closed after a power cut, the use spent"),
+    (_ev("not_opened", 1, 4, 3), "code 4: found closed after a power cut, the use never spent"),
+    (_ev("store_corrupt", 0, 0, 1 | 1 << 8), "codes: snapshot bad; the box holds NO codes until "
+                                             "a full sync"),
+    (_ev("store_corrupt", 0, 0, 1 | 2 << 8), "codes: torn journal tail dropped"),
+    (_ev("store_corrupt", 0, 0, 1 | 8 << 8), "codes: older than the state; the box holds NO "
+                                             "codes until a full sync"),
+    (_ev("store_corrupt", 0, 812, 2 | 4 << 8), "events: events lost; events from seq 812 may be "
+                                               "missing"),
+    (_ev("store_corrupt", 0, 0, 3 | 2 << 8), "state: a copy missing"),
+    (_ev("store_corrupt", 0, 0, 4 | 1 << 8), "wire key: both copies lost: box key in use"),
+])
+def test_new_reasons_and_events_are_described_in_words(ev, words):
+    assert ev.describe() == words
+
+
+def test_a_reason_or_source_from_a_newer_firmware_is_shown_by_number():
+    assert _ev("rejected", 0, 3, 77).describe() == "command 3: 77"
+    assert _ev("time_refused", 9, 0, 9).describe().startswith("time refused: reason 9 (source 9)")
+    assert _ev("store_corrupt", 0, 0, 9 | 1 << 8).describe() == "file 9: flag 1"
