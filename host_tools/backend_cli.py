@@ -22,6 +22,7 @@ from rich.table import Table
 
 from host_tools import protocol as p
 from host_tools.sdk import Backend, BrokerError, Consumer, Ledger, LedgerError, MqttConfig
+from host_tools.sdk.backend import DEFAULT_ONESHOT_EXP, MAX_ONESHOT_EXP
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -99,6 +100,18 @@ def _time_arg(value, name, now):
     return int(d.timestamp())
 
 
+def _duration_arg(value, name, default):
+    """Seconds from a duration (90s, 5m, 2h, 1d; bare digits are seconds), 1 s to a day."""
+    if value is None:
+        return default
+    m = _DURATION.match(value)
+    n = int(m.group(1)) * _UNIT[m.group(2)] if m else int(value) if value.isdigit() else None
+    if n is None or not 1 <= n <= MAX_ONESHOT_EXP:
+        raise click.BadParameter("a duration of 1 s to 1 d, such as 90s, 5m or 2h",
+                                 param_hint=name)
+    return n
+
+
 def _public_url(url: str) -> str:
     """The broker address without user or password: a box's provisioning record must not
     carry this backend's credentials."""
@@ -124,6 +137,13 @@ def _guard(fn):
         except (LedgerError, BrokerError, ValueError, OSError) as e:
             raise click.ClickException(str(e)) from None
     return wrapper
+
+
+_EXPIRES = click.option(
+    "--expires", metavar="DURATION",
+    help="The box refuses the command after this long (90s, 5m, 2h; at most 1d; default "
+         "%d s): it must not act later, after the broker held it for an offline box."
+    % DEFAULT_ONESHOT_EXP)
 
 
 def register(main: click.Group) -> None:
@@ -230,16 +250,27 @@ def register(main: click.Group) -> None:
                 "key_gen": b.key_gen, "commands": b.cmd_seq, "state": b.state,
                 "codes_in_sync": c.ledger.in_sync(box_id),
                 "codes_active": sum(1 for x in codes_ if x["status"] == "active"),
-                "events": len(c.ledger.events(box_id, limit=10 ** 9))}
+                "events": len(c.ledger.events(box_id, limit=10 ** 9)),
+                "clock_trusted": None if not b.state else bool(b.state.get("t")),
+                "last_refused": c.ledger.last_refused(box_id)}
 
         def human():
             st = b.state or {}
+            last = data["last_refused"]
             _table("box " + b.id, ["what", "value"], [
                 ("online", {True: "yes", False: "no", None: "never seen"}[b.online]),
+                ("clock", {True: "trusted (%s at the last summary)" % _when(st.get("t")),
+                           False: "NOT trusted: it refuses unlock and clear-throttle (no_clock) "
+                                  "until it gets the time (SNTP or `parcelbox box set-time %s`)"
+                                  % box_id,
+                           None: "unknown (no state summary yet)"}[data["clock_trusted"]]),
                 ("codes active in ledger", data["codes_active"]),
                 ("codes on the box", st.get("codes", "?")),
-                ("codes in sync", {True: "yes", False: "no: run `parcelbox codes sync`",
+                ("codes in sync", {True: "yes", False: "no: run `parcelbox codes sync %s`" % box_id,
                                    None: "unknown (no state summary yet)"}[data["codes_in_sync"]]),
+                ("last refused command", "-" if last is None else "%d (%s): %s" % (
+                    last["seq"], last["op"], last.get("status") or "rejected, "
+                    + last["rejected"])),
                 ("occupied", ", ".join(str(i + 1) for i in range(32) if st.get("occupied", 0) >> i & 1) or "none"),
                 ("failed attempts", st.get("failures", "?")),
                 ("events pending on the box", st.get("pending", "?")),
@@ -248,22 +279,29 @@ def register(main: click.Group) -> None:
                 ("key generation", b.key_gen)])
         _out(data, as_json, human)
 
-    def _box_command(name, method, help_, done):
-        @box.command(name, help=help_)
-        @click.argument("box_id")
-        @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
-        @click.option("--json", "as_json", is_flag=True)
-        @with_ctx
-        @_guard
-        def cmd(c: Ctx, box_id, wait, as_json):
+    def _box_command(name, method, help_, done, oneshot=False):
+        def cmd(c: Ctx, box_id, wait, as_json, expires=None):
             c.ledger.box(box_id)
-            _command(c, box_id, lambda be: getattr(be, method)(box_id), wait, as_json, done)
-        return cmd
+            if oneshot:
+                n = _duration_arg(expires, "--expires", DEFAULT_ONESHOT_EXP)
+                _command(c, box_id, lambda be: getattr(be, method)(box_id, expires_in=n), wait,
+                         as_json, done, expires_in=n)
+            else:
+                _command(c, box_id, lambda be: getattr(be, method)(box_id), wait, as_json, done)
+        cmd = _guard(cmd)
+        cmd = with_ctx(cmd)
+        cmd = click.option("--json", "as_json", is_flag=True)(cmd)
+        if oneshot:
+            cmd = _EXPIRES(cmd)
+        cmd = click.option("--wait", type=float, default=0,
+                           help="Seconds to wait for the box's result.")(cmd)
+        cmd = click.argument("box_id")(cmd)
+        return box.command(name, help=help_)(cmd)
 
     _box_command("rotate-key", "rotate", "Give BOX_ID new wire keys (command and event MACs); "
                  "the old ones stay valid until the box confirms.", "Key rotation")
     _box_command("clear-throttle", "clear_throttle", "Forget BOX_ID's failed attempts and "
-                 "lockouts.", "Clear throttle")
+                 "lockouts.", "Clear throttle", oneshot=True)
     _box_command("refresh", "request_state", "Ask BOX_ID for a fresh state summary.",
                  "State request")
     _box_command("set-time", "set_time", "Tell BOX_ID the time (this machine's clock).",
@@ -298,7 +336,8 @@ def register(main: click.Group) -> None:
         with Backend(c.ledger, cfg) as be:
             c.ledger.box(box_id)
             issued = be.issue(box_id, role, comp, n, nb, na)
-        status = _wait(c, cfg, box_id, issued.cmd_seq, wait) if wait and issued.sent else None
+        out = _wait(c, cfg, box_id, issued.cmd_seq, wait) if wait and issued.sent else None
+        status = out.text if out else None
         data = {"box": box_id, "code_id": issued.code_id, "code": issued.code, "role": role,
                 "comp": comp, "uses": n, "not_before": nb, "not_after": na, "sent": issued.sent,
                 "command": issued.cmd_seq, "result": status}
@@ -315,6 +354,7 @@ def register(main: click.Group) -> None:
             elif status is not None:
                 click.echo("The box answered: " + status)
         _out(data, as_json, human)
+        _fail_if_refused(out, box_id, issued.cmd_seq, "add")
 
     @codes.command("revoke")
     @click.argument("box_id")
@@ -358,23 +398,27 @@ def register(main: click.Group) -> None:
         cfg = c.mqtt()
         with Backend(c.ledger, cfg) as be:
             seqs = be.sync(box_id)
-        status = _wait(c, cfg, box_id, seqs[-1], wait) if wait else None
+        out = _wait(c, cfg, box_id, seqs[-1], wait) if wait else None
+        status = out.text if out else None
         n = len(c.ledger.box_set(c.ledger.db, box_id, int(time.time())))
         _out({"box": box_id, "codes": n, "commands": seqs, "result": status}, as_json,
              lambda: click.echo("Sync of %d codes sent to %s in %d commands%s." % (
                  n, box_id, len(seqs), ": " + status if status else "")))
+        _fail_if_refused(out, box_id, seqs[-1], "sync_end")
 
     @main.command()
     @click.argument("box_id")
     @click.argument("comp", type=click.IntRange(1, 32))
     @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
+    @_EXPIRES
     @click.option("--json", "as_json", is_flag=True)
     @with_ctx
     @_guard
-    def unlock(c: Ctx, box_id, comp, wait, as_json):
-        """Unlock compartment COMP of BOX_ID remotely."""
-        _command(c, box_id, lambda be: be.unlock(box_id, comp), wait, as_json,
-                 "Unlock of compartment %d" % comp, comp=comp)
+    def unlock(c: Ctx, box_id, comp, wait, expires, as_json):
+        """Unlock compartment COMP of BOX_ID remotely (refused by the box after --expires)."""
+        n = _duration_arg(expires, "--expires", DEFAULT_ONESHOT_EXP)
+        _command(c, box_id, lambda be: be.unlock(box_id, comp, expires_in=n), wait, as_json,
+                 "Unlock of compartment %d" % comp, expires_in=n, comp=comp)
 
     @main.command()
     @click.option("--box", "box_id", help="Only this box.")
@@ -422,27 +466,97 @@ def _print_event(e: p.Event, as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def _command(c: Ctx, box_id: str, send, wait: float, as_json: bool, what: str, **extra) -> None:
+def _command(c: Ctx, box_id: str, send, wait: float, as_json: bool, what: str,
+             expires_in: int | None = None, **extra) -> None:
     """Send one command (send(backend) -> seq), optionally wait for the box's answer,
-    and report both."""
+    and report both; exit 1 if the box refused it."""
     cfg = c.mqtt()
     with Backend(c.ledger, cfg) as be:
         seq = send(be)
-    status = _wait(c, cfg, box_id, seq, wait) if wait else None
-    _out(dict(box=box_id, command=seq, result=status, **extra), as_json,
-         lambda: click.echo("%s sent to %s (command %d)%s." % (
-             what, box_id, seq, ": " + status if status else "")))
+    body = c.ledger.command_body(box_id, seq)
+    out = _wait(c, cfg, box_id, seq, wait) if wait else None
+    data = dict(box=box_id, command=seq, result=out.text if out else None, **extra)
+    if "exp" in body:
+        data.update(exp=body["exp"], expires_in=expires_in)
+    if out and out.refused:
+        data.update(reason=out.reason, hint=out.hint)
+    when = ""
+    if "exp" in body:
+        when = "; expires in %d s, at %s UTC" % (expires_in, dt.datetime.fromtimestamp(
+            body["exp"], dt.timezone.utc).strftime("%H:%M:%S"))
+    _out(data, as_json, lambda: click.echo("%s sent to %s (command %d%s)%s." % (
+        what, box_id, seq, when, ": " + out.text if out else "")))
+    _fail_if_refused(out, box_id, seq, body.get("op", "rotate"))
 
 
-def _wait(c: Ctx, cfg: MqttConfig, box_id: str, seq: int, timeout: float) -> str:
+# What to do about a refusal, by rejection reason or result status.
+_REJECT_HINTS = {
+    "no_clock": "the box has no trusted time; it refuses time-bounded commands until it gets "
+                "the time (SNTP or `parcelbox box set-time {box}`)",
+    "no_exp": "a one-shot command needs an expiry at most a day ahead of the box's clock: "
+              "this machine's clock or the box's is far off (`parcelbox box status {box}`, "
+              "`parcelbox box set-time {box}`)",
+    "expired": "the box was offline? send it again if it is still wanted",
+    "seq_jump": "its seq is far above the box's newest: is this the box's own ledger? "
+                "(`parcelbox box refresh {box}` brings the box's counter)",
+    "replay": "another process used that seq, or this ledger is behind the box "
+              "(`parcelbox box refresh {box}` brings the box's counter)",
+    "stale": "another process used that seq, or this ledger is behind the box "
+             "(`parcelbox box refresh {box}` brings the box's counter)",
+    "bad_mac": "the box holds another key (provisioned again? a rotation not confirmed?)",
+}
+_STATUS_HINTS = {
+    "busy": "the compartment is unlocking, open or cooling down; try again shortly",
+    "full": "the box's code store is full: revoke codes it no longer needs",
+    "unknown_code": "the box does not hold that code",
+    "flash": "the box's flash failed; nothing was applied",
+    "sync_order": "the sync did not take (an add or revoke came in between); the consumers "
+                  "send a new one, or run `parcelbox codes sync {box}`",
+    "sync_mismatch": "the sync did not take; run `parcelbox codes sync {box}`",
+}
+
+
+class _Outcome:
+    """The box's answer to one command, for people and scripts."""
+
+    def __init__(self, status, rejected, timeout, box_id, op):
+        self.reason = self.hint = None
+        if status is not None:
+            self.reason = p.STATUS[status & 0xFF] if (status & 0xFF) < len(p.STATUS) else str(status)
+            self.refused = status & 0xFF != 0
+            self.text = self.reason
+            hint = _STATUS_HINTS.get(self.reason)
+            if self.reason == "bad_value" and op == "time":
+                hint = ("the box refused the time (earlier than its trusted time, or out of "
+                        "range): see its time_refused event (`parcelbox events --box {box}`)")
+            elif self.reason == "bad_value":
+                hint = "a value the box cannot take (a code's value held by another, a setting)"
+        elif rejected is not None:
+            self.reason = p.REJECT[rejected] if rejected < len(p.REJECT) else str(rejected)
+            self.refused = True
+            words = p.REJECT_WORDS.get(self.reason)
+            self.text = "rejected: %s%s" % (self.reason, " (%s)" % words if words else "")
+            hint = _REJECT_HINTS.get(self.reason)
+        else:
+            self.refused = False
+            self.text = ("no answer within %g s (the box may be offline; it applies the command "
+                         "when it is back, unless it has expired by then)" % timeout)
+            hint = None
+        self.hint = hint.format(box=box_id) if hint else None
+
+
+def _fail_if_refused(out, box_id: str, seq: int, op: str) -> None:
+    if out is not None and out.refused:
+        raise click.ClickException("box %s refused command %d (%s): %s%s" % (
+            box_id, seq, op, out.text, "; " + out.hint if out.hint else ""))
+
+
+def _wait(c: Ctx, cfg: MqttConfig, box_id: str, seq: int, timeout: float) -> _Outcome:
     """Consume events until the box answers command `seq` (or timeout): its outcome.
     Called after the command's own connection is closed: the client id is the username,
     so a second connection under it would push the first one out."""
     be = Backend(c.ledger)
     with Consumer(c.db_path, cfg, persistent=False):
         status, rejected = be.wait(box_id, seq, timeout)
-    if status is not None:
-        return p.STATUS[status] if status < len(p.STATUS) else str(status)
-    if rejected is not None:
-        return "rejected: " + (p.REJECT[rejected] if rejected < len(p.REJECT) else str(rejected))
-    return "no answer within %g s (the box may be offline; it applies the command when it is back)" % timeout
+    op = c.ledger.command_body(box_id, seq).get("op", "rotate")
+    return _Outcome(status, rejected, timeout, box_id, op)

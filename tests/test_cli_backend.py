@@ -16,6 +16,7 @@ def run(tmp_path):
         r = CliRunner().invoke(main, list(args) + ["--db", db], catch_exceptions=False)
         assert r.exit_code == code, r.output
         return r.output
+    run.db = db
     return run
 
 
@@ -108,3 +109,129 @@ def test_the_broker_address_in_a_provision_file_carries_no_backend_credentials(r
     text = f.read_text() + out
     assert "s3cret-pw" not in text and "backend@" not in text
     assert json.loads(f.read_text())["broker"] == "mqtt://broker.example:1883"
+
+
+# ---- one-shot expiry and the box's answer, with the broker and consumer faked ----------
+
+@pytest.fixture
+def fake_broker(monkeypatch):
+    """Publishes are recorded; a --wait is answered with `answer` (event type, arg) as a
+    consumer would store it."""
+    from host_tools import backend_cli
+    from host_tools import protocol as p
+    from host_tools.sdk import Ledger
+    from host_tools.sdk import mqtt as sdkmqtt
+
+    sent = []
+    monkeypatch.setattr(sdkmqtt, "connect", lambda c, cfg, timeout=10: None)
+    monkeypatch.setattr(sdkmqtt, "publish", lambda c, t, payload, **kw: sent.append(
+        json.loads(payload[65:])))
+
+    class FakeConsumer:
+        answer = None
+
+        def __init__(self, db_path, cfg, **kw):
+            self.db_path = db_path
+
+        def __enter__(self):
+            if FakeConsumer.answer:
+                kind, comp, arg = FakeConsumer.answer
+                lg = Ledger(self.db_path)
+                seq = sent[-1]["seq"]
+                n = len(lg.events())
+                lg.record_event(p.Event(sent[-1]["box"], n + 1, kind, comp, seq, arg, 0), "c")
+                lg.close()
+            return self
+
+        def __exit__(self, *exc):
+            pass
+    monkeypatch.setattr(backend_cli, "Consumer", FakeConsumer)
+    return sent, FakeConsumer
+
+
+def test_an_unlock_carries_a_short_expiry_and_says_when(run, fake_broker):
+    import time
+    sent, _ = fake_broker
+    run("box", "add", "A", "--compartments", "2", "--json")
+    out = run("unlock", "A", "2", "--broker", "mqtt://h")
+    exp = sent[-1]["exp"]
+    assert sent[-1]["op"] == "unlock" and abs(exp - (time.time() + 120)) <= 2
+    hms = __import__("datetime").datetime.fromtimestamp(
+        exp, __import__("datetime").timezone.utc).strftime("%H:%M:%S")
+    assert "expires in 120 s, at %s UTC" % hms in out
+    data = json.loads(run("unlock", "A", "1", "--expires", "5m", "--json", "--broker", "mqtt://h"))
+    assert data["expires_in"] == 300 and data["exp"] == sent[-1]["exp"]
+    assert abs(sent[-1]["exp"] - (time.time() + 300)) <= 2
+
+
+def test_clear_throttle_carries_its_expiry_too(run, fake_broker):
+    import time
+    sent, _ = fake_broker
+    run("box", "add", "A", "--json")
+    out = run("box", "clear-throttle", "A", "--expires", "90s", "--broker", "mqtt://h")
+    assert sent[-1]["op"] == "clear_throttle" and abs(sent[-1]["exp"] - (time.time() + 90)) <= 2
+    assert "expires in 90 s" in out
+    run("box", "refresh", "A", "--broker", "mqtt://h")
+    assert "exp" not in sent[-1]  # only one-shot commands are time-bounded by default
+
+
+@pytest.mark.parametrize("bad", ["0", "0s", "2d", "86401", "soon", "-5m"])
+def test_an_expiry_outside_one_second_to_a_day_is_a_usage_error(run, fake_broker, bad):
+    sent, _ = fake_broker
+    run("box", "add", "A", "--json")
+    assert "--expires" in run("unlock", "A", "1", "--expires", bad, "--broker", "mqtt://h", code=2)
+    assert "--expires" in run("box", "clear-throttle", "A", "--expires", bad, "--broker",
+                              "mqtt://h", code=2)
+    assert sent == [] and json.loads(run("box", "list", "--json"))[0]["commands"] == 0
+
+
+@pytest.mark.parametrize("answer, words, hint", [
+    (("rejected", 0, 10), "rejected: no_clock", "no trusted time; it refuses time-bounded "
+                                                "commands until it gets the time (SNTP or "
+                                                "`parcelbox box set-time A`)"),
+    (("rejected", 0, 11), "rejected: no_exp", "at most a day ahead of the box's clock"),
+    (("rejected", 0, 8), "rejected: expired", "(it arrived after its expiry); the box was "
+                                              "offline?"),
+    (("rejected", 0, 13), "rejected: seq_jump", "the box's own ledger"),
+    (("result", 6, 4), "busy", "try again shortly"),
+])
+def test_a_refused_unlock_says_why_and_exits_1(run, fake_broker, answer, words, hint):
+    sent, consumer = fake_broker
+    run("box", "add", "A", "--json")
+    consumer.answer = answer
+    out = run("unlock", "A", "1", "--wait", "1", "--broker", "mqtt://h", code=1)
+    assert words in out and hint in " ".join(out.split())
+    assert "Error: box A refused command 1 (unlock)" in out
+    data = json.loads(run("unlock", "A", "1", "--wait", "1", "--json", "--broker", "mqtt://h",
+                          code=1).splitlines()[0])
+    assert data["reason"] == words.split()[-1] and data["hint"] in " ".join(out.split())
+
+
+def test_an_answered_unlock_exits_0_and_a_box_that_refused_the_time_points_to_its_event(
+        run, fake_broker):
+    sent, consumer = fake_broker
+    run("box", "add", "A", "--json")
+    consumer.answer = ("result", 6, 0)
+    assert "(command 1; expires in 120 s" in run("unlock", "A", "1", "--wait", "1",
+                                                  "--broker", "mqtt://h")
+    consumer.answer = ("result", 11, 3)
+    out = run("box", "set-time", "A", "--wait", "1", "--broker", "mqtt://h", code=1)
+    assert "bad_value" in out and "time_refused" in out and "exp" not in sent[-1]
+
+
+def test_box_status_tells_an_untrusted_clock_and_the_last_refused_command(run, fake_broker):
+    from host_tools.sdk import Ledger
+    sent, consumer = fake_broker
+    run("box", "add", "A", "--json")
+    consumer.answer = ("rejected", 0, 10)
+    run("unlock", "A", "1", "--wait", "1", "--broker", "mqtt://h", code=1)
+    st = json.loads(run("box", "status", "A", "--json"))
+    assert st["clock_trusted"] is None
+    assert st["last_refused"] == {"seq": 1, "op": "unlock", "rejected": "no_clock"}
+    lg = Ledger(run.db)
+    lg.set_state("A", {"digest": "00" * 16, "t": 0, "cmd_seq": 1})
+    lg.close()
+    st = json.loads(run("box", "status", "A", "--json"))
+    assert st["clock_trusted"] is False
+    out = " ".join(run("box", "status", "A").split())
+    assert "NOT trusted" in out and "no_clock" in out

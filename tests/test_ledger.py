@@ -343,3 +343,36 @@ def test_a_box_that_lost_its_wire_key_is_heard_again_under_its_box_key(ledger):
     assert ledger.box("A").key_gen == 1
     assert ledger.fall_back_to_box_key("A", p.seal(gen0.evt, t, body))["key_gen"] == 0
     assert ledger.box("A").key_gen == 0 and ledger.current_keys("A") == gen0
+
+
+# ---- one-shot commands carry a short expiry ------------------------------------------
+
+def test_unlock_and_clear_throttle_expire_in_120_s_unless_told_otherwise(ledger):
+    import time
+
+    from host_tools.sdk import backend
+    be = Backend(ledger)
+    be.register("A", compartments=2)
+    assert backend.DEFAULT_ONESHOT_EXP == 120
+    for send, want in ((lambda: be.unlock("A", 2), 120),
+                       (lambda: be.clear_throttle("A"), 120),
+                       (lambda: be.unlock("A", 1, expires_in=3600), 3600),
+                       (lambda: be.clear_throttle("A", expires_in=86400), 86400)):
+        with pytest.raises(Exception, match="broker"):
+            send()  # recorded, then no broker
+        body = ledger.command_body("A", ledger.box("A").cmd_seq)
+        assert abs(body["exp"] - (time.time() + want)) <= 2, body
+    with ledger.tx() as db:
+        seq, _, _ = ledger.next_command(db, "A", "state")
+    assert "exp" not in ledger.command_body("A", seq)  # not a one-shot command
+
+
+@pytest.mark.parametrize("bad", [0, -1, 86401, 1.5, True, "60"])
+def test_a_one_shot_expiry_outside_1_s_to_a_day_is_refused_before_anything_is_sent(ledger, bad):
+    be = Backend(ledger)
+    be.register("A")
+    for send in (lambda: be.unlock("A", 1, expires_in=bad),
+                 lambda: be.clear_throttle("A", expires_in=bad)):
+        with pytest.raises(ValueError, match="expires_in must be whole seconds, 1 to 86400"):
+            send()
+    assert ledger.box("A").cmd_seq == 0

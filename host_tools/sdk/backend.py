@@ -23,6 +23,23 @@ from host_tools.sdk.ledger import Ledger, LedgerError, mqtt_password
 log = logging.getLogger("parcelbox.sdk")
 
 GROUP = "parcelbox"
+# A one-shot command (unlock, clear_throttle) acts when it arrives, so it carries a short
+# expiry: one held back by the broker while the box is offline, or captured and replayed
+# later, is refused (`expired`). The box refuses one without an expiry, or with one more
+# than a day ahead of its clock (`no_exp`), and any time-bounded command while it has no
+# trusted time (`no_clock`).
+DEFAULT_ONESHOT_EXP = 120
+MAX_ONESHOT_EXP = 86400
+
+
+def oneshot_exp(expires_in: int | None, now: float | None = None) -> int:
+    """The `exp` of a one-shot command: now + expires_in seconds (default
+    DEFAULT_ONESHOT_EXP); ValueError unless 1..MAX_ONESHOT_EXP."""
+    if expires_in is None:
+        expires_in = DEFAULT_ONESHOT_EXP
+    if type(expires_in) is not int or not 1 <= expires_in <= MAX_ONESHOT_EXP:
+        raise ValueError("expires_in must be whole seconds, 1 to %d (a day)" % MAX_ONESHOT_EXP)
+    return int(time.time() if now is None else now) + expires_in
 
 
 @dataclass(frozen=True)
@@ -148,14 +165,19 @@ class Backend:
             mqtt.publish(c, topic, payload)
         return [m[0] for m in msgs]
 
-    def unlock(self, box_id: str, comp: int) -> int:
+    def unlock(self, box_id: str, comp: int, expires_in: int | None = None) -> int:
+        """Unlock compartment `comp` remotely; the box refuses it after `expires_in`
+        seconds (default DEFAULT_ONESHOT_EXP, at most a day): it must not open later."""
+        exp = oneshot_exp(expires_in)
         n = self.ledger.box(box_id).compartments
         if not 1 <= comp <= n:
             raise LedgerError("box %s has compartments 1..%d" % (box_id, n))
-        return self._send(box_id, "unlock", comp=comp)
+        return self._send(box_id, "unlock", comp=comp, exp=exp)
 
-    def clear_throttle(self, box_id: str) -> int:
-        return self._send(box_id, "clear_throttle")
+    def clear_throttle(self, box_id: str, expires_in: int | None = None) -> int:
+        """Forget the box's failed attempts and lockouts; refused after `expires_in`
+        seconds, as unlock."""
+        return self._send(box_id, "clear_throttle", exp=oneshot_exp(expires_in))
 
     def request_state(self, box_id: str) -> int:
         return self._send(box_id, "state")

@@ -229,6 +229,29 @@ class Ledger:
             raise LedgerError("no command %d for box %s" % (seq, box_id))
         return r[0], r[1]
 
+    def command_body(self, box_id: str, seq: int) -> dict:
+        """The body of a command as sent (digests and ids only; {} for a rotation)."""
+        r = self.db.execute("SELECT body FROM commands WHERE box=? AND seq=?",
+                            (box_id, seq)).fetchone()
+        if r is None:
+            raise LedgerError("no command %d for box %s" % (seq, box_id))
+        return json.loads(r[0]) if r[0].startswith("{") else {}
+
+    def last_refused(self, box_id: str) -> dict | None:
+        """The newest command the box refused (rejected, or answered with a status other
+        than ok): seq, op, and the status or rejection reason by name."""
+        r = self.db.execute("SELECT seq, op, status, rejected FROM commands WHERE box=? AND "
+                            "(rejected IS NOT NULL OR status&255 != 0) ORDER BY seq DESC LIMIT 1",
+                            (box_id,)).fetchone()
+        if r is None:
+            return None
+        out = {"seq": r[0], "op": r[1]}
+        if r[2] is not None:
+            out["status"] = p.STATUS[r[2] & 0xFF] if (r[2] & 0xFF) < len(p.STATUS) else str(r[2])
+        else:
+            out["rejected"] = p.REJECT[r[3]] if r[3] < len(p.REJECT) else str(r[3])
+        return out
+
     # ---- codes -------------------------------------------------------------
 
     def new_code(self, db, box_id: str, role: int, comp: int, uses: int, not_before: int,
