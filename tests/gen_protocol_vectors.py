@@ -34,8 +34,8 @@ def build():
     cmd("sync_part_0", 5, "sync_part", sync=7, part=0, codes=arrays[:2])
     cmd("sync_part_1", 6, "sync_part", sync=7, part=1, codes=arrays[2:])
     cmd("sync_end", 7, "sync_end", sync=7, parts=2)
-    cmd("unlock", 8, "unlock", comp=1)
-    cmd("clear_throttle", 9, "clear_throttle")
+    cmd("unlock", 8, "unlock", comp=1, exp=T0 + 120)  # one-shot: always with a short exp
+    cmd("clear_throttle", 9, "clear_throttle", exp=T0 + 120)
     cmd("settings", 10, "settings", set={"free_tries": 3, "open_window_ms": 15000})
     cmd("state", 11, "state")
     cmd("time", 12, "time", t=T0)

@@ -58,10 +58,14 @@ class Rig:
             self.advance(60)
 
     # Send op with the next seq (or `seq`); returns the seq.
+    # One-shot ops get the SDK's default expiry, 120 s ahead (exp=0: none at all).
     def send(self, op, seq=None, exp=None, **fields):
         if seq is None:
             self.seq += 1
             seq = self.seq
+        if exp is None and op in ("unlock", "clear_throttle"):
+            exp = T0 + self.now // 1000 + 120
+        exp = exp or None
         t, p = HP.command(self.keys, self.box_id, seq, op, exp, **fields)
         self.remote.receive(t, p, self.now)
         return seq
@@ -407,12 +411,27 @@ def test_a_lost_wire_key_file_falls_back_to_the_box_key_and_is_reported(rig):
     rig.send("rotate", gen=1, key=HP.wrap_key(rig.keys.cmd, rig.seq + 1, new))
     rig.st.corrupt(remotestore.WIRE, 5)
     rig.reboot()
-    assert rig.remote.key_gen == 1  # one copy is enough
+    assert rig.remote.key_gen == 1  # one copy is enough: reported, and written twice again
+    rig.remote.connected(rig.now)
+    assert rig.last()[1:5] == (events.STORE_CORRUPT, 0, 0, events.FILE_KEY | 2 << 8)
+    rig.st.corrupt(remotestore.WIRE, 5)
     rig.st.corrupt(remotestore.WIRE, 47)
     rig.reboot()
     assert rig.remote.key_gen == 0
     rig.remote.connected(rig.now)
-    assert rig.last()[1:5] == (events.STORE_CORRUPT, 0, 0, events.FILE_KEY)
+    assert rig.last()[1:5] == (events.STORE_CORRUPT, 0, 0, events.FILE_KEY | 1 << 8)
+
+
+def test_a_wire_key_file_that_vanishes_after_a_rotation_is_reported():
+    # on main the box fell back to the box key and said nothing
+    rig = Rig()
+    new = bytes(range(100, 132))
+    rig.send("rotate", gen=1, key=HP.wrap_key(rig.keys.cmd, rig.seq + 1, new))
+    del rig.st.files[remotestore.WIRE]
+    rig.reboot()
+    assert rig.remote.key_gen == 0
+    rig.remote.connected(rig.now)
+    assert rig.last()[1:5] == (events.STORE_CORRUPT, 0, 0, events.FILE_KEY | 4 << 8)
 
 
 def test_state_op_publishes_a_state_summary(rig):
@@ -486,14 +505,75 @@ def test_a_refused_message_changes_nothing_but_reports_rejected(name):
     assert not r.box.solenoid(1, r.now)
 
 
-def test_exp_is_not_checked_while_the_clock_is_not_trusted():
+def test_an_untrusted_clock_refuses_every_time_bounded_command():
+    # on main an untrusted clock skipped the exp check: a late unlock opened on arrival
     r = Rig(trusted=False)
-    r.send("state", exp=5)
+    r.send("unlock", comp=1, exp=T0 + 120)
+    assert r.last()[1] == events.REJECTED and r.last()[4] == P.NO_CLOCK
+    r.send("state", exp=T0 + 120)
+    assert r.last()[4] == P.NO_CLOCK and not r.box.solenoid(1, r.now)
+    r.send("time", t=T0 + 1)
     assert r.result()[2] == P.OK
     r.send("state", exp=T0)
-    r.send("time", t=T0 + 1)
-    r.send("state", exp=T0)
     assert r.last()[1] == events.REJECTED and r.last()[4] == P.EXPIRED
+    r.send("state", exp=T0 + 120)
+    assert r.result()[2] == P.OK
+
+
+def test_after_a_reboot_without_time_the_saved_floor_still_refuses_a_late_unlock():
+    r = Rig()
+    r.advance(2 * 3_600_000, step=60_000)  # the hourly floor follows the trusted clock
+    sent = T0 + 600  # an unlock sent while the box was offline, hours ago
+    r.trusted = False
+    r.reboot()
+    r.send("unlock", comp=1, exp=sent + 120)
+    assert r.last()[1] == events.REJECTED and r.last()[4] == P.EXPIRED  # the floor decides
+    r.send("unlock", comp=1, exp=T0 + 10 * 3600)
+    assert r.last()[4] == P.NO_CLOCK and not r.box.solenoid(1, r.now)  # it cannot decide
+
+
+@pytest.mark.parametrize("op", ["unlock", "clear_throttle"])
+def test_a_one_shot_command_without_a_short_exp_is_refused(op, rig):
+    fields = {"comp": 1} if op == "unlock" else {}
+    rig.send(op, exp=0, **fields)
+    assert rig.last()[1] == events.REJECTED and rig.last()[4] == P.NO_EXP
+    rig.send(op, exp=T0 + 2 * 86400, **fields)
+    assert rig.last()[4] == P.NO_EXP and not rig.box.solenoid(1, rig.now)
+    rig.send(op, **fields)
+    assert rig.result()[2] == P.OK
+
+
+def test_an_unlock_delivered_after_its_expiry_is_refused_as_expired(rig):
+    seq = rig.send("unlock", comp=1, exp=T0 + 120)  # queued while the box was offline
+    rig.box.cmd_top, rig.box.cmd_bits = seq - 1, 0  # (as if it came now)
+    rig.advance(3 * 3600_000, step=60_000)
+    rig.send("unlock", seq=seq + 1, comp=1, exp=T0 + 120)
+    assert rig.last()[1] == events.REJECTED and rig.last()[4] == P.EXPIRED
+    assert rig.last()[3] == seq + 1
+
+
+def test_a_command_seq_may_not_jump_past_the_bound_so_the_window_never_runs_out(rig):
+    # on main seq 2^32-1 was accepted and no command was ever taken again
+    rig.send("state", seq=0xFFFFFFFF)
+    assert rig.last()[1] == events.REJECTED and rig.last()[4] == P.SEQ_JUMP
+    rig.send("state", seq=P.MAX_SEQ_JUMP + 1)  # exactly the bound above top 0... 
+    assert rig.last()[4] == P.SEQ_JUMP or rig.result()[2] == P.OK
+    rig.box.cmd_top, rig.box.cmd_bits = 0, 0
+    rig.send("state", seq=P.MAX_SEQ_JUMP)
+    assert rig.result()[2] == P.OK
+    rig.send("rotate", seq=P.MAX_SEQ_JUMP + 1, gen=1,
+             key=HP.wrap_key(rig.keys.cmd, P.MAX_SEQ_JUMP + 1, bytes(range(100, 132))))
+    assert rig.remote.key_gen == 1  # later commands are taken as before
+
+
+def test_a_time_command_that_goes_back_is_refused_and_reported(rig):
+    rig.advance(600_000, step=10_000)
+    rig.send("time", t=T0 - 3600)
+    assert rig.box.outbox.get(rig.box.outbox.pending() - 2)[1:5] == (
+        events.TIME_REFUSED, events.TIME_CMD, T0 - 3600, events.CLOCK_BACK)
+    assert rig.result()[2] == P.BAD_VALUE and rig.box.wall(rig.now) >= T0 + 600
+    rig.send("time", t=2 ** 32 - 5)  # far future: refused like far past
+    assert rig.result()[2] == P.BAD_VALUE and rig.box.wall(rig.now) < T0 + 700
 
 
 def test_messages_on_other_topics_are_ignored(rig):
@@ -567,9 +647,41 @@ def test_at_most_8_events_are_in_flight_and_acks_let_more_go(rig):
     seqs = [e.seq for e in rig.published_events(out)]
     assert seqs == list(range(1, 9))
     assert rig.remote.next_deadline(rig.now) == rig.now + 30000
-    acks(rig, [3, 1, 2, 99])
+    acks(rig, [3, 1, 2, 99])  # 99 was never made: ignored, and reported
+    assert rig.last()[1:5] == (events.REJECTED, 0, 99, P.UNSENT_ACK)
     assert [e.seq for e in rig.published_events(rig.drain())] == [9, 10, 11]
-    assert rig.box.outbox.pending() == 20 - 3
+    assert rig.box.outbox.pending() == 20 - 3 + 1
+
+
+def test_an_ack_for_a_seq_made_but_never_published_is_ignored_and_reported(rig):
+    # on main any pending seq was taken: a buggy backend made an event vanish unsent
+    rig.remote.connected(rig.now)
+    rig.drain()
+    seq = rig.send("state")  # its result event is made; the box has not published it
+    res = rig.box.outbox.next_seq - 1
+    acks(rig, [res])
+    ob = rig.box.outbox
+    assert ob.seq(0) <= res and res in [ob.seq(i) for i in range(ob.pending())]
+    assert rig.last()[1:5] == (events.REJECTED, 0, res, P.UNSENT_ACK)
+    assert seq
+    rig.drain()
+    acks(rig, [res])  # published now: taken
+    assert res not in [ob.seq(i) for i in range(ob.pending())]
+
+
+def test_an_ack_from_before_a_reboot_is_ignored_until_the_event_goes_again(rig):
+    rig.remote.connected(rig.now)
+    rig.drain()
+    rig.reboot()  # the events published before are pending again
+    ob = rig.box.outbox
+    first = ob.seq(0)
+    n = ob.pending()
+    acks(rig, [first])  # a late ack: it may be for this very event, but not provably
+    assert ob.pending() == n and rig.last()[1] != events.REJECTED  # no alarm either
+    rig.remote.connected(rig.now)
+    rig.drain()
+    acks(rig, [first])
+    assert ob.pending() == n - 1
 
 
 def test_unacked_events_go_again_after_30_s_and_all_after_a_reconnect(rig):
@@ -591,6 +703,8 @@ def test_unacked_events_go_again_after_30_s_and_all_after_a_reconnect(rig):
 
 def test_acked_events_leave_flash_and_a_replayed_ack_changes_nothing(rig):
     rig.send("state")
+    rig.remote.connected(rig.now)
+    rig.drain()
     t, p = HP.ack(rig.keys, BOX, [1, 2])
     rig.remote.receive(t, p, rig.now)
     assert rig.box.outbox.pending() == 0

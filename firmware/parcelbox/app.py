@@ -151,8 +151,8 @@ class App:
         net.step(now)
         if self._timed is None or ticks.diff(now, self._timed) >= _RESYNC_MS:
             t = net.time()
-            if t:
-                self.box.set_time(t, now)
+            if t:  # unauthenticated: the core refuses one that goes back (time_refused)
+                self.box.set_time(t, now, events.TIME_NET)
                 self._timed = now
         link = self.link
         if link is None:

@@ -3,7 +3,7 @@
 
 from parcelbox import config, events, feedback, ticks
 from parcelbox.codestore import (CodeStore, ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT,
-                                 ROLE_REMOTE, ROLE_TECH)
+                                 ROLE_REMOTE, ROLE_TECH, UNLIMITED)
 from parcelbox.entry import CodeEntry
 from parcelbox import entry as _entry
 from parcelbox.hmac256 import derive
@@ -58,6 +58,7 @@ class Box(BoxState):
         # before the solenoid fires, so a power cut with the door open loses no deposit.
         self.opener_role = bytearray(n)
         self.grant_code = [0] * n
+        self.grant_uses = [UNLIMITED] * n  # the code's uses left once the grant's use is spent
         self._shared = 0  # bit i: compartment i+1 was unlocked with others by one use
         self._restored = 0  # bit i: compartment i+1's grant came from the state file at boot
         self.occupied = 0  # bit i: compartment i+1 holds a parcel
@@ -71,6 +72,12 @@ class Box(BoxState):
         self._gen = 0
         self._boots = 0
         self._floor = 0  # newest wall-clock time ever trusted, epoch seconds
+        self._floor_saved = 0  # the floor as on flash
+        self._tr_tick = None  # time_refused: last report, refusals since
+        self._tr_count = 0
+        self._ev_mark = self._codes_gen = self._codes_jlen = 0  # what the files held at the save
+        self.key_gen_saved = 0  # wire key generation, as the remote last told the state file
+        self._lost = 0  # first event seq that may be missing (boot)
         self._attempt = 0  # seq the charged attempt's wrong_code event takes (0: none)
         self._applied = 0  # occupancy includes every deposit/pickup up to this seq
         self.cmd_top = self.cmd_bits = 0  # command anti-replay window (parcelbox.remote)
@@ -83,18 +90,18 @@ class Box(BoxState):
         bad_outbox = self.outbox.load()
         self.codes = CodeStore(storage, derive(box_key, b"code"), cfg["max_codes"])
         bad_codes = self.codes.load()
-        bad_state = not self._load_state(now)
+        bad_state = self._load_state(now)
         self._boots += 1
         self._wall_base = self._floor
-        # first: it must see the outbox exactly as the cut left it
-        bad_outbox = self._recover(now, bad_outbox)
+        # first: it must see the outbox exactly as the cut left it; it saves the state
+        bad_outbox, bad_codes = self._recover(now, bad_outbox, bad_codes)
         if bad_outbox:
-            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_OUTBOX | bad_outbox << 8, now)
+            self._event(events.STORE_CORRUPT, 0, self._lost, events.FILE_OUTBOX | bad_outbox << 8,
+                        now)
         if bad_codes:
             self._event(events.STORE_CORRUPT, 0, 0, events.FILE_CODES | bad_codes << 8, now)
         if bad_state:
-            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_STATE, now)
-        self._save_state()
+            self._event(events.STORE_CORRUPT, 0, 0, events.FILE_STATE | bad_state << 8, now)
         self._event(events.BOOT, 0, 0, self._boots, now)
 
     # ---- inputs ------------------------------------------------------------
@@ -191,12 +198,21 @@ class Box(BoxState):
         if ticks.diff(now, self._wall_tick) > _DAY_MS:  # keep tick differences small
             self._wall_base = self.wall(now)
             self._wall_tick = now
-        if self._trusted and ticks.reached(now, self._next_expire):
+        if ticks.reached(now, self._next_expire):  # hourly: the floor follows the clock
             self._next_expire = ticks.add(now, _EXPIRE_EVERY_MS)
             self._raise_floor(now)
-            n = self.codes.expire(self.wall(now))
-            if n:
-                self._event(events.EXPIRED, 0, 0, n, now)
+        end = self.codes.next_end
+        if end and self.wall(now) > end:
+            self._sweep(now)
+
+    # A code's window closed (the earliest not_after passed): it goes from flash now, and
+    # the floor with it, so neither a clock set back nor a reboot without time revives it.
+    def _sweep(self, now):
+        n = self.codes.expire(self.wall(now))
+        if n:
+            self._floor = self.wall(now)
+            self._save_state()
+            self._event(events.EXPIRED, 0, 0, n, now)
 
     # ---- outputs -----------------------------------------------------------
 
@@ -214,8 +230,11 @@ class Box(BoxState):
         best = _earlier(best, self.player.next_deadline(now))
         if self.service_code >= 0:
             best = _earlier(best, ticks.add(self._svc_last, self.cfg["service_timeout_ms"] + 1))
-        if self._trusted:
-            best = _earlier(best, self._next_expire)
+        best = _earlier(best, self._next_expire)
+        end = self.codes.next_end
+        if end:  # the next window to close, at most an hour ahead (ticks stay small)
+            s = end + 1 - self.wall(now)
+            best = _earlier(best, ticks.add(now, min(max(s, 0), 3600) * 1000))
         return best
 
     # ---- the decision ------------------------------------------------------
@@ -323,10 +342,12 @@ class Box(BoxState):
             self._refuse(comp, code_id, why, now)
             return
         # The grant, then the used-up use, are durable before any solenoid fires.
+        uses = self.codes.fields(slot)[3]
         for i in range(n):
             if targets & (1 << i):
                 self.opener_role[i] = role
                 self.grant_code[i] = code_id
+                self.grant_uses[i] = uses - 1 if uses != UNLIMITED else UNLIMITED
         self._restored &= ~targets   # a grant of this boot (see _boot_door)
         self._save_state()
         self.codes.consume(slot)
@@ -394,6 +415,7 @@ class Box(BoxState):
             if r == _lock.STARTED or r == _lock.QUEUED:
                 self.opener_role[c - 1] = ROLE_TECH
                 self.grant_code[c - 1] = self.service_code
+                self.grant_uses[c - 1] = UNLIMITED
                 self._restored &= ~(1 << (c - 1))
                 self._save_state()
                 self.player.start(feedback.ACCEPTED, now)

@@ -4,7 +4,8 @@ import struct
 
 from parcelbox import events, feedback, ticks
 from parcelbox import lock as _lock
-from parcelbox.codestore import ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT, ROLE_REMOTE
+from parcelbox.codestore import (PROBLEM_CORRUPT, PROBLEM_OLD, PROBLEM_SNAPSHOT, ROLE_DRIVER,
+                                 ROLE_OWNER, ROLE_RECIPIENT, ROLE_REMOTE, UNLIMITED)
 from parcelbox.storage import frame, frame_at
 
 try:
@@ -13,17 +14,31 @@ except ImportError:
     def const(x):
         return x
 
-# generation, occupancy bits, clock floor (epoch s), boots, seq of the charged attempt's
-# wrong_code event (0: none), seq of the last event whose occupancy change is saved,
-# the command anti-replay window (highest seq, bitmap of the 32 below), the event seq floor
-_STATE_FMT = "<IIIIIIIII"
-_STATE_LEN = const(36)
+# "PBS2" (the format), generation, occupancy bits, clock floor (epoch s), boots, seq of the
+# charged attempt's wrong_code event (0: none), seq of the last event whose occupancy change
+# is saved, the command anti-replay window (highest seq, bitmap of the 32 below), the event
+# seq floor, then what the other files must hold at least (docs/storage.md section 3): the
+# outbox's next seq, the code store's snapshot generation and journal bytes, the wire key
+# generation; and the seq of the last command that changed the codes.
+_STATE_FMT = "<4sIIIIIIIIIIIII"
+_STATE_LEN = const(56)
+_MAGIC = b"PBS2"
 # Every event seq handed out stays below the saved floor, raised this far ahead when
-# reached: one state write per 256 events, and at most 256 seqs skipped after events.log
-# is lost (docs/storage.md section 2).
+# reached: one state write per 256 events; a boot always continues from the floor, so a
+# seq is never handed out twice whatever happened to events.log (docs/box.md section 7).
 _SEQ_MARGIN = const(256)
-_THROTTLE_LEN = const(16)  # throttle.STATE_LEN; then 5 bytes per compartment: grant
+_THROTTLE_LEN = const(16)  # throttle.STATE_LEN; then 7 bytes per compartment: grant
+_GRANT = "<IBH"            # code id, role, the code's uses left once this grant's use is spent
 _CMD_JUMP = const(4096)    # command seqs skipped when a state copy is found damaged
+
+# The clock (docs/box.md section 7): every time source is held to this range; one that
+# goes back more than _BACK_S below the newest trusted time is refused, and so is the
+# network's time jumping more than _AHEAD_S ahead of a clock already trusted.
+MIN_TIME = 1704067200      # 2024-01-01 (not const: above a small int on a 32-bit port)
+MAX_TIME = 4102444800      # 2100-01-01, well below 2^32: every event's t fits its u32
+_BACK_S = const(60)
+_AHEAD_S = const(3600)
+_REPORT_MS = const(600000)  # one time_refused event per 10 minutes; the rest counted
 
 
 class BoxState:
@@ -53,6 +68,11 @@ class BoxState:
             self.cmd_top, self.cmd_bits = old
             raise
 
+    # Save the state file now (after a command changed codes.log or wirekey.bin, so the
+    # boot can tell a file that went back). OSError escapes.
+    def save(self):
+        self._save_state()
+
     # Forget failed attempts and lockouts (the backend's clear_throttle). OSError escapes.
     def clear_throttle(self, now):
         self.throttle.clear(now)
@@ -69,6 +89,7 @@ class BoxState:
         i = comp - 1
         self.opener_role[i] = ROLE_REMOTE
         self.grant_code[i] = seq
+        self.grant_uses[i] = UNLIMITED
         self._restored &= ~(1 << i)
         try:
             self._save_state()
@@ -98,62 +119,109 @@ class BoxState:
 
     # ---- clock -------------------------------------------------------------
 
-    # The shell tells the wall-clock time (NTP, or the backend) as epoch seconds.
-    def set_time(self, epoch_s, now):
+    # A time source tells the wall-clock time as epoch seconds; `source`: events.TIME_NET
+    # (SNTP), TIME_CMD (the backend's `time`), TIME_SHELL. True if taken; a time out of
+    # range, going back, or (the network's, on a trusted clock) jumping far ahead is
+    # refused and reported (time_refused). Never raises (a flash error is a fault).
+    def set_time(self, epoch_s, now, source=events.TIME_SHELL):
         try:
-            self._set_time(epoch_s, now)
+            return self._set_time(epoch_s, now, source)
         except OSError:
             self._fault(now)
+            return False
 
-    def _set_time(self, epoch_s, now):
-        self._wall_base = epoch_s
+    def _set_time(self, t, now, source):
+        w = self.wall(now)
+        why = 0
+        if type(t) is not int or not MIN_TIME <= t <= MAX_TIME:
+            why = events.CLOCK_RANGE
+        elif t < w - _BACK_S:
+            why = events.CLOCK_BACK
+        elif source == events.TIME_NET and self._trusted and t > w + _AHEAD_S:
+            why = events.CLOCK_AHEAD
+        if why:
+            self._time_refused(source, t, why, now)
+            return False
+        if w > self._floor:
+            self._floor = w  # a step back within the tolerance never lowers wall()
+        self._wall_base = t
         self._wall_tick = now
         self._trusted = True
-        self._next_expire = now  # the clock may have jumped: sweep expired codes soon
+        self._next_expire = now  # the clock may have jumped: raise the floor, sweep soon
         self._raise_floor(now)
+        return True
 
-    # Current epoch seconds: trusted, or estimated from the last trusted time plus
-    # uptime; never earlier than the newest time the box has ever trusted.
+    def _time_refused(self, source, t, why, now):
+        self._tr_count += 1
+        if self._tr_tick is not None and 0 <= ticks.diff(now, self._tr_tick) < _REPORT_MS:
+            return
+        self._tr_tick = now
+        t = t if type(t) is int and 0 <= t <= 0xFFFFFFFF else 0
+        self._event(events.TIME_REFUSED, source, t, why | min(self._tr_count - 1, 0xFFFFFF) << 8,
+                    now)
+        self._tr_count = 0
+
+    # Current epoch seconds: trusted, or estimated from the newest time the box ever trusted
+    # plus uptime (a lower bound of the true time); never below it, never above MAX_TIME.
     def wall(self, now):
         t = self._wall_base + ticks.diff(now, self._wall_tick) // 1000
-        return t if t > self._floor else self._floor
+        if t < self._floor:
+            t = self._floor
+        return t if t < MAX_TIME else MAX_TIME
 
-    # Persist the trusted time as the floor, so a reboot never turns the clock back
-    # further than the last save (hourly): an expired code stays expired offline.
+    # Persist the newest time as the floor (hourly and whenever a time source is taken),
+    # so a reboot never turns the clock back further than that save. Expired codes do not
+    # wait for it: the sweep removes each at its not_after (Box._tick).
     def _raise_floor(self, now):
-        t = self._wall_base + ticks.diff(now, self._wall_tick) // 1000
-        if self._trusted and t > self._floor:
+        t = self.wall(now)
+        if t > self._floor_saved:
             self._floor = t
             self._save_state()
 
     def _ungrant(self, i):
         self.opener_role[i] = 0
         self.grant_code[i] = 0
+        self.grant_uses[i] = UNLIMITED
         self._shared &= ~(1 << i)
 
 
     # The first stable sample of a door after boot. Open with a saved grant: the
-    # opening goes on (its close still makes the deposit or pickup). Open without one:
-    # forced (arg 1: found open). Closed with a grant: whether it opened while the
-    # power was off is unknown; not_opened (arg 1), and the use stays spent. A grant made in
-    # this boot before the door's first stable sample (a code or an unlock in the first
-    # 50 ms) is not the power cut's: the lock's own events follow it as usual.
+    # opening goes on (its close still makes the deposit or pickup), and its use is spent
+    # if the journal lost it. Open without one: forced (arg 1: found open). Closed with a
+    # grant: not_opened, arg 1 if the use stays spent (whether the door opened while the
+    # power was off is unknown), arg 3 if the cut came before the use was spent (the code
+    # is still live). A grant made in this boot before the door's first stable sample (a
+    # code or an unlock in the first 50 ms) is not the power cut's: the lock's own events
+    # follow it as usual.
     def _boot_door(self, comp, d, now):
         i = comp - 1
         restored = (self._restored >> i) & 1
         self._restored &= ~(1 << i)
         if self.opener_role[i] and not restored:
             return
+        unspent = self._unspent(i)
         if d.door_open and self.opener_role[i]:
+            if unspent >= 0:
+                self.codes.consume(unspent)
             d.authorised = True
             d.code_id = self.grant_code[i]
             self._event(events.OPENED, comp, d.code_id, self.opener_role[i], now)
         elif d.door_open:
             self._event(events.FORCED, comp, 0, 1, now)
         elif self.opener_role[i]:
-            self._event(events.NOT_OPENED, comp, self.grant_code[i], 1, now)
+            self._event(events.NOT_OPENED, comp, self.grant_code[i], 3 if unspent >= 0 else 1,
+                        now)
             self._ungrant(i)
             self._save_state()
+
+    # The slot of compartment i's granted code if it still holds the use its grant spends
+    # (the use was never written, or the journal lost it), else -1.
+    def _unspent(self, i):
+        left = self.grant_uses[i]
+        if left == UNLIMITED or self.opener_role[i] == ROLE_REMOTE:
+            return -1
+        s = self.codes.slot_of(self.grant_code[i])
+        return s if s >= 0 and self.codes.fields(s)[3] > left else -1
 
     # Events first, then the occupancy they imply: a power cut between the two is
     # repaired at boot from the events still in the outbox (_recover).
@@ -182,21 +250,31 @@ class BoxState:
         else:
             self.occupied &= ~(1 << (comp - 1))
 
-    # At boot: report an attempt that was charged but never resolved, and apply the
-    # occupancy of deposits and pickups recorded after the last saved state. If events.log
-    # is damaged (`bad`: its load flags; even a torn tail, which rot of sent records can
-    # look like) or lost (its next_seq below the last saved one), seqs go on above the floor
-    # first: the backend dedups on (box, seq). Returns the damage to report (4: lost).
-    def _recover(self, now, bad):
+    # At boot: check the files against what the state file says they must hold, report
+    # an attempt that was charged but never resolved, and apply the occupancy of deposits
+    # and pickups recorded after the last saved state. Seqs always go on from the saved
+    # floor (above every seq ever handed out), so nothing that happened to events.log can
+    # make a seq repeat. Returns (outbox damage, code store damage) to report.
+    def _recover(self, now, bad, bad_codes):
         ob = self.outbox
         unresolved = self._attempt and ob.next_seq <= self._attempt
-        # The floor was saved as next_seq + 1 + _SEQ_MARGIN just before the event taking
-        # next_seq was appended: a cut between the two leaves next_seq one below (not a
-        # loss). Nothing at all on file but a floor: lost, or cut before the first event.
+        # Records the state file saw are gone (a tail lost at a record boundary, an older
+        # version of the file), or nothing is on file but a floor (lost, or a cut before the
+        # first event). The floor was saved as next_seq + 1 + _SEQ_MARGIN just before the
+        # event taking next_seq was appended: a cut between leaves next_seq one below.
         f = self._seq_floor
-        lost = ob.next_seq < f - _SEQ_MARGIN - 1 or (f > 0 and ob.next_seq == 1)
-        if bad or lost:
-            ob.skip_to(self._seq_floor)
+        first = ob.file_next
+        if first < self._ev_mark or first < f - _SEQ_MARGIN - 1 or (f > 0 and first == 1):
+            bad |= 4
+        ob.skip_to(f)
+        self._seq_floor = ob.next_seq + _SEQ_MARGIN
+        g, j = self.codes.mark()
+        if not bad_codes & (PROBLEM_SNAPSHOT | PROBLEM_CORRUPT) and (
+                g < self._codes_gen or g == self._codes_gen and j < self._codes_jlen):
+            bad_codes |= PROBLEM_OLD  # older or shorter than the state says: what went is unknown
+        if bad_codes & (PROBLEM_SNAPSHOT | PROBLEM_CORRUPT | PROBLEM_OLD):
+            self.codes.fail_closed()  # durable at once: the next boot must not trust them again
+        self._save_state()  # the floor before any seq above the old one is handed out
         if unresolved:
             self._event(events.WRONG_CODE, 0, 0,
                         events.REASON_UNRESOLVED | (self.throttle.failures << 8), now)
@@ -208,56 +286,76 @@ class BoxState:
                         kind == events.CLOSED and arg == ROLE_OWNER):
                     self._occupy(comp, kind == events.DEPOSIT)
                     self._applied = seq
-        return bad | (4 if lost else 0)
+        if bad & 4:
+            self._lost = first  # the first seq that may be missing (store_corrupt's id)
+        return bad, bad_codes
 
-    # Two alternating state files; the newest valid one wins, so bit rot in one
-    # still leaves the last good state.
+    # Two alternating state files; the newest valid one wins, so bit rot in one still
+    # leaves the last good state. Returns damage flags: 1 a copy damaged (or of another
+    # format), 2 a copy missing or older than the other's predecessor, or the state gone
+    # while other files show the box has run (then the throttle starts at its strictest).
     def _load_state(self, now):
         best = None
-        bad = False
+        bad = 0
+        gens = []
         for name in ("state.0", "state.1"):
             data = self.storage.read(name)
             if data is None:
                 continue
             r = frame_at(data, 0)
-            if r is None or r[1] - r[0] < _STATE_LEN:
-                bad = True
+            if r is None or r[1] - r[0] < _STATE_LEN or bytes(data[r[0]:r[0] + 4]) != _MAGIC:
+                bad |= 1
                 continue
-            gen = struct.unpack_from("<I", data, r[0])[0]
+            gen = struct.unpack_from("<I", data, r[0] + 4)[0]
+            gens.append(gen)
             if best is None or gen > best[0]:
                 best = (gen, data, r)
         if best is None:
-            if bad:  # state lost: never grant free guesses
-                self.throttle.load(b"", now)
-            return not bad
+            if bad or self.outbox.next_seq > 1 or self.codes.mark()[0]:
+                bad |= 2 if not bad else 0
+                self.throttle.load(b"", now)  # state lost: never grant free guesses
+            return bad
         gen, data, r = best
-        (self._gen, self.occupied, self._floor, self._boots, self._attempt, self._applied,
-         self.cmd_top, self.cmd_bits, self._seq_floor) = struct.unpack_from(_STATE_FMT, data, r[0])
+        if gen > 1 and (len(gens) < 2 or min(gens) != gen - 1) and not bad:
+            bad |= 2
+        (_, self._gen, self.occupied, self._floor, self._boots, self._attempt, self._applied,
+         self.cmd_top, self.cmd_bits, self._seq_floor, self._ev_mark, self._codes_gen,
+         self._codes_jlen, self.key_gen_saved) = struct.unpack_from(_STATE_FMT, data, r[0])
+        self._floor_saved = self._floor
         self.occupied &= (1 << len(self.doors)) - 1
-        if bad:
-            # The damaged copy may be the newer one, with one command's window in it:
-            # jump the window past any seq it can have taken and mark the window seen,
-            # so that command cannot run again. The backend's counter follows the state
-            # summary's cmd_seq (docs/protocol.md section 5).
-            self.cmd_top = min(self.cmd_top + _CMD_JUMP, 0xFFFFFFFF)
-            self.cmd_bits = 0xFFFFFFFF
+        if self._floor > MAX_TIME:
+            self._floor = MAX_TIME
         t = r[0] + _STATE_LEN
         ok = self.throttle.load(bytes(data[t:t + _THROTTLE_LEN]), now)
-        if r[1] - t - _THROTTLE_LEN == 5 * len(self.doors):  # else: compartments changed
+        if bad:
+            # The damaged or missing copy may be the newer one, with one command's window
+            # in it: jump the window past any seq it can have taken and mark the window
+            # seen, so that command cannot run again. The backend's counter follows the
+            # state summary's cmd_seq (docs/protocol.md section 5). It may also have held
+            # one charged guess: charged again.
+            self.cmd_top = min(self.cmd_top + _CMD_JUMP, 0xFFFFFFFF)
+            self.cmd_bits = 0xFFFFFFFF
+            self.throttle.failure(now, self.codes.count())
+        if r[1] - t - _THROTTLE_LEN == 7 * len(self.doors):  # else: compartments changed
             for i in range(len(self.doors)):
-                self.grant_code[i], self.opener_role[i] = struct.unpack_from(
-                    "<IB", data, t + _THROTTLE_LEN + 5 * i)
+                self.grant_code[i], self.opener_role[i], self.grant_uses[i] = struct.unpack_from(
+                    _GRANT, data, t + _THROTTLE_LEN + 7 * i)
                 if self.opener_role[i]:
                     self._restored |= 1 << i
-        return ok and not bad
+        return bad | (0 if ok else 1)
 
     def _save_state(self):
         self._gen += 1
-        head = struct.pack(_STATE_FMT, self._gen, self.occupied, self._floor, self._boots,
-                           self._attempt, self._applied, self.cmd_top, self.cmd_bits,
-                           self._seq_floor)
-        grants = bytearray(5 * len(self.doors))
+        g, j = self.codes.mark()
+        head = struct.pack(_STATE_FMT, _MAGIC, self._gen, self.occupied, self._floor,
+                           self._boots, self._attempt, self._applied, self.cmd_top,
+                           self.cmd_bits, self._seq_floor, self.outbox.file_next, g, j,
+                           self.key_gen_saved)
+        grants = bytearray(7 * len(self.doors))
         for i in range(len(self.doors)):
-            struct.pack_into("<IB", grants, 5 * i, self.grant_code[i], self.opener_role[i])
+            struct.pack_into(_GRANT, grants, 7 * i, self.grant_code[i], self.opener_role[i],
+                             self.grant_uses[i])
         self.storage.replace("state.%d" % (self._gen & 1),
                              frame(head + self.throttle.dump() + grants))
+        self._floor_saved = self._floor
+        self._codes_gen, self._codes_jlen = g, j

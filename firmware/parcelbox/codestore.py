@@ -250,7 +250,10 @@ class CodeStore(CodeFile):
 
     # Remove codes whose window ended before `now_s`; returns how many (none: nothing written).
     def expire(self, now_s):
-        return self._do(bytes((_EXPIRE,)) + _pack("<I", (now_s,)), True)
+        n = self._do(bytes((_EXPIRE,)) + _pack("<I", (now_s,)), True)
+        if not n:
+            self._ends()  # next_end was early (its code went otherwise): the real one
+        return n
 
     # Use one use of the code in `slot`; returns the uses left (UNLIMITED: nothing
     # written). On flash before returning. ValueError if none is left.

@@ -26,15 +26,17 @@ REJECTED = const(17)     # code_id: command seq (0: unknown), arg: reason + supp
 CRASH = const(18)        # the application crashed before this boot: code_id reset cause,
                          # arg crc32 of the crash report (crash.txt on the box)
 TAMPER = const(19)       # arg: 1 the enclosure's tamper switch opened, 0 closed again
+TIME_REFUSED = const(20)  # comp: source (TIME_*), code_id: the time refused (epoch s),
+                          # arg: reason (CLOCK_*) + refusals not reported since << 8
 
 # Names for logs and the wire, indexed by type (a tuple: cheaper in RAM than a dict).
 NAMES = ("", "boot", "opened", "closed", "deposit", "pickup", "wrong_code", "throttled",
          "forced", "left_open", "not_opened", "refused", "service", "store_corrupt",
-         "overflow", "expired", "result", "rejected", "crash", "tamper")
+         "overflow", "expired", "result", "rejected", "crash", "tamper", "time_refused")
 
 # Bit i set: event type i is a security event.
 SECURITY = const((1 << 2) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
-                 | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18) | (1 << 19))
+                 | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18) | (1 << 19) | (1 << 20))
 
 # WRONG_CODE reasons (low byte of arg)
 REASON_UNKNOWN = const(0)
@@ -53,6 +55,14 @@ FILE_CODES = const(1)
 FILE_OUTBOX = const(2)
 FILE_STATE = const(3)
 FILE_KEY = const(4)    # the wire key file (docs/storage.md): both copies lost
+
+# TIME_REFUSED sources and reasons
+TIME_NET = const(1)     # the network's time (SNTP: unauthenticated)
+TIME_CMD = const(2)     # the backend's `time` command
+TIME_SHELL = const(3)   # anything else the shell passes to set_time
+CLOCK_BACK = const(1)   # earlier than the newest trusted time less the tolerance
+CLOCK_RANGE = const(2)  # outside MIN_TIME..MAX_TIME
+CLOCK_AHEAD = const(3)  # the network's time, far ahead of a clock already trusted
 
 
 def is_security(kind):

@@ -49,6 +49,7 @@ class Outbox:
         self._head = self._n = self._last = self._size = 0
         self._dirty = False
         self.next_seq = 1
+        self.file_next = 1  # next_seq as the file alone shows it (skip_to writes nothing)
         self.dropped = self.read_errors = 0
 
     # Rebuild the state from flash; returns 0, or TORN/CORRUPT bits. Never raises on content.
@@ -121,6 +122,7 @@ class Outbox:
         else:
             return -1
         self.next_seq = max(self.next_seq, seq + 1)
+        self.file_next = max(self.file_next, seq + 1)
         return end + 4
 
     # Number of unacked events.

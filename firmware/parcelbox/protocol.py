@@ -28,6 +28,13 @@ UNKNOWN_OP = const(6)
 WRONG_BOX = const(7)
 EXPIRED = const(8)
 BAD_VERSION = const(9)
+NO_CLOCK = const(10)    # time-bounded: the box cannot show it is inside the window
+NO_EXP = const(11)      # a one-shot command without exp, or exp too far ahead
+UNSENT_ACK = const(12)  # an ack for a seq the box never published (id: that seq)
+SEQ_JUMP = const(13)    # seq more than MAX_SEQ_JUMP above the highest accepted
+
+MAX_SEQ_JUMP = const(65536)  # how far one command seq may jump above the window's top
+MAX_EXP_S = const(86400)     # a one-shot command's exp at most this far ahead of the clock
 
 # Result statuses (a `result` event's arg), section 5.
 OK = const(0)
@@ -224,10 +231,11 @@ def op_fields(op, c):
 # ---- the anti-replay window: the highest seq accepted and a bitmap of the 32 below
 # (bit i: seq top - 1 - i seen) -----------------------------------------------------
 
-# 0 if command `seq` may be accepted, else REPLAY (seen) or STALE (more than 32 below).
+# 0 if command `seq` may be accepted, else REPLAY (seen), STALE (more than 32 below) or
+# SEQ_JUMP (more than MAX_SEQ_JUMP above: one command cannot use up the seq space).
 def window_check(top, bits, seq):
     if seq > top:
-        return 0
+        return SEQ_JUMP if seq - top > MAX_SEQ_JUMP else 0
     d = top - seq
     if d > WINDOW:
         return STALE

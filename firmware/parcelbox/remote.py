@@ -38,14 +38,18 @@ class Remote:
         self.box = box
         self.box_id = box_id
         self.restart_pending = False  # settings saved; in effect once the shell rebuilds the Box
-        w = load_wire(box.storage)
-        self._key_lost = w is False  # reported at the first connect, when time is known
+        w, bad = load_wire(box.storage)
+        if w is None and box.key_gen_saved and not bad:
+            bad = 4  # the file is gone, yet the state file saw a rotation
+        self._key_bad = bad  # reported at the first connect, when time is known
         self.key_gen, key = w if w else (0, box_key)
         self._set_key(key)
         self._stage = Staging(box.storage)
         self._online = self._state_due = False
         self._next_state = 0
         self._upto = 0    # highest event seq published since the last connect
+        self._pub = 0     # highest event seq published since this Remote began
+        self._boot_top = box.outbox.next_seq  # seqs from here on were made in this boot
         self._sent = {}   # seq: tick last published, for each event in flight
         self._tokens = _BURST
         self._rl_tick = 0
@@ -76,10 +80,10 @@ class Remote:
         self._state_due = True
         self._upto = 0
         self._sent = {}
-        if self._key_lost:
+        if self._key_bad:
             try:
-                self.box.event(events.STORE_CORRUPT, 0, 0, events.FILE_KEY, now)
-                self._key_lost = False
+                self.box.event(events.STORE_CORRUPT, 0, 0, events.FILE_KEY | self._key_bad << 8, now)
+                self._key_bad = 0
             except OSError:
                 self.box.fault(now)
 
@@ -145,6 +149,8 @@ class Remote:
         self._sent[ev[0]] = now
         if ev[0] > self._upto:
             self._upto = ev[0]
+        if ev[0] > self._pub:
+            self._pub = ev[0]
         body = P.event_body(self.box_id, *ev)
         return self.topic_evt, P.seal(self._evt, self.topic_evt, body), False
 
@@ -222,9 +228,15 @@ class Remote:
             ok = ok and P.is_int(s)
         if not ok:
             return self._reject(P.MALFORMED, 0, now)
+        # Only a seq this Remote has published is taken. One from an earlier boot that is
+        # not yet published again is ignored (it goes again, and its ack with it); one
+        # made in this boot and never published, or never made, is reported.
         for s in a:
-            if self.box.outbox.ack(s):
-                self._sent.pop(s, None)
+            if s <= self._pub:
+                if self.box.outbox.ack(s):
+                    self._sent.pop(s, None)
+            elif s >= self._boot_top:
+                self._reject(P.UNSENT_ACK, s, now)
 
     def _command(self, payload, now):
         c = self._open(self.topic_cmd, payload, "op", now)
@@ -233,24 +245,39 @@ class Remote:
         box = self.box
         seq = c["seq"]
         why = P.window_check(box.cmd_top, box.cmd_bits, seq)
-        exp = c.get("exp")
-        if not why and exp is not None:
-            if not P.is_int(exp):
-                why = P.MALFORMED
-            elif box.clock_trusted() and box.wall(now) > exp:
-                why = P.EXPIRED
         op = c["op"]
         op = P.OPS.index(op) if type(op) is str and op in P.OPS else 0
         if not why and not op:
             why = P.UNKNOWN_OP
+        # A time-bounded command runs only when the box can show it is inside its window:
+        # an untrusted clock decides only "expired" (its floor is past exp). A one-shot
+        # command (its effect is now) must be time-bounded, and shortly.
         args = None if why else P.op_fields(op, c)
         if args is None:
             return self._reject(why or P.MALFORMED, seq, now)
+        exp = c.get("exp")
+        once = op == P.UNLOCK or op == P.CLEAR_THROTTLE
+        if exp is not None or once:
+            w = box.wall(now)
+            if exp is None:
+                why = P.NO_EXP
+            elif not P.is_int(exp):
+                why = P.MALFORMED
+            elif w > exp:
+                why = P.EXPIRED
+            elif not box.clock_trusted() and op != P.TIME:  # `time` is how it gets trusted
+                why = P.NO_CLOCK
+            elif once and exp - w > P.MAX_EXP_S:
+                why = P.NO_EXP
+            if why:
+                return self._reject(why, seq, now)
         # The window is on flash before anything is applied: a power cut may lose this
         # command, never apply it twice. A flash error here applies nothing (receive).
         box.save_window(*P.window_mark(box.cmd_top, box.cmd_bits, seq))
         try:
             st = self._apply(op, args, seq, now)
+            if op == P.ADD or op == P.REVOKE or op == P.SYNC_END or op == P.ROTATE:
+                box.save()  # what codes.log and wirekey.bin now hold, for the boot's check
         except OSError:
             st = P.FLASH
         box.event(events.RESULT, op, seq, st, now)
@@ -259,6 +286,10 @@ class Remote:
     def _apply(self, op, a, seq, now):
         box = self.box
         codes = box.codes
+        if (op == P.ADD or op == P.REVOKE) and seq > self._stage.sync >= 0:
+            # issued after that sync's set was taken: the sync would wipe it (sync_order,
+            # and the backend syncs again)
+            self._stage.drop()
         if op == P.ADD:
             if codes.count() >= codes.capacity() and codes.slot_of(a[0][0]) < 0:
                 return P.FULL
@@ -292,10 +323,10 @@ class Remote:
                 return P.BAD_VALUE
             key = P.unwrap(self._cmd_key, seq, a[1])
             save_wire(box.storage, a[0], key)  # before the result, which the new key seals
-            self.key_gen = a[0]
+            self.key_gen = box.key_gen_saved = a[0]
             self._set_key(key)
         elif op == P.STATE:
             self._state_due = True
         elif op == P.TIME:
-            box.set_time(a[0], now)
+            return P.OK if box.set_time(a[0], now, events.TIME_CMD) else P.BAD_VALUE
         return P.OK

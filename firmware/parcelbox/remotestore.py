@@ -28,17 +28,27 @@ _PART_LEN = const(7)
 _REC = "<I16sBBHII"        # a CodeStore record
 
 
-# (key_gen, wire key) saved by the last rotation; None if there was none, False if both
-# copies are damaged.
+# ((key_gen, wire key) saved by the last rotation, or None if there is none, damage flags):
+# 1 both copies damaged (None), 2 one copy damaged (the other is taken, and written twice
+# again here). Whether a missing file was expected is the Box state's to say.
 def load_wire(storage):
     data = storage.read(WIRE)
     if data is None:
-        return None
+        return None, 0
+    good = []
     for pos in (0, _WIRE_FRAME):
         r = frame_at(data, pos)
         if r is not None and r[1] - r[0] == 36:
-            return struct.unpack_from(_WIRE_FMT, data, r[0])
-    return False
+            good.append(struct.unpack_from(_WIRE_FMT, data, r[0]))
+    if not good:
+        return None, 1
+    if len(good) == 2 and good[0] == good[1] and len(data) == 2 * _WIRE_FRAME:
+        return good[0], 0
+    try:
+        save_wire(storage, *good[0])  # repaired: rot in the other copy does not add up
+    except OSError:
+        pass
+    return good[0], 2
 
 
 # Save a new wire key, two copies in one atomic replace (bit rot in one leaves the other).
@@ -138,6 +148,10 @@ class Staging:
             f.close()
         if not ok:
             self._drop(True)  # damaged: the backend's next sync starts afresh
+
+    # Drop the sync in progress (its sync_end then answers sync_order). OSError escapes.
+    def drop(self):
+        self._drop(True)
 
     # No sync in progress; with `remove`, the staging file goes too.
     def _drop(self, remove):

@@ -1,6 +1,6 @@
 # The whole box core with 1,000 codes on flash: driver deposit, recipient pickup,
 # throttle, and recovery from a power cut, on CPython and in the VM.
-# vm-heap: 128K
+# vm-heap: 136K
 # Why not 96K: loaded from .py or .mpy, the firmware's bytecode takes ~40 KB of heap
 # and 1,000 codes 36 KB more; frozen into the image (firmware/manifest.py) the bytecode
 # takes none. The store alone holds 1,000 codes at 96K (scn_codestore), and the demo

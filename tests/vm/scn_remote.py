@@ -155,7 +155,7 @@ def sync_64(rig):
 
 def unlock_and_refusals(rig):
     b = rig.backend
-    rig.ok(b.command("unlock", [',"comp":1']), "unlock")
+    rig.ok(b.command("unlock", [',"comp":1,"exp":%d' % (T0 + 3600)]), "unlock")
     check(rig.box.solenoid(1, rig.now), "the remote unlock fires")
     refusals = (
         (lambda: b"0" * 64 + b" {}", P.BAD_MAC),

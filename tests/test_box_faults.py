@@ -1,0 +1,262 @@
+# The box core under the faults of docs/box.md sections 6-7: clocks that go back, files that
+# lose records or go back in time, power cuts at the accepting moment, values at their limits.
+import pytest
+
+from memflash import MemStorage
+from parcelbox import boxstate, events, feedback
+from parcelbox.box import Box
+from parcelbox.codestore import PROBLEM_CORRUPT, PROBLEM_OLD
+from test_box import DRIVER, KEY, OWNER, RECIPIENT, T0, Rig, records
+
+
+@pytest.fixture
+def rig():
+    r = Rig()
+    r.box.codes.replace_all(records())
+    r.box.tick(r.now)
+    return r
+
+
+def offline_boot(r, ms=5000):
+    """A power cut, then a boot with no time source at all."""
+    r.storage = r.storage.reboot()
+    r.now += ms
+    r.box = Box(r.storage, KEY, r.settings, r.now, on_event=lambda *e: r.events.append(e))
+    for c in range(1, len(r.box.doors) + 1):
+        r.door(c, False)
+
+
+def last(r, kind):
+    return [e for e in r.events if e[1] == kind][-1]
+
+
+def add_code(r, cid, digits, role=1, comp=1, uses=1, nb=0, na=0):
+    from host_tools.crypto import code_digest
+    r.box.codes.add(cid, code_digest(KEY, digits), role, comp, uses, nb, na)
+
+
+# ---- 1. time that goes backwards ------------------------------------------------------
+
+def test_a_time_source_that_goes_back_is_refused_and_reported(rig):
+    rig.advance(600_000, step=10_000)
+    w = rig.box.wall(rig.now)
+    assert not rig.box.set_time(T0 - 3600, rig.now, events.TIME_NET)
+    e = last(rig, events.TIME_REFUSED)
+    assert e[2:5] == (events.TIME_NET, T0 - 3600, events.CLOCK_BACK)
+    assert rig.box.wall(rig.now) >= w
+    assert rig.box.set_time(w - 30, rig.now)  # within the tolerance: taken...
+    assert rig.box.wall(rig.now) >= w  # ...and still never below the newest trusted time
+
+
+def test_refused_times_are_reported_once_per_ten_minutes_with_a_count(rig):
+    for _ in range(5):
+        rig.box.set_time(T0 - 86400, rig.now, events.TIME_NET)
+    assert len([e for e in rig.events if e[1] == events.TIME_REFUSED]) == 1
+    rig.advance(600_000, step=10_000)
+    rig.box.set_time(T0 - 86400, rig.now, events.TIME_NET)
+    e = last(rig, events.TIME_REFUSED)
+    assert e[4] == events.CLOCK_BACK | 4 << 8  # four not reported in between
+
+
+def test_the_network_may_not_jump_a_trusted_clock_far_ahead_the_backend_may(rig):
+    w = rig.box.wall(rig.now)
+    assert not rig.box.set_time(w + 30 * 86400, rig.now, events.TIME_NET)
+    assert last(rig, events.TIME_REFUSED)[4] & 0xFF == events.CLOCK_AHEAD
+    assert rig.box.set_time(w + 30 * 86400, rig.now, events.TIME_CMD)
+
+
+@pytest.mark.parametrize("t", [0, 1, boxstate.MIN_TIME - 1, boxstate.MAX_TIME + 1, 2 ** 32 - 5,
+                               2 ** 40, -5, "1795600000", None, True])
+def test_a_time_outside_the_sane_range_is_refused_and_the_box_keeps_working(rig, t):
+    # on main t near 2^32 was taken: a second later every event raised, for good
+    assert not rig.box.set_time(t, rig.now, events.TIME_CMD)
+    rig.advance(5000, step=1000)
+    assert rig.type(OWNER) == feedback.ACCEPTED
+    offline_boot(rig)
+    assert rig.type(OWNER) == feedback.ACCEPTED and rig.box.wall(rig.now) < boxstate.MAX_TIME
+
+
+def test_a_code_that_expired_since_the_last_hourly_save_stays_expired_after_a_clock_rollback(
+        rig):
+    # on main the floor was saved hourly: set back by an hour, the code opened again
+    add_code(rig, 9, "555555", role=2, comp=1, na=T0 + 1800)
+    rig.advance(1800 * 1000 + 20_000, step=10_000)  # 20 s past its end, inside the hour
+    assert rig.box.codes.slot_of(9) == -1  # swept at its end, on flash
+    rig.box.set_time(T0 + 600, rig.now, events.TIME_CMD)  # refused anyway; but even so:
+    offline_boot(rig)  # a reboot without time: the clock resumes from the floor
+    assert rig.box.wall(rig.now) > T0 + 1800
+    assert rig.type("555555") == feedback.REJECTED
+
+
+def test_the_expiry_sweep_costs_one_journal_record_and_one_state_save(rig):
+    add_code(rig, 9, "555555", na=T0 + 60)
+    before = rig.storage.bytes_written
+    rig.advance(70_000, step=1000)
+    written = rig.storage.bytes_written - before
+    state = len(rig.storage.files["state.0"])
+    # EXPIRE (11 B), the state with the floor, the expired event (25 B)
+    assert written == 11 + state + 25, written
+
+
+def test_a_code_revoked_before_its_end_costs_the_sweep_no_write(rig):
+    add_code(rig, 9, "555555", na=T0 + 60)
+    rig.box.codes.revoke(9)  # next_end still names its end: found stale, not rewritten
+    before = rig.storage.bytes_written
+    rig.advance(120_000, step=1000)
+    assert rig.storage.bytes_written == before and rig.box.codes.next_end == T0 + 86400
+
+
+def test_a_clock_change_gives_back_no_spent_guess(rig):
+    for _ in range(3):
+        rig.type("999999")
+    tokens, fails = rig.box.throttle.tokens, rig.box.throttle.failures
+    rig.box.set_time(T0 + 86400 * 3, rig.now, events.TIME_CMD)  # days ahead: no refill
+    assert (rig.box.throttle.tokens, rig.box.throttle.failures) == (tokens, fails)
+    offline_boot(rig)
+    assert rig.box.throttle.tokens <= tokens and rig.box.throttle.failures == fails
+
+
+# ---- 3. corruption never grants access ---------------------------------------------------
+
+def used_then(rig, damage):
+    """The recipient's single use is spent (deposit, then pickup); damage; reboot."""
+    assert rig.type(DRIVER) == feedback.ACCEPTED
+    rig.door(1, True)
+    rig.door(1, False)
+    rig.advance(4000)
+    assert rig.type(RECIPIENT) == feedback.ACCEPTED
+    rig.door(1, True)
+    rig.door(1, False)
+    rig.advance(4000)
+    snap = {k: bytearray(v) for k, v in rig.storage.files.items()}
+    damage(rig, snap)
+    k = len(rig.events)
+    rig.power_cut()
+    return rig.events[k:]
+
+
+def test_a_journal_that_loses_its_tail_at_a_record_boundary_fails_closed_and_reports(rig):
+    # on main the consume was simply gone and the used-up code opened again, unreported
+    def cut_last(r, snap):
+        log = r.storage.files["codes.log"]
+        del log[len(log) - 13:]  # the CONSUME record, exactly
+    new = used_then(rig, cut_last)
+    bad = [e for e in new if e[1] == events.STORE_CORRUPT]
+    assert bad and bad[0][4] == events.FILE_CODES | PROBLEM_OLD << 8
+    assert rig.box.codes.count() == 0
+    assert rig.type(RECIPIENT) == feedback.REJECTED
+
+
+def test_a_journal_that_vanishes_while_the_snapshot_stays_fails_closed(rig):
+    new = used_then(rig, lambda r, snap: r.storage.remove("codes.log"))
+    assert any(e[1] == events.STORE_CORRUPT and e[4] & 0xFF == events.FILE_CODES for e in new)
+    assert rig.box.codes.count() == 0 and rig.type(RECIPIENT) == feedback.REJECTED
+
+
+def test_code_files_that_went_back_to_an_older_version_fail_closed(rig):
+    old = {k: bytearray(v) for k, v in rig.storage.files.items() if k.startswith("codes")}
+
+    def back(r, snap):
+        for k in ("codes.bin", "codes.log"):
+            r.storage.remove(k)
+        r.storage.files.update({k: bytearray(v) for k, v in old.items()})
+    new = used_then(rig, back)
+    assert any(e[1] == events.STORE_CORRUPT and e[4] & 0xFF == events.FILE_CODES for e in new)
+    assert rig.type(RECIPIENT) == feedback.REJECTED and rig.type(DRIVER) == feedback.REJECTED
+
+
+def test_failing_closed_is_durable_until_the_backend_resyncs(rig):
+    used_then(rig, lambda r, snap: r.storage.remove("codes.log"))
+    k = len(rig.events)
+    rig.power_cut()  # a clean reboot: nothing new to report, and nothing comes back
+    assert not [e for e in rig.events[k:] if e[1] == events.STORE_CORRUPT]
+    assert rig.box.codes.count() == 0
+    rig.box.codes.replace_all(records())  # the backend's sync
+    rig.power_cut()
+    assert rig.box.codes.count() == 4
+
+
+def test_a_corrupt_last_journal_record_at_boot_is_reported_and_opens_nothing(rig):
+    def flip(r, snap):
+        r.storage.files["codes.log"][-3] ^= 0x40
+    new = used_then(rig, flip)
+    bad = [e for e in new if e[1] == events.STORE_CORRUPT]
+    assert bad and bad[0][4] == events.FILE_CODES | PROBLEM_CORRUPT << 8
+    assert rig.type(RECIPIENT) == feedback.REJECTED
+
+
+def test_a_missing_state_copy_is_reported(rig):
+    rig.type("999999")
+    rig.type("999999")
+    newest = "state.%d" % (rig.box._gen & 1)
+    rig.storage.remove(newest)
+    k = len(rig.events)
+    rig.power_cut()
+    bad = [e for e in rig.events[k:] if e[1] == events.STORE_CORRUPT]
+    assert bad and bad[0][4] == events.FILE_STATE | 2 << 8
+    assert rig.box.throttle.failures >= 2  # the lost save's guess is charged again
+
+
+def test_a_state_file_of_another_format_is_damage_and_never_grants_guesses():
+    st = MemStorage()
+    r = Rig(st)
+    r.box.codes.replace_all(records())
+    for name in ("state.0", "state.1"):
+        if name in st.files:
+            st.files[name][2:6] = b"PBS1"  # an older format's bytes where the magic is
+    r.power_cut()
+    assert any(e[1] == events.STORE_CORRUPT and e[4] & 0xFF == events.FILE_STATE
+               for e in r.events)
+    assert r.box.throttle.check(r.now) > 0
+
+
+# ---- 4. events are never lost in silence ---------------------------------------------------
+
+def test_an_events_log_that_loses_its_tail_at_a_record_boundary_is_reported_and_no_seq_repeats(
+        rig):
+    # on main the seqs of the lost events were handed out again, unreported
+    for _ in range(3):
+        rig.type("999999")
+    rig.box.save()  # the state file sees every event so far
+    rig.box._event(events.CLOSED, 1, 0, 0, rig.now)
+    lost = rig.box._event(events.CLOSED, 1, 0, 0, rig.now)
+    rig.box.save()
+    log = rig.storage.files["events.log"]
+    del log[len(log) - 50:]  # the last two event records (25 B each)
+    k = len(rig.events)
+    rig.power_cut()
+    new = rig.events[k:]
+    bad = [e for e in new if e[1] == events.STORE_CORRUPT]
+    assert bad and bad[0][4] == events.FILE_OUTBOX | 4 << 8 and bad[0][3] == lost - 1
+    assert all(e[0] > lost for e in new)
+
+
+# ---- 5. the accepting moment ---------------------------------------------------------------
+
+def test_a_cut_between_the_grant_and_the_use_reports_the_code_still_live(rig):
+    # on main this was not_opened arg 1 ("the use stays spent") while the use was still there
+    state = len(rig.storage.files["state.0"])
+    rig.storage.cut_after(2 * state)  # the charge's save, the grant's save; the use is cut
+    from memflash import PowerCut
+    with pytest.raises(PowerCut):
+        rig.type(DRIVER)
+    rig.storage.budget = -1
+    k = len(rig.events)
+    rig.power_cut()
+    no = [e for e in rig.events[k:] if e[1] == events.NOT_OPENED]
+    assert no and no[0][3] == 2 and no[0][4] == 3
+    assert rig.box.codes.fields(rig.box.codes.slot_of(2))[3] == 1  # its use is there
+    assert rig.type(DRIVER) == feedback.ACCEPTED
+
+
+def test_a_door_found_open_on_a_grant_whose_use_the_journal_lost_spends_it_again(rig):
+    assert rig.type(DRIVER) == feedback.ACCEPTED
+    rig.door(1, True)
+    log = rig.storage.files["codes.log"]
+    del log[len(log) - 13:]  # the CONSUME gone at a boundary, no state save after it
+    rig.storage = rig.storage.reboot()
+    rig.now += 5000
+    rig.box = Box(rig.storage, KEY, None, rig.now, on_event=lambda *e: rig.events.append(e))
+    rig.door(1, True)  # still open
+    slot = rig.box.codes.slot_of(2)
+    assert slot == -1 or rig.box.codes.fields(slot)[3] == 0
