@@ -22,6 +22,7 @@ _FIRMWARE = str(Path(__file__).resolve().parent.parent / "firmware")
 if _FIRMWARE not in sys.path:
     sys.path.insert(0, _FIRMWARE)
 
+from parcelbox import events  # noqa: E402
 from parcelbox import remote as _remote  # noqa: E402
 from parcelbox.box import Box  # noqa: E402
 from parcelbox.storage import Storage  # noqa: E402
@@ -64,6 +65,8 @@ class BoxLink:
         settings = _remote.stored_settings(storage, self.settings)
         now = self.now()
         self.box = Box(storage, self._key, settings, now)
+        # as an ESP32 takes SNTP's answer at boot: the host's clock (network time)
+        self.box.set_time(int(time.time()), now, events.TIME_NET)
         self.remote = _remote.Remote(self.box, self.box_id, self._key)
         n = self.box.cfg["compartments"]
         for i in range(1, n + 1):

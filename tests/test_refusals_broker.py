@@ -3,6 +3,7 @@
 # reported to the ledger, and nothing in the box's state changes.
 import json
 import secrets
+import time
 
 import pytest
 
@@ -47,7 +48,8 @@ def _refused(world, payload, reason, seq_id=None, topic=None):
 
 def _accepted(world, seq, op="state", **f):
     keys = world.ledger.current_keys(BOX)
-    _, payload = p.command(keys, BOX, seq, op, **f)
+    exp = int(time.time()) + 120 if op == "unlock" else None  # a one-shot needs its exp
+    _, payload = p.command(keys, BOX, seq, op, exp, **f)
     world.attacker.publish_wait(p.topic(BOX, "cmd"), payload)
     wait_for(lambda: [e for e in world.events(BOX, "result") if e.id == seq], what="result")
     return payload
