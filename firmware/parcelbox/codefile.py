@@ -20,6 +20,7 @@ _PM = const(15)
 
 
 _Z = bytes(4)
+_MAX_GEN = 0x7FFFFFFF  # one snapshot per ~300 uses: a generation above is damage
 # Length of a journal op with its op byte, by op: ADD 1 + 32-byte record (33), REVOKE
 # 1 + code_id (5), CONSUME and GIVEBACK 1 + code_id + uses (7), EXPIRE 1 + time (5).
 _OP_LEN = b"\x05\x21\x05\x07\x07\x05"
@@ -129,7 +130,8 @@ class CodeFile:
         if f:
             try:  # straight into the pages with readinto: no second buffer
                 h = f.read(12)
-                if size == 16 + (n << 5) and h[:4] == b"PBC1" and h[8:] == struct.pack("<I", n):
+                if (size == 16 + (n << 5) and h[:4] == b"PBC1" and h[8:] == struct.pack("<I", n)
+                        and struct.unpack_from("<I", h, 4)[0] <= _MAX_GEN):
                     self._grow(n or 1, True)
                     self._n = n
                     crc = crc32(h)
@@ -175,6 +177,8 @@ class CodeFile:
                     self._do(memoryview(fr)[2:-4], False)
                 except (ValueError, IndexError):
                     r = 3
+            elif struct.unpack_from("<I", fr, 3)[0] > _MAX_GEN:
+                r = 3
             else:
                 g = struct.unpack_from("<I", fr, 3)[0]
                 if bad or g != self._gen:

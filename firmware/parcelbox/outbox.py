@@ -29,6 +29,8 @@ _EVT_FRAME = const(25)
 _HEAD_FRAME = const(15)
 _GARBAGE = const(2)       # compact when dead bytes reach 2 full outboxes of records
 _CHUNK = const(256)
+_MAX_SEQ = 0x7FFFFFFF     # 29,000 years at 200 events a day: a seq above is damage, and
+                          # leaves the floor (next seq + 256) room in a u32
 
 
 class Outbox:
@@ -101,7 +103,7 @@ class Outbox:
         if tag == _TAG_EVENT and end - p >= _EVT_LEN:
             ev = struct.unpack_from(_EVT, buf, p)
             seq = ev[1]
-            if seq <= self._last or ev[2] == 0:
+            if seq <= self._last or ev[2] == 0 or seq > _MAX_SEQ:
                 return -1
             for q in range(p + _EVT_LEN, end, 8):
                 self._drop(*struct.unpack_from(_RANGE, buf, q))
@@ -118,6 +120,8 @@ class Outbox:
         elif tag == _TAG_HEAD and end - p == 9:
             h = struct.unpack_from(_HEAD, buf, p)
             seq = h[1] - 1
+            if seq > _MAX_SEQ:
+                return -1
             self.dropped = max(self.dropped, h[2])
         else:
             return -1

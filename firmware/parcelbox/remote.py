@@ -203,7 +203,7 @@ class Remote:
             return self._reject(body, 0, now)
         try:
             m = _loads(body)
-        except ValueError:  # UnicodeDecodeError too
+        except (ValueError, RuntimeError):  # UnicodeDecodeError; nesting too deep (CPython)
             m = None
         ok = type(m) is dict and "v" in m and "box" in m and need in m
         seq = m.get("seq") if ok and need == "op" else 0

@@ -66,7 +66,7 @@ def load_settings(storage):
             d = json.loads(bytes(data[r[0]:r[1]]))
             if type(d) is dict:
                 return d
-        except ValueError:
+        except (ValueError, RuntimeError):  # RecursionError: nested too deep (CPython)
             pass
     return {}
 
