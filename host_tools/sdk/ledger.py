@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from host_tools import crypto
 from host_tools import protocol as p
+from host_tools.sdk import mirror
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS boxes (
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS codes (
     status TEXT NOT NULL,       -- active, used, revoked
     issued REAL NOT NULL,
     cmd_seq INTEGER,            -- the add command that carried it (NULL: only by sync)
+    spent INTEGER NOT NULL DEFAULT 0,  -- owner codes: uses counted from events (mirror.py)
     PRIMARY KEY (box, id)
 );
 CREATE TABLE IF NOT EXISTS commands (
@@ -78,6 +80,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (received);
 """
+
+
+# Columns added since the first ledgers: (table, column, declaration).
+_ADDED = (("boxes", "prev_below", "INTEGER"),
+          ("codes", "spent", "INTEGER NOT NULL DEFAULT 0"))
 
 
 class LedgerError(ValueError):
@@ -112,12 +119,13 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
-        cols = [r[1] for r in self.db.execute("PRAGMA table_info(boxes)")]
-        if "prev_below" not in cols:  # a ledger made before the column existed
-            try:
-                self.db.execute("ALTER TABLE boxes ADD COLUMN prev_below INTEGER")
-            except sqlite3.OperationalError:  # another process added it first
-                pass
+        for table, col, decl in _ADDED:
+            cols = [r[1] for r in self.db.execute("PRAGMA table_info(%s)" % table)]
+            if col not in cols:  # a ledger made before the column existed
+                try:
+                    self.db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, col, decl))
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
 
     def close(self) -> None:
         self.db.close()
@@ -273,7 +281,8 @@ class Ledger:
         code_id = db.execute("UPDATE boxes SET next_code_id = next_code_id + 1 WHERE id=? "
                              "RETURNING next_code_id - 1", (box_id,)).fetchone()[0]
         arr = p.code_array(code_id, digest, role, comp, uses, not_before, not_after)
-        db.execute("INSERT INTO codes VALUES (?,?,?,?,?,?,?,?,'active',?,NULL)",
+        db.execute("INSERT INTO codes (box, id, digest, role, comp, uses, not_before, not_after, "
+                   "status, issued) VALUES (?,?,?,?,?,?,?,?,'active',?)",
                    (box_id, code_id, digest, role, comp, uses, not_before, not_after, now))
         return code, arr
 
@@ -326,10 +335,9 @@ class Ledger:
 
     def _apply(self, db, ev: p.Event) -> None:
         if ev.type == "pickup" or ev.type == "deposit":
-            db.execute("UPDATE codes SET uses = CASE WHEN uses=65535 THEN uses ELSE max(uses-1,0) END "
-                       "WHERE box=? AND id=?", (ev.box, ev.id))
-            db.execute("UPDATE codes SET status='used' WHERE box=? AND id=? AND uses=0",
-                       (ev.box, ev.id))
+            mirror.spend(db, ev.box, ev.id)
+        elif ev.type in ("opened", "closed", "not_opened"):
+            mirror.mirror_use(db, ev)
         elif ev.type == "result":
             db.execute("UPDATE commands SET status=?, done=? WHERE box=? AND seq=?",
                        (ev.arg & 0xFF, time.time(), ev.box, ev.id))
