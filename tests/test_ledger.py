@@ -59,13 +59,18 @@ def test_a_new_code_never_equals_another_code_the_box_may_hold(ledger, monkeypat
     assert (first.code, second.code) == ("1111", "2222")
 
 
-def test_a_revoked_code_frees_its_value(ledger, monkeypatch):
+def test_a_revoked_code_frees_its_value_once_the_box_confirms_the_revoke(ledger, monkeypatch):
     be = Backend(ledger)
     be.register("A", code_len=4)
-    monkeypatch.setattr(crypto, "new_code", lambda n: "1111")
+    values = iter(["1111", "1111", "2222", "1111"])
+    monkeypatch.setattr(crypto, "new_code", lambda n: next(values))
     first = be.issue("A")
-    with ledger.tx() as db:
-        db.execute("UPDATE codes SET status='revoked' WHERE id=?", (first.code_id,))
+    with pytest.raises(Exception, match="broker"):
+        be.revoke("A", first.code_id)  # recorded; whether the box has it, nobody knows yet
+    revoke = ledger.box("A").cmd_seq
+    assert be.issue("A").code == "2222"  # 1111 may still open on the box: not given out
+    ledger.record_event(p.Event("A", 1, "result", p.OPS.index("add"), first.cmd_seq, 0, 0), "c")
+    ledger.record_event(p.Event("A", 2, "result", p.OPS.index("revoke"), revoke, 0, 0), "c")
     assert be.issue("A").code == "1111"
 
 

@@ -186,3 +186,92 @@ def test_a_pickup_reported_after_a_revoke_leaves_the_code_revoked(ledger):
     box.feed(box.ev("pickup", 1, code, 0))  # used before the revoke reached the box
     assert box.uses(code) == (0, "revoked")
 
+
+# ---- a revoked code's value, until the box confirms it gone --------------------------------
+
+def _values(monkeypatch, *codes):
+    it = iter(codes)
+    monkeypatch.setattr(crypto, "new_code", lambda n: next(it))
+
+
+def test_an_add_that_lands_after_the_revoke_keeps_the_value_taken(ledger, monkeypatch):
+    box = Box(ledger)
+    _values(monkeypatch, "111111", "111111", "222222", "111111", "333333")
+    first = box.issue()
+    with pytest.raises(Exception, match="broker"):
+        box.be.revoke("A", first.code_id)
+    revoke = ledger.box("A").cmd_seq
+    # the revoke overtook the add: unknown_code, then the add lands and puts the code back
+    box.feed(box.ev("result", OP["revoke"], revoke, 1), box.ev("result", OP["add"], first.cmd_seq, 0))
+    assert box.issue().code == "222222"
+    assert box.issue().code == "333333"  # still: 111111 is on the box
+
+
+def test_a_sync_taken_after_the_revoke_confirms_it_and_one_taken_before_does_not(ledger, monkeypatch):
+    box = Box(ledger)
+    _values(monkeypatch, "111111", "111111", "222222", "111111")
+    first = box.issue()
+    box.feed(box.ev("result", OP["add"], first.cmd_seq, 0))
+    with pytest.raises(Exception, match="broker"):
+        box.be.sync("A")                               # its set has the code
+    before = ledger.box("A").cmd_seq
+    with pytest.raises(Exception, match="broker"):
+        box.be.revoke("A", first.code_id)
+    revoke = ledger.box("A").cmd_seq
+    box.feed(box.ev("result", OP["revoke"], revoke, 0),
+             box.ev("result", OP["sync_end"], before, 0))  # back on the box
+    assert box.issue().code == "222222"
+    with pytest.raises(Exception, match="broker"):
+        box.be.sync("A")
+    box.feed(box.ev("result", OP["sync_end"], ledger.box("A").cmd_seq, 0))
+    assert box.issue().code == "111111"
+
+
+def test_an_add_still_on_its_way_keeps_the_value_taken_until_the_box_is_past_it(ledger, monkeypatch):
+    box = Box(ledger)
+    _values(monkeypatch, "111111", "111111", "222222", "111111")
+    first = box.issue()  # its add never answered: lost, or still queued for the box
+    with pytest.raises(Exception, match="broker"):
+        box.be.revoke("A", first.code_id)
+    box.feed(box.ev("result", OP["revoke"], ledger.box("A").cmd_seq, 1))  # unknown_code
+    assert box.issue().code == "222222"
+    # the box's window is more than 32 past the add: it can never apply any more
+    ledger.set_state("A", {"digest": "00" * 16, "t": 0, "cmd_seq": first.cmd_seq + 33})
+    assert box.issue().code == "111111"
+
+
+def test_an_unconfirmed_revoke_goes_again_before_the_next_add_at_most_once_a_minute(
+        ledger, monkeypatch):
+    import time as _time
+    box = Box(ledger)
+    code = box.issue().code_id
+    with pytest.raises(Exception, match="broker"):
+        box.be.revoke("A", code)
+
+    def ops():
+        return [r[0] for r in ledger.db.execute("SELECT op FROM commands ORDER BY seq")]
+    box.issue()
+    assert ops() == ["add", "revoke", "add"]  # sent a moment ago: not again yet
+    now = _time.time()
+    monkeypatch.setattr(_time, "time", lambda: now + 61)
+    box.issue()
+    assert ops() == ["add", "revoke", "add", "revoke", "add"]  # first, then the add
+    monkeypatch.setattr(_time, "time", lambda: now + 61 + 119)
+    box.issue()
+    assert ops()[-1] == "add" and ops().count("revoke") == 2  # doubled: 120 s now
+    revokes = [r[0] for r in ledger.db.execute("SELECT seq FROM commands WHERE op='revoke'")]
+    box.feed(box.ev("result", OP["add"], 1, 0), box.ev("result", OP["revoke"], revokes[-1], 0))
+    monkeypatch.setattr(_time, "time", lambda: now + 86400)
+    box.issue()
+    assert ops().count("revoke") == 2  # confirmed: never again
+    assert ledger.db.execute("SELECT gone FROM codes WHERE id=?", (code,)).fetchone()[0] == 1
+
+
+def test_a_code_marked_revoked_without_a_revoke_sent_keeps_its_value_taken(ledger, monkeypatch):
+    box = Box(ledger)
+    _values(monkeypatch, "111111", "111111", "222222")
+    first = box.issue()
+    with ledger.tx() as db:
+        db.execute("UPDATE codes SET status='revoked' WHERE id=?", (first.code_id,))
+    assert box.issue().code == "222222"  # the box was never told: it still holds 111111
+

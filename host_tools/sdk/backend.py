@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 
 from host_tools import protocol as p
-from host_tools.sdk import mqtt
+from host_tools.sdk import mirror, mqtt
 from host_tools.sdk.ledger import Ledger, LedgerError, mqtt_password
 
 log = logging.getLogger("parcelbox.sdk")
@@ -119,12 +119,19 @@ class Backend:
             raise ValueError("role must be one of " + ", ".join(p.ROLES))
         now = time.time()
         with self.ledger.tx() as db:
+            # a revoke the box has not confirmed goes again first (its publish may have
+            # failed): the revoked code may still open; its value stays taken till then
+            again = mirror.revokes_due(db, box_id, now, mirror.unconfirmed_revokes(db, box_id, now))
+            msgs = [self.ledger.next_command(db, box_id, "revoke", id=cid) for cid in again]
             code, arr = self.ledger.new_code(db, box_id, p.ROLES[role], comp, uses,
                                              not_before, not_after, now)
             seq, topic, payload = self.ledger.next_command(db, box_id, "add", code=arr)
             db.execute("UPDATE codes SET cmd_seq=? WHERE box=? AND id=?", (seq, box_id, arr[0]))
         try:
-            mqtt.publish(self._client(), topic, payload)
+            c = self._client()
+            for _, t, pl in msgs:
+                mqtt.publish(c, t, pl)
+            mqtt.publish(c, topic, payload)
             sent = True
         except mqtt.BrokerError as e:
             log.warning("code %d for %s not sent: %s", arr[0], box_id, e)

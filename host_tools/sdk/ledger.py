@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS codes (
     issued REAL NOT NULL,
     cmd_seq INTEGER,            -- the add command that carried it (NULL: only by sync)
     spent INTEGER NOT NULL DEFAULT 0,  -- owner codes: uses counted from events (mirror.py)
+    gone INTEGER NOT NULL DEFAULT 0,   -- revoked, and the box confirmed it holds it no more
     PRIMARY KEY (box, id)
 );
 CREATE TABLE IF NOT EXISTS commands (
@@ -84,7 +85,8 @@ CREATE INDEX IF NOT EXISTS events_by_time ON events (received);
 
 # Columns added since the first ledgers: (table, column, declaration).
 _ADDED = (("boxes", "prev_below", "INTEGER"),
-          ("codes", "spent", "INTEGER NOT NULL DEFAULT 0"))
+          ("codes", "spent", "INTEGER NOT NULL DEFAULT 0"),
+          ("codes", "gone", "INTEGER NOT NULL DEFAULT 0"))
 
 
 class LedgerError(ValueError):
@@ -265,7 +267,9 @@ class Ledger:
     def new_code(self, db, box_id: str, role: int, comp: int, uses: int, not_before: int,
                  not_after: int, now: float) -> tuple[str, list]:
         """Inside a tx: a fresh random code whose digest no code that may still be in the
-        box has, recorded as active; returns (code, wire array)."""
+        box has, recorded as active; returns (code, wire array). A revoked code may still be
+        there until the box confirms it gone (mirror.may_hold): its value is not issued
+        again before then. Its window over for a day also frees it (the box sweeps)."""
         b = self.box(box_id)
         if comp > b.compartments:
             raise LedgerError("box %s has %d compartments" % (box_id, b.compartments))
@@ -273,11 +277,14 @@ class Ledger:
         taken = {r[0] for r in db.execute(
             "SELECT digest FROM codes WHERE box=? AND status!='revoked' "
             "AND (not_after=0 OR not_after>=?)", (box_id, int(now) - 86400))}
-        while True:
+        taken |= {d for _, d in mirror.unconfirmed_revokes(db, box_id, now)}
+        for _ in range(10000):  # all but hopeless within a few (10^code_len values)
             code = crypto.new_code(b.code_len)
             digest = p.code_digest(keys.code, code)
             if digest not in taken:
                 break
+        else:
+            raise LedgerError("box %s: no free code value found (%d taken)" % (box_id, len(taken)))
         code_id = db.execute("UPDATE boxes SET next_code_id = next_code_id + 1 WHERE id=? "
                              "RETURNING next_code_id - 1", (box_id,)).fetchone()[0]
         arr = p.code_array(code_id, digest, role, comp, uses, not_before, not_after)

@@ -152,3 +152,72 @@ def spend(db, box_id: str, code_id: int) -> None:
                "WHERE box=? AND id=?", (box_id, code_id))
     db.execute("UPDATE codes SET status='used' WHERE box=? AND id=? AND uses=0 "
                "AND status='active'", (box_id, code_id))
+
+
+# ---- revoked codes -----------------------------------------------------------------------
+
+def _top(db, box_id) -> int:
+    """The highest command seq the box accepted, as its last state summary said."""
+    r = db.execute("SELECT state FROM boxes WHERE id=?", (box_id,)).fetchone()
+    return int(json.loads(r[0]).get("cmd_seq", 0)) if r and r[0] else 0
+
+
+def may_hold(db, box_id: str, code_id: int, add_seq: int | None, top: int) -> bool:
+    """Whether a code revoked in the ledger may still be on the box. It is gone once the box
+    confirmed a removal (a revoke answered ok or unknown_code, or a sync taken after the
+    revoke ended ok) later, in the box's event order, than anything that put it there (its
+    add answered ok, a sync taken between its add and the revoke ended ok), and nothing
+    that could put it there again is still on its way: its add or such a sync's end
+    unanswered and not yet beyond the box's window (`top`: the box's newest accepted seq)."""
+    r0 = db.execute("SELECT min(seq) FROM commands WHERE box=? AND op='revoke' AND "
+                    "json_extract(body, '$.id')=?", (box_id, code_id)).fetchone()[0]
+    if r0 is None:
+        return True  # revoked in the ledger, never told to the box
+    low = add_seq or 0
+    res = ("SELECT max(e.seq) FROM events e JOIN commands k ON k.box=e.box AND k.seq=e.code_id "
+           "WHERE e.box=? AND e.type='result' AND ")
+    removed = db.execute(res + "((k.op='revoke' AND json_extract(k.body, '$.id')=? AND "
+                         "(e.arg & 255) IN (0, 1)) OR (k.op='sync_end' AND (e.arg & 255)=0 AND "
+                         "json_extract(k.body, '$.sync')>?))", (box_id, code_id, r0)).fetchone()[0]
+    if removed is None:
+        return True
+    put = db.execute(res + "(e.arg & 255)=0 AND ((k.op='add' AND k.seq=?) OR (k.op='sync_end' "
+                     "AND json_extract(k.body, '$.sync') BETWEEN ? AND ?))",
+                     (box_id, add_seq or -1, low, r0)).fetchone()[0]
+    if put is not None and put > removed:
+        return True
+    coming = db.execute("SELECT 1 FROM commands WHERE box=? AND status IS NULL AND rejected IS NULL "
+                        "AND seq + ? >= ? AND ((op='add' AND seq=?) OR (op='sync_end' AND "
+                        "json_extract(body, '$.sync') BETWEEN ? AND ?)) LIMIT 1",
+                        (box_id, WINDOW, top, add_seq or -1, low, r0)).fetchone()
+    return coming is not None
+
+
+def unconfirmed_revokes(db, box_id: str, now: float) -> list[tuple[int, bytes]]:
+    """(id, digest) of the revoked codes that may still be on the box (may_hold), among
+    those whose window has not been over for a day (the box sweeps expired codes). The
+    others are marked gone: that holds for good, since nothing can bring them back."""
+    top = _top(db, box_id)
+    out = []
+    for cid, digest, add_seq in db.execute(
+            "SELECT id, digest, cmd_seq FROM codes WHERE box=? AND status='revoked' AND gone=0 "
+            "AND (not_after=0 OR not_after>=?)", (box_id, int(now) - DAY)).fetchall():
+        if may_hold(db, box_id, cid, add_seq, top):
+            out.append((cid, digest))
+        else:
+            db.execute("UPDATE codes SET gone=1 WHERE box=? AND id=?", (box_id, cid))
+    return out
+
+
+def revokes_due(db, box_id: str, now: float, pending) -> list[int]:
+    """Of `pending` (unconfirmed_revokes), the codes whose revoke should go again now: its
+    last one was sent RESEND_S ago or more, doubled for each one sent before (at most a
+    day), so a box that is offline for long does not get a queue of them."""
+    out = []
+    for cid, _ in pending:
+        n, last = db.execute("SELECT count(*), max(sent) FROM commands WHERE box=? AND "
+                             "op='revoke' AND json_extract(body, '$.id')=?",
+                             (box_id, cid)).fetchone()
+        if not n or now - last >= min(RESEND_S * 2 ** min(n - 1, 20), DAY):
+            out.append(cid)
+    return out
