@@ -252,6 +252,7 @@ def register(main: click.Group) -> None:
                 "codes_active": sum(1 for x in codes_ if x["status"] == "active"),
                 "events": len(c.ledger.events(box_id, limit=10 ** 9)),
                 "clock_trusted": None if not b.state else bool(b.state.get("t")),
+                "sync_due": c.ledger.sync_due(box_id),
                 "last_refused": c.ledger.last_refused(box_id)}
 
         def human():
@@ -268,6 +269,8 @@ def register(main: click.Group) -> None:
                 ("codes on the box", st.get("codes", "?")),
                 ("codes in sync", {True: "yes", False: "no: run `parcelbox codes sync %s`" % box_id,
                                    None: "unknown (no state summary yet)"}[data["codes_in_sync"]]),
+                ("full sync due", "yes: the consumers send it, or run `parcelbox codes sync %s`"
+                 % box_id if data["sync_due"] else "no"),
                 ("last refused command", "-" if last is None else "%d (%s): %s" % (
                     last["seq"], last["op"], last.get("status") or "rejected, "
                     + last["rejected"])),

@@ -232,6 +232,18 @@ def test_box_status_tells_an_untrusted_clock_and_the_last_refused_command(run, f
     lg.set_state("A", {"digest": "00" * 16, "t": 0, "cmd_seq": 1})
     lg.close()
     st = json.loads(run("box", "status", "A", "--json"))
-    assert st["clock_trusted"] is False
+    assert st["clock_trusted"] is False and st["sync_due"] is False
     out = " ".join(run("box", "status", "A").split())
     assert "NOT trusted" in out and "no_clock" in out
+
+
+def test_box_status_tells_a_full_sync_is_due(run):
+    from host_tools import protocol as p
+    from host_tools.sdk import Ledger
+    run("box", "add", "A", "--json")
+    lg = Ledger(run.db)
+    lg.record_event(p.Event("A", 1, "store_corrupt", 0, 0, 1 | 4 << 8, 0), "c")  # codes EMPTY
+    lg.close()
+    assert json.loads(run("box", "status", "A", "--json"))["sync_due"] is True
+    assert "full sync due │ yes" in run("box", "status", "A").replace("  ", "")
+    assert "the box holds NO codes until a full sync" in " ".join(run("events").split())

@@ -275,3 +275,85 @@ def test_a_code_marked_revoked_without_a_revoke_sent_keeps_its_value_taken(ledge
         db.execute("UPDATE codes SET status='revoked' WHERE id=?", (first.code_id,))
     assert box.issue().code == "222222"  # the box was never told: it still holds 111111
 
+
+# ---- full syncs the box needs again -----------------------------------------------------
+
+def test_a_sync_answered_sync_order_is_sent_again(ledger):
+    box = Box(ledger)
+    box.issue()
+    with ledger.tx() as db:
+        first = ledger.sync_commands(db, "A", 0)
+    assert ledger.take_resync("A") == [] and not ledger.sync_due("A")
+    box.feed(box.ev("result", OP["sync_end"], first[-1][0], 6))
+    assert ledger.sync_due("A")
+    again = ledger.take_resync("A")
+    ops = [ledger.command_body("A", s)["op"] for s, _, _ in again]
+    assert ops == ["sync_begin", "sync_part", "sync_end"] and again[0][0] > first[-1][0]
+    assert ledger.command_body("A", again[0][0])["sync"] == again[0][0]
+    assert not ledger.sync_due("A") and ledger.take_resync("A") == []
+
+
+def test_only_the_latest_sync_is_sent_again(ledger):
+    box = Box(ledger)
+    with ledger.tx() as db:
+        old = ledger.sync_commands(db, "A", 0)
+        ledger.sync_commands(db, "A", 0)
+    box.feed(box.ev("result", OP["sync_end"], old[-1][0], 6))  # a newer one superseded it
+    assert not ledger.sync_due("A")
+
+
+@pytest.mark.parametrize("op", ["add", "revoke"])
+def test_a_sync_that_undid_a_newer_add_or_revoke_is_sent_again_whatever_the_arrival_order(
+        tmp_path, op):
+    for n, order in enumerate(itertools.permutations(range(2))):
+        lg = Ledger(tmp_path / ("l%d.db" % n))
+        box = Box(lg)
+        old = box.issue()
+        with lg.tx() as db:
+            sync = lg.sync_commands(db, "A", 0)
+        if op == "add":
+            seq = box.issue().cmd_seq
+        else:
+            with pytest.raises(Exception, match="broker"):
+                box.be.revoke("A", old.code_id)
+            seq = lg.box("A").cmd_seq
+        # the box applied the newer command before the sync's end (its event seq is lower)
+        evs = [box.ev("result", OP[op], seq, 0, seq=10), box.ev("result", OP["sync_end"],
+                                                                 sync[-1][0], 0, seq=11)]
+        box.feed(*[evs[i] for i in order])
+        assert lg.sync_due("A"), order
+        lg.close()
+
+
+def test_a_sync_applied_before_a_newer_add_needs_nothing_more(ledger):
+    box = Box(ledger)
+    with ledger.tx() as db:
+        sync = ledger.sync_commands(db, "A", 0)
+    seq = box.issue().cmd_seq
+    box.feed(box.ev("result", OP["sync_end"], sync[-1][0], 0),
+             box.ev("result", OP["add"], seq, 0))
+    assert not ledger.sync_due("A")
+
+
+def test_a_code_store_that_failed_closed_gets_a_full_sync(ledger):
+    box = Box(ledger)
+    box.feed(box.ev("store_corrupt", 0, 0, 1 | 2 << 8))  # a torn tail: the codes are there
+    assert not ledger.sync_due("A")
+    box.feed(box.ev("store_corrupt", 0, 0, 1 | 8 << 8))  # went back in time: EMPTY
+    assert ledger.sync_due("A")
+
+
+def test_automatic_syncs_stop_after_three_in_a_row_until_one_takes_or_an_operator_syncs(ledger):
+    box = Box(ledger)
+    box.feed(box.ev("store_corrupt", 0, 0, 1 | 1 << 8))
+    for _ in range(3):
+        msgs = ledger.take_resync("A")
+        assert msgs
+        box.feed(box.ev("result", OP["sync_end"], msgs[-1][0], 6))
+    assert ledger.take_resync("A") is None and ledger.sync_due("A")
+    with pytest.raises(Exception, match="broker"):
+        box.be.sync("A")  # the operator's: recorded, counted afresh
+    end = ledger.box("A").cmd_seq
+    box.feed(box.ev("result", OP["sync_end"], end, 6))
+    assert ledger.take_resync("A")
+

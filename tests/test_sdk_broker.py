@@ -213,3 +213,27 @@ def test_sdk_connections_send_at_once_with_nagle_off_also_after_a_reconnect(worl
     finally:
         c.loop_stop()
         c.disconnect()
+
+
+def test_a_consumer_sends_a_fresh_sync_when_the_box_answers_sync_order(tmp_path):
+    lg = Ledger(tmp_path / "ledger.db")
+    be = Backend(lg)
+    be.register("box-a")
+    be.issue("box-a", comp=1)
+    with pytest.raises(BrokerError):
+        be.sync("box-a")  # recorded; say it reached the box and an add overtook it
+    end = lg.box("box-a").cmd_seq
+    keys = lg.current_keys("box-a")
+    c, cl = offline_consumer(tmp_path)
+    c._on_message(cl, None, sealed_event(keys, 1, "result", p.OPS.index("sync_end"), end,
+                                         p.STATUS.index("sync_order")))
+    topics = [t for t, _ in cl.published]
+    assert topics == [p.topic("box-a", "ack")] + [p.topic("box-a", "cmd")] * 3
+    ops = [json.loads(pl[65:])["op"] for _, pl in cl.published[1:]]
+    assert ops == ["sync_begin", "sync_part", "sync_end"] and c.stats["syncs"] == 1
+    first = json.loads(cl.published[1][1][65:])
+    assert first["seq"] == first["sync"] == end + 1 and first["count"] == 1
+    # the same event again (a duplicate) sends nothing more
+    c._on_message(cl, None, sealed_event(keys, 1, "result", p.OPS.index("sync_end"), end,
+                                         p.STATUS.index("sync_order")))
+    assert len(cl.published) == 5 and c.stats["syncs"] == 1

@@ -18,7 +18,7 @@ import paho.mqtt.client as paho
 
 from host_tools import protocol as p
 from host_tools.sdk import mirror, mqtt
-from host_tools.sdk.ledger import Ledger, LedgerError, mqtt_password
+from host_tools.sdk.ledger import MAX_AUTO_SYNCS, Ledger, LedgerError, mqtt_password
 
 log = logging.getLogger("parcelbox.sdk")
 
@@ -154,19 +154,7 @@ class Backend:
         """Replace the box's whole set with the ledger's; returns the command seqs
         (begin, parts..., end). The box applies it at the end, all or nothing."""
         with self.ledger.tx() as db:
-            codes = self.ledger.box_set(db, box_id, int(time.time()))
-            parts = [codes[i:i + p.SYNC_PART] for i in range(0, len(codes), p.SYNC_PART)]
-            msgs = []
-            sync_id = db.execute("SELECT cmd_seq + 1 FROM boxes WHERE id=?", (box_id,)).fetchone()
-            if sync_id is None:
-                raise LedgerError("no box %s in the registry" % box_id)
-            sid = sync_id[0]
-            msgs.append(self.ledger.next_command(db, box_id, "sync_begin", sync=sid,
-                                                 count=len(codes), digest=p.set_digest(codes).hex()))
-            for k, part in enumerate(parts):
-                msgs.append(self.ledger.next_command(db, box_id, "sync_part", sync=sid, part=k,
-                                                     codes=part))
-            msgs.append(self.ledger.next_command(db, box_id, "sync_end", sync=sid, parts=len(parts)))
+            msgs = self.ledger.sync_commands(db, box_id, time.time())
         c = self._client()
         for _, topic, payload in msgs:
             mqtt.publish(c, topic, payload)
@@ -244,7 +232,8 @@ class Consumer:
         self.group = group
         self.handler = handler
         self.persistent = persistent
-        self.stats = {"received": 0, "stored": 0, "duplicates": 0, "refused": 0, "errors": 0}
+        self.stats = {"received": 0, "stored": 0, "duplicates": 0, "refused": 0, "errors": 0,
+                      "syncs": 0}
         self._ledger: Ledger | None = None
         self._c = None
         self.subscribed = threading.Event()
@@ -284,6 +273,7 @@ class Consumer:
                 self._event(c, box_id, keys, msg.payload)
             elif kind == "state":
                 self._state(box_id, keys, msg.payload)
+                self._resync(c, box_id)
             elif kind == "status":
                 online = p.parse_status(msg.payload)
                 if online is not None:
@@ -328,3 +318,22 @@ class Consumer:
         # stored (now or before): ack with the key the box now expects
         topic, ack = p.ack(self._ledger.current_keys(box_id), box_id, [ev.seq])
         c.publish(topic, ack, qos=1)
+        if ev.type in ("result", "store_corrupt"):
+            self._resync(c, box_id)
+
+    def _resync(self, c, box_id: str) -> None:
+        """Send the full sync the box needs (ledger.take_resync): after a sync answered
+        sync_order, a sync that undid an add or revoke, or a code store that failed closed.
+        Published without waiting (this is paho's thread); if it is lost, the sync's end
+        stays unanswered and `box status` shows the codes out of sync."""
+        msgs = self._ledger.take_resync(box_id)
+        if msgs is None:
+            log.error("box %s needs a full sync and %d automatic ones did not take: "
+                      "run `parcelbox codes sync %s`", box_id, MAX_AUTO_SYNCS, box_id)
+            return
+        for _, topic, payload in msgs:
+            c.publish(topic, payload, qos=1)
+        if msgs:
+            self.stats["syncs"] += 1
+            log.warning("box %s: full sync sent again (commands %d..%d)", box_id, msgs[0][0],
+                        msgs[-1][0])

@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS boxes (
     status_at REAL,
     state TEXT,
     state_at REAL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    sync_id INTEGER,            -- the latest full sync sent (its sync_begin's seq)
+    resync INTEGER NOT NULL DEFAULT 0,   -- 1: the box needs a full sync (mirror.note_result)
+    resyncs INTEGER NOT NULL DEFAULT 0   -- automatic syncs sent since one took
 );
 CREATE TABLE IF NOT EXISTS codes (
     box TEXT NOT NULL REFERENCES boxes(id),
@@ -84,9 +87,14 @@ CREATE INDEX IF NOT EXISTS events_by_time ON events (received);
 
 
 # Columns added since the first ledgers: (table, column, declaration).
-_ADDED = (("boxes", "prev_below", "INTEGER"),
+_ADDED = (("boxes", "prev_below", "INTEGER"), ("boxes", "sync_id", "INTEGER"),
+          ("boxes", "resync", "INTEGER NOT NULL DEFAULT 0"),
+          ("boxes", "resyncs", "INTEGER NOT NULL DEFAULT 0"),
           ("codes", "spent", "INTEGER NOT NULL DEFAULT 0"),
           ("codes", "gone", "INTEGER NOT NULL DEFAULT 0"))
+# Automatic full syncs (after a sync_order, a sync undone, a code store failed closed) in a
+# row without one taking; then the operator decides (`parcelbox codes sync`).
+MAX_AUTO_SYNCS = 3
 
 
 class LedgerError(ValueError):
@@ -262,6 +270,48 @@ class Ledger:
             out["rejected"] = p.REJECT[r[3]] if r[3] < len(p.REJECT) else str(r[3])
         return out
 
+    # ---- full syncs --------------------------------------------------------
+
+    def sync_commands(self, db, box_id: str, now: float, auto: bool = False) -> list:
+        """Inside a tx: record a full sync of the ledger's set, (seq, topic, payload) for
+        sync_begin, its parts and sync_end. Its sync id is sync_begin's seq: the box drops a
+        staged sync when an add or revoke with a higher seq comes before its end, since the
+        set was taken before that command. `auto`: sent by a consumer (counted against
+        MAX_AUTO_SYNCS); an operator's sync starts that count again."""
+        codes = self.box_set(db, box_id, int(now))
+        parts = [codes[i:i + p.SYNC_PART] for i in range(0, len(codes), p.SYNC_PART)]
+        r = db.execute("SELECT cmd_seq + 1 FROM boxes WHERE id=?", (box_id,)).fetchone()
+        if r is None:
+            raise LedgerError("no box %s in the registry" % box_id)
+        sid = r[0]
+        msgs = [self.next_command(db, box_id, "sync_begin", sync=sid, count=len(codes),
+                                  digest=p.set_digest(codes).hex())]
+        for k, part in enumerate(parts):
+            msgs.append(self.next_command(db, box_id, "sync_part", sync=sid, part=k, codes=part))
+        msgs.append(self.next_command(db, box_id, "sync_end", sync=sid, parts=len(parts)))
+        db.execute("UPDATE boxes SET sync_id=?, resync=0, resyncs=%s WHERE id=?"
+                   % ("resyncs + 1" if auto else "0"), (sid, box_id))
+        return msgs
+
+    def take_resync(self, box_id: str, now: float | None = None) -> list | None:
+        """A full sync the box needs (mirror.note_result flagged it), recorded now: its
+        messages for the caller to publish; [] if none is due; None if MAX_AUTO_SYNCS in a
+        row did not take (left to the operator, `box status` says so)."""
+        r = self.db.execute("SELECT resync FROM boxes WHERE id=?", (box_id,)).fetchone()
+        if r is None or not r[0]:
+            return []  # nearly always: a read, not a write transaction
+        with self.tx() as db:
+            r = db.execute("SELECT resync, resyncs FROM boxes WHERE id=?", (box_id,)).fetchone()
+            if not r[0]:
+                return []
+            if r[1] >= MAX_AUTO_SYNCS:
+                return None
+            return self.sync_commands(db, box_id, time.time() if now is None else now, auto=True)
+
+    def sync_due(self, box_id: str) -> bool:
+        r = self.db.execute("SELECT resync FROM boxes WHERE id=?", (box_id,)).fetchone()
+        return bool(r and r[0])
+
     # ---- codes -------------------------------------------------------------
 
     def new_code(self, db, box_id: str, role: int, comp: int, uses: int, not_before: int,
@@ -345,6 +395,9 @@ class Ledger:
             mirror.spend(db, ev.box, ev.id)
         elif ev.type in ("opened", "closed", "not_opened"):
             mirror.mirror_use(db, ev)
+        elif ev.type == "store_corrupt":
+            if ev.arg & 0xFF == 1 and (ev.arg >> 8) & p.CODES_FAILED_CLOSED:
+                mirror.flag_resync(db, ev.box)  # the box's code store is empty until then
         elif ev.type == "result":
             db.execute("UPDATE commands SET status=?, done=? WHERE box=? AND seq=?",
                        (ev.arg & 0xFF, time.time(), ev.box, ev.id))
@@ -359,6 +412,7 @@ class Ledger:
                 # used, so that command can never apply: a new rotation may start
                 db.execute("UPDATE boxes SET pending_key=NULL, pending_seq=NULL "
                            "WHERE id=? AND pending_seq=?", (ev.box, ev.id))
+            mirror.note_result(db, ev)
         elif ev.type == "rejected" and ev.id:
             db.execute("UPDATE commands SET rejected=?, done=? WHERE box=? AND seq=? "
                        "AND status IS NULL", (ev.arg & 0xFF, time.time(), ev.box, ev.id))

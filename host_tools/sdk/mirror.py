@@ -221,3 +221,51 @@ def revokes_due(db, box_id: str, now: float, pending) -> list[int]:
         if not n or now - last >= min(RESEND_S * 2 ** min(n - 1, 20), DAY):
             out.append(cid)
     return out
+
+
+# ---- full syncs --------------------------------------------------------------------------
+
+def _sync_of(db, box_id, seq):
+    r = db.execute("SELECT json_extract(body, '$.sync') FROM commands WHERE box=? AND seq=? "
+                   "AND op='sync_end'", (box_id, seq)).fetchone()
+    return r[0] if r else None
+
+
+def note_result(db, ev: p.Event) -> None:
+    """After a command's result: flag the box for a full sync where the last one failed
+    or did not take. The box drops a staged sync when an add or revoke newer than the
+    sync arrives before its end, which then answers sync_order: sync again. An add or
+    revoke newer than the sync that the box applied before the sync's end, yet answered
+    ok (a box before that rule, or one that got the add before the sync_begin), was undone
+    by the sync (the add wiped, the revoked code back): sync again too. Only the latest
+    sync counts: a newer one carries whatever an older one missed."""
+    st = ev.arg & 0xFF
+    latest = db.execute("SELECT sync_id FROM boxes WHERE id=?", (ev.box,)).fetchone()
+    latest = latest[0] if latest else None
+    if latest is None:
+        return
+    if ev.comp == SYNC_END and _sync_of(db, ev.box, ev.id) == latest:
+        if st == SYNC_ORDER:
+            flag_resync(db, ev.box)
+        elif st == OK:
+            raced = db.execute(
+                "SELECT 1 FROM events e JOIN commands k ON k.box=e.box AND k.seq=e.code_id "
+                "WHERE e.box=? AND e.type='result' AND e.comp IN (?, ?) AND (e.arg & 255)=0 "
+                "AND k.op IN ('add', 'revoke') AND k.seq>? AND e.seq<? LIMIT 1",
+                (ev.box, ADD, REVOKE, latest, ev.seq)).fetchone()
+            if raced:
+                flag_resync(db, ev.box)
+            else:
+                db.execute("UPDATE boxes SET resyncs=0 WHERE id=?", (ev.box,))
+    elif ev.comp in (ADD, REVOKE) and st == OK and ev.id > latest:
+        undone = db.execute(
+            "SELECT 1 FROM events e JOIN commands k ON k.box=e.box AND k.seq=e.code_id "
+            "WHERE e.box=? AND e.type='result' AND e.comp=? AND (e.arg & 255)=0 AND "
+            "k.op='sync_end' AND json_extract(k.body, '$.sync')=? AND e.seq>? LIMIT 1",
+            (ev.box, SYNC_END, latest, ev.seq)).fetchone()
+        if undone:
+            flag_resync(db, ev.box)
+
+
+def flag_resync(db, box_id: str) -> None:
+    db.execute("UPDATE boxes SET resync=1 WHERE id=?", (box_id,))
