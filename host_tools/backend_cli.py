@@ -511,7 +511,6 @@ _REJECT_HINTS = {
 _STATUS_HINTS = {
     "busy": "the compartment is unlocking, open or cooling down; try again shortly",
     "full": "the box's code store is full: revoke codes it no longer needs",
-    "unknown_code": "the box does not hold that code",
     "flash": "the box's flash failed; nothing was applied",
     "sync_order": "the sync did not take (an add or revoke came in between); the consumers "
                   "send a new one, or run `parcelbox codes sync {box}`",
@@ -526,7 +525,8 @@ class _Outcome:
         self.reason = self.hint = None
         if status is not None:
             self.reason = p.STATUS[status & 0xFF] if (status & 0xFF) < len(p.STATUS) else str(status)
-            self.refused = status & 0xFF != 0
+            # unknown_code answers only a revoke: the code is not on the box, as wanted
+            self.refused = status & 0xFF not in (0, p.STATUS.index("unknown_code"))
             self.text = self.reason
             hint = _STATUS_HINTS.get(self.reason)
             if self.reason == "bad_value" and op == "time":

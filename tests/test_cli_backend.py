@@ -247,3 +247,15 @@ def test_box_status_tells_a_full_sync_is_due(run):
     assert json.loads(run("box", "status", "A", "--json"))["sync_due"] is True
     assert "full sync due │ yes" in run("box", "status", "A").replace("  ", "")
     assert "the box holds NO codes until a full sync" in " ".join(run("events").split())
+
+
+def test_a_revoke_the_box_answers_unknown_code_succeeds_the_code_is_not_there(run, fake_broker):
+    sent, consumer = fake_broker
+    run("box", "add", "A", "--json")
+    consumer.answer = ("result", 2, 1)
+    out = run("codes", "revoke", "A", "7", "--wait", "1", "--broker", "mqtt://h", code=1)
+    assert "no code 7" in out  # the ledger has none: nothing sent
+    issued = json.loads(run("codes", "issue", "A", "--json", "--broker", "mqtt://h"))
+    out = run("codes", "revoke", "A", str(issued["code_id"]), "--wait", "1", "--broker", "mqtt://h")
+    assert "unknown_code" in out and "Error" not in out
+    assert json.loads(run("box", "status", "A", "--json"))["last_refused"] is None

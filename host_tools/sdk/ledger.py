@@ -257,9 +257,11 @@ class Ledger:
 
     def last_refused(self, box_id: str) -> dict | None:
         """The newest command the box refused (rejected, or answered with a status other
-        than ok): seq, op, and the status or rejection reason by name."""
+        than ok; unknown_code, a revoke's 'not here', is no refusal): seq, op, and the
+        status or rejection reason by name."""
         r = self.db.execute("SELECT seq, op, status, rejected FROM commands WHERE box=? AND "
-                            "(rejected IS NOT NULL OR status&255 != 0) ORDER BY seq DESC LIMIT 1",
+                            "(rejected IS NOT NULL OR status&255 NOT IN (0, 1)) "
+                            "ORDER BY seq DESC LIMIT 1",
                             (box_id,)).fetchone()
         if r is None:
             return None
