@@ -33,20 +33,7 @@ FILES = ("codes.bin", "codes.log", "events.log", "state.0", "state.1", "wirekey.
 OWNER, REVOKED, NEVER = "482915", "555555", "999999"
 
 # Findings in files being rewritten elsewhere (host_tools/fuzz.py: reported, not failed on).
-KNOWN = {
-    "RecursionError in remotestore.load_settings":
-        "remotestore.py: settings.bin whose framed JSON is nested ~1000 deep raises "
-        "RecursionError out of stored_settings (its `except ValueError` misses it), so the "
-        "core cannot be built at boot (CPython: the linux port)",
-    "error in codefile._snap":
-        "codefile.py: a codes.log HEAD (good checksum) with generation 2**32-1 makes the next "
-        "snapshot's generation overflow u32: struct.error out of every journal write that "
-        "needs a snapshot (CodeStore.add, consume...), past Box.key's `except OSError`",
-    "error in boxstate._save_state":
-        "boxstate.py: an events.log record (good checksum) with seq near 2**32 makes the seq "
-        "floor exceed u32: struct.error out of Box() at every boot on CPython; MicroPython's "
-        "struct wraps it silently instead",
-}
+KNOWN = {}
 
 
 class _Run:
