@@ -74,3 +74,22 @@ class MemStorage:
     # Test helper: overwrite bytes of a stored file (bit rot, a bad sector).
     def corrupt(self, name, pos, value=0xFF):
         self.files[name][pos] = value
+
+    # Test helper: flip one bit of a stored file (bit rot). The file is copied first, so
+    # a caller that kept an earlier version of it (the same bytearray) still has it intact.
+    def flip(self, name, bit):
+        buf = bytearray(self.files[name])
+        buf[bit >> 3] ^= 1 << (bit & 7)
+        self.files[name] = buf
+
+    # Test helper: keep only the first n bytes of a file (its tail lost), as a copy.
+    def truncate(self, name, n):
+        self.files[name] = bytearray(self.files[name][:n])
+
+    # Test helper: put `data` back as the whole file (an older version returning, as
+    # LittleFS falls back to its previous commit); None: the file vanishes.
+    def restore(self, name, data):
+        if data is None:
+            self.files.pop(name, None)
+        else:
+            self.files[name] = bytearray(data)
