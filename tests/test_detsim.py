@@ -1,17 +1,34 @@
 # The deterministic simulation (host_tools/detsim.py, docs/detsim.md): fixed seeds in the
-# default run, many in the slow one, and planted bugs it must find within the CI budget.
+# default run (50 box-days with every fault), many in the slow one, and regressions planted
+# in the firmware that it must find within the CI budget, each named by the rule it breaks.
 import pytest
 
 from host_tools import detsim
-from parcelbox import codestore, throttle
+from parcelbox import box as box_mod, boxstate, codestore, outbox, remote, throttle
+from parcelbox import protocol as P
 
-FIXED = range(12)  # about 1 box-day each: ~6 s on CPython
+FIXED = range(25)  # x 2 box-days: 50 box-days with every fault, about 20 s on CPython
+DAYS = 2
+
+# Firmware bugs the simulation found and that are not fixed yet (docs/detsim.md section 7):
+# strict, so a fix makes these seeds pass and the marker must go.
+REPORT_LOST = ("firmware: a damaged store's store_corrupt report is lost when the power "
+               "fails again in the boot that repaired it (fail_closed durable, event not)")
+FLOOR_LAG = ("firmware: after a reboot without a time source the clock resumes from the "
+             "floor saved up to an hour before the cut; a code that expired in that hour opens")
+OLD_WIREKEY = ("firmware: an older wirekey.bin (an earlier generation) is taken: box and "
+               "backend hold different keys for good")
+KNOWN = {5: REPORT_LOST, 6: FLOOR_LAG, 10: FLOOR_LAG, 13: REPORT_LOST, 17: REPORT_LOST,
+         19: REPORT_LOST, 20: REPORT_LOST, 24: OLD_WIREKEY}
 
 
-@pytest.mark.parametrize("seed", FIXED)
-def test_a_seeded_box_day_keeps_every_invariant(seed):
-    w = detsim.run_seed(seed, days=1)
-    assert w.steps > 100 and w.checks > w.steps and w.created
+@pytest.mark.parametrize("seed", [
+    pytest.param(s, marks=pytest.mark.xfail(reason=KNOWN[s], raises=detsim.InvariantError,
+                                            strict=True)) if s in KNOWN else s
+    for s in FIXED])
+def test_seeded_box_days_keep_every_invariant(seed):
+    w = detsim.run_seed(seed, days=DAYS)
+    assert w.steps > 200 and w.checks > w.steps and w.created
 
 
 @pytest.mark.slow
@@ -20,13 +37,22 @@ def test_many_seeds_keep_every_invariant():
         detsim.run_seed(seed, days=2)
 
 
-def first_failing_seed(seeds, days=1):
-    for seed in seeds:
+def test_the_fixed_seeds_exercise_every_fault_and_feature():
+    stats = detsim.Counter()
+    for seed in FIXED[:6]:
+        w = detsim.World(seed, DAYS)
         try:
-            detsim.run_seed(seed, days)
-        except detsim.InvariantError as e:
-            return seed, str(e)
-    return None, ""
+            w.run()
+        except detsim.InvariantError:
+            pass  # the seed's own test says why; this one counts what happened
+        stats.update(w.stats)
+    for what in ("damage flip", "damage tail", "damage older", "damage vanish",
+                 "boot without time", "spoofed time taken", "spoofed time refused",
+                 "time_refused", "delivered late", "buggy ack", "rejected 11", "rejected 12",
+                 "door unlocked role 4", "door unlocked role 5", "core restarted",
+                 "result rotate ok", "result sync_end ok", "result sync_end sync_order",
+                 "store_corrupt file 1 flags 8", "store_corrupt file 2 flags 4"):
+        assert stats[what], what
 
 
 def test_a_seed_replays_identically():
@@ -34,7 +60,45 @@ def test_a_seed_replays_identically():
     assert (a.created, a.checks, list(a.trace)) == (b.created, b.checks, list(b.trace))
 
 
-def test_it_finds_a_throttle_that_forgets_its_count_on_power_loss(monkeypatch):
+def test_the_in_memory_backend_stores_events_as_the_sqlite_ledger_does():
+    w = detsim.run_seed(4, days=0.5, shadow=True)
+    assert w.be.dups and len(w.be.events) > 100
+
+
+def first_failing_seed(seeds, days=1, faults=True):
+    for seed in seeds:
+        try:
+            detsim.run_seed(seed, days, faults)
+        except detsim.InvariantError as e:
+            return seed, str(e)
+    return None, ""
+
+
+def caught(monkeypatch, plant, seeds, rules, days=1, faults=True):
+    """The first seed that fails with the bug planted, naming one of `rules`, and passes
+    without it: the proof that the simulation finds that bug (a seed that fails either way
+    shows another bug, not this one, and the search goes on)."""
+    for seed in seeds:
+        plant(monkeypatch)
+        try:
+            detsim.run_seed(seed, days, faults)
+            continue
+        except detsim.InvariantError as e:
+            msg = str(e)
+        finally:
+            monkeypatch.undo()
+        assert "replay:" in msg and "last steps:" in msg
+        if not any(r in msg.split("\n")[0] for r in rules):
+            continue
+        try:
+            detsim.run_seed(seed, days, faults)
+        except detsim.InvariantError:
+            continue
+        return seed
+    raise AssertionError("the planted bug went unnoticed in seeds %r" % (seeds,))
+
+
+def test_it_finds_a_throttle_that_forgets_its_count_on_power_loss():
     orig = throttle.Throttle.load
 
     def forgetful(self, data, now):
@@ -42,17 +106,111 @@ def test_it_finds_a_throttle_that_forgets_its_count_on_power_loss(monkeypatch):
         self.clear(now)
         return True
 
-    monkeypatch.setattr(throttle.Throttle, "load", forgetful)
-    seed, msg = first_failing_seed(range(20))
-    assert seed is not None, "the planted bug went unnoticed"
-    assert "reset the throttle" in msg and "replay:" in msg and "last steps:" in msg
+    def plant(mp):
+        mp.setattr(throttle.Throttle, "load", forgetful)
+
+    caught(pytest.MonkeyPatch(), plant, range(20), ("reset the throttle",),
+           faults=("power", "net"))
 
 
-def test_it_finds_a_code_store_that_never_spends_a_use(monkeypatch):
-    monkeypatch.setattr(codestore.CodeStore, "consume", lambda self, slot: self.fields(slot)[3])
-    seed, msg = first_failing_seed(range(20))
-    assert seed is not None, "the planted bug went unnoticed"
-    assert "no use left" in msg or "opened" in msg
+def test_it_finds_a_code_store_that_never_spends_a_use():
+    def plant(mp):
+        mp.setattr(codestore.CodeStore, "consume", lambda self, slot: self.fields(slot)[3])
+
+    caught(pytest.MonkeyPatch(), plant, range(20), ("no use left", "opened"),
+           faults=("power", "net"))
+
+
+# ---- regressions of the clock, the journal, acks and seqs (security item 7) ----------
+# Each plants a fixed bug again and needs a seed in the default budget that fails with it,
+# naming the rule, and passes without it.
+
+# damage never gives a code or a use back; a revoked or used-up code never opens
+DAMAGE_RULES = ("brought back code", "gave code", "changed code", "present after its revoke",
+                "opened", "no use left")
+
+def test_it_finds_a_clock_floor_saved_too_rarely():
+    # the sweep at each code's not_after skipped (the store never names its next end): the
+    # floor is saved hourly only, so after a reboot without a time source the clock resumes
+    # up to an hour back and a code that expired in that hour opens again
+    def ends(self):
+        self.next_end = 0
+
+    def plant(mp):
+        mp.setattr(codestore.CodeStore, "_ends", ends)
+
+    caught(pytest.MonkeyPatch(), plant, range(40), ("after it expired",),
+           faults=("power", "net", "clock"))
+
+
+def test_it_finds_an_unlock_without_expiry_honoured():
+    # the box's exp check skipped: no_exp and expired never refuse a one-shot command
+    def plant(mp):
+        mp.setattr(P, "NO_EXP", 0)
+        mp.setattr(P, "EXPIRED", 0)
+
+    caught(pytest.MonkeyPatch(), plant, range(40), ("without exp honoured", "after its exp"),
+           faults=("power", "net", "late", "noexp"))
+
+
+def test_it_finds_a_corrupt_journal_tail_taken_for_a_torn_one():
+    # codefile.load as before bf5f2ba: a whole last record with a bad checksum read as the
+    # append a power cut stopped (dropped, PROBLEM_JOURNAL) instead of damage (EMPTY)
+    from parcelbox.storage import frame_at, valid_length
+    orig = codestore.CodeStore.load
+
+    def load(self):
+        st = self._st
+        data = st.read("codes.log")
+        n = valid_length(data) if data else 0
+        tail = data[n:] if data else b""
+        if not (len(tail) > 6 and len(tail) == (tail[0] | tail[1] << 8) + 6
+                and frame_at(tail, 0) is None):
+            return orig(self)
+        st.files["codes.log"] = bytearray(data[:n])
+        try:
+            return orig(self) | codestore.PROBLEM_JOURNAL
+        finally:
+            st.files["codes.log"] = bytearray(data)
+
+    def plant(mp):
+        mp.setattr(codestore.CodeStore, "load", load)
+
+    caught(pytest.MonkeyPatch(), plant, range(60), DAMAGE_RULES, faults=("power", "net", "flash"))
+
+
+def test_it_finds_a_journal_that_went_back_in_time():
+    # the box's check of codes.bin/codes.log against the state file skipped
+    def plant(mp):
+        mp.setattr(codestore.CodeStore, "mark", lambda self: (0, 0))
+
+    caught(pytest.MonkeyPatch(), plant, range(60), DAMAGE_RULES + ("lost without",),
+           faults=("power", "net", "flash"))
+
+
+def test_it_finds_an_ack_for_an_unsent_seq_honoured():
+    def acks(self, payload, now):  # Remote._acks before the fix: any pending seq
+        m = self._open(self.topic_ack, payload, "acks", now)
+        if m is None:
+            return
+        for s in m["acks"]:
+            if self.box.outbox.ack(s):
+                self._sent.pop(s, None)
+
+    def plant(mp):
+        mp.setattr(remote.Remote, "_acks", acks)
+
+    caught(pytest.MonkeyPatch(), plant, range(40), ("ack for unsent seq",),
+           faults=("power", "net", "badack"))
+
+
+def test_it_finds_reused_event_seqs():
+    # Outbox.skip_to skipped: after events.log lost records, seqs restart below the floor
+    def plant(mp):
+        mp.setattr(outbox.Outbox, "skip_to", lambda self, seq: None)
+
+    caught(pytest.MonkeyPatch(), plant, range(60), ("handed out twice",),
+           faults=("power", "net", "flash"))
 
 
 def test_an_owner_code_retyped_while_its_doors_are_unlocked_spends_no_extra_use():
