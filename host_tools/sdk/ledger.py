@@ -83,6 +83,9 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (box, seq)
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (received);
+-- a code's events, a command's result (mirror.py): not a scan of the box's whole history
+CREATE INDEX IF NOT EXISTS events_by_code ON events (box, code_id);
+CREATE INDEX IF NOT EXISTS commands_by_op ON commands (box, op, seq);
 """
 
 

@@ -174,22 +174,26 @@ def may_hold(db, box_id: str, code_id: int, add_seq: int | None, top: int) -> bo
     if r0 is None:
         return True  # revoked in the ledger, never told to the box
     low = add_seq or 0
-    res = ("SELECT max(e.seq) FROM events e JOIN commands k ON k.box=e.box AND k.seq=e.code_id "
-           "WHERE e.box=? AND e.type='result' AND ")
-    removed = db.execute(res + "((k.op='revoke' AND json_extract(k.body, '$.id')=? AND "
-                         "(e.arg & 255) IN (0, 1)) OR (k.op='sync_end' AND (e.arg & 255)=0 AND "
-                         "json_extract(k.body, '$.sync')>?))", (box_id, code_id, r0)).fetchone()[0]
-    if removed is None:
+    # the commands first (few), then each one's result by its seq (events_by_code)
+    res = ("SELECT max(e.seq) FROM commands k CROSS JOIN events e ON e.box=k.box AND "
+           "e.code_id=k.seq AND e.type='result' WHERE k.box=? AND ")
+    removed = max(db.execute(res + "k.op='revoke' AND json_extract(k.body, '$.id')=? AND "
+                             "(e.arg & 255) IN (0, 1)", (box_id, code_id)).fetchone()[0] or 0,
+                  db.execute(res + "k.op='sync_end' AND k.seq>? AND (e.arg & 255)=0 AND "
+                             "json_extract(k.body, '$.sync')>?", (box_id, r0, r0)).fetchone()[0] or 0)
+    if not removed:
         return True
-    put = db.execute(res + "(e.arg & 255)=0 AND ((k.op='add' AND k.seq=?) OR (k.op='sync_end' "
-                     "AND json_extract(k.body, '$.sync') BETWEEN ? AND ?))",
-                     (box_id, add_seq or -1, low, r0)).fetchone()[0]
+    put = max(db.execute(res + "k.op='add' AND k.seq=? AND (e.arg & 255)=0",
+                         (box_id, add_seq or -1)).fetchone()[0] or 0,
+              db.execute(res + "k.op='sync_end' AND k.seq>? AND (e.arg & 255)=0 AND "
+                         "json_extract(k.body, '$.sync') BETWEEN ? AND ?",
+                         (box_id, low, low, r0)).fetchone()[0] or 0) or None
     if put is not None and put > removed:
         return True
     coming = db.execute("SELECT 1 FROM commands WHERE box=? AND status IS NULL AND rejected IS NULL "
-                        "AND seq + ? >= ? AND ((op='add' AND seq=?) OR (op='sync_end' AND "
+                        "AND seq>=? AND ((op='add' AND seq=?) OR (op='sync_end' AND seq>? AND "
                         "json_extract(body, '$.sync') BETWEEN ? AND ?)) LIMIT 1",
-                        (box_id, WINDOW, top, add_seq or -1, low, r0)).fetchone()
+                        (box_id, top - WINDOW, add_seq or -1, low, low, r0)).fetchone()
     return coming is not None
 
 
@@ -249,20 +253,20 @@ def note_result(db, ev: p.Event) -> None:
             flag_resync(db, ev.box)
         elif st == OK:
             raced = db.execute(
-                "SELECT 1 FROM events e JOIN commands k ON k.box=e.box AND k.seq=e.code_id "
-                "WHERE e.box=? AND e.type='result' AND e.comp IN (?, ?) AND (e.arg & 255)=0 "
-                "AND k.op IN ('add', 'revoke') AND k.seq>? AND e.seq<? LIMIT 1",
-                (ev.box, ADD, REVOKE, latest, ev.seq)).fetchone()
+                "SELECT 1 FROM commands k CROSS JOIN events e ON e.box=k.box AND e.code_id=k.seq "
+                "AND e.type='result' WHERE k.box=? AND k.seq>? AND k.op IN ('add', 'revoke') "
+                "AND e.comp IN (?, ?) AND (e.arg & 255)=0 AND e.seq<? LIMIT 1",
+                (ev.box, latest, ADD, REVOKE, ev.seq)).fetchone()
             if raced:
                 flag_resync(db, ev.box)
             else:
                 db.execute("UPDATE boxes SET resyncs=0 WHERE id=?", (ev.box,))
     elif ev.comp in (ADD, REVOKE) and st == OK and ev.id > latest:
         undone = db.execute(
-            "SELECT 1 FROM events e JOIN commands k ON k.box=e.box AND k.seq=e.code_id "
-            "WHERE e.box=? AND e.type='result' AND e.comp=? AND (e.arg & 255)=0 AND "
-            "k.op='sync_end' AND json_extract(k.body, '$.sync')=? AND e.seq>? LIMIT 1",
-            (ev.box, SYNC_END, latest, ev.seq)).fetchone()
+            "SELECT 1 FROM commands k CROSS JOIN events e ON e.box=k.box AND e.code_id=k.seq "
+            "AND e.type='result' WHERE k.box=? AND k.seq>? AND k.op='sync_end' AND "
+            "json_extract(k.body, '$.sync')=? AND e.comp=? AND (e.arg & 255)=0 AND e.seq>? "
+            "LIMIT 1", (ev.box, latest, latest, SYNC_END, ev.seq)).fetchone()
         if undone:
             flag_resync(db, ev.box)
 
