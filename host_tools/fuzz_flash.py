@@ -33,7 +33,12 @@ FILES = ("codes.bin", "codes.log", "events.log", "state.0", "state.1", "wirekey.
 OWNER, REVOKED, NEVER = "482915", "555555", "999999"
 
 # Findings in files being rewritten elsewhere (host_tools/fuzz.py: reported, not failed on).
-KNOWN = {}
+KNOWN = {
+    "error in boxstate._save_state":
+        "boxstate.py: a state file (good checksum) whose seq floor is near 2**32 stops every boot: "
+        "the floor + 256 no longer fits its u32 (struct.error on CPython; MicroPython's struct "
+        "wraps it to a small floor, so seqs could repeat); reproducer in tests/test_fuzz.py",
+}
 
 
 class _Run:

@@ -201,6 +201,16 @@ def test_a_journal_generation_near_2_32_does_not_stop_code_changes():
     box.codes.add(1, bytes(16), 3, 0, 1, 0, 0)  # needs a snapshot first
 
 
+@pytest.mark.xfail(reason="boxstate.py: a state file's seq floor near 2**32 overflows its u32 at "
+                          "the next save: struct.error at every boot (fuzz_flash.KNOWN)")
+def test_known_a_seq_floor_near_2_32_in_the_state_file_does_not_stop_the_boot():
+    st = MemStorage()
+    box = Box(st, bytes(32))
+    box._seq_floor = 0xFFFFFFF0  # what a state file with a good checksum may hold
+    box._save_state()
+    Box(st.reboot(), bytes(32))
+
+
 def test_the_known_findings_are_reported_but_do_not_fail_a_run():
     st = fuzz.Stats("x")
     st.findings = [{"key": "a", "known": None}, {"key": "b", "known": "why"}]
