@@ -295,7 +295,9 @@ def test_remote_unlock_opens_with_role_remote_and_keeps_occupancy(rig):
     rig.door(1, True)
     rig.door(1, False)
     kinds = [(e[1], e[3], e[4]) for e in (rig.box.outbox.get(i) for i in range(rig.box.outbox.pending()))]
-    assert (events.OPENED, seq, ROLE_REMOTE) in kinds and (events.CLOSED, seq, ROLE_REMOTE) in kinds
+    # opened: role remote, no uses to report (0xFFFF in the high bits)
+    assert (events.OPENED, seq, ROLE_REMOTE | 0xFFFF << 8) in kinds
+    assert (events.CLOSED, seq, ROLE_REMOTE) in kinds
     assert rig.box.occupied == 1
 
 
@@ -891,3 +893,64 @@ def test_a_damaged_state_copy_never_lets_the_last_command_run_again(rig):
     rig.seq = rig.box.cmd_top
     rig.send("state")
     assert rig.result()[2] == P.OK
+
+
+# ---- a sync never undoes a newer add or revoke ---------------------------------------------
+
+def test_an_add_newer_than_a_staged_sync_drops_it_and_its_end_is_sync_order(rig):
+    new = [code(1), code(2)]
+    begin = rig.send("sync_begin", sync=50, count=2, digest=HP.set_digest(new).hex())
+    rig.send("sync_part", sync=50, part=0, codes=new)
+    rig.send("add", code=code(7))  # issued after the sync's set was taken
+    rig.send("sync_end", sync=50, parts=1)
+    assert rig.result()[2] == P.SYNC_ORDER and rig.box.codes.slot_of(7) >= 0
+    assert begin
+
+
+def test_a_sync_older_than_an_applied_revoke_is_refused_even_after_a_reboot(rig):
+    rig.send("add", code=code(3))
+    old = [code(3)]  # the set as it was before the revoke below
+    rig.seq += 5  # the sync's commands were numbered before the revoke...
+    revoke = rig.send("revoke", id=3)  # ...which the box gets first
+    rig.reboot()
+    rig.send("sync_begin", seq=revoke - 5, sync=revoke - 5, count=1,
+             digest=HP.set_digest(old).hex())
+    assert rig.result()[2] == P.SYNC_ORDER
+    rig.send("sync_part", seq=revoke - 4, sync=revoke - 5, part=0, codes=old)
+    rig.send("sync_end", seq=revoke - 3, sync=revoke - 5, parts=1)
+    assert rig.box.codes.slot_of(3) == -1  # the revoked code never comes back
+
+
+# ---- uses in events: what the backend mirrors ----------------------------------------------
+
+def test_opened_and_not_opened_carry_the_uses_the_code_has_left(rig):
+    rig.send("add", code=code(1, role=3, comp=1, uses=3))
+    for ch in "%06d" % 100001:
+        rig.box.key(ord(ch), rig.now)
+        rig.advance(200)
+    rig.door(1, True)
+    rig.door(1, False)
+    opened = [e for e in (rig.box.outbox.get(i) for i in range(rig.box.outbox.pending()))
+              if e[1] == events.OPENED][-1]
+    assert opened[4] == 3 | 2 << 8  # role owner, 2 uses left
+    rig.advance(4000)
+    for ch in "%06d" % 100001:
+        rig.box.key(ord(ch), rig.now)
+        rig.advance(200)
+    rig.advance(20000)  # never opened: the use comes back
+    e = rig.last()
+    assert e[1] == events.NOT_OPENED and e[4] == 0 | 2 << 8
+
+
+def test_a_service_mode_unlock_never_opened_gives_the_technician_code_no_use():
+    # on main the relock gave the tech code a use it never spent (3 uses became 4)
+    rig = Rig()
+    rig.send("add", code=code(4, role=4, comp=0, uses=3))
+    for ch in "%06d" % 100004 + "1#":
+        rig.box.key(ord(ch), rig.now)
+        rig.advance(200)
+    assert rig.box.opener_role[0] == 4
+    rig.advance(20000)
+    e = rig.last()
+    assert e[1] == events.NOT_OPENED and e[4] == 4 | 0xFFFF << 8  # not given back, no count
+    assert rig.box.codes.fields(rig.box.codes.slot_of(4))[3] == 3

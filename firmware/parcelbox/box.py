@@ -77,6 +77,7 @@ class Box(BoxState):
         self._tr_count = 0
         self._ev_mark = self._codes_gen = self._codes_jlen = 0  # what the files held at the save
         self.key_gen_saved = 0  # wire key generation, as the remote last told the state file
+        self.codes_cmd = 0  # highest seq of an add or revoke applied (parcelbox.remote)
         self._lost = 0  # first event seq that may be missing (boot)
         self._attempt = 0  # seq the charged attempt's wrong_code event takes (0: none)
         self._applied = 0  # occupancy includes every deposit/pickup up to this seq
@@ -166,7 +167,8 @@ class Box(BoxState):
         if not known and d.door_known:
             self._boot_door(comp, d, now)
         if ev == _lock.OPENED:
-            self._event(events.OPENED, comp, d.code_id, self.opener_role[comp - 1], now)
+            self._event(events.OPENED, comp, d.code_id,
+                        self.opener_role[comp - 1] | self._left(comp - 1) << 8, now)
         elif ev == _lock.FORCED:
             self.opener_role[comp - 1] = 0
             self._event(events.FORCED, comp, 0, 0, now)
@@ -183,12 +185,16 @@ class Box(BoxState):
             ev = d.tick(now)
             if ev == _lock.NOT_OPENED:
                 # One use may have unlocked several compartments (an owner code for
-                # all): it is not given back then, so it can never grow into two.
-                # A remote unlock's code_id is a command seq: no use to give back.
-                if not (self._shared >> i) & 1 and self.opener_role[i] != ROLE_REMOTE:
+                # all): it is not given back then, so it can never grow into two. A
+                # remote unlock, a technician's service mode, an unlimited code: no use
+                # was spent (grant_uses UNLIMITED), none is given back.
+                back = not (self._shared >> i) & 1 and self.grant_uses[i] != UNLIMITED
+                if back:
                     self.codes.give_back(d.code_id)
+                left = self._left(i)
                 self._ungrant(i)
-                self._event(events.NOT_OPENED, i + 1, d.code_id, 0, now)
+                self._event(events.NOT_OPENED, i + 1, d.code_id, (0 if back else 4) | left << 8,
+                            now)
                 self._save_state()
             elif ev == _lock.LEFT_OPEN:
                 self._event(events.LEFT_OPEN, i + 1, d.code_id, 0, now)

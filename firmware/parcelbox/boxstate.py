@@ -19,9 +19,9 @@ except ImportError:
 # is saved, the command anti-replay window (highest seq, bitmap of the 32 below), the event
 # seq floor, then what the other files must hold at least (docs/storage.md section 3): the
 # outbox's next seq, the code store's snapshot generation and journal bytes, the wire key
-# generation; and the seq of the last command that changed the codes.
-_STATE_FMT = "<4sIIIIIIIIIIIII"
-_STATE_LEN = const(56)
+# generation; and the highest seq of an add or revoke applied (no older sync may undo it).
+_STATE_FMT = "<4sIIIIIIIIIIIIII"
+_STATE_LEN = const(60)
 _MAGIC = b"PBS2"
 # Every event seq handed out stays below the saved floor, raised this far ahead when
 # reached: one state write per 256 events; a boot always continues from the floor, so a
@@ -205,14 +205,24 @@ class BoxState:
                 self.codes.consume(unspent)
             d.authorised = True
             d.code_id = self.grant_code[i]
-            self._event(events.OPENED, comp, d.code_id, self.opener_role[i], now)
+            self._event(events.OPENED, comp, d.code_id, self.opener_role[i] | self._left(i) << 8,
+                        now)
         elif d.door_open:
             self._event(events.FORCED, comp, 0, 1, now)
         elif self.opener_role[i]:
-            self._event(events.NOT_OPENED, comp, self.grant_code[i], 3 if unspent >= 0 else 1,
-                        now)
+            self._event(events.NOT_OPENED, comp, self.grant_code[i],
+                        (3 if unspent >= 0 else 1) | self._left(i) << 8, now)
             self._ungrant(i)
             self._save_state()
+
+    # The uses compartment i's granted code has now, for the backend's mirror (the high
+    # bits of opened and not_opened); UNLIMITED when there is no count to report: a remote
+    # unlock or service mode (their id is no code's), an unlimited code, a code gone.
+    def _left(self, i):
+        if not 0 < self.opener_role[i] <= ROLE_OWNER:
+            return UNLIMITED
+        s = self.codes.slot_of(self.grant_code[i])
+        return self.codes.fields(s)[3] if s >= 0 else UNLIMITED
 
     # The slot of compartment i's granted code if it still holds the use its grant spends
     # (the use was never written, or the journal lost it), else -1.
@@ -320,7 +330,8 @@ class BoxState:
             bad |= 2
         (_, self._gen, self.occupied, self._floor, self._boots, self._attempt, self._applied,
          self.cmd_top, self.cmd_bits, self._seq_floor, self._ev_mark, self._codes_gen,
-         self._codes_jlen, self.key_gen_saved) = struct.unpack_from(_STATE_FMT, data, r[0])
+         self._codes_jlen, self.key_gen_saved, self.codes_cmd) = struct.unpack_from(
+             _STATE_FMT, data, r[0])
         self._floor_saved = self._floor
         self.occupied &= (1 << len(self.doors)) - 1
         if self._floor > MAX_TIME:
@@ -350,7 +361,7 @@ class BoxState:
         head = struct.pack(_STATE_FMT, _MAGIC, self._gen, self.occupied, self._floor,
                            self._boots, self._attempt, self._applied, self.cmd_top,
                            self.cmd_bits, self._seq_floor, self.outbox.file_next, g, j,
-                           self.key_gen_saved)
+                           self.key_gen_saved, self.codes_cmd)
         grants = bytearray(7 * len(self.doors))
         for i in range(len(self.doors)):
             struct.pack_into(_GRANT, grants, 7 * i, self.grant_code[i], self.opener_role[i],

@@ -286,10 +286,14 @@ class Remote:
     def _apply(self, op, a, seq, now):
         box = self.box
         codes = box.codes
-        if (op == P.ADD or op == P.REVOKE) and seq > self._stage.sync >= 0:
-            # issued after that sync's set was taken: the sync would wipe it (sync_order,
-            # and the backend syncs again)
-            self._stage.drop()
+        if op == P.ADD or op == P.REVOKE:
+            # Issued after a staged sync's set was taken: that sync would undo it. It is
+            # dropped (its sync_end answers sync_order: the backend syncs again), and no
+            # sync begun before this seq is taken later (codes_cmd, saved after it).
+            if self._stage.sync >= 0 and seq > self._stage.begin_seq:
+                self._stage.drop()
+            if seq > box.codes_cmd:
+                box.codes_cmd = seq
         if op == P.ADD:
             if codes.count() >= codes.capacity() and codes.slot_of(a[0][0]) < 0:
                 return P.FULL
@@ -302,7 +306,10 @@ class Remote:
         elif op == P.SYNC_BEGIN:
             if a[1] > codes.capacity():
                 return P.FULL
+            if seq < box.codes_cmd:  # older than an add or revoke applied: it would undo it
+                return P.SYNC_ORDER
             self._stage.begin(*a)
+            self._stage.begin_seq = seq
         elif op == P.SYNC_PART:
             return self._stage.part(*a)
         elif op == P.SYNC_END:

@@ -155,6 +155,7 @@ class Staging:
 
     # No sync in progress; with `remove`, the staging file goes too.
     def _drop(self, remove):
+        self.begin_seq = 0  # the sync_begin command's seq (0: unknown, a sync read at boot)
         self.sync = -1
         self.count = self.parts = self.staged = 0
         self.digest = b""
