@@ -479,12 +479,12 @@ def _command(c: Ctx, box_id: str, send, wait: float, as_json: bool, what: str,
     body = c.ledger.command_body(box_id, seq)
     out = _wait(c, cfg, box_id, seq, wait) if wait else None
     data = dict(box=box_id, command=seq, result=out.text if out else None, **extra)
-    if "exp" in body:
+    if "exp" in body and expires_in is not None:  # a one-shot's expiry (time's is its own)
         data.update(exp=body["exp"], expires_in=expires_in)
     if out and out.refused:
         data.update(reason=out.reason, hint=out.hint)
     when = ""
-    if "exp" in body:
+    if "exp" in body and expires_in is not None:
         when = "; expires in %d s, at %s UTC" % (expires_in, dt.datetime.fromtimestamp(
             body["exp"], dt.timezone.utc).strftime("%H:%M:%S"))
     _out(data, as_json, lambda: click.echo("%s sent to %s (command %d%s)%s." % (

@@ -178,7 +178,11 @@ class Backend:
         return self._send(box_id, "state")
 
     def set_time(self, box_id: str, t: int | None = None) -> int:
-        return self._send(box_id, "time", t=int(t if t is not None else time.time()))
+        """Tell the box the time (this machine's clock). It carries exp = t + 120 s: a box
+        whose saved clock floor is already past that refuses it as expired, so a `time`
+        the broker held while the box was offline does not set its clock far back."""
+        t = int(t if t is not None else time.time())
+        return self._send(box_id, "time", t=t, exp=t + DEFAULT_ONESHOT_EXP)
 
     def settings(self, box_id: str, values: dict) -> int:
         bad = [k for k in values if k not in p.REMOTE_SETTINGS]
