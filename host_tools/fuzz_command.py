@@ -5,8 +5,9 @@
 # Remote.receive turns any exception into a `malformed` rejection, so the harness wraps
 # Remote._command and Remote._acks: an exception other than OSError reaching receive's
 # broad except is a finding. After every input: a command left a result, a rejection or a
-# rate-limited count; a refused one changed no code, window or key; the box ticks, takes
-# an event, publishes, and a Box and Remote rebuilt from a copy of its flash do not raise.
+# rate-limited count; a refused one changed no code, window or key; every event takes a
+# seq above the one before; the box ticks, takes an event, publishes, and a Box and Remote
+# rebuilt from a copy of its flash do not raise.
 import hashlib
 import hmac
 import struct
@@ -27,6 +28,7 @@ T0 = 1_795_600_000
 _BOARDS = ({"compartments": 2, "max_codes": 16, "outbox_capacity": 32},
            {"compartments": 1}, {"compartments": 4, "max_codes": 40, "outbox_capacity": 8})
 _STEPS = (0, 0, 10, 60, 1000, 30000, 61000, 3600000)
+_RIG_INPUTS = 400  # inputs on one box before a fresh one
 _CODES = ("482915", "100001", "777777")  # codes the generator adds, and the keypad types
 
 # Findings in files being rewritten elsewhere (host_tools/fuzz.py: reported, not failed on).
@@ -46,9 +48,14 @@ def _set_digest(codes):
     return hashlib.sha256(struct.pack("<I", len(codes)) + acc.to_bytes(32, "little")).digest()[:16]
 
 
+def _seq_key(seq):
+    return "an event seq not above the one before" + (" (above 2**31-1)" if seq > 0x7FFFFFFF else "")
+
+
 class Target:
     def __init__(self, rng):
         self.last_input = None
+        self.n = 0
         self.reset(rng)
 
     def reset(self, rng):
@@ -174,6 +181,9 @@ class Target:
     # ---- one input -------------------------------------------------------------------
 
     def one(self, rng):
+        self.n += 1
+        if self.n % _RIG_INPUTS == 0:  # a fresh box: its events.log and boot stay small
+            self.reset(rng)
         r, box = self.remote, self.box
         self.now += rng.choice(_STEPS)
         cmd = rng.random() < 0.8
@@ -197,6 +207,10 @@ class Target:
         if self.escaped is not None:
             raise self.escaped  # the bug's own traceback names where it is
         new = self.seen[n:]
+        for i in range(max(n, 1), len(self.seen)):
+            if self.seen[i][0] <= self.seen[i - 1][0]:
+                raise Finding("event seq %d handed out after %d" % (self.seen[i][0], self.seen[i - 1][0]),
+                              _seq_key(self.seen[i][0]))
         results = [e for e in new if e[1] == events.RESULT]
         if cmd and not results and not any(e[1] == events.REJECTED for e in new) \
                 and r._suppressed == sup and box.faults == faults:
@@ -206,10 +220,10 @@ class Target:
                      r.key_gen, r._cmd_key)
             if after != before:
                 raise Finding("a refused command changed codes, window or key")
-        self._after(rng)
+        self._after(rng, bool(results))
 
     # The box carries on: time, keys, doors, an event, publishing, a rebuild from flash.
-    def _after(self, rng):
+    def _after(self, rng, applied):
         box, r = self.box, self.remote
         box.tick(self.now)
         if rng.random() < 0.1:
@@ -230,8 +244,9 @@ class Target:
             if r.poll(self.now) is None:
                 break
         r.next_deadline(self.now)
-        copy = MemStorage({k: bytearray(v) for k, v in self.st.files.items()})
-        b2 = Box(copy, KEY, stored_settings(copy, self.board), self.now)
-        Remote(b2, BOX, KEY)
+        if applied or self.n % 4 == 0:  # a boot reads every file: after what changed them
+            copy = MemStorage({k: bytearray(v) for k, v in self.st.files.items()})
+            b2 = Box(copy, KEY, stored_settings(copy, self.board), self.now)
+            Remote(b2, BOX, KEY)
         if r.restart_pending and not any(box.solenoid(c, self.now) for c in range(1, len(box.doors) + 1)):
             self._boot(box)
