@@ -124,13 +124,17 @@ def test_concurrent_consumers_store_each_event_once(tmp_path):
     assert sorted(stored) == list(range(1, 101))
 
 
-def test_a_pickup_uses_up_a_one_time_code(ledger):
+def test_an_opening_that_leaves_no_use_marks_a_one_time_code_used(ledger):
     be = Backend(ledger)
     be.register("A")
     issued = be.issue("A", comp=1)
-    ledger.record_event(p.Event("A", 1, "pickup", 1, issued.code_id, 0, 0), "c")
+    # opened by the recipient (role 1), 0 uses left on the box (arg bits 8-23)
+    ledger.record_event(p.Event("A", 1, "opened", 1, issued.code_id, 1 | 0 << 8, 0), "c")
     (c,) = ledger.codes("A")
     assert c["uses"] == 0 and c["status"] == "used"
+    # the pickup that follows takes no second use
+    ledger.record_event(p.Event("A", 2, "pickup", 1, issued.code_id, 0, 0), "c")
+    assert ledger.codes("A")[0]["uses"] == 0
 
 
 def test_a_result_answers_its_command_and_a_rotation_takes_effect(ledger):
@@ -214,7 +218,7 @@ def test_a_sync_leaves_used_up_codes_out_and_in_sync_accepts_either_set(ledger):
     be.register("A")
     used = be.issue("A", comp=1)
     kept = be.issue("A", comp=1, uses=3)
-    ledger.record_event(p.Event("A", 1, "pickup", 1, used.code_id, 0, 0), "c")
+    ledger.record_event(p.Event("A", 1, "opened", 1, used.code_id, 1 | 0 << 8, 0), "c")
     assert [c[0] for c in ledger.box_set(ledger.db, "A")] == [kept.code_id]
     with_used = ledger.box_set(ledger.db, "A", used=True)
     for codes in (with_used, ledger.box_set(ledger.db, "A")):

@@ -1,17 +1,20 @@
-# How the ledger follows what a box holds (host_tools/sdk/mirror.py): the uses codes spend,
-# owner codes included; revoked codes that may still be on the box; full syncs sent again.
-# SQLite only: events are handed to the ledger as a consumer would store them.
+# How the ledger follows what a box holds (host_tools/sdk/mirror.py): the uses codes have
+# left, as the box counts them; revoked codes that may still be on the box; full syncs sent
+# again. SQLite only: events are handed to the ledger as a consumer would store them.
 import itertools
 import random
+import shutil
+import sqlite3
+import time
 
 import pytest
 
 from host_tools import crypto
 from host_tools import protocol as p
 from host_tools.sdk import Backend, Ledger
-from host_tools.sdk import mirror
 
-OWNER, RECIPIENT, REMOTE = 3, 1, 5
+RECIPIENT, DRIVER, OWNER, TECH, REMOTE = 1, 2, 3, 4, 5
+NONE = p.UNLIMITED  # uses left 0xFFFF: nothing to count
 OP = {name: p.OPS.index(name) for name in p.OPS[1:]}
 
 
@@ -20,6 +23,11 @@ def ledger(tmp_path):
     lg = Ledger(tmp_path / "ledger.db")
     yield lg
     lg.close()
+
+
+def arg(low, left):
+    """An opened/not_opened arg: role or outcome, and the code's uses left on the box."""
+    return low | left << 8
 
 
 class Box:
@@ -52,139 +60,289 @@ class Box:
             return self.lg.next_command(db, self.id, op, **f)[0]
 
 
-# ---- owner codes spend their uses in the ledger too --------------------------------------
+# ---- uses: the count of the newest opened/not_opened that carries one -------------------
 
-def test_each_opening_of_a_one_compartment_owner_code_spends_a_use(ledger):
+def test_opened_sets_the_uses_the_box_reports_and_pickup_or_deposit_takes_none(ledger):
     box = Box(ledger, compartments=2)
-    code = box.issue("owner", comp=2, uses=3).code_id
-    box.feed(box.ev("opened", 2, code, OWNER), box.ev("closed", 2, code, OWNER))
-    assert box.uses(code) == (2, "active")
-    box.feed(box.ev("opened", 2, code, OWNER), box.ev("closed", 2, code, OWNER),
-             box.ev("opened", 2, code, OWNER), box.ev("closed", 2, code, OWNER))
-    assert box.uses(code) == (0, "used")
+    driver = box.issue("driver", comp=1, uses=1).code_id
+    recipient = box.issue(comp=1, uses=2).code_id
+    box.feed(box.ev("opened", 1, driver, arg(DRIVER, 0)), box.ev("closed", 1, driver, DRIVER),
+             box.ev("deposit", 1, driver))
+    assert box.uses(driver) == (0, "used")
+    box.feed(box.ev("opened", 1, recipient, arg(RECIPIENT, 1)),
+             box.ev("closed", 1, recipient, RECIPIENT), box.ev("pickup", 1, recipient))
+    assert box.uses(recipient) == (1, "active")  # not 0: the pickup counts no second use
+    box.feed(box.ev("pickup", 1, recipient), box.ev("deposit", 1, recipient))
+    assert box.uses(recipient) == (1, "active")
 
 
-def test_one_owner_use_that_opens_every_door_is_counted_once(ledger):
-    box = Box(ledger, compartments=3)
-    code = box.issue("owner", comp=0, uses=2).code_id
-    box.feed(*[box.ev("opened", c, code, OWNER) for c in (1, 2, 3)],
-             *[box.ev("closed", c, code, OWNER) for c in (2, 1, 3)])
-    assert box.uses(code) == (1, "active")
-    # the next use: one door opened, the two others given up; one use all the same
-    box.feed(box.ev("not_opened", 1, code, 0), box.ev("opened", 2, code, OWNER),
-             box.ev("not_opened", 3, code, 0), box.ev("closed", 2, code, OWNER))
-    assert box.uses(code) == (0, "used")
+def test_a_count_older_than_the_one_applied_changes_nothing(ledger):
+    box = Box(ledger, compartments=1)
+    code = box.issue("owner", comp=1, uses=5).code_id
+    older = box.ev("opened", 1, code, arg(OWNER, 4))
+    newer = box.ev("not_opened", 1, code, arg(0, 3))
+    box.feed(newer)
+    assert box.uses(code) == (3, "active")
+    box.feed(older)  # came late (another consumer, a resend): the box's order wins
+    assert box.uses(code) == (3, "active")
+    assert ledger.db.execute("SELECT uses_seq FROM codes WHERE id=?", (code,)).fetchone() == (
+        newer.seq,)
 
 
-def test_a_shared_owner_use_that_opened_nothing_stays_spent_and_a_lone_one_comes_back(ledger):
-    box = Box(ledger, compartments=2)
-    shared = box.issue("owner", comp=0, uses=5).code_id
-    box.feed(box.ev("not_opened", 1, shared, 0), box.ev("not_opened", 2, shared, 0))
-    assert box.uses(shared) == (4, "active")  # the box gives a shared use back never
-    lone = box.issue("owner", comp=1, uses=5).code_id
-    box.feed(box.ev("not_opened", 1, lone, 0))
-    assert box.uses(lone) == (5, "active")  # the box gave it back
-
-
-def test_a_door_open_across_a_power_cut_is_one_use(ledger):
-    box = Box(ledger, compartments=2)
-    code = box.issue("owner", comp=1, uses=3).code_id
-    # opened, the power cut with the door open; found open at boot: opened again, then closed
-    box.feed(box.ev("opened", 1, code, OWNER), box.ev("boot", 0, 0, 2),
-             box.ev("opened", 1, code, OWNER), box.ev("closed", 1, code, OWNER))
-    assert box.uses(code) == (2, "active")
-    # opened, cut, closed while the power was off: not_opened arg 1 at boot, the same grant
-    box.feed(box.ev("opened", 1, code, OWNER), box.ev("boot", 0, 0, 3),
-             box.ev("not_opened", 1, code, 1))
-    assert box.uses(code) == (1, "active")
-    # granted, cut before the use was spent (arg 3): nothing spent; before it opened (arg 1): spent
-    box.feed(box.ev("boot", 0, 0, 4), box.ev("not_opened", 1, code, 3))
-    assert box.uses(code) == (1, "active")
-    box.feed(box.ev("boot", 0, 0, 5), box.ev("not_opened", 1, code, 1))
-    assert box.uses(code) == (0, "used")
-
-
-def test_owner_uses_come_out_the_same_whatever_order_the_events_arrive_in(tmp_path):
-    story = [("opened", 1, OWNER), ("opened", 2, OWNER), ("closed", 1, OWNER),
-             ("closed", 2, OWNER),                                   # use 1: both doors
-             ("not_opened", 1, 0), ("not_opened", 2, 0),             # use 2: none opened
-             ("opened", 2, OWNER), ("not_opened", 1, 0), ("closed", 2, OWNER)]  # use 3
+def test_the_uses_come_out_the_same_whatever_order_the_events_arrive_in(tmp_path):
+    # one owner code for all three doors (5 uses), a recipient's (2 uses) on door 1
+    def story(owner, rec):
+        return [("opened", 1, owner, arg(OWNER, 4)), ("opened", 2, owner, arg(OWNER, 4)),
+                ("closed", 1, owner, OWNER), ("closed", 2, owner, OWNER),
+                ("not_opened", 3, owner, arg(4, 4)),         # use 1: shared, door 3 given up
+                ("not_opened", 1, owner, arg(4, 3)), ("not_opened", 2, owner, arg(4, 3)),
+                ("not_opened", 3, owner, arg(4, 3)),         # use 2: no door opened, shared
+                ("not_opened", 1, rec, arg(0, 2)),           # given back: still 2
+                ("opened", 1, rec, arg(RECIPIENT, 1)), ("closed", 1, rec, RECIPIENT),
+                ("pickup", 1, rec, 0),
+                ("opened", 2, owner, arg(OWNER, 2)), ("closed", 2, owner, OWNER)]  # use 3
     rnd = random.Random(7)
-    for run in range(6):
+    for run in range(8):
         lg = Ledger(tmp_path / ("l%d.db" % run))
-        box = Box(lg, compartments=2)
-        code = box.issue("owner", comp=0, uses=10).code_id
-        evs = [box.ev(k, c, code, a) for k, c, a in story]
+        box = Box(lg, compartments=3)
+        owner = box.issue("owner", comp=0, uses=5).code_id
+        rec = box.issue(comp=1, uses=2).code_id
+        evs = [box.ev(k, c, i, a) for k, c, i, a in story(owner, rec)]
         if run:
             rnd.shuffle(evs)
         box.feed(*evs)
-        assert box.uses(code) == (7, "active"), [e.seq for e in evs]
+        assert (box.uses(owner), box.uses(rec)) == ((2, "active"), (1, "active")), \
+            [e.seq for e in evs]
         lg.close()
 
 
-def test_owner_uses_spent_groups_grants_into_uses():
-    rows = lambda *evs: [(i, k, c, a, t) for i, (k, c, a, t) in enumerate(evs, 1)]  # noqa
-    o = OWNER
-    assert mirror.owner_uses_spent([]) == 0
-    # one use, the doors opened one after the other within its window
-    assert mirror.owner_uses_spent(rows(("opened", 1, o, 100), ("closed", 1, o, 103),
-                                        ("opened", 2, o, 105), ("closed", 2, o, 110))) == 1
-    # the same compartment again: a new use
-    assert mirror.owner_uses_spent(rows(("opened", 1, o, 100), ("closed", 1, o, 103),
-                                        ("opened", 1, o, 105), ("closed", 1, o, 110))) == 2
-    # another compartment long after the first use's window: a new use
-    assert mirror.owner_uses_spent(rows(("opened", 1, o, 100), ("closed", 1, o, 103),
-                                        ("opened", 2, o, 5000), ("closed", 2, o, 5003))) == 2
-    # a close whose opening was lost still spent the use
-    assert mirror.owner_uses_spent(rows(("closed", 1, o, 0))) == 1
+def test_one_owner_use_that_opens_every_door_is_one_use(ledger):
+    box = Box(ledger, compartments=3)
+    code = box.issue("owner", comp=0, uses=2).code_id
+    # every door reports the same count: the one use the accept spent
+    box.feed(*[box.ev("opened", c, code, arg(OWNER, 1)) for c in (1, 2, 3)],
+             *[box.ev("closed", c, code, OWNER) for c in (2, 1, 3)])
+    assert box.uses(code) == (1, "active")
+    # the next use: one door opened, the two others given up (shared: nothing given back)
+    box.feed(box.ev("not_opened", 1, code, arg(4, 0)), box.ev("opened", 2, code, arg(OWNER, 0)),
+             box.ev("not_opened", 3, code, arg(4, 0)), box.ev("closed", 2, code, OWNER))
+    assert box.uses(code) == (0, "used")
 
 
-def test_an_unlimited_owner_code_and_remote_unlocks_change_no_uses(ledger):
-    box = Box(ledger, compartments=2)
-    unlimited = box.issue("owner", comp=0, uses=p.UNLIMITED).code_id
-    limited = box.issue("owner", comp=1, uses=2).code_id
-    box.feed(box.ev("opened", 1, unlimited, OWNER), box.ev("closed", 1, unlimited, OWNER))
-    assert box.uses(unlimited) == (p.UNLIMITED, "active")
-    # a remote unlock whose command seq equals the owner code's id: role remote, not a use
-    box.feed(box.ev("opened", 1, limited, REMOTE), box.ev("closed", 1, limited, REMOTE))
-    assert box.uses(limited) == (2, "active")
-
-
-# ---- not_opened: what the ledger gives back and takes -------------------------------------
-
-def test_not_opened_takes_a_recipients_use_only_when_it_stays_spent(ledger):
+@pytest.mark.parametrize("outcome, left, want", [
+    (0, 1, (1, "active")),   # never opened, the use given back
+    (4, 0, (0, "used")),     # never opened, nothing given back (it was shared)
+    (1, 0, (0, "used")),     # found closed after a power cut, the use stays spent
+    (3, 1, (1, "active")),   # found closed after a power cut, the use never spent
+    (4, 3, (3, "active")),   # whatever the outcome, the count is the box's
+])
+def test_not_opened_sets_the_count_it_carries_whatever_its_outcome(ledger, outcome, left, want):
     box = Box(ledger, compartments=1)
-    back, spent, never = (box.issue(comp=1).code_id for _ in range(3))
-    box.feed(box.ev("not_opened", 1, back, 0),    # given back on the box; nothing was taken
-             box.ev("not_opened", 1, spent, 1),   # found closed at boot: no pickup follows
-             box.ev("not_opened", 1, never, 3))   # the cut came before the use was spent
-    assert [box.uses(c) for c in (back, spent, never)] == [(1, "active"), (0, "used"),
-                                                           (1, "active")]
+    code = box.issue(comp=1, uses=1).code_id
+    box.feed(box.ev("not_opened", 1, code, arg(outcome, left)))
+    assert box.uses(code) == want
 
 
-def test_a_remote_unlocks_not_opened_leaves_the_code_with_the_same_number_alone(ledger):
+def test_a_count_of_0_then_a_newer_one_above_it_makes_the_code_active_again(ledger):
+    box = Box(ledger, compartments=1)
+    code = box.issue(comp=1, uses=1).code_id
+    # accepted, power cut before the use was written: 0 left at the opening...
+    box.feed(box.ev("opened", 1, code, arg(RECIPIENT, 0)))
+    assert box.uses(code) == (0, "used")
+    # ...the use given back on the box (never opened): active again
+    box.feed(box.ev("not_opened", 1, code, arg(0, 1)))
+    assert box.uses(code) == (1, "active")
+
+
+def test_remote_unlocks_change_no_uses_even_when_their_seq_is_a_code_id(ledger):
     box = Box(ledger, compartments=1)
     box.issue(comp=1)
     box.issue(comp=1)
     unlock = box.command("unlock", comp=1, exp=2 ** 31)   # seq 3
-    code = box.issue(comp=1).code_id                       # id 3: the same number
+    code = box.issue(comp=1, uses=2).code_id               # id 3: the same number
     assert unlock == code == 3
-    box.feed(box.ev("result", OP["unlock"], unlock, 0), box.ev("boot", 0, 0, 2),
-             box.ev("not_opened", 1, unlock, 1))
+    box.feed(box.ev("result", OP["unlock"], unlock, 0),
+             box.ev("opened", 1, unlock, arg(REMOTE, NONE)), box.ev("closed", 1, unlock, REMOTE))
+    box.feed(box.ev("not_opened", 1, unlock, arg(4, NONE)),    # a remote unlock never opened
+             box.ev("boot", 0, 0, 2), box.ev("not_opened", 1, unlock, arg(1, NONE)))
+    assert box.uses(code) == (2, "active")
+    # a remote `opened` is never read as a count, even one a box should not send
+    box.feed(box.ev("opened", 1, unlock, arg(REMOTE, 0)))
+    assert box.uses(code) == (2, "active")
+    box.feed(box.ev("opened", 1, code, arg(RECIPIENT, 1)))   # the code itself: counted
     assert box.uses(code) == (1, "active")
-    # once another grant of that compartment has ended, a not_opened with that id is the code's
-    box.feed(box.ev("opened", 1, 1, RECIPIENT), box.ev("closed", 1, 1, RECIPIENT),
-             box.ev("boot", 0, 0, 3), box.ev("not_opened", 1, code, 1))
-    assert box.uses(code) == (0, "used")
 
 
-def test_a_pickup_reported_after_a_revoke_leaves_the_code_revoked(ledger):
+def test_an_unlimited_code_and_service_mode_change_no_uses(ledger):
+    box = Box(ledger, compartments=2)
+    unlimited = box.issue("owner", comp=0, uses=p.UNLIMITED).code_id
+    tech = box.issue("tech", comp=0, uses=3).code_id
+    box.feed(box.ev("opened", 1, unlimited, arg(OWNER, NONE)),
+             box.ev("closed", 1, unlimited, OWNER),
+             box.ev("not_opened", 2, unlimited, arg(4, NONE)))
+    assert box.uses(unlimited) == (p.UNLIMITED, "active")
+    box.feed(box.ev("service", 0, tech, 1), box.ev("opened", 1, tech, arg(TECH, NONE)),
+             box.ev("closed", 1, tech, TECH), box.ev("not_opened", 2, tech, arg(4, NONE)),
+             box.ev("service", 0, tech, 0))
+    assert box.uses(tech) == (3, "active")
+
+
+def test_a_count_never_brings_a_revoked_code_back(ledger):
     box = Box(ledger, compartments=1)
-    code = box.issue(comp=1).code_id
+    code = box.issue(comp=1, uses=2).code_id
     with pytest.raises(Exception, match="broker"):
         box.be.revoke("A", code)
-    box.feed(box.ev("pickup", 1, code, 0))  # used before the revoke reached the box
+    box.feed(box.ev("opened", 1, code, arg(RECIPIENT, 1)))  # used before the revoke arrived
+    assert box.uses(code) == (1, "revoked")
+    box.feed(box.ev("pickup", 1, code))
+    assert box.uses(code) == (1, "revoked")
+    box.feed(box.ev("opened", 1, code, arg(RECIPIENT, 0)))
     assert box.uses(code) == (0, "revoked")
+
+
+def test_events_of_a_code_the_ledger_does_not_know_are_stored_and_change_nothing(ledger):
+    box = Box(ledger, compartments=1)
+    code = box.issue(comp=1, uses=2).code_id
+    assert box.lg.record_event(box.ev("opened", 1, 999, arg(RECIPIENT, 0)), "c")
+    assert box.uses(code) == (2, "active")
+
+
+def test_a_ledger_made_before_the_count_gets_its_column_and_keeps_working(tmp_path):
+    path = tmp_path / "old.db"
+    Ledger(path).close()
+    db = sqlite3.connect(path)  # as an older ledger had it: `spent`, no `uses_seq`
+    db.execute("ALTER TABLE codes DROP COLUMN uses_seq")
+    db.execute("ALTER TABLE codes ADD COLUMN spent INTEGER NOT NULL DEFAULT 0")
+    db.commit()
+    db.close()
+    lg = Ledger(path)
+    try:
+        box = Box(lg, compartments=1)
+        code = box.issue("owner", comp=1, uses=3).code_id
+        box.feed(box.ev("not_opened", 1, code, arg(1, 1), seq=5),
+                 box.ev("opened", 1, code, arg(OWNER, 2), seq=4))
+        assert box.uses(code) == (1, "active")
+        assert [r[1] for r in lg.db.execute("PRAGMA table_info(codes)")].count("uses_seq") == 1
+    finally:
+        lg.close()
+
+
+# ---- a firmware box's own events, in any order, give the ledger the box's counts ------------
+
+T0 = 1_795_600_000
+
+
+class Firmware:
+    """The firmware's box core (parcelbox.Box and Remote, flash in RAM) for a ledger's box:
+    codes reach it as the ledger's sealed add commands; its events are read off its outbox."""
+
+    def __init__(self, lg, box_id, key, compartments):
+        from memflash import MemStorage
+
+        self.lg, self.id, self.key, self.n = lg, box_id, key, compartments
+        self.st, self.now = MemStorage(), 0
+        self.boot()
+
+    def boot(self):
+        from parcelbox.box import Box as Core
+        from parcelbox.remote import Remote, stored_settings
+
+        self.box = Core(self.st, self.key, stored_settings(self.st, {"compartments": self.n}),
+                        self.now)
+        self.box.set_time(T0 + self.now // 1000, self.now)
+        self.remote = Remote(self.box, self.id, self.key)
+        for c in range(1, self.n + 1):
+            self.door(c, False)
+
+    def power_cut(self):
+        self.st = self.st.reboot()
+        self.now += 5000
+        self.boot()
+
+    def advance(self, ms):
+        end = self.now + ms
+        while self.now < end:
+            self.now += 10
+            self.box.tick(self.now)
+
+    def door(self, comp, is_open):
+        for _ in range(2):
+            self.box.door(comp, is_open, self.now)
+            self.advance(60)
+
+    def issue(self, role, comp, uses):
+        with self.lg.tx() as db:
+            code, arr = self.lg.new_code(db, self.id, p.ROLES[role], comp, uses, 0, 0,
+                                         time.time())
+            _, t, payload = self.lg.next_command(db, self.id, "add", code=arr)
+        self.remote.receive(t, payload, self.now)
+        return code, arr[0]
+
+    def type(self, code):
+        for ch in code:
+            self.box.key(ord(ch), self.now)
+            self.advance(200)
+        self.advance(1000)
+
+    def visit(self, code, *comps):
+        """Type `code`, open and close `comps`; the rest of its grant runs out."""
+        self.type(code)
+        for c in comps:
+            self.door(c, True)
+        for c in comps:
+            self.door(c, False)
+        self.advance(30000)
+
+    def events(self):
+        ob = self.box.outbox
+        return [p.Event(self.id, s, p.EVENTS[k], c, i, a, t)
+                for s, k, c, i, a, t in (ob.get(j) for j in range(ob.pending()))]
+
+    def uses(self, code_id):
+        s = self.box.codes.slot_of(code_id)
+        return self.box.codes.fields(s)[3] if s >= 0 else None
+
+
+def test_a_firmware_boxs_events_in_any_order_mirror_its_uses_exactly(tmp_path):
+    lg = Ledger(tmp_path / "base.db")
+    key = lg.add_box("A", compartments=3)
+    fw = Firmware(lg, "A", key, 3)
+    owner, oid = fw.issue("owner", 0, 6)
+    driver, did = fw.issue("driver", 1, 1)
+    rec, rid = fw.issue("recipient", 1, 3)
+    alone, aid = fw.issue("owner", 2, 4)
+    fw.visit(owner, 1, 2)        # one use for every door: 1 and 2 opened, 3 given up (shared)
+    fw.visit(owner)              # one use, no door opened: shared, not given back
+    fw.visit(driver, 1)          # deposit
+    fw.visit(rec)                # never opened: given back
+    fw.visit(rec, 1)             # pickup
+    fw.visit(alone)              # never opened: given back
+    fw.visit(alone, 2)
+    fw.type(alone)               # the power goes before the door opens: the use stays spent
+    fw.power_cut()
+    fw.advance(30000)
+    evs = fw.events()
+    kinds = [(e.type, e.arg & 0xFF) for e in evs if e.type == "not_opened"]
+    assert {("not_opened", 0), ("not_opened", 4), ("not_opened", 1)} <= set(kinds), kinds
+    want = {cid: fw.uses(cid) for cid in (oid, did, rid, aid)}
+    assert want == {oid: 4, did: 0, rid: 2, aid: 2}
+    lg.close()
+    rnd = random.Random(3)
+    for run in range(6):
+        path = tmp_path / ("l%d.db" % run)
+        shutil.copy(tmp_path / "base.db", path)
+        lg = Ledger(path)
+        order = list(evs)
+        if run == 1:
+            order.reverse()
+        elif run:
+            rnd.shuffle(order)
+        for e in order:
+            lg.record_event(e, "c%d" % (e.seq % 2))
+        got = {c["id"]: (c["uses"], c["status"]) for c in lg.codes("A")}
+        assert got == {cid: (u, "used" if u == 0 else "active") for cid, u in want.items()}, \
+            [e.seq for e in order]
+        lg.close()
 
 
 # ---- a revoked code's value, until the box confirms it gone --------------------------------

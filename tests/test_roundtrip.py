@@ -47,6 +47,9 @@ def test_codes_issued_with_the_cli_open_the_right_compartment_and_report_once(wo
     assert len(world.events("box-1", "pickup")) == 1
     codes = {c["id"]: c for c in world.ledger.codes("box-1")}
     assert codes[recipient["code_id"]]["status"] == "used"
+    # the ledger's uses are the box's own count (the `opened` events carry it)
+    for c in (driver, recipient):
+        assert codes[c["code_id"]]["uses"] == 0
 
 
 def test_a_used_code_does_not_open_again_and_the_box_says_why(world):
@@ -60,6 +63,8 @@ def test_a_used_code_does_not_open_again_and_the_box_says_why(world):
     link.type(owner["code"])
     (wrong,) = wait_for(lambda: world.events("box-1", "wrong_code"), what="wrong_code")
     assert wrong.arg & 0xFF == 3 and len(link.unlocks) == 1  # used up
+    (c,) = [c for c in world.ledger.codes("box-1") if c["id"] == owner["code_id"]]
+    assert (c["uses"], c["status"]) == (0, "used")  # the box's count, from its `opened`
 
 
 def test_remote_unlock_revoke_and_sync_through_the_cli(world):

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS codes (
     status TEXT NOT NULL,       -- active, used, revoked
     issued REAL NOT NULL,
     cmd_seq INTEGER,            -- the add command that carried it (NULL: only by sync)
-    spent INTEGER NOT NULL DEFAULT 0,  -- owner codes: uses counted from events (mirror.py)
+    uses_seq INTEGER NOT NULL DEFAULT 0,  -- seq of the event whose count set uses (mirror.py)
     gone INTEGER NOT NULL DEFAULT 0,   -- revoked, and the box confirmed it holds it no more
     PRIMARY KEY (box, id)
 );
@@ -93,8 +93,10 @@ CREATE INDEX IF NOT EXISTS commands_by_op ON commands (box, op, seq);
 _ADDED = (("boxes", "prev_below", "INTEGER"), ("boxes", "sync_id", "INTEGER"),
           ("boxes", "resync", "INTEGER NOT NULL DEFAULT 0"),
           ("boxes", "resyncs", "INTEGER NOT NULL DEFAULT 0"),
-          ("codes", "spent", "INTEGER NOT NULL DEFAULT 0"),
-          ("codes", "gone", "INTEGER NOT NULL DEFAULT 0"))
+          ("codes", "gone", "INTEGER NOT NULL DEFAULT 0"),
+          ("codes", "uses_seq", "INTEGER NOT NULL DEFAULT 0"))
+# (A ledger made while owner uses were counted from events has a `spent` column in codes:
+# nothing reads or writes it any more, and its default fills it on insert.)
 # Automatic full syncs (after a sync_order, a sync undone, a code store failed closed) in a
 # row without one taking; then the operator decides (`parcelbox codes sync`).
 MAX_AUTO_SYNCS = 3
@@ -396,10 +398,8 @@ class Ledger:
         return True
 
     def _apply(self, db, ev: p.Event) -> None:
-        if ev.type == "pickup" or ev.type == "deposit":
-            mirror.spend(db, ev.box, ev.id)
-        elif ev.type in ("opened", "closed", "not_opened"):
-            mirror.mirror_use(db, ev)
+        if ev.type in ("opened", "not_opened"):
+            mirror.mirror_use(db, ev)  # the uses left it carries; a pickup or deposit: none
         elif ev.type == "store_corrupt":
             if ev.arg & 0xFF == 1 and (ev.arg >> 8) & p.CODES_FAILED_CLOSED:
                 mirror.flag_resync(db, ev.box)  # the box's code store is empty until then

@@ -1,4 +1,4 @@
-"""How the ledger follows what a box holds, from its events: the uses its codes spend,
+"""How the ledger follows what a box holds, from its events: the uses its codes have left,
 whether a revoked code may still be on it, and when it needs a full sync again.
 
 Rules over the ledger's tables (events, commands, codes, boxes), each run inside the
@@ -13,13 +13,10 @@ import json
 
 from host_tools import protocol as p
 
-OWNER, REMOTE = p.ROLES["owner"], 5
+REMOTE = 5  # an `opened` by a remote unlock: its id is the command's seq, not a code's
 UNLIMITED = p.UNLIMITED
 ADD, REVOKE, SYNC_END = p.OPS.index("add"), p.OPS.index("revoke"), p.OPS.index("sync_end")
 OK, UNKNOWN_CODE, SYNC_ORDER = 0, 1, p.STATUS.index("sync_order")
-# Every compartment one use unlocks opens (or is given up) within one open window of the
-# accept, two when its pulse waits for a cool-down; the box allows a window of 600 s at most.
-USE_SPAN_S = 1200
 # A command seq more than this below the box's newest accepted one is refused (stale):
 # a command that far behind can never apply any more (docs/protocol.md section 5).
 WINDOW = 32
@@ -31,127 +28,31 @@ DAY = 86400
 
 # ---- uses --------------------------------------------------------------------------------
 
-def owner_uses_spent(rows) -> int:
-    """The uses an owner code has spent on the box, from its events (seq, type, comp, arg,
-    t) in seq order: opened and closed with arg owner, and its not_opened.
-
-    The box spends one use when it accepts the code (box.py _accept), for every compartment
-    it unlocks at once: one for its own compartment, all those locked at that moment for
-    an owner code for all doors. No event marks the accept. Each compartment then tells
-    how its grant ended: `opened` (and `closed`), or `not_opened` (arg 0: the window
-    passed; the use comes back only if it unlocked that compartment alone, never when
-    shared; arg 1: found closed at boot, spent; arg 3: the cut came before it was spent).
-
-    So, per compartment, a grant is one opened..closed (an `opened` repeated at boot for a
-    door found open, or a `not_opened` arg 1 at boot after the door had opened, is the same
-    grant), or one not_opened. Grants are gathered into uses in seq order: one use never
-    grants a compartment twice, so a grant on a compartment the current use already has
-    begins the next use, and so does one more than USE_SPAN_S after the use's first. A use
-    counts once if any of its compartments opened or stayed spent, or if two or more were
-    given up (a shared use is not given back); a lone grant that was not opened (arg 0)
-    was given back by the box. Where it can be wrong: a use that could not unlock every
-    compartment (one was busy), followed within USE_SPAN_S by another that opened only
-    the others, counts as one: a use the box spent that the ledger does not show."""
-    live = set()   # compartments whose grant opened and has not closed yet
-    use: dict = {}  # compartment: how its grant in the use being gathered went
-    first_t = 0
-    spent = 0
-    for _seq, kind, comp, arg, t in rows:
-        if kind == "opened":
-            if comp in live:
-                continue
-            live.add(comp)
-            how = "opened"
-        elif kind == "closed":
-            if comp in live:
-                live.discard(comp)
-                continue
-            how = "opened"  # its `opened` was lost (an outbox overflow): the door did open
-        else:  # not_opened
-            if comp in live:
-                live.discard(comp)
-                continue
-            if arg & 2:
-                continue  # cut before the use was spent: the code still has it
-            how = "spent" if arg & 1 else "back"
-        if comp in use or (t and first_t and abs(t - first_t) > USE_SPAN_S):
-            spent += _counts(use)
-            use, first_t = {}, 0
-        use[comp] = how
-        first_t = first_t or t
-    return spent + _counts(use)
-
-
-def _counts(use: dict) -> int:
-    hows = list(use.values())
-    return int("opened" in hows or "spent" in hows or hows.count("back") >= 2)
-
-
-def _code(db, box_id, code_id):
-    return db.execute("SELECT role, comp, uses, spent, status FROM codes WHERE box=? AND id=?",
-                      (box_id, code_id)).fetchone()
-
-
-def _remote_grant(db, ev: p.Event) -> bool:
-    """Whether a not_opened is a remote unlock's (its id is then the command's seq, which
-    may equal a code id): an `unlock` of that compartment with that seq whose result is
-    not yet stored, or was ok with no other grant of the compartment ended between."""
-    k = db.execute("SELECT 1 FROM commands WHERE box=? AND seq=? AND op='unlock' "
-                   "AND json_extract(body, '$.comp')=?", (ev.box, ev.id, ev.comp)).fetchone()
-    if k is None:
-        return False
-    r = db.execute("SELECT seq, arg FROM events WHERE box=? AND type='result' AND code_id=? "
-                   "AND comp=?", (ev.box, ev.id, p.OPS.index("unlock"))).fetchone()
-    if r is None:
-        return True
-    if r[1] & 0xFF != OK or r[0] > ev.seq:
-        return False
-    between = db.execute("SELECT 1 FROM events WHERE box=? AND comp=? AND seq>? AND seq<? AND "
-                         "type IN ('closed', 'not_opened')", (ev.box, ev.comp, r[0], ev.seq))
-    return between.fetchone() is None
+def uses_left(ev: p.Event) -> int | None:
+    """The uses the event's code has on the box right after it, as the box reports them in
+    arg bits 8-23 of `opened` and `not_opened` (docs/protocol.md section 6, "Uses left");
+    None when there is nothing to count (0xFFFF: an unlimited code, a remote unlock,
+    service mode, a code no longer stored) or the event carries no count."""
+    if ev.type not in ("opened", "not_opened"):
+        return None
+    if ev.type == "opened" and ev.arg & 0xFF == REMOTE:
+        return None  # its id is a command seq, which may equal a code's id
+    left = (ev.arg >> 8) & 0xFFFF
+    return None if left == UNLIMITED else left
 
 
 def mirror_use(db, ev: p.Event) -> None:
-    """A use the box spent, in the ledger. Recipients and drivers spend theirs with the
-    pickup or deposit that ends their grant (the caller's), or with a not_opened arg 1
-    (found closed at boot: no deposit or pickup follows, the use stays spent). Owner codes
-    are recounted from all their events (owner_uses_spent). A remote unlock has no use;
-    a technician's service mode spends none."""
-    if ev.type in ("opened", "closed") and ev.arg != OWNER:
+    """A code's uses in the ledger are the box's: the count of its `opened` or `not_opened`
+    event with the highest seq that carries one (uses_seq keeps that seq, so an older event
+    arriving later changes nothing). Its status follows (used at 0, active above) unless
+    it is revoked: a count never brings a revoked code back. Pickups and deposits change
+    nothing: the `opened` before them carried the count after the use was spent."""
+    left = uses_left(ev)
+    if left is None:
         return
-    row = _code(db, ev.box, ev.id)
-    if row is None or row[0] not in (1, 2, OWNER) or row[1] not in (0, ev.comp):
-        return
-    if ev.type == "not_opened" and _remote_grant(db, ev):
-        return
-    if row[0] != OWNER:
-        if ev.type == "not_opened" and ev.arg & 3 == 1:
-            spend(db, ev.box, ev.id)
-        return
-    if row[2] == UNLIMITED:
-        return
-    rows = []
-    for r in db.execute("SELECT seq, type, comp, arg, t, code_id FROM events WHERE box=? AND "
-                        "code_id=? AND ((type IN ('opened', 'closed') AND arg=?) OR "
-                        "type='not_opened') ORDER BY seq", (ev.box, ev.id, OWNER)).fetchall():
-        if r[1] == "not_opened" and (row[1] not in (0, r[2]) or _remote_grant(
-                db, p.Event(ev.box, r[0], r[1], r[2], r[5], r[3], r[4]))):
-            continue
-        rows.append(r[:5])
-    uses, was = row[2], row[3]
-    issued = uses + was  # uses + spent stays what was issued: never count more than that
-    now = min(owner_uses_spent(rows), issued)
-    if now != was:
-        db.execute("UPDATE codes SET uses=?, spent=?, status=CASE WHEN status IN ('active', "
-                   "'used') THEN (CASE WHEN ?=0 THEN 'used' ELSE 'active' END) ELSE status END "
-                   "WHERE box=? AND id=?", (issued - now, now, issued - now, ev.box, ev.id))
-
-
-def spend(db, box_id: str, code_id: int) -> None:
-    db.execute("UPDATE codes SET uses = CASE WHEN uses=65535 THEN uses ELSE max(uses-1,0) END "
-               "WHERE box=? AND id=?", (box_id, code_id))
-    db.execute("UPDATE codes SET status='used' WHERE box=? AND id=? AND uses=0 "
-               "AND status='active'", (box_id, code_id))
+    db.execute("UPDATE codes SET uses=?, uses_seq=?, status=CASE WHEN status IN ('active', "
+               "'used') THEN (CASE WHEN ?=0 THEN 'used' ELSE 'active' END) ELSE status END "
+               "WHERE box=? AND id=? AND uses_seq<?", (left, ev.seq, left, ev.box, ev.id, ev.seq))
 
 
 # ---- revoked codes -----------------------------------------------------------------------
