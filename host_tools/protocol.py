@@ -55,9 +55,13 @@ EVENTS = ("", "boot", "opened", "closed", "deposit", "pickup", "wrong_code", "th
 TIME_SOURCES = ("", "network", "backend", "other")
 TIME_REFUSALS = ("", "earlier than trusted time", "outside 2024..2100",
                  "far ahead of trusted time")
-# not_opened's arg: 0 never opened (the use given back unless shared or remote), 1 found
-# closed at boot (the use stays spent), 3 found closed at boot, the use never spent
-NOT_OPENED_WORDS = {0: "never opened", 1: "found closed after a power cut, the use spent",
+# not_opened's outcome (arg's low byte): 0 never opened, the use given back; 4 never opened,
+# nothing given back (a shared use, a remote unlock, service mode, an unlimited code); 1
+# found closed at boot (the use stays spent); 3 found closed at boot, the use never spent.
+# opened and not_opened carry the code's uses left in arg bits 8-23 (UNLIMITED: none to count).
+NOT_OPENED_WORDS = {0: "never opened, the use given back",
+                    4: "never opened, nothing given back",
+                    1: "found closed after a power cut, the use spent",
                     3: "found closed after a power cut, the use never spent"}
 # store_corrupt: arg = file + flags << 8
 STORE_FILES = ("", "codes", "events", "state", "wire key")
@@ -249,14 +253,26 @@ class Event:
         if k == "store_corrupt":
             return _store_corrupt(self.id, a)
         if k in ("opened", "closed"):
-            return "code %d, %s" % (self.id, ROLE_NAMES.get(a, "none"))
+            # closed: the role alone (its arg never carries a count)
+            return "code %d, %s%s" % (self.id, ROLE_NAMES.get(a & 0xFF, "none"),
+                                      _uses_left(a) if k == "opened" else "")
         if k == "throttled":
             return "locked out for %d s" % a
         if k == "not_opened":
-            return "code %d: %s" % (self.id, NOT_OPENED_WORDS.get(a, "arg %d" % a))
+            r = a & 0xFF
+            return "code %d: %s%s" % (self.id, NOT_OPENED_WORDS.get(r, "outcome %d" % r),
+                                      _uses_left(a))
         if k in ("deposit", "pickup", "left_open"):
             return "code %d" % self.id
         return "arg %d" % a if a else ""
+
+
+def _uses_left(a: int) -> str:
+    """", n uses left" from an opened or not_opened arg; "" when it has none to count."""
+    left = (a >> 8) & 0xFFFF
+    if left == UNLIMITED:
+        return ""
+    return ", %d use%s left" % (left, "" if left == 1 else "s")
 
 
 def _utc(t: int) -> str:

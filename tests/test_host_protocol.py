@@ -169,9 +169,24 @@ def _ev(kind, comp=0, id_=0, arg=0):
     (_ev("rejected", 0, 99999, 13 | 2 << 8), "command 99999: seq_jump (its seq jumps too far "
                                              "above the newest the box accepted), 2 more suppressed"),
     (_ev("rejected", 0, 7, 8), "command 7: expired (it arrived after its expiry)"),
-    (_ev("not_opened", 1, 4, 0), "code 4: never opened"),
-    (_ev("not_opened", 1, 4, 1), "code 4: found closed after a power cut, the use spent"),
-    (_ev("not_opened", 1, 4, 3), "code 4: found closed after a power cut, the use never spent"),
+    # opened and not_opened: the role or outcome in arg's low byte, the uses left above it
+    (_ev("opened", 1, 4, 3 | 2 << 8), "code 4, owner, 2 uses left"),
+    (_ev("opened", 1, 4, 1 | 0 << 8), "code 4, recipient, 0 uses left"),
+    (_ev("opened", 2, 9, 2 | 1 << 8), "code 9, driver, 1 use left"),
+    (_ev("opened", 1, 4, 3 | 0xFFFF << 8), "code 4, owner"),        # unlimited
+    (_ev("opened", 1, 17, 5 | 0xFFFF << 8), "code 17, remote"),
+    (_ev("opened", 1, 6, 4 | 0xFFFF << 8), "code 6, tech"),         # service mode
+    (_ev("closed", 1, 4, 3), "code 4, owner"),
+    (_ev("closed", 1, 4, 0), "code 4, none"),
+    (_ev("not_opened", 1, 4, 0 | 1 << 8), "code 4: never opened, the use given back, 1 use left"),
+    (_ev("not_opened", 1, 4, 4 | 3 << 8), "code 4: never opened, nothing given back, 3 uses left"),
+    (_ev("not_opened", 1, 4, 4 | 0xFFFF << 8), "code 4: never opened, nothing given back"),
+    (_ev("not_opened", 1, 4, 1 | 0 << 8), "code 4: found closed after a power cut, the use "
+                                          "spent, 0 uses left"),
+    (_ev("not_opened", 1, 4, 3 | 5 << 8), "code 4: found closed after a power cut, the use "
+                                          "never spent, 5 uses left"),
+    (_ev("not_opened", 1, 4, 1 | 0xFFFF << 8), "code 4: found closed after a power cut, the use "
+                                               "spent"),
     (_ev("store_corrupt", 0, 0, 1 | 1 << 8), "codes: snapshot bad; the box holds NO codes until "
                                              "a full sync"),
     (_ev("store_corrupt", 0, 0, 1 | 2 << 8), "codes: torn journal tail dropped"),
@@ -190,3 +205,5 @@ def test_a_reason_or_source_from_a_newer_firmware_is_shown_by_number():
     assert _ev("rejected", 0, 3, 77).describe() == "command 3: 77"
     assert _ev("time_refused", 9, 0, 9).describe().startswith("time refused: reason 9 (source 9)")
     assert _ev("store_corrupt", 0, 0, 9 | 1 << 8).describe() == "file 9: flag 1"
+    assert _ev("not_opened", 1, 4, 9 | 2 << 8).describe() == "code 4: outcome 9, 2 uses left"
+    assert _ev("opened", 1, 4, 7 | 0xFFFF << 8).describe() == "code 4, none"
