@@ -30,6 +30,8 @@ _SEQ_MARGIN = const(256)
 _THROTTLE_LEN = const(16)  # throttle.STATE_LEN; then 7 bytes per compartment: grant
 _GRANT = "<IBH"            # code id, role, the code's uses left once this grant's use is spent
 _CMD_JUMP = const(4096)    # command seqs skipped when a state copy is found damaged
+_SEQ_LIMIT = 0x7F000000    # a seq floor above is damage (2 billion events: never reached),
+                           # leaving the outbox's seqs room below its own limit (2^31-1)
 
 # The clock (docs/box.md section 7): every time source is held to this range; one that
 # goes back more than _BACK_S below the newest trusted time is refused, and so is the
@@ -317,6 +319,9 @@ class BoxState:
                 bad |= 1
                 continue
             gen = struct.unpack_from("<I", data, r[0] + 4)[0]
+            if struct.unpack_from("<I", data, r[0] + 36)[0] > _SEQ_LIMIT:  # the seq floor
+                bad |= 1
+                continue
             gens.append(gen)
             if best is None or gen > best[0]:
                 best = (gen, data, r)

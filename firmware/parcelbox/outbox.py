@@ -165,6 +165,8 @@ class Outbox:
         if min(code_id, arg, t) < 0 or (code_id | arg | t) >> 32:
             raise ValueError("event field out of range")
         seq = self.next_seq
+        if seq >= _MAX_SEQ:  # only damage gets here (the box refuses such a floor): never a seq twice
+            raise OSError(28, "event seqs used up")
         data = tail = b""
         if self._n >= self.capacity:
             i = self._find(events.is_security, False)
