@@ -34,17 +34,7 @@ FILES = ("codes.bin", "codes.log", "events.log", "state.0", "state.1", "wirekey.
 OWNER, REVOKED, NEVER = "482915", "555555", "999999"
 
 # Findings in files being rewritten elsewhere (host_tools/fuzz.py: reported, not failed on).
-KNOWN = {
-    "error in boxstate._save_state":
-        "outbox.py: an ack record (good checksum) of a seq near 2**32 raises next_seq past the "
-        "limit the event records have (Outbox._replay takes every record's seq + 1), so the "
-        "seq floor overflows its u32: struct.error out of Box() at every boot; reproducer in "
-        "tests/test_fuzz.py",
-    "OSError in outbox.add":
-        "outbox.py (0162b72): an events.log record (good checksum) at the last seq, 0x7FFFFFFF, "
-        "leaves no seq to hand out: OSError 28 out of Box() at every boot (a crash loop); "
-        "reproducer in tests/test_fuzz.py",
-}
+KNOWN = {}
 
 
 class _Run:

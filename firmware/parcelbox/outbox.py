@@ -29,8 +29,9 @@ _EVT_FRAME = const(25)
 _HEAD_FRAME = const(15)
 _GARBAGE = const(2)       # compact when dead bytes reach 2 full outboxes of records
 _CHUNK = const(256)
-_MAX_SEQ = 0x7FFFFFFF     # 29,000 years at 200 events a day: a seq above is damage, and
-                          # leaves the floor (next seq + 256) room in a u32
+_MAX_SEQ = 0x7FFFFFFF     # never handed out: 29,000 years at 200 events a day
+_SEQ_LIMIT = 0x7F000000   # a stored seq above is damage (as the Box's seq floor), so the
+                          # seqs that follow it stay below _MAX_SEQ
 
 
 class Outbox:
@@ -103,7 +104,7 @@ class Outbox:
         if tag == _TAG_EVENT and end - p >= _EVT_LEN:
             ev = struct.unpack_from(_EVT, buf, p)
             seq = ev[1]
-            if seq <= self._last or ev[2] == 0 or seq > _MAX_SEQ:
+            if seq <= self._last or ev[2] == 0 or seq > _SEQ_LIMIT:
                 return -1
             for q in range(p + _EVT_LEN, end, 8):
                 self._drop(*struct.unpack_from(_RANGE, buf, q))
@@ -117,10 +118,11 @@ class Outbox:
             i = self._lower(seq)
             if i < self._n and self._seq_at(i) == seq:
                 self._remove(i, 1)
+            return end + 4  # an ack names an event before it: it moves no seq on
         elif tag == _TAG_HEAD and end - p == 9:
             h = struct.unpack_from(_HEAD, buf, p)
             seq = h[1] - 1
-            if seq > _MAX_SEQ:
+            if seq > _SEQ_LIMIT:
                 return -1
             self.dropped = max(self.dropped, h[2])
         else:
