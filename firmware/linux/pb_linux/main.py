@@ -27,6 +27,10 @@ def _exit_reset():
     sys.exit(EXIT_RESET)
 
 
+# What the hardware layer raises for a board.json it cannot drive.
+_REFUSED = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
 # The hardware from Blinka: the real `board` and `digitalio` modules on the SBC.
 def blinka_hardware(board):
     import board as pins
@@ -69,7 +73,15 @@ def boot(root=STATE_DIR, hw_factory=None, net=None, clock=None, sleep=None, rese
         notify("READY=1")
         notify("STATUS=board: %s" % e)
         return None, e.why
-    hw = (hw_factory or blinka_hardware)(board)
+    try:
+        hw = (hw_factory or blinka_hardware)(board)
+    except _REFUSED as e:
+        # complete, yet not a board this machine can drive (a pin its `board` module
+        # lacks, a wrong type): a bad board, as above, not a crash loop
+        log(ERROR, "board: the hardware refused it: %s: %s" % (e.__class__.__name__, e))
+        notify("READY=1")
+        notify("STATUS=board: the hardware refused it")
+        return None, devconf.BAD_BOARD
     hw.all_off()
     try:
         conf = devconf.load_config(storage)
@@ -144,7 +156,11 @@ def all_off(root=STATE_DIR, hw_factory=None, result=None):
     except devconf.ConfigError as e:
         print("PB E 0 all-off: board: %s" % e)
         return 1
-    hw = (hw_factory or blinka_hardware)(board)
+    try:
+        hw = (hw_factory or blinka_hardware)(board)
+    except _REFUSED as e:
+        print("PB E 0 all-off: board: the hardware refused it: %s" % e)
+        return 1
     hw.all_off()
     print("PB I 0 all-off: %d solenoids, LED and buzzer off (%s)" % (hw.n, result or "by hand"))
     return 0
