@@ -79,6 +79,7 @@ class Box(BoxState):
         self.key_gen_saved = 0  # wire key generation, as the remote last told the state file
         self.codes_cmd = 0  # highest seq of an add or revoke applied (parcelbox.remote)
         self._lost = 0  # first event seq that may be missing (boot)
+        self._codes_hold = False  # code files damaged, not yet emptied: keep the saved mark
         self._attempt = 0  # seq the charged attempt's wrong_code event takes (0: none)
         self._applied = 0  # occupancy includes every deposit/pickup up to this seq
         self.cmd_top = self.cmd_bits = 0  # command anti-replay window (parcelbox.remote)
@@ -101,6 +102,8 @@ class Box(BoxState):
                         now)
         if bad_codes:
             self._event(events.STORE_CORRUPT, 0, 0, events.FILE_CODES | bad_codes << 8, now)
+        if self._codes_hold:
+            self._fail_closed()
         if bad_state:
             self._event(events.STORE_CORRUPT, 0, 0, events.FILE_STATE | bad_state << 8, now)
         self._event(events.BOOT, 0, 0, self._boots, now)

@@ -285,7 +285,7 @@ class BoxState:
                 g < self._codes_gen or g == self._codes_gen and j < self._codes_jlen):
             bad_codes |= PROBLEM_OLD  # older or shorter than the state says: what went is unknown
         if bad_codes & (PROBLEM_SNAPSHOT | PROBLEM_CORRUPT | PROBLEM_OLD):
-            self.codes.fail_closed()  # durable at once: the next boot must not trust them again
+            self._codes_hold = True  # saves keep the old mark until the store is emptied
         self._save_state()  # the floor before any seq above the old one is handed out
         if unresolved:
             self._event(events.WRONG_CODE, 0, 0,
@@ -301,6 +301,12 @@ class BoxState:
         if bad & 4:
             self._lost = first  # the first seq that may be missing (store_corrupt's id)
         return bad, bad_codes
+
+    # After the damage is reported (on flash first: a cut before this finds it again at the
+    # next boot), the code store empties, as a generation above any the state file saw.
+    def _fail_closed(self):
+        self.codes.fail_closed(self._codes_gen)
+        self._codes_hold = False
 
     # Two alternating state files; the newest valid one wins, so bit rot in one still
     # leaves the last good state. Returns damage flags: 1 a copy damaged (or of another
@@ -362,7 +368,7 @@ class BoxState:
 
     def _save_state(self):
         self._gen += 1
-        g, j = self.codes.mark()
+        g, j = (self._codes_gen, self._codes_jlen) if self._codes_hold else self.codes.mark()
         head = struct.pack(_STATE_FMT, _MAGIC, self._gen, self.occupied, self._floor,
                            self._boots, self._attempt, self._applied, self.cmd_top,
                            self.cmd_bits, self._seq_floor, self.outbox.file_next, g, j,

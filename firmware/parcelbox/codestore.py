@@ -166,10 +166,13 @@ class CodeStore(CodeFile):
     def mark(self):
         return self._gen, self._jlen
 
-    # Every code goes, on flash at once (a new snapshot): what the box cannot vouch for
-    # counts as revoked until the backend resyncs. OSError escapes.
-    def fail_closed(self):
+    # Every code goes, on flash at once (a new snapshot of a generation above `after`):
+    # what the box cannot vouch for counts as revoked until the backend resyncs. OSError
+    # escapes.
+    def fail_closed(self, after=0):
         self.changes += 1
+        if after > self._gen:
+            self._gen = after
         self._n = 0  # the generation goes on: the snapshot is newer than any before
         self._index(4)
         self._ends()
