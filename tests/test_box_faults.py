@@ -289,3 +289,13 @@ def test_a_cut_at_any_byte_of_the_boot_that_finds_damage_never_loses_the_report_
         if done:
             break
         k += 1
+
+
+def test_every_state_save_carries_the_clock_so_a_reboot_offline_resumes_from_the_last_one(rig):
+    # on main only the hourly save moved the floor: a reboot lost up to an hour of clock
+    rig.advance(60_000, step=10_000)  # the hourly floor save is behind us
+    rig.advance(40 * 60_000, step=60_000)
+    rig.type("999999")  # any activity saves the state (here the guess's charge)
+    w = rig.box.wall(rig.now)
+    offline_boot(rig)
+    assert rig.box.wall(rig.now) >= w

@@ -73,6 +73,7 @@ class Box(BoxState):
         self._boots = 0
         self._floor = 0  # newest wall-clock time ever trusted, epoch seconds
         self._floor_saved = 0  # the floor as on flash
+        self._now = now  # the latest tick seen: every state save carries wall() as the floor
         self._tr_tick = None  # time_refused: last report, refusals since
         self._tr_count = 0
         self._ev_mark = self._codes_gen = self._codes_jlen = 0  # what the files held at the save
@@ -123,6 +124,7 @@ class Box(BoxState):
 
     # One accepted key press (ASCII code).
     def key(self, ch, now):
+        self._now = now
         try:
             self._key(ch, now)
         except OSError:
@@ -130,6 +132,7 @@ class Box(BoxState):
 
     # A raw door-sensor sample of compartment `comp` (1-based).
     def door(self, comp, is_open, now):
+        self._now = now
         try:
             return self._door(comp, is_open, now)
         except OSError:
@@ -138,6 +141,7 @@ class Box(BoxState):
 
     # Time passes: timeouts of entry, unlock windows, open doors, service mode.
     def tick(self, now):
+        self._now = now
         try:
             self._tick(now)
         except OSError:

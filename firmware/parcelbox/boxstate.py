@@ -368,6 +368,9 @@ class BoxState:
 
     def _save_state(self):
         self._gen += 1
+        w = self.wall(self._now)  # each save keeps the clock's newest time, not only hourly ones
+        if w > self._floor:
+            self._floor = w
         g, j = (self._codes_gen, self._codes_jlen) if self._codes_hold else self.codes.mark()
         head = struct.pack(_STATE_FMT, _MAGIC, self._gen, self.occupied, self._floor,
                            self._boots, self._attempt, self._applied, self.cmd_top,
