@@ -295,7 +295,7 @@ def test_every_state_save_carries_the_clock_so_a_reboot_offline_resumes_from_the
     # on main only the hourly save moved the floor: a reboot lost up to an hour of clock
     rig.advance(60_000, step=10_000)  # the hourly floor save is behind us
     rig.advance(40 * 60_000, step=60_000)
-    rig.type("999999")  # any activity saves the state (here the guess's charge)
     w = rig.box.wall(rig.now)
+    rig.type("999999")  # any activity saves the state (here the guess's charge)
     offline_boot(rig)
     assert rig.box.wall(rig.now) >= w
