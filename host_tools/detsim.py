@@ -125,6 +125,7 @@ class Backend:
         self.pending = self.pseq = None
         self.prev = self.prev_below = None
         self.rot_seq = 0     # seq of the rotate command whose key is current
+        self.lost = None     # (wire, gen, rot_seq) a fall back dropped: heard again, restored
         self.cmd_seq = 0
         self._wk = {}
 
@@ -143,7 +144,20 @@ class Backend:
             out.insert(0, self.wk(self.prev))
         if self.pending is not None:
             out.append(self.wk(self.pending))
+        if self.lost is not None:
+            out.append(self.wk(self.lost[0]))
         return out
+
+    def heard(self, used, seq):
+        """A message verified under `used`: if that is the key a fall back dropped, the box
+        still holds it (the summary that made the backend fall back was an old one, late):
+        it becomes current again."""
+        if self.lost is None or self.wk(self.lost[0]) != used:
+            return False
+        self.prev, self.prev_below = self.box_key, seq
+        self.wire, self.gen, self.rot_seq = self.lost
+        self.pending = self.pseq = self.lost = None
+        return True
 
     def may_verify(self, used, seq):
         if self.prev is None or self.wk(self.prev) != used:
@@ -162,6 +176,7 @@ class Backend:
         self.rot_seq = self.pseq
         self.wire, self.pending, self.pseq = self.pending, None, None
         self.gen += 1
+        self.lost = None
 
     def record(self, ev):
         if ev.seq in self.events:
@@ -195,6 +210,10 @@ class Backend:
         # applied that rotate command: its window is at or above its seq.
         if state["key_gen"] != 0 or state["cmd_seq"] < self.rot_seq:
             return None
+        # ...and, not in the ledger either, it keeps listening under the key it drops: a
+        # summary that late can still pass that test (a rotate applied late, after later
+        # commands), and then the box's next message under its key restores it
+        self.lost = (self.wire, self.gen, self.rot_seq)
         self.prev = self.prev_below = self.wire = self.pending = self.pseq = None
         self.gen = self.rot_seq = 0
         return state
@@ -269,6 +288,8 @@ class World:
         self.published = set()  # event seqs the box published since it booted
         self.svc_num = 0        # digits typed in service mode since the last '#'
         self.damaged = set()    # files damaged at the last boot
+        self.flipped = set()    # code files with a bit flipped in a record the box reads
+        self.boot_reports = {}
         self.truth = None       # the codes the flash held before that damage
         # network: heaps of (deliver_at_ms, n, message); the world picks the order
         self.down, self.up = [], []
@@ -348,6 +369,7 @@ class World:
             name = "rejected %d" % (arg & 0xFF)
         elif kind == STORE_CORRUPT:
             name = "store_corrupt file %d flags %d" % (arg & 0xFF, arg >> 8)
+            self.boot_reports[arg & 0xFF] = self.boot_reports.get(arg & 0xFF, 0) | arg >> 8
         self.stats[name] += 1
         if kind == events.REFUSED or kind == events.SERVICE:
             self.reset_ok = True
@@ -450,6 +472,8 @@ class World:
                   else self.rng.randint(60_000, 6 * HOUR_MS))
         self.log("power back: reboot")
         self.damaged = set()
+        self.flipped = set()
+        self.boot_reports = {}  # file: store_corrupt flags reported by the boots that follow
         self.truth = None
         if "flash" in self.f and self.rng.random() < 0.3:
             self.truth = self._codes_on(self.storage)  # what the flash says before the damage
@@ -487,20 +511,50 @@ class World:
             out[struct.unpack_from("<I", r)[0]] = (bytes(r), uses)
         return out
 
+    def _live_journal(self):
+        """Whether codes.log follows codes.bin (its HEAD names the snapshot's generation)."""
+        f = self.storage.files
+        log, snap = f.get("codes.log"), f.get("codes.bin")
+        r = frame_at(log, 0) if log else None
+        if r is None or r[1] - r[0] != 5:
+            return bool(log)
+        gen = struct.unpack_from("<I", snap, 4)[0] if snap and len(snap) >= 16 else 0
+        return struct.unpack_from("<I", log, r[0] + 1)[0] == gen
+
     def _check_damage(self):
-        """Damage may take codes or uses away (fail closed), never give one back: every code
-        the box loaded is one the undamaged files held, with no more uses."""
+        """Damage may take codes or uses away (fail closed), never give back what counted as
+        gone: a code the undamaged files no longer held returns only if its removal was not
+        acknowledged (a revoke or sync whose result the cut lost), and a use comes back only
+        if no door opened for it. Records never change."""
         truth, self.truth = self.truth, None
         what = "damage to " + ", ".join(sorted(self.damaged))
+        if self.flipped:
+            flags = self.boot_reports.get(FILE_CODES, 0)
+            if flags & 2 or not flags:
+                self.fail("a bit flipped in a whole record of %s was reported as %s, not as "
+                          "damage (store_corrupt of the codes, flags 1, 4 or 8: EMPTY)"
+                          % (" and ".join(sorted(self.flipped)),
+                             "a torn write" if flags else "nothing"))
+        hi = self.known_hi()
         for cid, (rec, uses) in self._codes_on().items():
-            t = truth.get(cid)
+            t, c = truth.get(cid), self.codes.get(cid)
+            if c is None:
+                self.fail("%s brought code %d, never issued" % (what, cid))
+            left = c["uses"] - self.used.get(cid, 0)
             if t is None:
-                self.fail("%s brought back code %d, which the flash no longer held" % (what, cid))
-            if t[0] != rec:
+                if cid in self.acked_revoke:
+                    self.fail("%s brought back code %d after its revoke was acknowledged"
+                              % (what, cid))
+                if left <= 0:
+                    self.fail("%s brought back code %d, used up" % (what, cid))
+                if c["na"] and self.k_store.get(cid, hi) <= c["na"] < hi:
+                    self.fail("%s brought back code %d, expired while the box held it"
+                              % (what, cid))
+            elif t[0] != rec:
                 self.fail("%s changed code %d" % (what, cid))
-            if uses > t[1]:
-                self.fail("%s gave code %d a spent use back: %d uses, %d before the damage"
-                          % (what, cid, uses, t[1]))
+            elif uses > t[1] and uses > left:
+                self.fail("%s gave code %d a spent use back: %d uses, %d before the damage, "
+                          "%d left" % (what, cid, uses, t[1], left))
 
     def _off(self, ms):
         self.clock += ms
@@ -529,6 +583,9 @@ class World:
             lo = ends[-2] if kind == "flip last" and len(ends) > 1 else (
                 ends[-1] if kind == "flip last" and ends[-1] < len(cur) else 0)
             bit = r.randrange(lo * 8, len(cur) * 8)
+            if name == "codes.bin" or name == "codes.log" and self._live_journal() and \
+                    bit >> 3 < _frame_ends(cur)[-1]:
+                self.flipped.add(name)  # a whole record the box reads: damage, not a torn write
             st.flip(name, bit)
             what = "bit %d flipped" % bit
         elif kind == "tail":
@@ -547,6 +604,8 @@ class World:
             buf, n = r.choice(olds)
             st.restore(name, buf[:n])
             what = "back to an earlier version (%d bytes)" % n
+        if not kind.startswith("flip") or name in self.damaged:
+            self.flipped.discard(name)
         self.damages += 1
         self.stats["damage " + kind] += 1
         self.damaged.add(name)
@@ -681,7 +740,9 @@ class World:
             ev, i = HP.parse_event(keys, BOX_ID, p)
         except HP.ProtocolError:
             return  # under a key the backend does not hold: sent again later
-        if not be.may_verify(keys[i], ev.seq):
+        if be.heard(keys[i], ev.seq):
+            self.stats["backend took the box's key back"] += 1
+        elif not be.may_verify(keys[i], ev.seq):
             return
         be.confirm(keys[i], ev.seq)
         stored = be.record(ev)
@@ -724,6 +785,8 @@ class World:
             self.log("backend falls back to the box key (the box lost its wire key)")
             self.rotate_wanted = "rotate" in self.f
         else:
+            if be.heard(keys[i], st["next_seq"] - 1):
+                self.stats["backend took the box's key back"] += 1
             be.confirm(keys[i], st["next_seq"])
         if st["cmd_seq"] > be.cmd_seq:  # as Ledger.set_state
             be.cmd_seq = st["cmd_seq"]
