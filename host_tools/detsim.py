@@ -125,7 +125,7 @@ class Backend:
         self.pending = self.pseq = None
         self.prev = self.prev_below = None
         self.rot_seq = 0     # seq of the rotate command whose key is current
-        self.lost = None     # (wire, gen, rot_seq) a fall back dropped: heard again, restored
+        self.lost = None     # (wire, gen, rot_seq, seq) a fall back dropped: heard again, restored
         self.cmd_seq = 0
         self._wk = {}
 
@@ -149,13 +149,14 @@ class Backend:
         return out
 
     def heard(self, used, seq):
-        """A message verified under `used`: if that is the key a fall back dropped, the box
-        still holds it (the summary that made the backend fall back was an old one, late):
-        it becomes current again."""
-        if self.lost is None or self.wk(self.lost[0]) != used:
+        """A message verified under `used` with event seq `seq`: if that is the key a fall back
+        dropped and the box sealed it after the summary that made the backend fall back
+        (a higher seq), the box still holds that key (the summary was an old one, late): it
+        becomes current again. Seqs below are messages sealed before, arriving late."""
+        if self.lost is None or self.wk(self.lost[0]) != used or seq < self.lost[3]:
             return False
         self.prev, self.prev_below = self.box_key, seq
-        self.wire, self.gen, self.rot_seq = self.lost
+        self.wire, self.gen, self.rot_seq = self.lost[:3]
         self.pending = self.pseq = self.lost = None
         return True
 
@@ -213,7 +214,7 @@ class Backend:
         # ...and, not in the ledger either, it keeps listening under the key it drops: a
         # summary that late can still pass that test (a rotate applied late, after later
         # commands), and then the box's next message under its key restores it
-        self.lost = (self.wire, self.gen, self.rot_seq)
+        self.lost = (self.wire, self.gen, self.rot_seq, state["next_seq"])
         self.prev = self.prev_below = self.wire = self.pending = self.pseq = None
         self.gen = self.rot_seq = 0
         return state
@@ -785,7 +786,7 @@ class World:
             self.log("backend falls back to the box key (the box lost its wire key)")
             self.rotate_wanted = "rotate" in self.f
         else:
-            if be.heard(keys[i], st["next_seq"] - 1):
+            if be.heard(keys[i], st["next_seq"] - 1 if st["next_seq"] > 1 else 0):
                 self.stats["backend took the box's key back"] += 1
             be.confirm(keys[i], st["next_seq"])
         if st["cmd_seq"] > be.cmd_seq:  # as Ledger.set_state
