@@ -12,9 +12,7 @@ DAYS = 2
 
 # Firmware bugs the simulation found and that are not fixed yet (docs/detsim.md section 7):
 # strict, so a fix makes these seeds pass and the marker must go.
-OLD_WIREKEY = ("firmware: an older wirekey.bin (an earlier generation) is taken: box and "
-               "backend hold different keys for good")
-KNOWN = {24: OLD_WIREKEY}
+KNOWN = {}  # seed 24 (an older wirekey.bin taken) was fixed: the box reports and falls back
 
 
 @pytest.mark.parametrize("seed", [

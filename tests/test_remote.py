@@ -954,3 +954,21 @@ def test_a_service_mode_unlock_never_opened_gives_the_technician_code_no_use():
     e = rig.last()
     assert e[1] == events.NOT_OPENED and e[4] == 4 | 0xFFFF << 8  # not given back, no count
     assert rig.box.codes.fields(rig.box.codes.slot_of(4))[3] == 3
+
+
+def test_a_wire_key_file_that_went_back_to_an_older_generation_is_reported_not_used():
+    # found by the deterministic simulation (seed 24): the older key was taken, and box and
+    # backend held different keys for good; now the box falls back to the box key, as when
+    # the file is lost, and says so (the backend follows a key_gen 0 summary)
+    rig = Rig()
+    rig.send("rotate", gen=1, key=HP.wrap_key(rig.keys.cmd, rig.seq + 1, bytes(range(100, 132))))
+    old = bytes(rig.st.files[remotestore.WIRE])
+    k1 = HP.WireKeys.of(KEY, bytes(range(100, 132)))
+    rig.keys = k1
+    rig.send("rotate", gen=2, key=HP.wrap_key(k1.cmd, rig.seq + 1, bytes(range(140, 172))))
+    assert rig.remote.key_gen == 2
+    rig.st.files[remotestore.WIRE] = bytearray(old)  # LittleFS fell back to an older commit
+    rig.reboot()
+    assert rig.remote.key_gen == 0
+    rig.remote.connected(rig.now)
+    assert rig.last()[1:5] == (events.STORE_CORRUPT, 0, 0, events.FILE_KEY | 4 << 8)

@@ -39,8 +39,12 @@ class Remote:
         self.box_id = box_id
         self.restart_pending = False  # settings saved; in effect once the shell rebuilds the Box
         w, bad = load_wire(box.storage)
-        if w is None and box.key_gen_saved and not bad:
+        if w is not None and w[0] < box.key_gen_saved:
+            w, bad = None, 4  # an older key than the state file saw: that key is void
+        elif w is None and box.key_gen_saved and not bad:
             bad = 4  # the file is gone, yet the state file saw a rotation
+        if w is not None:
+            box.key_gen_saved = w[0]  # a rotation saved just before a cut: the file is newer
         self._key_bad = bad  # reported at the first connect, when time is known
         self.key_gen, key = w if w else (0, box_key)
         self._set_key(key)
