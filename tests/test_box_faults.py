@@ -299,3 +299,17 @@ def test_every_state_save_carries_the_clock_so_a_reboot_offline_resumes_from_the
     rig.type("999999")  # any activity saves the state (here the guess's charge)
     offline_boot(rig)
     assert rig.box.wall(rig.now) >= w
+
+
+def test_service_mode_opens_nothing_once_the_technicians_code_has_expired(rig):
+    # found by the deterministic simulation (seed 30013): '#' in service mode opened a door
+    # after the technician code's window had closed
+    add_code(rig, 9, "454545", role=4, comp=0, uses=0xFFFF, na=T0 + 60)
+    for ch in "454545":
+        rig.box.key(ord(ch), rig.now)
+        rig.now += 150
+    assert rig.box.service_code == 9
+    rig.now += 70_000
+    for ch in "1#":
+        rig.box.key(ord(ch), rig.now)
+    assert not rig.box.solenoid(1, rig.now) and rig.box.service_code == -1

@@ -409,6 +409,15 @@ class Box(BoxState):
         self._event(events.SERVICE, 0, code_id, 1, now)
         self.player.start(feedback.SERVICE, now)
 
+    # The technician's code still stands: stored, and its window open now.
+    def _service_valid(self, now):
+        s = self.codes.slot_of(self.service_code)
+        if s < 0:
+            return False
+        f = self.codes.fields(s)
+        w = self.wall(now)
+        return f[1] == ROLE_TECH and not (f[4] and w < f[4]) and not (f[5] and w > f[5])
+
     def _leave_service(self, now):
         self._event(events.SERVICE, 0, self.service_code, 0, now)
         self.service_code = -1
@@ -423,6 +432,10 @@ class Box(BoxState):
             c = self._svc_num
             self._svc_num = 0
             r = -1
+            if not self._service_valid(now):  # revoked or expired since it was typed
+                self._leave_service(now)
+                self.player.start(feedback.REJECTED, now)
+                return
             if 1 <= c <= len(self.doors):
                 r = self.doors[c - 1].unlock(now, self.service_code)
             if r == _lock.STARTED or r == _lock.QUEUED:
