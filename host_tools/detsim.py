@@ -358,8 +358,9 @@ class World:
 
     def _on_event(self, seq, kind, comp, code_id, arg, t):
         if seq in self.created:
-            self.later("event seq #%d handed out twice: %r, then %r"
-                       % (seq, self.created[seq], (kind, comp, code_id, arg, t)))
+            if self.created[seq] != (kind, comp, code_id, arg, t):
+                self.later("event seq #%d handed out twice: %r, then %r"
+                           % (seq, self.created[seq], (kind, comp, code_id, arg, t)))
             return
         self.created[seq] = (kind, comp, code_id, arg, t)
         name = events.NAMES[kind] if kind < len(events.NAMES) else str(kind)
@@ -480,7 +481,13 @@ class World:
             self.truth = self._codes_on(self.storage)  # what the flash says before the damage
             self.damage()
             if self.rng.random() < 0.1:
-                self.damage()
+                # a second file, but never the last intact state copy when events.log or a
+                # state copy is already damaged: losing every copy of what the box knew is
+                # a new box, which nothing can tell from one that was reset
+                keep = [n for n in ("state.0", "state.1")
+                        if self.storage.files.get(n) and n not in self.damaged]
+                self.damage(set(keep) if len(keep) == 1 and
+                            self.damaged & {"state.0", "state.1", "events.log"} else ())
         while "power" in self.f and self.rng.random() < 0.2:  # it fails again while booting
             n = self.rng.randint(0, 200)
             self.storage.cut_after(n)
@@ -531,7 +538,7 @@ class World:
         what = "damage to " + ", ".join(sorted(self.damaged))
         if self.flipped:
             flags = self.boot_reports.get(FILE_CODES, 0)
-            if flags & 2 or not flags:
+            if not flags & ~2 or "codes.log" in self.flipped and flags & 2:
                 self.fail("a bit flipped in a whole record of %s was reported as %s, not as "
                           "damage (store_corrupt of the codes, flags 1, 4 or 8: EMPTY)"
                           % (" and ".join(sorted(self.flipped)),
@@ -561,11 +568,12 @@ class World:
         self.clock += ms
         self.off_ms += ms
 
-    def damage(self):
-        """One file damaged while the power was off: a bit flipped, its tail lost at a
-        record boundary, gone, or back to an earlier version."""
+    def damage(self, spare=()):
+        """One file (not one in `spare`) damaged while the power was off: a bit flipped, its
+        tail lost at a record boundary, gone, or back to an earlier version."""
         st, r = self.storage, self.rng
-        names = [(n, w) for n, w in zip(FILES, FILE_WEIGHTS) if st.files.get(n) or st.hist.get(n)]
+        names = [(n, w) for n, w in zip(FILES, FILE_WEIGHTS)
+                 if (st.files.get(n) or st.hist.get(n)) and n not in spare]
         if not names:
             return
         name = r.choices([n for n, _ in names], [w for _, w in names])[0]

@@ -4,10 +4,10 @@
 import pytest
 
 from host_tools import detsim
-from parcelbox import box as box_mod, boxstate, codestore, outbox, remote, throttle
+from parcelbox import boxstate, codestore, outbox, remote, throttle
 from parcelbox import protocol as P
 
-FIXED = range(25)  # x 2 box-days: 50 box-days with every fault, about 20 s on CPython
+FIXED = range(25)  # x 2 box-days: 50 box-days with every fault, about 15 s on CPython
 DAYS = 2
 
 # Firmware bugs the simulation found and that are not fixed yet (docs/detsim.md section 7):
