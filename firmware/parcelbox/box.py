@@ -3,7 +3,7 @@
 
 from parcelbox import config, events, feedback, ticks
 from parcelbox.codestore import (CodeStore, ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT,
-                                 ROLE_REMOTE, ROLE_TECH, UNLIMITED)
+                                 ROLE_TECH, UNLIMITED)
 from parcelbox.entry import CodeEntry
 from parcelbox import entry as _entry
 from parcelbox.hmac256 import derive
