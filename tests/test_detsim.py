@@ -148,9 +148,22 @@ def test_it_finds_a_clock_floor_saved_too_rarely():
     def plant(mp):
         mp.setattr(boxstate.BoxState, "_save_state", rare)
         mp.setattr(codestore.CodeStore, "_ends", ends)
+        mp.setattr(boxstate.BoxState, "_ended", no_slack)
 
     caught(pytest.MonkeyPatch(), plant, range(40), ("after it expired",),
            faults=("power", "net", "clock"))
+
+
+def no_slack(self, na, w):
+    return bool(na) and w > na
+
+
+def test_it_finds_a_clock_that_forgets_what_power_cuts_took():
+    # the clock's slack ignored (as before it was kept): after a reboot without a time
+    # source the box checks not_after against its floor alone, up to an hour behind the
+    # time it knew before the cut, and a code whose end fell in that hour opens again
+    caught(pytest.MonkeyPatch(), lambda mp: mp.setattr(boxstate.BoxState, "_ended", no_slack),
+           range(155, 200), ("after it expired",))  # seed 158
 
 
 def test_it_finds_an_unlock_without_expiry_honoured():

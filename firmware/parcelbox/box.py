@@ -78,6 +78,8 @@ class Box(BoxState):
         self._tr_count = 0
         self._ev_mark = self._codes_gen = self._codes_jlen = 0  # what the files held at the save
         self.key_gen_saved = 0  # wire key generation, as the remote last told the state file
+        self.key_fp = 0  # ...and its key's fingerprint (parcelbox.remote; 0: the box key)
+        self._slack = 0  # seconds wall() may lag the time known before power cuts (_load_state)
         self.codes_cmd = 0  # highest seq of an add or revoke applied (parcelbox.remote)
         self._lost = 0  # first event seq that may be missing (boot)
         self._codes_hold = False  # code files damaged, not yet emptied: keep the saved mark
@@ -85,6 +87,7 @@ class Box(BoxState):
         self._applied = 0  # occupancy includes every deposit/pickup up to this seq
         self.cmd_top = self.cmd_bits = 0  # command anti-replay window (parcelbox.remote)
         self._seq_floor = 0  # every event seq ever handed out is below this saved value
+        self._skip = 0  # seqs the boot skips above the floor (a state copy lost: its floor)
         self._wall_base = 0
         self._wall_tick = now
         self._trusted = False
@@ -271,7 +274,7 @@ class Box(BoxState):
             code_id, role, comp, uses, nb, na = self.codes.fields(slot)
             if nb and wall < nb:
                 reason = events.REASON_NOT_YET_VALID
-            elif na and wall > na:
+            elif self._ended(na, wall):  # or, after power cuts without time, it may be
                 reason = events.REASON_EXPIRED
             elif uses == 0:
                 reason = events.REASON_USED_UP
@@ -416,7 +419,7 @@ class Box(BoxState):
             return False
         f = self.codes.fields(s)
         w = self.wall(now)
-        return f[1] == ROLE_TECH and not (f[4] and w < f[4]) and not (f[5] and w > f[5])
+        return f[1] == ROLE_TECH and not (f[4] and w < f[4]) and not self._ended(f[5], w)
 
     def _leave_service(self, now):
         self._event(events.SERVICE, 0, self.service_code, 0, now)

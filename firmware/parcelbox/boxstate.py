@@ -14,15 +14,17 @@ except ImportError:
     def const(x):
         return x
 
-# "PBS2" (the format), generation, occupancy bits, clock floor (epoch s), boots, seq of the
+# "PBS3" (the format), generation, occupancy bits, clock floor (epoch s), boots, seq of the
 # charged attempt's wrong_code event (0: none), seq of the last event whose occupancy change
 # is saved, the command anti-replay window (highest seq, bitmap of the 32 below), the event
 # seq floor, then what the other files must hold at least (docs/storage.md section 3): the
 # outbox's next seq, the code store's snapshot generation and journal bytes, the wire key
-# generation; and the highest seq of an add or revoke applied (no older sync may undo it).
-_STATE_FMT = "<4sIIIIIIIIIIIIII"
-_STATE_LEN = const(60)
-_MAGIC = b"PBS2"
+# (generation | fingerprint << 16); the highest seq of an add or revoke applied (no older
+# sync, add or revoke may undo it); the clock's slack (seconds the floor may lag the time
+# the box knew before its power cuts; _UNSURE: unknown).
+_STATE_FMT = "<4sIIIIIIIIIIIIIII"
+_STATE_LEN = const(64)
+_MAGIC = b"PBS3"
 # Every event seq handed out stays below the saved floor, raised this far ahead when
 # reached: one state write per 256 events; a boot always continues from the floor, so a
 # seq is never handed out twice whatever happened to events.log (docs/box.md section 7).
@@ -41,6 +43,12 @@ MAX_TIME = 4102444800      # 2100-01-01, well below 2^32: every event's t fits i
 _BACK_S = const(60)
 _AHEAD_S = const(3600)
 _REPORT_MS = const(600000)  # one time_refused event per 10 minutes; the rest counted
+# Powered-on time can pass between two state saves (the hourly floor save, a late tick):
+# the most a power cut can take from the clock. Each boot without a time source adds it to
+# the slack; a time source takes the slack to 0. With a state copy lost, or a clock never
+# trusted, the slack is unknown: every code with a not_after counts as ended.
+_SAVE_GAP_S = const(3660)
+_UNSURE = 0xFFFFFFFF
 
 
 class BoxState:
@@ -149,6 +157,7 @@ class BoxState:
         self._wall_base = t
         self._wall_tick = now
         self._trusted = True
+        self._slack = 0
         self._next_expire = now  # the clock may have jumped: raise the floor, sweep soon
         self._raise_floor(now)
         return True
@@ -170,6 +179,16 @@ class BoxState:
         if t < self._floor:
             t = self._floor
         return t if t < MAX_TIME else MAX_TIME
+
+    # True if a window ending at `na` (epoch s; 0: none) may have closed by wall time `w`:
+    # past it, or, while the time lost in power cuts since the last time source is not
+    # known (_slack), possibly past it. Such a code is refused, never removed (the sweep
+    # goes by the clock alone): a time source lets it open again if it is still valid.
+    def _ended(self, na, w):
+        if not na:
+            return False
+        s = self._slack
+        return w > na or s != 0 and (s == _UNSURE or w + s > na)
 
     # Persist the newest time as the floor (hourly and whenever a time source is taken),
     # so a reboot never turns the clock back further than that save. Expired codes do not
@@ -278,7 +297,7 @@ class BoxState:
         first = ob.file_next
         if first < self._ev_mark or first < f - _SEQ_MARGIN - 1 or (f > 0 and first == 1):
             bad |= 4
-        ob.skip_to(f)
+        ob.skip_to(f + self._skip)
         self._seq_floor = ob.next_seq + _SEQ_MARGIN
         g, j = self.codes.mark()
         if not bad_codes & (PROBLEM_SNAPSHOT | PROBLEM_CORRUPT) and (
@@ -331,6 +350,7 @@ class BoxState:
             gens.append(gen)
             if best is None or gen > best[0]:
                 best = (gen, data, r)
+        self._slack = _UNSURE  # unless a sound state says how far the clock may lag
         if best is None:
             if bad or self.outbox.next_seq > 1 or self.codes.mark()[0]:
                 bad |= 2 if not bad else 0
@@ -341,9 +361,13 @@ class BoxState:
             bad |= 2
         (_, self._gen, self.occupied, self._floor, self._boots, self._attempt, self._applied,
          self.cmd_top, self.cmd_bits, self._seq_floor, self._ev_mark, self._codes_gen,
-         self._codes_jlen, self.key_gen_saved, self.codes_cmd) = struct.unpack_from(
+         self._codes_jlen, key, self.codes_cmd, slack) = struct.unpack_from(
              _STATE_FMT, data, r[0])
+        self.key_gen_saved, self.key_fp = key & 0xFFFF, key >> 16
         self._floor_saved = self._floor
+        if not bad and self._floor >= MIN_TIME and slack != _UNSURE:
+            # this boot lost the powered-on time since that save: at most _SAVE_GAP_S more
+            self._slack = min(slack + _SAVE_GAP_S, _UNSURE)
         self.occupied &= (1 << len(self.doors)) - 1
         if self._floor > MAX_TIME:
             self._floor = MAX_TIME
@@ -357,6 +381,9 @@ class BoxState:
             # one charged guess: charged again.
             self.cmd_top = min(self.cmd_top + _CMD_JUMP, 0xFFFFFFFF)
             self.cmd_bits = 0xFFFFFFFF
+            # Its seq floor may have been one margin higher: seqs below that may be out
+            # (_recover skips them after checking events.log against this copy).
+            self._skip = _SEQ_MARGIN + 1
             self.throttle.failure(now, self.codes.count())
         if r[1] - t - _THROTTLE_LEN == 7 * len(self.doors):  # else: compartments changed
             for i in range(len(self.doors)):
@@ -375,7 +402,8 @@ class BoxState:
         head = struct.pack(_STATE_FMT, _MAGIC, self._gen, self.occupied, self._floor,
                            self._boots, self._attempt, self._applied, self.cmd_top,
                            self.cmd_bits, self._seq_floor, self.outbox.file_next, g, j,
-                           self.key_gen_saved, self.codes_cmd)
+                           self.key_gen_saved | self.key_fp << 16, self.codes_cmd,
+                           self._slack)
         grants = bytearray(7 * len(self.doors))
         for i in range(len(self.doors)):
             struct.pack_into(_GRANT, grants, 7 * i, self.grant_code[i], self.opener_role[i],
