@@ -972,3 +972,90 @@ def test_a_wire_key_file_that_went_back_to_an_older_generation_is_reported_not_u
     assert rig.remote.key_gen == 0
     rig.remote.connected(rig.now)
     assert rig.last()[1:5] == (events.STORE_CORRUPT, 0, 0, events.FILE_KEY | 4 << 8)
+
+
+# ---- late and straddling code commands (found by the deterministic simulation) ----------
+
+def type_code(rig, i):
+    for ch in "%06d" % (100000 + i):
+        rig.box.key(ord(ch), rig.now)
+        rig.advance(200)
+
+
+def test_a_sync_that_began_before_a_use_does_not_give_the_use_back(rig):
+    # finding G (seeds 21023, 33015): the sync carried the uses the backend had counted
+    # before the code was used; its end gave the use back and a used-up code opened again
+    rig.send("add", code=code(1, role=3, comp=1, uses=1))
+    new = [code(1, role=3, comp=1, uses=1), code(2)]
+    rig.send("sync_begin", sync=60, count=2, digest=HP.set_digest(new).hex())
+    rig.send("sync_part", sync=60, part=0, codes=new)
+    type_code(rig, 1)  # the last use, between the sync's begin and its end
+    rig.door(1, True)
+    rig.door(1, False)
+    s = rig.box.codes.slot_of(1)
+    assert rig.box.codes.fields(s)[3] == 0
+    rig.send("sync_end", sync=60, parts=1)
+    assert rig.result()[2] == P.OK and rig.box.codes.count() == 2
+    assert rig.box.codes.fields(rig.box.codes.slot_of(1))[3] == 0  # the fewer uses kept
+    assert rig.box.codes.set_digest() == HP.set_digest(new)  # the set is the backend's
+    rig.reboot()
+    assert rig.box.codes.fields(rig.box.codes.slot_of(1))[3] == 0  # and so on flash
+
+
+def test_a_sync_gives_a_code_with_the_same_id_but_another_digest_its_own_uses(rig):
+    rig.send("add", code=code(1, uses=1))
+    other = HP.code_array(1, code_digest(KEY, "123123"), 1, 1, 3, 0, 0)
+    sync(rig, [other])
+    assert rig.box.codes.fields(rig.box.codes.slot_of(1))[3] == 3
+
+
+def test_an_add_delivered_after_a_newer_revoke_of_it_is_refused_and_asks_for_a_sync(rig):
+    # finding H (seeds 22423, 23080): the broker held add #n; revoke #n+1 of the same code
+    # arrived first and was acknowledged; the late add then put the revoked code back
+    late = rig.seq + 1
+    rig.seq += 1
+    rig.send("add", code=code(8))
+    rig.send("revoke", id=8)
+    rig.send("add", seq=late, code=code(4))
+    assert rig.result() == (P.ADD, late, P.SYNC_ORDER) and rig.box.codes.count() == 0
+    rig.reboot()  # the rule holds across a power cut (the state file keeps the seq)
+    rig.send("revoke", seq=late - 0, id=8)  # replayed: the window refuses it anyway
+    rig.send("add", seq=rig.seq - 1, code=code(8))
+    assert rig.box.codes.slot_of(8) == -1
+
+
+def test_a_revoke_delivered_after_a_newer_add_is_refused_too(rig):
+    late = rig.seq + 1
+    rig.seq += 1
+    rig.send("add", code=code(5))
+    rig.send("revoke", seq=late, id=5)
+    assert rig.result()[2] == P.SYNC_ORDER and rig.box.codes.slot_of(5) >= 0
+
+
+# ---- the wire key's generation and fingerprint ---------------------------------------------
+
+def rotate(rig, gen, key):
+    rig.send("rotate", gen=gen, key=HP.wrap_key(rig.keys.cmd, rig.seq + 1, key))
+    assert rig.result()[2] == P.OK
+    rig.keys = HP.WireKeys.of(rig.key, key)
+
+
+def test_an_older_wire_key_file_of_the_same_generation_is_void(rig):
+    # finding D' (seed 20284): after a fall back to the box key generations start again at
+    # 1, so the first rotation's file, back from an older version, passed for the newest
+    k1, k2 = bytes(range(1, 33)), bytes(range(50, 82))
+    rotate(rig, 1, k1)
+    old = bytes(rig.st.files[remotestore.WIRE])
+    rig.st.remove(remotestore.WIRE)
+    rig.reboot()  # both copies gone: the box key, reported
+    assert rig.remote.key_gen == 0
+    rig.keys = HP.WireKeys.of(rig.key)
+    rig.remote.connected(rig.now)
+    assert rig.last()[1:5] == (events.STORE_CORRUPT, 0, 0, events.FILE_KEY | 4 << 8)
+    rotate(rig, 1, k2)  # generation 1 again, another key
+    rig.st.files[remotestore.WIRE] = bytearray(old)  # the file back at its older version
+    rig.reboot()
+    assert rig.remote.key_gen == 0  # void: the box key, never k1
+    rig.remote.connected(rig.now)
+    assert rig.last()[1:5] == (events.STORE_CORRUPT, 0, 0, events.FILE_KEY | 4 << 8)
+

@@ -281,6 +281,19 @@ class CodeStore(CodeFile):
         s = self.slot_of(code_id)
         return s >= 0 and self._change_uses(s, _GIVEBACK, 1) < UNLIMITED
 
+    # For a full sync's record r (32 bytes): the uses this store holds for the same code
+    # (code_id and digest) if fewer than r's, else -1. A sync built before a use the box
+    # made since must not give that use back (Staging.end keeps the fewer).
+    def fewer_uses(self, r):
+        s = self._find(r[4:20])
+        if s < 0:
+            return -1
+        pg, o = self._pg[s >> _PS], (s & _PM) << 5
+        if _cmp(pg, o, r, 0):
+            return -1
+        u = pg[o + 22] | pg[o + 23] << 8
+        return u if u < (r[22] | r[23] << 8) else -1
+
     # Full sync: every code replaced by `records` (any iterable of add() tuples), all or
     # nothing. Built over the old records in RAM; on any error RAM is reloaded from flash.
     # `count`, when the sender announces it, refuses a set too big before any is read.

@@ -6,7 +6,8 @@ from parcelbox import events, ticks
 from parcelbox import protocol as P
 from parcelbox.hmac256 import Hmac
 # stored_settings is the shell's, before it builds the Box (docs/box.md section 9)
-from parcelbox.remotestore import Staging, change_settings, load_wire, save_wire, stored_settings
+from parcelbox.remotestore import (WIRE, Staging, change_settings, load_wire, save_wire,
+                                   stored_settings, wire_fp)
 
 try:
     from micropython import const
@@ -38,13 +39,14 @@ class Remote:
         self.box = box
         self.box_id = box_id
         self.restart_pending = False  # settings saved; in effect once the shell rebuilds the Box
+        # The file's key is taken only if it is the one the state file names (generation
+        # and fingerprint; a rotation saves the state first): an older or a newer one, or
+        # none where the state names one, is void, and the box key is used (reported).
         w, bad = load_wire(box.storage)
-        if w is not None and w[0] < box.key_gen_saved:
-            w, bad = None, 4  # an older key than the state file saw: that key is void
+        if w is not None and (w[0] != box.key_gen_saved or wire_fp(w[1]) != box.key_fp):
+            w, bad = None, 4
         elif w is None and box.key_gen_saved and not bad:
             bad = 4  # the file is gone, yet the state file saw a rotation
-        if w is not None:
-            box.key_gen_saved = w[0]  # a rotation saved just before a cut: the file is newer
         self._key_bad = bad  # reported at the first connect, when time is known
         self.key_gen, key = w if w else (0, box_key)
         self._set_key(key)
@@ -85,11 +87,18 @@ class Remote:
         self._upto = 0
         self._sent = {}
         if self._key_bad:
+            box = self.box
             try:
-                self.box.event(events.STORE_CORRUPT, 0, 0, events.FILE_KEY | self._key_bad << 8, now)
+                box.event(events.STORE_CORRUPT, 0, 0, events.FILE_KEY | self._key_bad << 8, now)
                 self._key_bad = 0
+                if not self.key_gen:
+                    # reported: from now on the box key is the one to expect (a cut before
+                    # this save reports again)
+                    box.storage.remove(WIRE)
+                    box.key_gen_saved = box.key_fp = 0
+                    box.save()
             except OSError:
-                self.box.fault(now)
+                box.fault(now)
 
     # One message on cmd or ack, applied fully (on flash) before this returns. Never raises
     # on content: a bug inside is reported as malformed and never opens anything.
@@ -291,6 +300,10 @@ class Remote:
         box = self.box
         codes = box.codes
         if op == P.ADD or op == P.REVOKE:
+            # Older than an add or revoke applied (delivered late): it could undo that one
+            # (add back a code revoked since). Refused; the backend syncs the whole set.
+            if seq < box.codes_cmd:
+                return P.SYNC_ORDER
             # Issued after a staged sync's set was taken: that sync would undo it. It is
             # dropped (its sync_end answers sync_order: the backend syncs again), and no
             # sync begun before this seq is taken later (codes_cmd, saved after it).
@@ -330,11 +343,20 @@ class Remote:
             self.restart_pending = self.restart_pending or st != P.BAD_VALUE
             return st
         elif op == P.ROTATE:
-            if a[0] != self.key_gen + 1:
+            if a[0] != self.key_gen + 1 or a[0] > 0xFFFF:
                 return P.BAD_VALUE
             key = P.unwrap(self._cmd_key, seq, a[1])
-            save_wire(box.storage, a[0], key)  # before the result, which the new key seals
-            self.key_gen = box.key_gen_saved = a[0]
+            # The state names the new key before the file holds it: a cut between leaves a
+            # file the boot finds void (the box key then, reported), never an older key.
+            old = box.key_gen_saved, box.key_fp
+            box.key_gen_saved, box.key_fp = a[0], wire_fp(key)
+            try:
+                box.save()
+                save_wire(box.storage, a[0], key)  # before the result, which the new key seals
+            except OSError:
+                box.key_gen_saved, box.key_fp = old
+                raise
+            self.key_gen = a[0]
             self._set_key(key)
         elif op == P.STATE:
             self._state_due = True

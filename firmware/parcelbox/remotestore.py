@@ -2,7 +2,9 @@
 # changed by the backend, and a full sync staged part by part until its end commits it.
 import json
 import struct
+from array import array
 from binascii import crc32, unhexlify
+from hashlib import sha256
 
 from parcelbox import config
 from parcelbox.codestore import set_digest_of
@@ -49,6 +51,14 @@ def load_wire(storage):
     except OSError:
         pass
     return good[0], 2
+
+
+# A wire key's 16-bit fingerprint (never 0, which names the box key): kept in the state
+# file with its generation, so that an older wirekey.bin is known even when generations
+# repeat (they start again at 1 after a fall back to the box key).
+def wire_fp(key):
+    d = sha256(b"pb-fp" + key).digest()
+    return d[0] | d[1] << 8 | 1
 
 
 # Save a new wire key, two copies in one atomic replace (bit rot in one leaves the other).
@@ -213,12 +223,16 @@ class Staging:
         f = self._st.open(STAGE) if st == OK else None
         if st == OK and f is None:  # staged parts that cannot be read: nothing applied
             st = FLASH
+        # The digest's pass also notes each code the store holds with fewer uses (used
+        # since the backend counted): the sync keeps the fewer, as u32 index << 16 | uses.
+        low = array("I")
         try:
-            if f is not None and not equal(set_digest_of(self._records(f)), self.digest):
+            if f is not None and not equal(set_digest_of(self._records(f, store, low)),
+                                           self.digest):
                 st = SYNC_MISMATCH
             elif f is not None:
                 f.seek(0)
-                store.replace_all(self._tuples(f), self.count)
+                store.replace_all(self._tuples(f, low), self.count)
         except ValueError:  # a code_id or digest twice, a record the store refuses
             st = BAD_VALUE
         except OSError:
@@ -229,16 +243,30 @@ class Staging:
         self._drop(True)
         return st
 
-    # Every staged record (a 32-byte view), reading file f part by part.
-    def _records(self, f):
+    # Every staged record (a 32-byte view), reading file f part by part; with `store`,
+    # noting in `low` each one whose code the store holds with fewer uses.
+    def _records(self, f, store=None, low=None):
         _next(f)  # the begin frame
+        i = 0
         for _ in range(self.parts):
             p = _next(f)
             if p is None or p is False:
                 raise OSError("staging damaged")
             for o in range(_PART_LEN, len(p), 32):
-                yield p[o:o + 32]
+                r = p[o:o + 32]
+                if store is not None:
+                    u = store.fewer_uses(r)
+                    if u >= 0:
+                        low.append(i << 16 | u)
+                i += 1
+                yield r
 
-    def _tuples(self, f):
+    def _tuples(self, f, low):
+        i = j = 0
         for r in self._records(f):
-            yield struct.unpack(_REC, r)
+            t = struct.unpack(_REC, r)
+            if j < len(low) and low[j] >> 16 == i:
+                t = t[:4] + (low[j] & 0xFFFF,) + t[5:]
+                j += 1
+            i += 1
+            yield t
