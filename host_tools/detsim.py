@@ -772,6 +772,8 @@ class World:
                 self.acked_revoke.add(cmd[1]["id"])
             elif not ok and cmd[0].startswith("sync"):
                 self.sync_wanted = True  # the box answered sync_order, sync_mismatch...: again
+            elif ev.arg & 0xFF == HP.STATUS.index("sync_order"):
+                self.sync_wanted = True  # an add or revoke older than one applied: as mirror.py
         elif ev.type == "rejected" and ev.id:
             self.unanswered.pop(ev.id, None)
             if ev.id not in be.results and ev.id in self.commands:

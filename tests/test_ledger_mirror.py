@@ -451,6 +451,19 @@ def test_a_sync_answered_sync_order_is_sent_again(ledger):
     assert not ledger.sync_due("A") and ledger.take_resync("A") == []
 
 
+@pytest.mark.parametrize("op", ["add", "revoke"])
+def test_an_add_or_revoke_the_box_refused_as_late_brings_a_full_sync(ledger, op):
+    # the box refuses an add or revoke older than one it applied (sync_order): the set it
+    # should hold then comes as a full sync, even to a box that was never synced
+    box = Box(ledger)
+    box.issue()
+    assert not ledger.sync_due("A")
+    box.feed(box.ev("result", OP[op], ledger.box("A").cmd_seq, 6))
+    assert ledger.sync_due("A")
+    ops = [ledger.command_body("A", s)["op"] for s, _, _ in ledger.take_resync("A")]
+    assert ops[0] == "sync_begin" and ops[-1] == "sync_end"
+
+
 def test_only_the_latest_sync_is_sent_again(ledger):
     box = Box(ledger)
     with ledger.tx() as db:

@@ -143,8 +143,13 @@ def note_result(db, ev: p.Event) -> None:
     revoke newer than the sync that the box applied before the sync's end, yet answered
     ok (a box before that rule, or one that got the add before the sync_begin), was undone
     by the sync (the add wiped, the revoked code back): sync again too. Only the latest
-    sync counts: a newer one carries whatever an older one missed."""
+    sync counts: a newer one carries whatever an older one missed. An add or revoke
+    delivered after a newer one was applied is refused with sync_order (it could undo
+    that one): sync too."""
     st = ev.arg & 0xFF
+    if ev.comp in (ADD, REVOKE) and st == SYNC_ORDER:
+        flag_resync(db, ev.box)  # delivered after a newer add or revoke: the box refused it
+        return
     latest = db.execute("SELECT sync_id FROM boxes WHERE id=?", (ev.box,)).fetchone()
     latest = latest[0] if latest else None
     if latest is None:
