@@ -354,6 +354,29 @@ def test_a_box_that_lost_its_wire_key_is_heard_again_under_its_box_key(ledger):
     assert ledger.box("A").key_gen == 0 and ledger.current_keys("A") == gen0
 
 
+def test_a_summary_sealed_before_the_rotation_does_not_drop_the_key_the_box_holds(ledger):
+    import json as _json
+    be = Backend(ledger)
+    be.register("A")
+    with pytest.raises(Exception):
+        be.rotate("A")  # no broker here: the rotate command is recorded, its seq taken
+    rot = ledger.box("A").cmd_seq
+    _, pending = ledger.keys("A")
+    ledger.confirm_key("A", pending)  # the box was heard under the new key
+    new_keys = ledger.current_keys("A")
+    gen0 = p.WireKeys.of(ledger.box_key("A"))
+    st = {"t": 0, "boots": 2, "codes": 0, "active": 0, "capacity": 256,
+          "digest": p.set_digest([]).hex(), "pending": 0, "next_seq": 5, "cmd_seq": rot - 1,
+          "key_gen": 0, "occupied": 0, "failures": 0, "wait_s": 0, "faults": 0}
+    t = p.topic("A", "state")
+    late = p.seal(gen0.evt, t, _json.dumps(dict(v=1, box="A", **st)).encode())
+    assert ledger.fall_back_to_box_key("A", late) is None  # before the rotate: a late one
+    assert ledger.box("A").key_gen == 1 and ledger.current_keys("A") == new_keys
+    lost = p.seal(gen0.evt, t, _json.dumps(dict(v=1, box="A", **dict(st, cmd_seq=rot))).encode())
+    assert ledger.fall_back_to_box_key("A", lost)["key_gen"] == 0  # applied it, then lost it
+    assert ledger.current_keys("A") == gen0
+
+
 # ---- one-shot commands carry a short expiry ------------------------------------------
 
 def test_unlock_and_clear_throttle_expire_in_120_s_unless_told_otherwise(ledger):

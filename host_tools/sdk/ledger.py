@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS boxes (
     key_gen INTEGER NOT NULL DEFAULT 0,
     pending_key BLOB,           -- a rotation sent, its result not yet seen
     pending_seq INTEGER,
+    rot_seq INTEGER,            -- the rotate command that made wire_key (its seq)
     prev_key BLOB,              -- the wire key before the last rotation (late events)
     prev_below INTEGER,         -- ...which verifies only event seqs below this one
     compartments INTEGER NOT NULL,
@@ -91,6 +92,7 @@ CREATE INDEX IF NOT EXISTS commands_by_op ON commands (box, op, seq);
 
 # Columns added since the first ledgers: (table, column, declaration).
 _ADDED = (("boxes", "prev_below", "INTEGER"), ("boxes", "sync_id", "INTEGER"),
+          ("boxes", "rot_seq", "INTEGER"),
           ("boxes", "resync", "INTEGER NOT NULL DEFAULT 0"),
           ("boxes", "resyncs", "INTEGER NOT NULL DEFAULT 0"),
           ("codes", "gone", "INTEGER NOT NULL DEFAULT 0"),
@@ -409,8 +411,8 @@ class Ledger:
             if ev.comp == p.OPS.index("rotate") and ev.arg & 0xFF == 0:
                 # every event sealed under the old key was written before this result
                 db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), prev_below=?, "
-                           "wire_key=pending_key, pending_key=NULL, pending_seq=NULL, "
-                           "key_gen=key_gen+1 WHERE id=? AND pending_seq=?",
+                           "wire_key=pending_key, rot_seq=pending_seq, pending_key=NULL, "
+                           "pending_seq=NULL, key_gen=key_gen+1 WHERE id=? AND pending_seq=?",
                            (ev.seq, ev.box, ev.id))
             elif ev.comp == p.OPS.index("rotate"):
                 # any other status: the box kept its key (bad_value, flash); the seq is
@@ -437,8 +439,8 @@ class Ledger:
             if r is None or r[1] is None or p.WireKeys.of(r[0], r[1]) != used:
                 return False
             db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), prev_below=?, "
-                       "wire_key=pending_key, pending_key=NULL, pending_seq=NULL, "
-                       "key_gen=key_gen+1 WHERE id=?", (below, box_id))
+                       "wire_key=pending_key, rot_seq=pending_seq, pending_key=NULL, "
+                       "pending_seq=NULL, key_gen=key_gen+1 WHERE id=?", (below, box_id))
         return True
 
     def fall_back_to_box_key(self, box_id: str, payload_state: bytes) -> dict | None:
@@ -447,9 +449,15 @@ class Ledger:
         box now sends verifies; its state summary does under the box key, says key_gen 0,
         and then the ledger falls back too, so the backend can talk to the box and rotate
         again. Only the box key verifies such a summary: holding it is owning the box.
-        Returns the summary, or None when it does not verify that way."""
+        A summary the box sealed before it applied the rotation (late, or published
+        again) says key_gen 0 too, but its cmd_seq is below that rotation's seq: a box that
+        lost the key had applied the rotate command, so its window is at or above it.
+        Taking such a summary would drop the key the box holds, and the two would never
+        hear each other again. Returns the summary, or None when it does not verify that
+        way."""
         with self.tx() as db:
-            r = db.execute("SELECT box_key, key_gen FROM boxes WHERE id=?", (box_id,)).fetchone()
+            r = db.execute("SELECT box_key, key_gen, rot_seq FROM boxes WHERE id=?",
+                           (box_id,)).fetchone()
             if r is None or r[1] == 0:
                 return None
             gen0 = p.WireKeys.of(r[0])
@@ -457,10 +465,11 @@ class Ledger:
                 state, _ = p.parse_state([gen0], box_id, payload_state)
             except p.ProtocolError:
                 return None
-            if state["key_gen"] != 0:
+            if state["key_gen"] != 0 or state["cmd_seq"] < (r[2] or 0):
                 return None
             db.execute("UPDATE boxes SET prev_key=NULL, prev_below=NULL, wire_key=NULL, "
-                       "pending_key=NULL, pending_seq=NULL, key_gen=0 WHERE id=?", (box_id,))
+                       "pending_key=NULL, pending_seq=NULL, rot_seq=NULL, key_gen=0 "
+                       "WHERE id=?", (box_id,))
         return state
 
     def events(self, box_id: str | None = None, after: float = 0, limit: int = 1000) -> list[p.Event]:
