@@ -192,9 +192,13 @@ def test_a_missing_state_copy_is_reported(rig):
     rig.storage.remove(newest)
     k = len(rig.events)
     rig.power_cut()
-    bad = [e for e in rig.events[k:] if e[1] == events.STORE_CORRUPT]
-    assert bad and bad[0][4] == events.FILE_STATE | 2 << 8
+    bad = [e[4] for e in rig.events[k:] if e[1] == events.STORE_CORRUPT]
+    assert events.FILE_STATE | 2 << 8 in bad
     assert rig.box.throttle.failures >= 2  # the lost save's guess is charged again
+    # the lost copy's marks alone could tell whether the other files went back: the code
+    # store empties, and events after the older copy's mark may be gone (both reported)
+    assert events.FILE_CODES | PROBLEM_OLD << 8 in bad and rig.box.codes.count() == 0
+    assert any(b & 0xFF == events.FILE_OUTBOX for b in bad)
 
 
 def test_a_state_file_of_another_format_is_damage_and_never_grants_guesses():
@@ -350,11 +354,13 @@ def test_the_slack_adds_up_over_reboots_without_time_and_is_kept_on_flash(rig):
 
 def test_a_damaged_state_copy_makes_every_code_with_an_end_wait_for_a_time_source(rig):
     # finding E (seeds 20596, 23045): the older copy's floor may be days behind the newer
-    add_code(rig, 9, "555555", role=2, comp=1, na=T0 + 30 * 86400)
     rig.box.save()
     newest = "state.%d" % (rig.box._gen & 1)
     rig.storage.corrupt(newest, 10)
     offline_boot(rig)
+    assert rig.box.codes.count() == 0  # emptied (the marks are gone): the backend resyncs
+    rig.box.codes.replace_all(records())
+    add_code(rig, 9, "555555", role=2, comp=1, na=T0 + 30 * 86400)
     assert rig.type(OWNER) == feedback.ACCEPTED  # no end: opens
     rig.advance(20_000, step=1000)
     assert rig.type("555555") == feedback.REJECTED
@@ -387,3 +393,19 @@ def test_a_damaged_newer_state_copy_never_lets_a_seq_repeat(rig):
     k = len(rig.events)
     offline_boot(rig)
     assert all(e[0] > top for e in rig.events[k:])
+
+
+def test_a_snapshot_back_at_an_older_version_under_a_newer_journal_fails_closed(rig):
+    # found by the deterministic simulation (seed 40010): codes.bin went back one version
+    # while codes.log, begun after the newer snapshot, stayed; the journal was taken for a
+    # stale one and ignored, its generation taken over, and the older set (a code expired
+    # since among it) passed the state's check
+    old = bytes(rig.storage.files["codes.bin"])
+    rig.box.codes.replace_all(records()[:2])  # the next snapshot...
+    rig.box.save()  # ...the state's mark: its generation, no journal yet
+    add_code(rig, 9, "555555")  # a journal after it, not yet in a state save
+    rig.storage.files["codes.bin"] = bytearray(old)
+    k = len(rig.events)
+    offline_boot(rig)
+    bad = [e[4] for e in rig.events[k:] if e[1] == events.STORE_CORRUPT]
+    assert bad and bad[0] & 0xFF == events.FILE_CODES and rig.box.codes.count() == 0

@@ -2,8 +2,8 @@
 # outbox into one sans-I/O state machine. Inputs carry `now` (ms ticks); no I/O but Storage.
 
 from parcelbox import config, events, feedback, ticks
-from parcelbox.codestore import (CodeStore, ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT,
-                                 ROLE_TECH, UNLIMITED)
+from parcelbox.codestore import (PROBLEM_OLD, ROLE_DRIVER, ROLE_OWNER, ROLE_RECIPIENT,
+                                 ROLE_TECH, UNLIMITED, CodeStore)
 from parcelbox.entry import CodeEntry
 from parcelbox import entry as _entry
 from parcelbox.hmac256 import derive
@@ -97,6 +97,13 @@ class Box(BoxState):
         self.codes = CodeStore(storage, derive(box_key, b"code"), cfg["max_codes"])
         bad_codes = self.codes.load()
         bad_state = self._load_state(now)
+        if bad_state & 3:
+            # A state copy damaged or missing: it may have been the newer one, whose marks
+            # alone could tell whether the code files and events.log went back. What they
+            # hold cannot be vouched for: the store empties (reported; the backend
+            # resyncs), and events after the older copy's mark may be gone (reported).
+            bad_codes |= PROBLEM_OLD
+            bad_outbox |= 4
         self._boots += 1
         self._wall_base = self._floor
         # first: it must see the outbox exactly as the cut left it; it saves the state

@@ -181,6 +181,9 @@ class CodeFile:
                 r = 3
             else:
                 g = struct.unpack_from("<I", fr, 3)[0]
+                if not bad and g > self._gen:
+                    self._n = 0  # the snapshot is older than its journal: it went back
+                    bad = True
                 if bad or g != self._gen:
                     self._gen = g  # the next snapshot must not carry this generation
                     r = 1
