@@ -237,8 +237,11 @@ def test_an_events_log_that_loses_its_tail_at_a_record_boundary_is_reported_and_
 
 # ---- 5. the accepting moment ---------------------------------------------------------------
 
-def test_a_cut_between_the_grant_and_the_use_reports_the_code_still_live(rig):
-    # on main this was not_opened arg 1 ("the use stays spent") while the use was still there
+def test_a_cut_between_the_grant_and_the_use_spends_the_use_at_boot_and_says_so(rig):
+    # on main this was not_opened arg 1 ("the use stays spent") while the use was still
+    # there; then arg 3 (the code kept it). A journal that lost the use's record after the
+    # solenoid fired looks the same (seed 40587), so the boot spends it: arg 1, with the
+    # uses the code has left
     state = len(rig.storage.files["state.0"])
     rig.storage.cut_after(2 * state)  # the charge's save, the grant's save; the use is cut
     from memflash import PowerCut
@@ -248,9 +251,24 @@ def test_a_cut_between_the_grant_and_the_use_reports_the_code_still_live(rig):
     k = len(rig.events)
     rig.power_cut()
     no = [e for e in rig.events[k:] if e[1] == events.NOT_OPENED]
-    assert no and no[0][3] == 2 and no[0][4] == 3 | 1 << 8  # and the one use it still has
-    assert rig.box.codes.fields(rig.box.codes.slot_of(2))[3] == 1  # its use is there
+    assert no and no[0][3] == 2 and no[0][4] == 1 | 0 << 8  # spent: no use left
+    assert rig.box.codes.fields(rig.box.codes.slot_of(2))[3] == 0
+    assert rig.type(DRIVER) == feedback.REJECTED
+
+
+def test_a_use_the_journal_lost_after_the_door_opened_and_closed_stays_spent(rig):
+    # found by the deterministic simulation (seed 40587): the door opened, the power
+    # failed, the door closed while it was off, and codes.log came back without the use
     assert rig.type(DRIVER) == feedback.ACCEPTED
+    rig.door(1, True)
+    log = rig.storage.files["codes.log"]
+    del log[len(log) - 13:]  # the CONSUME gone at a boundary, no state save after it
+    k = len(rig.events)
+    rig.power_cut()  # the door is closed at boot
+    assert rig.box.codes.fields(rig.box.codes.slot_of(2))[3] == 0  # its one use: spent
+    no = [e for e in rig.events[k:] if e[1] == events.NOT_OPENED]
+    assert no and no[0][4] == 1 | 0 << 8
+    assert rig.type(DRIVER) == feedback.REJECTED
 
 
 def test_a_door_found_open_on_a_grant_whose_use_the_journal_lost_spends_it_again(rig):
@@ -335,13 +353,30 @@ def test_after_a_reboot_without_time_a_code_that_may_have_ended_is_refused_until
     assert last(rig, events.WRONG_CODE)[4] & 0xFF == events.REASON_EXPIRED
 
 
-def test_a_time_source_lets_a_code_the_slack_refused_open_again(rig):
+def test_the_backends_time_lets_a_code_the_slack_refused_open_again(rig):
     add_code(rig, 9, "555555", role=2, comp=1, na=T0 + 3000)
     offline_boot(rig)
     assert rig.type("555555") == feedback.REJECTED  # within an hour of its end: unsure
     rig.now += 20_000
-    assert rig.box.set_time(T0 + 100, rig.now, events.TIME_NET)
+    assert rig.box.set_time(T0 + 100, rig.now, events.TIME_CMD)
     assert rig.type("555555") == feedback.ACCEPTED
+
+
+def test_a_network_time_inside_the_slack_is_taken_but_does_not_end_it(rig):
+    # found by the deterministic simulation (seed 41376): after a reboot without time, a
+    # spoofed SNTP answer a little above the resumed clock (below the time the box knew
+    # before the cut) was taken, the slack went, and a code that had ended opened again
+    add_code(rig, 9, "555555", role=2, comp=1, na=T0 + 2400)
+    rig.advance(1500 * 1000, step=60_000)  # no state save since the boot's
+    offline_boot(rig)  # the clock resumes 1,500 s behind
+    rig.advance(1000 * 1000, step=60_000)  # the box knows T0 + 2505 at least: past the end
+    assert rig.box.wall(rig.now) < T0 + 2400
+    assert rig.box.set_time(rig.box.wall(rig.now) + 120, rig.now, events.TIME_NET)
+    assert rig.type("555555") == feedback.REJECTED
+    # the network cannot prove more: the slack stays until the backend's time (sealed)
+    assert rig.box.set_time(T0 + 2600, rig.now, events.TIME_NET) and rig.box._slack > 0
+    assert rig.box.set_time(T0 + 2600, rig.now, events.TIME_CMD) and rig.box._slack == 0
+    assert rig.type("555555") == feedback.REJECTED
 
 
 def test_the_slack_adds_up_over_reboots_without_time_and_is_kept_on_flash(rig):

@@ -59,8 +59,8 @@ class App:
         settings = _remote.stored_settings(port.storage, devconf.core_settings(self.board, conf))
         old = self.box
         self.box = Box(port.storage, conf["box_key"], settings, now, self._on_event)
-        if old is not None and old.clock_trusted():  # the new core knows the time too
-            self.box.set_time(old.wall(now), now)
+        if old is not None:  # the new core knows the time too, as surely as the old one
+            self.box.take_clock(old, now)
         self.remote = _remote.Remote(self.box, conf["box_id"], conf["box_key"])
         self.n = self.box.cfg["compartments"]
         if self._make_link is not None:

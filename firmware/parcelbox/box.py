@@ -115,6 +115,7 @@ class Box(BoxState):
             self._event(events.STORE_CORRUPT, 0, 0, events.FILE_CODES | bad_codes << 8, now)
         if self._codes_hold:
             self._fail_closed()
+        self._spend_grants()
         if bad_state:
             self._event(events.STORE_CORRUPT, 0, 0, events.FILE_STATE | bad_state << 8, now)
         self._event(events.BOOT, 0, 0, self._boots, now)
@@ -230,11 +231,18 @@ class Box(BoxState):
 
     # A code's window closed (the earliest not_after passed): it goes from flash now, and
     # the floor with it, so neither a clock set back nor a reboot without time revives it.
+    # The floor is on flash first: should the journal's expire record be lost later (the
+    # file back at an older version), the codes it removed can never open again.
     def _sweep(self, now):
-        n = self.codes.expire(self.wall(now))
-        if n:
-            self._floor = self.wall(now)
+        w = self.wall(now)
+        end = self.codes.find_end()  # the code that set next_end may have gone otherwise
+        if not end or w <= end:
+            return
+        if self._floor_saved < w:
+            self._floor = w
             self._save_state()
+        n = self.codes.expire(w)
+        if n:
             self._event(events.EXPIRED, 0, 0, n, now)
 
     # ---- outputs -----------------------------------------------------------

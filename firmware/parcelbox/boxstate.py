@@ -154,13 +154,34 @@ class BoxState:
             return False
         if w > self._floor:
             self._floor = w  # a step back within the tolerance never lowers wall()
+        # The slack keeps the latest time the box may have known: a network time taken
+        # below it (unauthenticated: a spoofed SNTP answer after a reboot without time,
+        # say) still refuses the codes that ended before it. The backend's time (sealed)
+        # and the shell's are believed; so is any time when the slack is unknown.
+        s = self._slack
+        if s == _UNSURE or source != events.TIME_NET or w + s <= t:
+            self._slack = 0
+        else:
+            self._slack = w + s - (t if t > w else w)
         self._wall_base = t
         self._wall_tick = now
         self._trusted = True
-        self._slack = 0
         self._next_expire = now  # the clock may have jumped: raise the floor, sweep soon
         self._raise_floor(now)
         return True
+
+    # A new core built in the same power-on (settings changed) takes over the old one's
+    # clock: its time, whether it is trusted, and its slack. Nothing is lost, nothing
+    # gained (a restart is not a time source).
+    def take_clock(self, old, now):
+        w = old.wall(now)
+        if w > self._floor:
+            self._floor = w
+        self._wall_base = w
+        self._wall_tick = now
+        self._trusted = old._trusted
+        self._slack = old._slack
+        self._next_expire = now
 
     def _time_refused(self, source, t, why, now):
         self._tr_count += 1
@@ -209,21 +230,19 @@ class BoxState:
     # The first stable sample of a door after boot. Open with a saved grant: the
     # opening goes on (its close still makes the deposit or pickup), and its use is spent
     # if the journal lost it. Open without one: forced (arg 1: found open). Closed with a
-    # grant: not_opened, arg 1 if the use stays spent (whether the door opened while the
-    # power was off is unknown), arg 3 if the cut came before the use was spent (the code
-    # is still live). A grant made in this boot before the door's first stable sample (a
-    # code or an unlock in the first 50 ms) is not the power cut's: the lock's own events
-    # follow it as usual.
+    # grant: not_opened, arg 1: the use is spent (_spend_grants), whether or not the
+    # journal held it (whether the door opened while the power was off is unknown, and a
+    # journal that lost the use's record after the solenoid fired looks the same as a cut
+    # before that record). A grant made in this boot before the door's first stable sample (a code or
+    # an unlock in the first 50 ms) is not the power cut's: the lock's own events follow
+    # it as usual.
     def _boot_door(self, comp, d, now):
         i = comp - 1
         restored = (self._restored >> i) & 1
         self._restored &= ~(1 << i)
         if self.opener_role[i] and not restored:
             return
-        unspent = self._unspent(i)
         if d.door_open and self.opener_role[i]:
-            if unspent >= 0:
-                self.codes.consume(unspent)
             d.authorised = True
             d.code_id = self.grant_code[i]
             self._event(events.OPENED, comp, d.code_id, self.opener_role[i] | self._left(i) << 8,
@@ -231,10 +250,19 @@ class BoxState:
         elif d.door_open:
             self._event(events.FORCED, comp, 0, 1, now)
         elif self.opener_role[i]:
-            self._event(events.NOT_OPENED, comp, self.grant_code[i],
-                        (3 if unspent >= 0 else 1) | self._left(i) << 8, now)
+            self._event(events.NOT_OPENED, comp, self.grant_code[i], 1 | self._left(i) << 8,
+                        now)
             self._ungrant(i)
             self._save_state()
+
+    # At boot, before anything can be typed: each saved grant's use is spent, also when
+    # the journal does not hold it (the door, open or closed, then tells _boot_door what
+    # to report).
+    def _spend_grants(self):
+        for i in range(len(self.doors)):
+            s = self._unspent(i) if (self._restored >> i) & 1 else -1
+            if s >= 0:
+                self.codes.consume(s)
 
     # The uses compartment i's granted code has now, for the backend's mirror (the high
     # bits of opened and not_opened); UNLIMITED when there is no count to report: a remote

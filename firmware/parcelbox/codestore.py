@@ -161,6 +161,12 @@ class CodeStore(CodeFile):
             self._end[:] = b[0][b[1]:b[1] + 4]
             self.next_end = struct.unpack("<I", self._end)[0]
 
+    # next_end found again from the codes stored now (one whose code went otherwise is
+    # stale): the earliest not_after, 0 if none.
+    def find_end(self):
+        self._ends()
+        return self.next_end
+
     # (snapshot generation, journal bytes): what the flash must hold at least; the Box
     # keeps it in its state file and checks the files against it at boot.
     def mark(self):

@@ -315,13 +315,22 @@ class Consumer:
         if not self._ledger.may_verify(box_id, keys[i], ev.seq):
             raise p.ProtocolError("event %d under the key before the last rotation" % ev.seq)
         self._ledger.confirm_key(box_id, keys[i], ev.seq)
-        if self._ledger.record_event(ev, self.name, self.handler):
+        new = self._ledger.record_event(ev, self.name, self.handler)
+        if new:
             self.stats["stored"] += 1
         else:
             self.stats["duplicates"] += 1
         # stored (now or before): ack with the key the box now expects
         topic, ack = p.ack(self._ledger.current_keys(box_id), box_id, [ev.seq])
         c.publish(topic, ack, qos=1)
+        if new and ev.type == "boot":
+            # After a reboot the box's clock may lag by the uptime its last state save did
+            # not see; only a sealed time ends that doubt (SNTP cannot): send ours.
+            t = int(time.time())
+            with self._ledger.tx() as db:
+                _, topic, payload = self._ledger.next_command(db, box_id, "time", t=t,
+                                                              exp=t + DEFAULT_ONESHOT_EXP)
+            c.publish(topic, payload, qos=1)
         if ev.type in ("result", "store_corrupt"):
             self._resync(c, box_id)
 
