@@ -93,7 +93,7 @@ class Box(BoxState):
         self._trusted = False
         self._next_expire = now
         self.outbox = Outbox(storage, cfg["outbox_capacity"])
-        bad_outbox = self.outbox.load()
+        bad_outbox = self.outbox.load(False)  # repaired only once its report is on flash
         self.codes = CodeStore(storage, derive(box_key, b"code"), cfg["max_codes"])
         bad_codes = self.codes.load()
         bad_state = self._load_state(now)
@@ -109,8 +109,10 @@ class Box(BoxState):
         # first: it must see the outbox exactly as the cut left it; it saves the state
         bad_outbox, bad_codes = self._recover(now, bad_outbox, bad_codes)
         if bad_outbox:
+            # appended after the damaged bytes: a cut before this finds them again
             self._event(events.STORE_CORRUPT, 0, self._lost, events.FILE_OUTBOX | bad_outbox << 8,
                         now)
+            self.outbox.repair()
         if bad_codes:
             self._event(events.STORE_CORRUPT, 0, 0, events.FILE_CODES | bad_codes << 8, now)
         if self._codes_hold:

@@ -56,7 +56,9 @@ class Outbox:
         self.dropped = self.read_errors = 0
 
     # Rebuild the state from flash; returns 0, or TORN/CORRUPT bits. Never raises on content.
-    def load(self):
+    # With repair=False a damaged file stays as it is, appended to, until repair(): the
+    # Box first appends its report of the damage, so a cut before that finds it again.
+    def load(self, repair=True):
         self._reset(self.capacity)
         self._st.remove(self.name + ".tmp")  # a replace cut short; the old file is intact
         flags = 0
@@ -68,9 +70,15 @@ class Outbox:
                 f.close()
         self._size = max(self._st.size(self.name), 0)
         self._loaded, self.load_flags = True, flags
-        if flags:
-            self._compact()  # a clean file before the next append
+        if flags and repair:
+            self.repair()
         return flags
+
+    # After damage found by load(): a clean file (compacted) before the next append.
+    def repair(self):
+        if self.load_flags:
+            self._compact()
+            self.load_flags = 0
 
     # Replay every valid frame; skip damaged bytes one at a time until a frame fits again.
     def _scan(self, f):
