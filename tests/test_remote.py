@@ -1059,3 +1059,12 @@ def test_an_older_wire_key_file_of_the_same_generation_is_void(rig):
     rig.remote.connected(rig.now)
     assert rig.last()[1:5] == (events.STORE_CORRUPT, 0, 0, events.FILE_KEY | 4 << 8)
 
+
+
+def test_the_state_summary_carries_the_clocks_slack_only_when_there_is_one(rig):
+    rig.remote.connected(rig.now)
+    assert "slack" not in state_of([rig.keys], rig.drain()[0][1])
+    rig.trusted = False
+    rig.reboot()  # no time source: the clock may lag by the uptime the last save missed
+    rig.remote.connected(rig.now)
+    assert state_of([rig.keys], rig.drain()[0][1])["slack"] == 3660

@@ -68,6 +68,11 @@ class BoxState:
     def clock_trusted(self):
         return self._trusted
 
+    # Seconds the clock may lag the time the box knew before its power cuts (0: none;
+    # 0xFFFFFFFF: unknown); only the backend's sealed time ends it (docs/box.md section 7).
+    def clock_slack(self):
+        return self._slack
+
     # Persist the anti-replay window before a command applies; OSError: RAM as on flash.
     def save_window(self, top, bits):
         old = self.cmd_top, self.cmd_bits

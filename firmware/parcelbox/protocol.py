@@ -134,12 +134,13 @@ def event_body(box_id, seq, kind, comp, code_id, arg, t):
 
 # The state summary body, byte for byte as section 8 (digest: the 16-byte set digest).
 def state_body(box_id, t, boots, codes, active, capacity, digest, pending, next_seq,
-               cmd_seq, key_gen, occupied, failures, wait_s, faults):
+               cmd_seq, key_gen, occupied, failures, wait_s, faults, slack=0):
     return ('{"v":1,"box":"%s","t":%d,"boots":%d,"codes":%d,"active":%d,"capacity":%d,'
             '"digest":"%s","pending":%d,"next_seq":%d,"cmd_seq":%d,"key_gen":%d,'
-            '"occupied":%d,"failures":%d,"wait_s":%d,"faults":%d}'
+            '"occupied":%d,"failures":%d,"wait_s":%d,"faults":%d%s}'
             % (box_id, t, boots, codes, active, capacity, hexlify(digest).decode(), pending,
-               next_seq, cmd_seq, key_gen, occupied, failures, wait_s, faults)).encode()
+               next_seq, cmd_seq, key_gen, occupied, failures, wait_s, faults,
+               ',"slack":%d' % slack if slack else "")).encode()
 
 
 # The pad a new wire key is XORed with in `rotate` command `seq`:

@@ -188,7 +188,8 @@ class Remote:
         return P.state_body(self.box_id, wall if box.clock_trusted() else 0, box.boots(),
                             c.count(), c.active_count(wall), c.capacity(), c.set_digest(),
                             ob.pending(), ob.next_seq, box.cmd_top, self.key_gen, box.occupied,
-                            th.failures, (th.check(now) + 999) // 1000, box.faults)
+                            th.failures, (th.check(now) + 999) // 1000, box.faults,
+                            box.clock_slack())
 
     # ---- receiving ---------------------------------------------------------
 

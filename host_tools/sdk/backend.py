@@ -276,7 +276,10 @@ class Consumer:
             if kind == "evt":
                 self._event(c, box_id, keys, msg.payload)
             elif kind == "state":
-                self._state(box_id, keys, msg.payload)
+                # a slack the box knows the size of: a time only the backend can vouch
+                # for ends it (unknown, the box takes the next time of any source)
+                if 0 < self._state(box_id, keys, msg.payload).get("slack", 0) < 0xFFFFFFFF:
+                    self._send_time(c, box_id)
                 self._resync(c, box_id)
             elif kind == "status":
                 online = p.parse_status(msg.payload)
@@ -293,7 +296,17 @@ class Consumer:
             log.error("could not store a message on %s: %s: %s", msg.topic,
                       e.__class__.__name__, e)
 
-    def _state(self, box_id, keys, payload) -> None:
+    def _send_time(self, c, box_id: str) -> None:
+        """The box's clock may lag the time it knew before a power cut (its summary's
+        `slack`), and only a sealed time ends that doubt, not SNTP: send ours."""
+        t = int(time.time())
+        with self._ledger.tx() as db:
+            _, topic, payload = self._ledger.next_command(db, box_id, "time", t=t,
+                                                          exp=t + DEFAULT_ONESHOT_EXP)
+        c.publish(topic, payload, qos=1)
+        self.stats["times"] += 1
+
+    def _state(self, box_id, keys, payload) -> dict:
         try:
             state, i = p.parse_state(keys, box_id, payload)
             if not self._ledger.may_verify(box_id, keys[i], state["next_seq"] - 1):
@@ -305,9 +318,10 @@ class Consumer:
                 raise
             log.warning("box %s lost its wire key: back to the box key; rotate again", box_id)
             self._ledger.set_state(box_id, state)
-            return
+            return state
         self._ledger.confirm_key(box_id, keys[i], state["next_seq"])
         self._ledger.set_state(box_id, state)
+        return state
 
     def _event(self, c, box_id, keys, payload) -> None:
         self.stats["received"] += 1
@@ -315,22 +329,13 @@ class Consumer:
         if not self._ledger.may_verify(box_id, keys[i], ev.seq):
             raise p.ProtocolError("event %d under the key before the last rotation" % ev.seq)
         self._ledger.confirm_key(box_id, keys[i], ev.seq)
-        new = self._ledger.record_event(ev, self.name, self.handler)
-        if new:
+        if self._ledger.record_event(ev, self.name, self.handler):
             self.stats["stored"] += 1
         else:
             self.stats["duplicates"] += 1
         # stored (now or before): ack with the key the box now expects
         topic, ack = p.ack(self._ledger.current_keys(box_id), box_id, [ev.seq])
         c.publish(topic, ack, qos=1)
-        if new and ev.type == "boot":
-            # After a reboot the box's clock may lag by the uptime its last state save did
-            # not see; only a sealed time ends that doubt (SNTP cannot): send ours.
-            t = int(time.time())
-            with self._ledger.tx() as db:
-                _, topic, payload = self._ledger.next_command(db, box_id, "time", t=t,
-                                                              exp=t + DEFAULT_ONESHOT_EXP)
-            c.publish(topic, payload, qos=1)
         if ev.type in ("result", "store_corrupt"):
             self._resync(c, box_id)
 
