@@ -96,7 +96,18 @@ class SimFlash(MemStorage):
         if h is None:
             h = self.hist[name] = deque(maxlen=KEEP_VERSIONS)
         buf = self.files[name]
-        h.append((buf, len(buf)))
+        w = self.hist.setdefault("#w", [0])  # every completed write, numbered across files
+        w[0] += 1
+        h.append((buf, len(buf), w[0]))
+
+    @property
+    def writes(self):
+        return self.hist.get("#w", [0])[0]
+
+    def newest_write(self, name):
+        """The number of the newest completed write to `name` (0: none kept)."""
+        h = self.hist.get(name)
+        return h[-1][2] if h else 0
 
     def replace(self, name, data):
         super().replace(name, data)
@@ -285,6 +296,8 @@ class World:
         self.used = {}          # code id: uses spent (grants whose door the world opened)
         self.grant_of = [None] * self.comps  # per door: code id of its running grant
         self.created = {}       # seq: (kind, comp, code_id, arg, t), from on_event
+        self.created_w = {}     # seq: the flash write that made it durable
+        self.reverted = set()   # seqs lost with the newest writes of all (as a cut before them)
         self.dropped = set()    # seqs the outbox reported as dropped (overflow)
         self.published = set()  # event seqs the box published since it booted
         self.svc_num = 0        # digits typed in service mode since the last '#'
@@ -363,6 +376,7 @@ class World:
                            % (seq, self.created[seq], (kind, comp, code_id, arg, t)))
             return
         self.created[seq] = (kind, comp, code_id, arg, t)
+        self.created_w[seq] = self.storage.writes  # its append's number (it is durable now)
         name = events.NAMES[kind] if kind < len(events.NAMES) else str(kind)
         if kind == events.RESULT:
             st = HP.STATUS[arg & 0xFF] if arg & 0xFF < len(HP.STATUS) else str(arg & 0xFF)
@@ -618,15 +632,38 @@ class World:
             st.restore(name, None)
             what = "gone"
         else:
-            buf, n = r.choice(olds)
+            buf, n = r.choice(olds)[:2]
             st.restore(name, buf[:n])
             what = "back to an earlier version (%d bytes)" % n
+        if name == "events.log" and kind in ("tail", "older"):
+            self._revert_newest(n)
         if not kind.startswith("flip") or name in self.damaged:
             self.flipped.discard(name)
         self.damages += 1
         self.stats["damage " + kind] += 1
         self.damaged.add(name)
         self.log("flash: %s %s" % (name, what))
+
+    def _revert_newest(self, n):
+        """events.log went back to its first n bytes. If no state file was saved after the
+        first write it lost, no mark anywhere says those records existed: the box sees
+        what a power cut just before them leaves. LittleFS, whose metadata falls back by
+        whole commits, loses writes only as the newest of all (this simulation is harsher:
+        it lets a later write to another file stay); either way the events they made count
+        as never written. A loss past a state save is the box's to find and report
+        (docs/storage.md section 3)."""
+        st = self.storage
+        h = list(st.hist.get("events.log", ()))
+        kept = [i for i, v in enumerate(h) if v[1] <= n]  # the version it went back to...
+        lost = h[kept[-1] + 1:] if kept else h            # ...and the writes after it
+        if not lost:
+            return
+        first = lost[0][2]
+        if any(st.newest_write(f) > first for f in ("state.0", "state.1")):
+            return
+        gone = {s for s, w in self.created_w.items() if w >= first}
+        self.reverted |= gone
+        self.stats["newest writes reverted"] += 1
 
     # ---- time sources --------------------------------------------------------
 
@@ -769,9 +806,6 @@ class World:
         if not stored:
             return
         self.log("ledger stores #%d %s" % (ev.seq, ev.type))
-        if ev.type == "boot":  # as the SDK's consumer: a sealed time after each boot
-            t = self.true_wall()
-            self.send_cmd("time", exp=t + 120, t=t)
         if ev.type == "result":
             self.unanswered.pop(ev.id, None)
             self.doubtful.pop(ev.id, None)
@@ -812,6 +846,9 @@ class World:
             be.confirm(keys[i], st["next_seq"])
         if st["cmd_seq"] > be.cmd_seq:  # as Ledger.set_state
             be.cmd_seq = st["cmd_seq"]
+        if 0 < st.get("slack", 0) < 0xFFFFFFFF:  # as the SDK's consumer: a sealed time
+            t = self.true_wall()
+            self.send_cmd("time", exp=t + 120, t=t)
 
     def _backend_step(self):
         """The backend's reactions: a full sync when the box's codes cannot be trusted (a
@@ -1300,7 +1337,8 @@ class World:
         for seq, (kind, comp, cid, arg, t) in self.created.items():
             e = stored.get(seq)
             if e is None:
-                if seq not in self.dropped and seq >= reported and seq not in self.acked_wrongly:
+                if seq not in self.dropped and seq >= reported and seq not in self.acked_wrongly \
+                        and seq not in self.reverted:
                     self.fail("event #%d %s never reached the ledger and no store_corrupt "
                               "reported its loss" % (seq, events.NAMES[kind]))
                 continue
