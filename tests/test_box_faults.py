@@ -472,3 +472,22 @@ def test_a_snapshot_back_at_an_older_version_under_a_newer_journal_fails_closed(
     offline_boot(rig)
     bad = [e[4] for e in rig.events[k:] if e[1] == events.STORE_CORRUPT]
     assert bad and bad[0] & 0xFF == events.FILE_CODES and rig.box.codes.count() == 0
+
+
+def test_a_settings_restart_hands_the_new_core_the_clock_exactly_and_its_slack(rig):
+    # found by the simulation (seeds 60580, 62684): the new core took the old one's time as
+    # whole seconds, losing the part of a second already passed at each restart; two
+    # restarts put its clock 2 s behind and a clear_throttle ran 1 s after its exp
+    rig.now += 999
+    offline_boot(rig)  # a slack, an untrusted clock...
+    rig.now += 1999
+    assert rig.box.set_time(T0 + 50, rig.now, events.TIME_NET)  # ...then SNTP, inside it
+    old = rig.box
+    for _ in range(2):
+        rig.now += 700
+        new = Box(rig.storage, KEY, None, rig.now)
+        new.take_clock(old, rig.now)
+        old = new
+    for dt in (0, 300, 999, 5000):
+        assert new.wall(rig.now + dt) == rig.box.wall(rig.now + dt)
+    assert new.clock_trusted() and new.clock_slack() == rig.box.clock_slack() > 0

@@ -179,11 +179,10 @@ class BoxState:
     # clock: its time, whether it is trusted, and its slack. Nothing is lost, nothing
     # gained (a restart is not a time source).
     def take_clock(self, old, now):
-        w = old.wall(now)
-        if w > self._floor:
-            self._floor = w
-        self._wall_base = w
-        self._wall_tick = now
+        if old._floor > self._floor:
+            self._floor = old._floor
+        self._wall_base = old._wall_base  # exactly: a whole second taken now would lose
+        self._wall_tick = old._wall_tick  # the part of a second already passed
         self._trusted = old._trusted
         self._slack = old._slack
         self._next_expire = now
