@@ -1,5 +1,6 @@
 # The ESP32 port's network layer (firmware/esp32/pb_esp32/net.py) on CPython: Wi-Fi
-# retries back off with jitter, SNTP never blocks the loop, the time comes in once.
+# retries back off with jitter, SNTP never blocks the loop, the time comes in once; and
+# with MicroPython's ssl a bad key or certificate keeps the link offline, saying why.
 import socket
 import struct
 import sys
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware" / "esp32"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+import mpssl  # noqa: E402  (MicroPython's ssl, installed per test: TlsBox)
+from parcelbox import link as L  # noqa: E402
 from pb_esp32 import net as _net  # noqa: E402
 
 
@@ -264,3 +268,158 @@ def test_an_sntp_answer_older_than_two_days_is_no_longer_the_time(sntp_server):
     assert net.time() == 1795600000 + 47 * 3600
     net.step(now + 49 * 3600 * 1000)
     assert net.time() is None    # the box's own clock carries on (parcelbox.box)
+
+
+# ---- TLS as MicroPython 1.28 does it (tests/fakes/mpssl.py), against the private mosquitto
+# Its tls raises ValueError for a bad key or certificate where CPython raises an OSError.
+
+BOX = "box-1"
+
+
+class _Remote:
+    """Just enough of a Remote for the link to connect."""
+
+    def subscriptions(self):
+        return ["parcelbox/v1/box-1/cmd"]
+
+    def will(self):
+        return "parcelbox/v1/box-1/status", b'{"v":1,"online":false}'
+
+    def online(self):
+        return "parcelbox/v1/box-1/status", b'{"v":1,"online":true}'
+
+    def connected(self, now):
+        pass
+
+    def poll(self, now):
+        return None
+
+    def next_deadline(self, now):
+        return None
+
+
+class TlsBox:
+    """A Link over the ESP32 port's Net with MicroPython's ssl, on a clock of its own."""
+
+    def __init__(self, broker, monkeypatch, ca, cert=None, key=None):
+        monkeypatch.setitem(sys.modules, "ssl", mpssl)
+        broker.add_user(BOX, "pw")
+        wlan = Wlan(0)
+        wlan.connect("s", "")
+        self.net = _net.Net({"ssid": "s", "password": ""}, lambda n: b"\x00\x00",
+                            lambda l, t: None, wlan=wlan)
+        self.opens = 0
+        real = self.net.open
+
+        def counting(*a):
+            self.opens += 1
+            return real(*a)
+        self.net.open = counting
+        conf = {"box_id": BOX, "host": broker.host, "port": broker.port, "tls": True,
+                "ca": str(ca), "password": "pw"}
+        if cert:
+            conf.update(cert=str(cert), key=str(key))
+        self.link = L.Link(_Remote(), conf, self.net, lambda n: b"\x00" * n)
+        self.now = 0
+
+    def until(self, cond, what, timeout=10):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.link.step(self.now)  # no exception may escape
+            if cond():
+                return
+            time.sleep(0.002)
+            self.now += 5
+        raise AssertionError("timed out: %s (last error %r)" % (what, self.link.last_error))
+
+    def wait(self):
+        """Step the clock to the next planned attempt; its wait in ms."""
+        w = L.ticks.diff(self.link.next_deadline(self.now), self.now)
+        self.now = L.ticks.add(self.now, w)
+        return w
+
+
+@pytest.fixture
+def cert_broker(mosquitto, tmp_path):
+    import brokerlib
+    with brokerlib.Broker("mosquitto", workdir=tmp_path / "cert-broker",
+                          require_client_cert=True) as b:
+        yield b
+
+
+def test_micropython_tls_connects_with_the_boxs_client_certificate(cert_broker, monkeypatch):
+    c, k = cert_broker.client_cert_files(BOX)
+    b = TlsBox(cert_broker, monkeypatch, cert_broker.ca_path, c, k)
+    b.until(lambda: b.link.state == L.CONNECTED, "connected")
+    assert b.link.last_error is None and b.opens == 1
+    assert " as box-1 " in cert_broker.log_text()  # mosquitto's line for a CONNECT taken
+
+
+def test_an_unreadable_client_key_keeps_the_box_offline_says_why_and_backs_off(
+        cert_broker, monkeypatch, tmp_path):
+    c, _ = cert_broker.client_cert_files(BOX)
+    key = tmp_path / "box.key"
+    key.write_bytes(b"-----BEGIN EC PRIVATE KEY-----\nbm90IGEga2V5\n-----END EC PRIVATE KEY-----\n")
+    b = TlsBox(cert_broker, monkeypatch, cert_broker.ca_path, c, key)
+    b.until(lambda: b.link.last_error, "the first attempt fails")
+    assert b.link.state == L.OFFLINE and b.link.last_error == "tls: invalid key"
+    assert 500 <= b.wait() < 1000 and b.opens == 1  # nothing tried before the backoff...
+    b.until(lambda: b.opens == 2 and b.link.state == L.OFFLINE, "the second attempt fails")
+    assert b.link.last_error == "tls: invalid key" and 1000 <= b.wait() < 2000  # ...which grows
+
+
+def test_a_corrupt_ca_keeps_the_box_offline_says_why_and_backs_off(
+        mosquitto, monkeypatch, tmp_path):
+    import base64
+    der = base64.b64decode(b"".join(mosquitto.ca_path.read_bytes().splitlines()[1:-1]))
+    ca = tmp_path / "ca.pem"  # valid base64, a certificate cut in half
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der[:len(der) // 2])
+                   + b"-----END CERTIFICATE-----\n")
+    b = TlsBox(mosquitto, monkeypatch, ca)
+    b.until(lambda: b.link.last_error, "the first attempt fails")
+    assert b.link.state == L.OFFLINE and b.link.last_error == "tls: invalid cert"
+    assert 500 <= b.wait() < 1000 and b.opens == 1
+    b.until(lambda: b.opens == 2 and b.link.state == L.OFFLINE, "the second attempt fails")
+    assert b.link.last_error == "tls: invalid cert"
+
+
+def test_a_wrong_ca_drops_the_connection_at_the_write_that_meets_it_and_retries_later(
+        mosquitto, monkeypatch, tmp_path):
+    # The first write sends the ClientHello and would block; the next one meets the
+    # broker's certificate: ValueError, and the CONNECT never goes out.
+    import brokerlib
+    ca = tmp_path / "other-ca.pem"
+    ca.write_bytes(brokerlib._make_certificates()[0])  # a CA of its own: it signed nothing here
+    b = TlsBox(mosquitto, monkeypatch, ca)
+    b.until(lambda: b.link.last_error, "the handshake fails")
+    assert b.link.state == L.OFFLINE and b.link.connects == 0
+    assert b.link.last_error == "tls: " + mpssl.NOT_TRUSTED
+    assert " as box-1 " not in mosquitto.log_text()
+    assert 500 <= b.wait() < 1000 and b.opens == 1
+    b.until(lambda: b.opens == 2 and b.link.state == L.OFFLINE, "the second attempt fails")
+    assert b.link.last_error == "tls: " + mpssl.NOT_TRUSTED
+
+
+def test_the_fake_ssl_fails_as_micropython_does_value_error_then_oserror_9984(
+        mosquitto, tmp_path):
+    import brokerlib
+    ctx = mpssl.SSLContext(mpssl.PROTOCOL_TLS_CLIENT)
+    with pytest.raises(ValueError, match="^invalid cert$"):
+        ctx.load_verify_locations(cadata=b"\x30\x82\x01")
+    with pytest.raises(ValueError, match="^invalid key$"):
+        ctx.load_cert_chain(mosquitto.client_cert_files(BOX)[0], mosquitto.ca_path.read_bytes())
+    ctx.verify_mode = mpssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=brokerlib._make_certificates()[0])  # not the broker's CA
+    s = socket.create_connection((mosquitto.host, mosquitto.port))
+    s.setblocking(False)
+    t = ctx.wrap_socket(s, server_hostname=mosquitto.host, do_handshake_on_connect=False)
+    with pytest.raises(ValueError) as e:
+        for _ in range(500):  # the handshake runs inside the reads and writes
+            t.write(b"\x10")
+            t.readinto(bytearray(16))
+            time.sleep(0.01)
+    assert str(e.value) == mpssl.NOT_TRUSTED
+    with pytest.raises(OSError) as e:  # the next step on that socket
+        t.read(16)
+    assert e.value.args == (-9984,)
+    t.close()

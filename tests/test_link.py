@@ -203,6 +203,76 @@ def test_a_failed_tls_handshake_backs_off():
     assert r.link.state == L.OFFLINE and "certificate" in r.link.last_error
 
 
+# MicroPython's tls raises ValueError for a bad key or certificate (CPython: ssl.SSLError,
+# an OSError); before, it escaped step() and the box crash-looped instead of staying offline.
+def test_a_client_key_micropython_cannot_read_keeps_the_box_offline_backing_off():
+    r = Rig(ready_error=ValueError("invalid key"))
+    r.step()
+    r.step()  # no exception: the connection drops
+    assert r.link.state == L.OFFLINE and r.link.last_error == "tls: invalid key"
+    assert r.net.conn.closed and r.net.conn.sent == b""
+    first = ticks.diff(r.link.next_deadline(r.now), r.now)
+    assert 500 <= first < 1000
+    r.until(ticks.add(r.now, first))
+    r.step()
+    assert len(r.net.conns) == 2 and r.link.last_error == "tls: invalid key"
+    assert 1000 <= ticks.diff(r.link.next_deadline(r.now), r.now) < 2000  # it grows
+
+
+@pytest.mark.parametrize("recv_into", [False, True])
+def test_a_broker_certificate_that_does_not_verify_drops_at_the_first_write(recv_into):
+    r = Rig(recv_into=recv_into, tls_error=ValueError(
+        "The certificate is not correctly signed by the trusted CA"))
+    r.step()
+    r.step()  # CONNECT's write meets the verification
+    assert r.link.state == L.OFFLINE and r.net.conn.closed and r.net.conn.sent == b""
+    assert r.link.last_error == "tls: The certificate is not correctly signed by the trusted CA"
+    r.until(r.link.next_deadline(r.now))
+    assert len(r.net.conns) == 2 and r.link.state == L.CONNECTING  # it tries again later
+
+
+@pytest.mark.parametrize("recv_into", [False, True])
+def test_a_tls_value_error_on_a_read_drops_the_connection_too(recv_into):
+    r = Rig(recv_into=recv_into)
+    r.connect()
+    sends = r.net.conn.sends
+    r.net.conn.tls_error = ValueError("The certificate is not correctly signed by the trusted CA")
+    r.step()  # nothing to write: the read meets it
+    assert r.net.conn.sends == sends and r.net.conn.closed
+    assert r.link.state == L.OFFLINE and r.link.last_error.startswith("tls: The certificate")
+
+
+def test_close_survives_a_tls_value_error_on_its_last_write():
+    r = Rig()
+    r.connect()
+    r.net.conn.tls_error = ValueError("The certificate is not correctly signed by the trusted CA")
+    r.link.close()
+    assert r.link.state == L.OFFLINE and r.net.conn.closed
+
+
+def test_a_port_whose_open_sets_up_tls_and_raises_value_error_backs_off():
+    r = Rig()
+
+    def bad_open(*a):
+        raise ValueError("invalid cert")
+    r.net.open = bad_open
+    r.step()
+    assert r.link.state == L.OFFLINE and r.link.last_error == "tls: invalid cert"
+    assert ticks.diff(r.link.next_deadline(r.now), r.now) >= 500
+
+
+def test_a_value_error_from_the_remote_is_a_bug_not_a_tls_failure():
+    r = Rig()
+    r.connect()
+
+    def bug(now):
+        raise ValueError("a bug in the remote")
+    r.remote.poll = bug
+    r.remote.outbox = [("t", b"x", False)]  # makes poll due
+    with pytest.raises(ValueError, match="a bug"):
+        r.step()
+
+
 def test_a_packet_before_connack_is_a_protocol_error():
     r = Rig()
     r.step()

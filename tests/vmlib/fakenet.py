@@ -9,7 +9,11 @@ class FakeConn:
         self.net = net
         self.where = (host, port, tls, ca)
         self.ready_after = net.ready_after  # ready() answers False this many times first
-        self.ready_error = net.ready_error  # an OSError ready() raises (a failed TLS handshake)
+        self.ready_error = net.ready_error  # what ready() raises: a failed TLS handshake is an
+                                            # OSError, a bad key or CA on MicroPython ValueError
+        self.tls_error = net.tls_error      # what the first send or recv raises, then each
+                                            # OSError(-9984): MicroPython's tls, a peer
+                                            # certificate that does not verify
         self.send_max = net.send_max        # bytes taken per send (partial writes); None: all
         self.recv_max = net.recv_max        # bytes given per recv (a slow peer); None: all asked
         self.stall = False                  # every send would block (the peer reads nothing)
@@ -34,6 +38,9 @@ class FakeConn:
             raise OSError(9, "closed")
         if self.reset:
             raise OSError(ECONNRESET, "reset")
+        if self.tls_error is not None:
+            e, self.tls_error = self.tls_error, OSError(-9984)
+            raise e
 
     def send(self, data):
         self._check()
@@ -94,6 +101,7 @@ class FakeNet:
         self.refuse = 0       # the next this many open() calls fail: connection refused
         self.ready_after = 0
         self.ready_error = None
+        self.tls_error = None
         self.send_max = None
         self.recv_max = None
         self.recv_into = recv_into

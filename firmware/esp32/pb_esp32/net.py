@@ -190,6 +190,8 @@ class Conn:
 
     # True once TCP is connected (and the TLS session set up to finish its handshake
     # during the first reads and writes, as MicroPython's ssl does without blocking).
+    # A key or CA file ssl cannot parse is a ValueError, as a peer certificate that does
+    # not verify is at a read or write: the link takes either as a failed connection.
     def ready(self):
         if self._s is not None:
             return True
