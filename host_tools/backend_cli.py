@@ -507,6 +507,7 @@ _REJECT_HINTS = {
     "stale": "another process used that seq, or this ledger is behind the box "
              "(`parcelbox box refresh {box}` brings the box's counter)",
     "bad_mac": "the box holds another key (provisioned again? a rotation not confirmed?)",
+    "no_memory": "the box ran short of memory, the command is not at fault: send it again",
 }
 _STATUS_HINTS = {
     "busy": "the compartment is unlocking, open or cooling down; try again shortly",

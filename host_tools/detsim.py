@@ -129,6 +129,7 @@ class Backend:
         self.box_key = box_key
         self.events = {}     # seq: HP.Event, each stored once
         self.dups = 0
+        self.last_next = 0   # next_seq of the last state summary taken (Ledger.set_state)
         self.results = {}    # command seq: status
         self.rejected = {}   # command seq: reason (no result seen for it)
         self.wire = None     # None: the box key (no rotation yet)
@@ -220,7 +221,10 @@ class Backend:
         # a re-published older event: prev_below too low) and then drops the key the box
         # holds: the two never hear each other again. A box that really lost its key has
         # applied that rotate command: its window is at or above its seq.
-        if state["key_gen"] != 0 or state["cmd_seq"] < self.rot_seq:
+        if state["key_gen"] != 0 or self.rot_seq and HP.window_saw(state, self.rot_seq) is False:
+            return None
+        # as the ledger: a summary at or below a seq already heard of is an old one, late
+        if state["next_seq"] - 1 <= max(max(self.events, default=0), self.last_next - 1):
             return None
         # ...and, not in the ledger either, it keeps listening under the key it drops: a
         # summary that late can still pass that test (a rotate applied late, after later
@@ -645,8 +649,8 @@ class World:
         self.log("flash: %s %s" % (name, what))
 
     def _revert_newest(self, n):
-        """events.log went back to its first n bytes. If no state file was saved after the
-        first write it lost, no mark anywhere says those records existed: the box sees
+        """events.log went back to its first n bytes. Of the events it lost, those no state
+        file was saved after have no mark anywhere that says they existed: the box sees
         what a power cut just before them leaves. LittleFS, whose metadata falls back by
         whole commits, loses writes only as the newest of all (this simulation is harsher:
         it lets a later write to another file stay); either way the events they made count
@@ -659,9 +663,10 @@ class World:
         if not lost:
             return
         first = lost[0][2]
-        if any(st.newest_write(f) > first for f in ("state.0", "state.1")):
+        saved = max(st.newest_write(f) for f in ("state.0", "state.1"))
+        gone = {s for s, w in self.created_w.items() if w >= first and w > saved}
+        if not gone:
             return
-        gone = {s for s, w in self.created_w.items() if w >= first}
         self.reverted |= gone
         self.stats["newest writes reverted"] += 1
 
@@ -844,6 +849,7 @@ class World:
             if be.heard(keys[i], st["next_seq"] - 1 if st["next_seq"] > 1 else 0):
                 self.stats["backend took the box's key back"] += 1
             be.confirm(keys[i], st["next_seq"])
+        be.last_next = st["next_seq"]
         if st["cmd_seq"] > be.cmd_seq:  # as Ledger.set_state
             be.cmd_seq = st["cmd_seq"]
         if 0 < st.get("slack", 0) < 0xFFFFFFFF:  # as the SDK's consumer: a sealed time

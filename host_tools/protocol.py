@@ -31,7 +31,8 @@ OPS = ("", "add", "revoke", "sync_begin", "sync_part", "sync_end", "unlock",
 STATUS = ("ok", "unknown_code", "full", "bad_value", "busy", "sync_mismatch",
           "sync_order", "flash")
 REJECT = ("", "bad_mac", "replay", "stale", "malformed", "too_big", "unknown_op",
-          "wrong_box", "expired", "bad_version", "no_clock", "no_exp", "unsent_ack", "seq_jump")
+          "wrong_box", "expired", "bad_version", "no_clock", "no_exp", "unsent_ack", "seq_jump",
+          "no_memory")
 # A rejection reason in words, for an operator (the CLI adds what to do about it).
 REJECT_WORDS = {
     "bad_mac": "its MAC is not valid under the box's command key",
@@ -47,6 +48,7 @@ REJECT_WORDS = {
     "no_exp": "a one-shot command needs an expiry at most a day ahead",
     "unsent_ack": "an ack named an event the box never published",
     "seq_jump": "its seq jumps too far above the newest the box accepted",
+    "no_memory": "the box ran short of memory handling it",
 }
 EVENTS = ("", "boot", "opened", "closed", "deposit", "pickup", "wrong_code", "throttled",
           "forced", "left_open", "not_opened", "refused", "service", "store_corrupt",
@@ -348,6 +350,21 @@ def event_body(box_id: str, seq: int, kind: int, comp: int, code_id: int, arg: i
 
 STATE_FIELDS = ("t", "boots", "codes", "active", "capacity", "digest", "pending", "next_seq",
                 "cmd_seq", "key_gen", "occupied", "failures", "wait_s", "faults")
+
+
+def window_saw(state: dict, seq: int) -> bool | None:
+    """Whether the box that sealed this summary had accepted command `seq`, by its window
+    (cmd_seq and the cmd_bits of the 32 below); None when the summary cannot tell (no
+    cmd_bits, or seq more than 32 below)."""
+    top, bits = state["cmd_seq"], state.get("cmd_bits")
+    d = top - seq
+    if d < 0:
+        return False
+    if d == 0:
+        return True
+    if not isinstance(bits, int) or d > 32:
+        return None
+    return bool(bits >> (d - 1) & 1)
 
 
 def parse_state(keys_to_try, box_id: str, payload: bytes) -> tuple[dict, int]:

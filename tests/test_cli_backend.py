@@ -193,6 +193,7 @@ def test_an_expiry_outside_one_second_to_a_day_is_a_usage_error(run, fake_broker
     (("rejected", 0, 8), "rejected: expired", "(it arrived after its expiry); the box was "
                                               "offline?"),
     (("rejected", 0, 13), "rejected: seq_jump", "the box's own ledger"),
+    (("rejected", 0, 14), "rejected: no_memory", "the command is not at fault: send it again"),
     (("result", 6, 4), "busy", "try again shortly"),
 ])
 def test_a_refused_unlock_says_why_and_exits_1(run, fake_broker, answer, words, hint):

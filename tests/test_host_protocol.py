@@ -169,6 +169,7 @@ def _ev(kind, comp=0, id_=0, arg=0):
     (_ev("rejected", 0, 99999, 13 | 2 << 8), "command 99999: seq_jump (its seq jumps too far "
                                              "above the newest the box accepted), 2 more suppressed"),
     (_ev("rejected", 0, 7, 8), "command 7: expired (it arrived after its expiry)"),
+    (_ev("rejected", 0, 7, 14), "command 7: no_memory (the box ran short of memory handling it)"),
     # opened and not_opened: the role or outcome in arg's low byte, the uses left above it
     (_ev("opened", 1, 4, 3 | 2 << 8), "code 4, owner, 2 uses left"),
     (_ev("opened", 1, 4, 1 | 0 << 8), "code 4, recipient, 0 uses left"),

@@ -372,7 +372,14 @@ def test_a_summary_sealed_before_the_rotation_does_not_drop_the_key_the_box_hold
     late = p.seal(gen0.evt, t, _json.dumps(dict(v=1, box="A", **st)).encode())
     assert ledger.fall_back_to_box_key("A", late) is None  # before the rotate: a late one
     assert ledger.box("A").key_gen == 1 and ledger.current_keys("A") == new_keys
-    lost = p.seal(gen0.evt, t, _json.dumps(dict(v=1, box="A", **dict(st, cmd_seq=rot))).encode())
+    # found by the simulation (seed 63461): the rotate came out of order, after a newer
+    # command, so a summary sealed before it had a cmd_seq above it; its window shows it
+    # had not seen the rotate
+    unseen = dict(st, cmd_seq=rot + 5, cmd_bits=0b01111)  # rot is 5 below: bit 4 clear
+    late = p.seal(gen0.evt, t, _json.dumps(dict(v=1, box="A", **unseen)).encode())
+    assert ledger.fall_back_to_box_key("A", late) is None
+    seen = dict(unseen, cmd_bits=0b11111)
+    lost = p.seal(gen0.evt, t, _json.dumps(dict(v=1, box="A", **seen)).encode())
     assert ledger.fall_back_to_box_key("A", lost)["key_gen"] == 0  # applied it, then lost it
     assert ledger.current_keys("A") == gen0
 

@@ -613,6 +613,101 @@ def test_a_flash_error_while_applying_reports_flash_and_opens_nothing(rig):
     assert not rig.box.solenoid(1, rig.now)
 
 
+# A MemoryError is the box's shortage, not the backend's mistake: before, it was reported
+# malformed (the backend heard its valid command was bad) and could leave the seq spent.
+def test_a_memory_error_while_parsing_a_command_is_no_memory_and_the_same_command_again_applies(
+        rig, monkeypatch):
+    import parcelbox.remote as R
+    real, calls = R._loads, []
+
+    def short(body):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("memory allocation failed, allocating 4096 bytes")
+        return real(body)
+    monkeypatch.setattr(R, "_loads", short)
+    window = (rig.box.cmd_top, rig.box.cmd_bits)
+    t, p = HP.command(rig.keys, BOX, 1, "add", None, code=code(1))
+    rig.remote.receive(t, p, rig.now)
+    assert rig.last()[1:5] == (events.REJECTED, 0, 0, P.NO_MEMORY)  # no seq read yet
+    assert (rig.box.cmd_top, rig.box.cmd_bits) == window and rig.box.codes.count() == 0
+    rig.remote.receive(t, p, rig.now)  # the backend sends it again, same seq
+    assert rig.result() == (P.ADD, 1, P.OK) and rig.box.codes.count() == 1
+
+
+def test_a_memory_error_saving_the_window_names_the_command_and_leaves_its_seq_free(rig):
+    st = rig.st
+    failed = []
+
+    def short(name, data):
+        if name.startswith("state") and not failed:
+            failed.append(name)
+            raise MemoryError()
+        MemStorage.replace(st, name, data)
+    st.replace = short
+    window = (rig.box.cmd_top, rig.box.cmd_bits)
+    t, p = HP.command(rig.keys, BOX, 7, "revoke", None, id=1)
+    rig.remote.receive(t, p, rig.now)
+    assert failed and rig.last()[1:5] == (events.REJECTED, 0, 7, P.NO_MEMORY)
+    assert (rig.box.cmd_top, rig.box.cmd_bits) == window  # RAM as before the save
+    rig.remote.receive(t, p, rig.now)
+    assert rig.result() == (P.REVOKE, 7, P.UNKNOWN_CODE)  # taken, not a replay
+
+
+def test_a_memory_error_after_the_window_is_saved_is_no_memory_and_spends_the_seq(
+        rig, monkeypatch):
+    def short(*a):
+        raise MemoryError()
+    monkeypatch.setattr(rig.box.codes, "add", short)
+    seq = rig.send("add", code=code(1))
+    assert rig.last()[1:5] == (events.REJECTED, 0, seq, P.NO_MEMORY)
+    monkeypatch.undo()
+    rig.send("add", seq=seq, code=code(1))
+    assert rig.last()[1:5] == (events.REJECTED, 0, seq, P.REPLAY)  # the seq is spent...
+    rig.send("add", code=code(1))
+    assert rig.result()[2] == P.OK and rig.box.codes.count() == 1  # ...a new one applies
+
+
+def test_a_rotation_short_of_memory_for_its_new_key_keeps_the_old_one_until_the_boot(
+        rig, monkeypatch):
+    import parcelbox.remote as R
+    new = bytes(range(100, 132))
+    real = R.Hmac
+    made = []
+
+    def short(key):
+        made.append(1)
+        if len(made) == 2:  # the new event key, after the command key: neither is taken
+            raise MemoryError()
+        return real(key)
+    monkeypatch.setattr(R, "Hmac", short)
+    seq = rig.seq + 1
+    rig.send("rotate", gen=1, key=HP.wrap_key(rig.keys.cmd, seq, new))
+    assert rig.last()[1:5] == (events.REJECTED, 0, seq, P.NO_MEMORY)
+    assert rig.remote.key_gen == 0
+    rig.send("state")  # the old key still works in this boot
+    assert rig.result()[2] == P.OK
+    monkeypatch.undo()
+    rig.keys = HP.WireKeys.of(KEY, new)
+    rig.reboot()  # the key file was written: the boot takes it
+    assert rig.remote.key_gen == 1
+    rig.send("state")
+    assert rig.result()[2] == P.OK
+
+
+def test_receive_never_raises_when_even_the_no_memory_report_cannot_be_written(
+        rig, monkeypatch):
+    import parcelbox.remote as R
+
+    def short(*a):
+        raise MemoryError()
+    monkeypatch.setattr(R, "_loads", short)
+    monkeypatch.setattr(rig.box, "event", short)
+    pending = rig.box.outbox.pending()
+    rig.send("state")
+    assert rig.box.outbox.pending() == pending
+
+
 def test_rejected_events_are_rate_limited_and_count_the_suppressed(rig):
     for _ in range(8):
         rig.raw(body(5), key=FORGED.cmd)

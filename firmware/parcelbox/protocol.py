@@ -32,6 +32,7 @@ NO_CLOCK = const(10)    # time-bounded: the box cannot show it is inside the win
 NO_EXP = const(11)      # a one-shot command without exp, or exp too far ahead
 UNSENT_ACK = const(12)  # an ack for a seq the box never published (id: that seq)
 SEQ_JUMP = const(13)    # seq more than MAX_SEQ_JUMP above the highest accepted
+NO_MEMORY = const(14)   # the box ran short of RAM handling it: not a bad command (remote.py)
 
 MAX_SEQ_JUMP = const(65536)  # how far one command seq may jump above the window's top
 MAX_EXP_S = const(86400)     # a one-shot command's exp at most this far ahead of the clock
@@ -134,12 +135,13 @@ def event_body(box_id, seq, kind, comp, code_id, arg, t):
 
 # The state summary body, byte for byte as section 8 (digest: the 16-byte set digest).
 def state_body(box_id, t, boots, codes, active, capacity, digest, pending, next_seq,
-               cmd_seq, key_gen, occupied, failures, wait_s, faults, slack=0):
+               cmd_seq, key_gen, occupied, failures, wait_s, faults, cmd_bits=None, slack=0):
     return ('{"v":1,"box":"%s","t":%d,"boots":%d,"codes":%d,"active":%d,"capacity":%d,'
             '"digest":"%s","pending":%d,"next_seq":%d,"cmd_seq":%d,"key_gen":%d,'
-            '"occupied":%d,"failures":%d,"wait_s":%d,"faults":%d%s}'
+            '"occupied":%d,"failures":%d,"wait_s":%d,"faults":%d%s%s}'
             % (box_id, t, boots, codes, active, capacity, hexlify(digest).decode(), pending,
                next_seq, cmd_seq, key_gen, occupied, failures, wait_s, faults,
+               ',"cmd_bits":%d' % cmd_bits if cmd_bits is not None else "",
                ',"slack":%d' % slack if slack else "")).encode()
 
 

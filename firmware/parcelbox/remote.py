@@ -60,11 +60,13 @@ class Remote:
         self._tokens = _BURST
         self._rl_tick = 0
         self._suppressed = 0
+        self._seq = 0     # the seq of the command being received, once read; else 0
 
+    # Every part allocated before any is taken: a MemoryError leaves the old key whole.
     def _set_key(self, wire_key):
-        self._cmd_key, evt_key = P.wire_keys(wire_key)
-        self._cmd = Hmac(self._cmd_key)
-        self._evt = Hmac(evt_key)
+        cmd_key, evt_key = P.wire_keys(wire_key)
+        cmd, evt = Hmac(cmd_key), Hmac(evt_key)
+        self._cmd_key, self._cmd, self._evt = cmd_key, cmd, evt
 
     # ---- the link's API ----------------------------------------------------
 
@@ -103,6 +105,7 @@ class Remote:
     # One message on cmd or ack, applied fully (on flash) before this returns. Never raises
     # on content: a bug inside is reported as malformed and never opens anything.
     def receive(self, topic, payload, now):
+        self._seq = 0
         try:
             if topic == self.topic_cmd:
                 self._command(payload, now)
@@ -110,11 +113,13 @@ class Remote:
                 self._acks(payload, now)
         except OSError:
             self.box.fault(now)
+        except MemoryError:
+            # Short of RAM, not a bad message: said so, so the backend sends it again. Up to
+            # its window's save nothing is applied and its seq stays free (_command): the
+            # same command again is taken. Its seq is named once read (0 before).
+            self._refuse(P.NO_MEMORY, self._seq, now)
         except Exception:  # a bug: the state stays as on flash
-            try:
-                self._reject(P.MALFORMED, 0, now)
-            except OSError:
-                self.box.fault(now)
+            self._refuse(P.MALFORMED, 0, now)
 
     # The next (topic, payload, retain) to publish, or None: call until None.
     def poll(self, now):
@@ -189,7 +194,7 @@ class Remote:
                             c.count(), c.active_count(wall), c.capacity(), c.set_digest(),
                             ob.pending(), ob.next_seq, box.cmd_top, self.key_gen, box.occupied,
                             th.failures, (th.check(now) + 999) // 1000, box.faults,
-                            box.clock_slack())
+                            box.cmd_bits, box.clock_slack())
 
     # ---- receiving ---------------------------------------------------------
 
@@ -208,6 +213,16 @@ class Remote:
         self.box.event(events.REJECTED, 0, seq, why | min(self._suppressed, 0xFFFFFF) << 8, now)
         self._tokens -= 1
         self._suppressed = 0
+
+    # _reject from a handler: a flash error is counted; with no RAM left to write it, the
+    # backend hears nothing and its command times out (it sends it again).
+    def _refuse(self, why, seq, now):
+        try:
+            self._reject(why, seq, now)
+        except OSError:
+            self.box.fault(now)
+        except MemoryError:
+            pass
 
     # Checks 1 to 6 of section 5 on a payload from `topic` whose body must hold `need`:
     # the JSON object, or None (rejected).
@@ -258,6 +273,7 @@ class Remote:
             return
         box = self.box
         seq = c["seq"]
+        self._seq = seq
         why = P.window_check(box.cmd_top, box.cmd_bits, seq)
         op = c["op"]
         op = P.OPS.index(op) if type(op) is str and op in P.OPS else 0
@@ -287,13 +303,29 @@ class Remote:
                 return self._reject(why, seq, now)
         # The window is on flash before anything is applied: a power cut may lose this
         # command, never apply it twice. A flash error here applies nothing (receive).
-        box.save_window(*P.window_mark(box.cmd_top, box.cmd_bits, seq))
+        # Short of RAM here, the window in RAM goes back too (save_window restores it on
+        # OSError only): the seq stays free, and the command, applied only after a save
+        # that returned, never runs twice even if the new window reached flash.
+        top, bits = box.cmd_top, box.cmd_bits
+        try:
+            box.save_window(*P.window_mark(top, bits, seq))
+        except MemoryError:
+            box.cmd_top, box.cmd_bits = top, bits
+            raise
+        self._seq = 0  # spent: a MemoryError from the result's event names no command
         try:
             st = self._apply(op, args, seq, now)
             if op == P.ADD or op == P.REVOKE or op == P.SYNC_END or op == P.ROTATE:
                 box.save()  # what codes.log and wirekey.bin now hold, for the boot's check
         except OSError:
             st = P.FLASH
+        except MemoryError:
+            # After the window's save: this seq is spent (sent again, it is a replay); the
+            # backend sends the command again under a new one. The op may have stopped part
+            # way (a sync's store is put back from flash, docs/codestore.md section 7; a
+            # rotation whose key file was written takes the new key at the next boot, which
+            # the backend's pending rotation follows): not FLASH, which says none applied.
+            return self._refuse(P.NO_MEMORY, seq, now)
         box.event(events.RESULT, op, seq, st, now)
 
     # Apply a checked command; its status. OSError escapes (status FLASH).
@@ -354,11 +386,11 @@ class Remote:
             try:
                 box.save()
                 save_wire(box.storage, a[0], key)  # before the result, which the new key seals
-            except OSError:
+            except (OSError, MemoryError):
                 box.key_gen_saved, box.key_fp = old
                 raise
+            self._set_key(key)  # then the generation: short of RAM, both stay the old ones
             self.key_gen = a[0]
-            self._set_key(key)
         elif op == P.STATE:
             self._state_due = True
         elif op == P.TIME:

@@ -456,7 +456,7 @@ class Ledger:
         hear each other again. Returns the summary, or None when it does not verify that
         way."""
         with self.tx() as db:
-            r = db.execute("SELECT box_key, key_gen, rot_seq FROM boxes WHERE id=?",
+            r = db.execute("SELECT box_key, key_gen, rot_seq, state FROM boxes WHERE id=?",
                            (box_id,)).fetchone()
             if r is None or r[1] == 0:
                 return None
@@ -465,7 +465,14 @@ class Ledger:
                 state, _ = p.parse_state([gen0], box_id, payload_state)
             except p.ProtocolError:
                 return None
-            if state["key_gen"] != 0 or state["cmd_seq"] < (r[2] or 0):
+            if state["key_gen"] != 0 or r[2] and p.window_saw(state, r[2]) is False:
+                return None
+            # A box falls back at a boot, after every seq the ledger has heard of (its boot
+            # event at least is newer); a summary at or below one is an old one, late (a
+            # rotate delivered out of order can pass the cmd_seq test above).
+            heard = db.execute("SELECT max(seq) FROM events WHERE box=?", (box_id,)).fetchone()[0]
+            last = json.loads(r[3]).get("next_seq", 1) - 1 if r[3] else 0
+            if state["next_seq"] - 1 <= max(heard or 0, last):
                 return None
             db.execute("UPDATE boxes SET prev_key=NULL, prev_below=NULL, wire_key=NULL, "
                        "pending_key=NULL, pending_seq=NULL, rot_seq=NULL, key_gen=0 "
