@@ -137,6 +137,8 @@ class Backend:
         self.pending = self.pseq = None
         self.prev = self.prev_below = None
         self.rot_seq = 0     # seq of the rotate command whose key is current
+        self.rot_seqs = []   # every rotate command that carried that key
+        self.pseqs = []      # every rotate command that carried the pending key
         self.lost = None     # (wire, gen, rot_seq, seq) a fall back dropped: heard again, restored
         self.cmd_seq = 0
         self._wk = {}
@@ -169,6 +171,7 @@ class Backend:
             return False
         self.prev, self.prev_below = self.box_key, seq
         self.wire, self.gen, self.rot_seq = self.lost[:3]
+        self.rot_seqs = [self.rot_seq]
         self.pending = self.pseq = self.lost = None
         return True
 
@@ -186,8 +189,8 @@ class Backend:
     def _promote(self, below):
         self.prev = self.wire if self.wire is not None else self.box_key
         self.prev_below = below
-        self.rot_seq = self.pseq
-        self.wire, self.pending, self.pseq = self.pending, None, None
+        self.rot_seq, self.rot_seqs = self.pseq, self.pseqs
+        self.wire, self.pending, self.pseq, self.pseqs = self.pending, None, None, []
         self.gen += 1
         self.lost = None
 
@@ -221,7 +224,8 @@ class Backend:
         # a re-published older event: prev_below too low) and then drops the key the box
         # holds: the two never hear each other again. A box that really lost its key has
         # applied that rotate command: its window is at or above its seq.
-        if state["key_gen"] != 0 or self.rot_seq and HP.window_saw(state, self.rot_seq) is False:
+        if state["key_gen"] != 0 or self.rot_seqs and all(
+                HP.window_saw(state, q) is False for q in self.rot_seqs):
             return None
         # as the ledger: a summary at or below a seq already heard of is an old one, late
         if state["next_seq"] - 1 <= max(max(self.events, default=0), self.last_next - 1):
@@ -232,6 +236,7 @@ class Backend:
         self.lost = (self.wire, self.gen, self.rot_seq, state["next_seq"])
         self.prev = self.prev_below = self.wire = self.pending = self.pseq = None
         self.gen = self.rot_seq = 0
+        self.rot_seqs = []
         return state
 
 
@@ -1142,7 +1147,9 @@ class World:
         s = be.cmd_seq + 1
         if be.pending is None:  # as Backend.rotate: a pending key is sent again
             be.pending = bytes(self.rng.randrange(256) for _ in range(32))
+            be.pseqs = []
         be.pseq = s
+        be.pseqs.append(s)
         self.send_cmd("rotate")
 
     def act_sync(self):

@@ -415,3 +415,27 @@ def test_a_one_shot_expiry_outside_1_s_to_a_day_is_refused_before_anything_is_se
         with pytest.raises(ValueError, match="expires_in must be whole seconds, 1 to 86400"):
             send()
     assert ledger.box("A").cmd_seq == 0
+
+
+def test_a_box_that_applied_an_earlier_send_of_the_pending_key_may_still_fall_back(ledger):
+    # found by the simulation (seed 73288): the SDK sends a pending key again under a new
+    # seq; the box applied the first send, the ledger promoted on the key, and a box that
+    # later lost that key showed the first seq in its window, not the last
+    import json as _json
+    be = Backend(ledger)
+    be.register("A")
+    for _ in range(2):
+        with pytest.raises(Exception):
+            be.rotate("A")  # no broker: recorded, sent again with the same key
+    last = ledger.box("A").cmd_seq
+    _, pending = ledger.keys("A")
+    ledger.confirm_key("A", pending)
+    gen0 = p.WireKeys.of(ledger.box_key("A"))
+    st = {"t": 0, "boots": 2, "codes": 0, "active": 0, "capacity": 256,
+          "digest": p.set_digest([]).hex(), "pending": 0, "next_seq": 5, "cmd_seq": last,
+          "key_gen": 0, "occupied": 0, "failures": 0, "wait_s": 0, "faults": 0,
+          "cmd_bits": 0b1}  # the first send (last - 1) seen, the last one not
+    t = p.topic("A", "state")
+    body = p.seal(gen0.evt, t, _json.dumps(dict(v=1, box="A", **dict(st, cmd_seq=last + 3,
+                                                                       cmd_bits=0b1000))).encode())
+    assert ledger.fall_back_to_box_key("A", body)["key_gen"] == 0

@@ -203,7 +203,9 @@ class Backend:
             if r is None:
                 raise LedgerError("no box %s in the registry" % box_id)
             key = new if r[2] is None else r[2]
-            db.execute("UPDATE boxes SET pending_key=?, pending_seq=? WHERE id=?", (key, r[0], box_id))
+            db.execute("UPDATE boxes SET pending_key=?, pending_seq=?, pending_first="
+                       "CASE WHEN pending_key IS NULL THEN ? ELSE pending_first END WHERE id=?",
+                       (key, r[0], r[0], box_id))
             return {"gen": r[1] + 1,
                     "key": p.wrap_key(self.ledger.current_keys(box_id).cmd, r[0], key)}
 

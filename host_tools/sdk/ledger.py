@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS boxes (
     key_gen INTEGER NOT NULL DEFAULT 0,
     pending_key BLOB,           -- a rotation sent, its result not yet seen
     pending_seq INTEGER,
-    rot_seq INTEGER,            -- the rotate command that made wire_key (its seq)
+    rot_seq INTEGER,            -- the rotate command that made wire_key (its seq)...
+    rot_first INTEGER,          -- ...and the first that carried that key (all between did)
+    pending_first INTEGER,      -- the first rotate command that carried pending_key
     prev_key BLOB,              -- the wire key before the last rotation (late events)
     prev_below INTEGER,         -- ...which verifies only event seqs below this one
     compartments INTEGER NOT NULL,
@@ -92,7 +94,8 @@ CREATE INDEX IF NOT EXISTS commands_by_op ON commands (box, op, seq);
 
 # Columns added since the first ledgers: (table, column, declaration).
 _ADDED = (("boxes", "prev_below", "INTEGER"), ("boxes", "sync_id", "INTEGER"),
-          ("boxes", "rot_seq", "INTEGER"),
+          ("boxes", "rot_seq", "INTEGER"), ("boxes", "rot_first", "INTEGER"),
+          ("boxes", "pending_first", "INTEGER"),
           ("boxes", "resync", "INTEGER NOT NULL DEFAULT 0"),
           ("boxes", "resyncs", "INTEGER NOT NULL DEFAULT 0"),
           ("codes", "gone", "INTEGER NOT NULL DEFAULT 0"),
@@ -411,8 +414,9 @@ class Ledger:
             if ev.comp == p.OPS.index("rotate") and ev.arg & 0xFF == 0:
                 # every event sealed under the old key was written before this result
                 db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), prev_below=?, "
-                           "wire_key=pending_key, rot_seq=pending_seq, pending_key=NULL, "
-                           "pending_seq=NULL, key_gen=key_gen+1 WHERE id=? AND pending_seq=?",
+                           "wire_key=pending_key, rot_seq=pending_seq, rot_first=pending_first, "
+                           "pending_key=NULL, pending_seq=NULL, key_gen=key_gen+1 "
+                           "WHERE id=? AND pending_seq=?",
                            (ev.seq, ev.box, ev.id))
             elif ev.comp == p.OPS.index("rotate"):
                 # any other status: the box kept its key (bad_value, flash); the seq is
@@ -439,8 +443,9 @@ class Ledger:
             if r is None or r[1] is None or p.WireKeys.of(r[0], r[1]) != used:
                 return False
             db.execute("UPDATE boxes SET prev_key=coalesce(wire_key, box_key), prev_below=?, "
-                       "wire_key=pending_key, rot_seq=pending_seq, pending_key=NULL, "
-                       "pending_seq=NULL, key_gen=key_gen+1 WHERE id=?", (below, box_id))
+                       "wire_key=pending_key, rot_seq=pending_seq, rot_first=pending_first, "
+                       "pending_key=NULL, pending_seq=NULL, key_gen=key_gen+1 WHERE id=?",
+                       (below, box_id))
         return True
 
     def fall_back_to_box_key(self, box_id: str, payload_state: bytes) -> dict | None:
@@ -456,8 +461,8 @@ class Ledger:
         hear each other again. Returns the summary, or None when it does not verify that
         way."""
         with self.tx() as db:
-            r = db.execute("SELECT box_key, key_gen, rot_seq, state FROM boxes WHERE id=?",
-                           (box_id,)).fetchone()
+            r = db.execute("SELECT box_key, key_gen, rot_seq, state, rot_first FROM boxes "
+                           "WHERE id=?", (box_id,)).fetchone()
             if r is None or r[1] == 0:
                 return None
             gen0 = p.WireKeys.of(r[0])
@@ -465,7 +470,14 @@ class Ledger:
                 state, _ = p.parse_state([gen0], box_id, payload_state)
             except p.ProtocolError:
                 return None
-            if state["key_gen"] != 0 or r[2] and p.window_saw(state, r[2]) is False:
+            if state["key_gen"] != 0:
+                return None
+            # The box must have accepted one of the rotate commands that carried the key
+            # (the SDK sends a pending key again under a new seq until one is answered).
+            rots = [q[0] for q in db.execute(
+                "SELECT seq FROM commands WHERE box=? AND op='rotate' AND seq BETWEEN ? AND ?",
+                (box_id, r[4] or r[2] or 0, r[2] or 0))] if r[2] else []
+            if rots and all(p.window_saw(state, q) is False for q in rots):
                 return None
             # A box falls back at a boot, after every seq the ledger has heard of (its boot
             # event at least is newer); a summary at or below one is an old one, late (a
@@ -475,7 +487,8 @@ class Ledger:
             if state["next_seq"] - 1 <= max(heard or 0, last):
                 return None
             db.execute("UPDATE boxes SET prev_key=NULL, prev_below=NULL, wire_key=NULL, "
-                       "pending_key=NULL, pending_seq=NULL, rot_seq=NULL, key_gen=0 "
+                       "pending_key=NULL, pending_seq=NULL, rot_seq=NULL, rot_first=NULL, "
+                       "pending_first=NULL, key_gen=0 "
                        "WHERE id=?", (box_id,))
         return state
 
