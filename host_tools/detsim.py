@@ -859,7 +859,7 @@ class World:
             be.cmd_seq = st["cmd_seq"]
         if 0 < st.get("slack", 0) < 0xFFFFFFFF:  # as the SDK's consumer: a sealed time
             t = self.true_wall()
-            self.send_cmd("time", exp=t + 120, t=t)
+            self.send_cmd("time", exp=t + 120, t=t, ref=st.get("ref", 0))
 
     def _backend_step(self):
         """The backend's reactions: a full sync when the box's codes cannot be trusted (a

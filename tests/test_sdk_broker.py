@@ -253,9 +253,10 @@ def test_a_summary_with_a_slack_gets_a_sealed_time_back(tmp_path):
           "digest": p.set_digest([]).hex(), "pending": 0, "next_seq": 5, "cmd_seq": 0,
           "key_gen": 0, "occupied": 0, "failures": 0, "wait_s": 0, "faults": 0}
     for slack in (0, 3660):
-        body = json.dumps(dict(v=1, box="box-a", **st, **({"slack": slack} if slack else {})))
+        body = json.dumps(dict(v=1, box="box-a", **st,
+                               **({"slack": slack, "ref": 77} if slack else {})))
         c._on_message(cl, None, Msg(t, p.seal(keys.evt, t, body.encode())))
     cmds = [m for m in cl.published if m[0].endswith("/cmd")]
     assert len(cmds) == 1  # only for the summary with a slack
     body = json.loads(cmds[0][1].split(b" ", 1)[1])
-    assert body["op"] == "time" and body["exp"] == body["t"] + 120
+    assert body["op"] == "time" and body["exp"] == body["t"] + 120 and body["ref"] == 77

@@ -138,14 +138,16 @@ class BoxState:
     # (SNTP), TIME_CMD (the backend's `time`), TIME_SHELL. True if taken; a time out of
     # range, going back, or (the network's, on a trusted clock) jumping far ahead is
     # refused and reported (time_refused). Never raises (a flash error is a fault).
-    def set_time(self, epoch_s, now, source=events.TIME_SHELL):
+    # `fresh`: for the backend's time, the seconds since the box published the summary the
+    # command answers (its `ref`), or -1 if it answers none (then it may be stale, as SNTP).
+    def set_time(self, epoch_s, now, source=events.TIME_SHELL, fresh=-1):
         try:
-            return self._set_time(epoch_s, now, source)
+            return self._set_time(epoch_s, now, source, fresh)
         except OSError:
             self._fault(now)
             return False
 
-    def _set_time(self, t, now, source):
+    def _set_time(self, t, now, source, fresh=-1):
         w = self.wall(now)
         why = 0
         if type(t) is not int or not MIN_TIME <= t <= MAX_TIME:
@@ -159,15 +161,20 @@ class BoxState:
             return False
         if w > self._floor:
             self._floor = w  # a step back within the tolerance never lowers wall()
-        # The slack keeps the latest time the box may have known: a network time taken
-        # below it (unauthenticated: a spoofed SNTP answer after a reboot without time,
-        # say) still refuses the codes that ended before it. The backend's time (sealed)
-        # and the shell's are believed; so is any time when the slack is unknown.
+        # The slack keeps the latest time the box may have known: a time taken below it (a
+        # spoofed SNTP answer after a reboot without time, a backend `time` the broker held
+        # for a while) still refuses the codes that ended before it. The shell's time is
+        # believed, and so is any when the slack is unknown. The backend's time answering
+        # the box's latest summary (`fresh`) was made after that summary: the box can have
+        # known at most `fresh` seconds more than it says.
         s = self._slack
-        if s == _UNSURE or source != events.TIME_NET or w + s <= t:
-            self._slack = 0
+        if s == _UNSURE or source == events.TIME_SHELL or w + s <= t:
+            s = 0
         else:
-            self._slack = w + s - (t if t > w else w)
+            s = w + s - (t if t > w else w)
+        if source == events.TIME_CMD and 0 <= fresh < s:
+            s = fresh
+        self._slack = s
         self._wall_base = t
         self._wall_tick = now
         self._trusted = True

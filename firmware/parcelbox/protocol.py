@@ -135,14 +135,16 @@ def event_body(box_id, seq, kind, comp, code_id, arg, t):
 
 # The state summary body, byte for byte as section 8 (digest: the 16-byte set digest).
 def state_body(box_id, t, boots, codes, active, capacity, digest, pending, next_seq,
-               cmd_seq, key_gen, occupied, failures, wait_s, faults, cmd_bits=None, slack=0):
+               cmd_seq, key_gen, occupied, failures, wait_s, faults, cmd_bits=None, slack=0,
+               ref=0):
     return ('{"v":1,"box":"%s","t":%d,"boots":%d,"codes":%d,"active":%d,"capacity":%d,'
             '"digest":"%s","pending":%d,"next_seq":%d,"cmd_seq":%d,"key_gen":%d,'
-            '"occupied":%d,"failures":%d,"wait_s":%d,"faults":%d%s%s}'
+            '"occupied":%d,"failures":%d,"wait_s":%d,"faults":%d%s%s%s}'
             % (box_id, t, boots, codes, active, capacity, hexlify(digest).decode(), pending,
                next_seq, cmd_seq, key_gen, occupied, failures, wait_s, faults,
                ',"cmd_bits":%d' % cmd_bits if cmd_bits is not None else "",
-               ',"slack":%d' % slack if slack else "")).encode()
+               ',"slack":%d' % slack if slack else "",
+               ',"ref":%d' % ref if ref else "")).encode()
 
 
 # The pad a new wire key is XORed with in `rotate` command `seq`:
@@ -201,6 +203,9 @@ def op_fields(op, c):
     if op == REVOKE or op == UNLOCK or op == TIME:
         v = g("id" if op == REVOKE else "comp" if op == UNLOCK else "t")
         ok = is_int(v, 1, MAX_CODE_COMP if op == UNLOCK else 0xFFFFFFFF)
+        if op == TIME:  # and the summary it answers (`ref`, 0: none)
+            r = g("ref", 0)
+            return (v, r) if ok and is_int(r) else None
         return (v,) if ok else None
     if op == SYNC_BEGIN or op == SYNC_PART or op == SYNC_END:
         s = g("sync")

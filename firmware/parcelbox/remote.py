@@ -61,6 +61,9 @@ class Remote:
         self._rl_tick = 0
         self._suppressed = 0
         self._seq = 0     # the seq of the command being received, once read; else 0
+        self._ref = 0     # the latest summary's ref (it showed a slack; 0: none)...
+        self._ref_tick = 0  # ...and when it was made
+        self._refs = 0    # summaries with a slack made in this boot
 
     # Every part allocated before any is taken: a MemoryError leaves the old key whole.
     def _set_key(self, wire_key):
@@ -190,11 +193,19 @@ class Remote:
         box = self.box
         c, ob, th = box.codes, box.outbox, box.throttle
         wall = box.wall(now)
+        # A summary that shows a slack names itself (boots and a count: unique on this
+        # box): a `time` that echoes it was made after it, however late it comes.
+        s = box.clock_slack()
+        self._ref = 0
+        if 0 < s < 0xFFFFFFFF:
+            self._refs += 1
+            self._ref = (box.boots() & 0xFFFF) << 16 | (self._refs & 0xFFFF) or 1
+            self._ref_tick = now
         return P.state_body(self.box_id, wall if box.clock_trusted() else 0, box.boots(),
                             c.count(), c.active_count(wall), c.capacity(), c.set_digest(),
                             ob.pending(), ob.next_seq, box.cmd_top, self.key_gen, box.occupied,
                             th.failures, (th.check(now) + 999) // 1000, box.faults,
-                            box.cmd_bits, box.clock_slack())
+                            box.cmd_bits, s, self._ref)
 
     # ---- receiving ---------------------------------------------------------
 
@@ -394,5 +405,8 @@ class Remote:
         elif op == P.STATE:
             self._state_due = True
         elif op == P.TIME:
-            return P.OK if box.set_time(a[0], now, events.TIME_CMD) else P.BAD_VALUE
+            fresh = -1
+            if a[1] and a[1] == self._ref:  # answers the latest summary: made after it
+                fresh = (ticks.diff(now, self._ref_tick) + 999) // 1000
+            return P.OK if box.set_time(a[0], now, events.TIME_CMD, fresh) else P.BAD_VALUE
         return P.OK

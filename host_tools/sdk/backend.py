@@ -280,8 +280,9 @@ class Consumer:
             elif kind == "state":
                 # a slack the box knows the size of: a time only the backend can vouch
                 # for ends it (unknown, the box takes the next time of any source)
-                if 0 < self._state(box_id, keys, msg.payload).get("slack", 0) < 0xFFFFFFFF:
-                    self._send_time(c, box_id)
+                st = self._state(box_id, keys, msg.payload)
+                if 0 < st.get("slack", 0) < 0xFFFFFFFF:
+                    self._send_time(c, box_id, st.get("ref", 0))
                 self._resync(c, box_id)
             elif kind == "status":
                 online = p.parse_status(msg.payload)
@@ -298,12 +299,13 @@ class Consumer:
             log.error("could not store a message on %s: %s: %s", msg.topic,
                       e.__class__.__name__, e)
 
-    def _send_time(self, c, box_id: str) -> None:
+    def _send_time(self, c, box_id: str, ref: int) -> None:
         """The box's clock may lag the time it knew before a power cut (its summary's
-        `slack`), and only a sealed time ends that doubt, not SNTP: send ours."""
+        `slack`), and only a sealed time that answers that summary (its `ref`: made after
+        it) ends that doubt, not SNTP nor a `time` the broker held: send ours."""
         t = int(time.time())
         with self._ledger.tx() as db:
-            _, topic, payload = self._ledger.next_command(db, box_id, "time", t=t,
+            _, topic, payload = self._ledger.next_command(db, box_id, "time", t=t, ref=ref,
                                                           exp=t + DEFAULT_ONESHOT_EXP)
         c.publish(topic, payload, qos=1)
         self.stats["times"] += 1
