@@ -857,7 +857,7 @@ class World:
         be.last_next = st["next_seq"]
         if st["cmd_seq"] > be.cmd_seq:  # as Ledger.set_state
             be.cmd_seq = st["cmd_seq"]
-        if 0 < st.get("slack", 0) < 0xFFFFFFFF:  # as the SDK's consumer: a sealed time
+        if 60 < st.get("slack", 0) < 0xFFFFFFFF:  # as the SDK's consumer: a sealed time
             t = self.true_wall()
             self.send_cmd("time", exp=t + 120, t=t, ref=st.get("ref", 0))
 

@@ -1,6 +1,6 @@
 # The superloop (docs/runtime.md section 5): one port, one Box, its Remote and Link.
 # Reads inputs, feeds the core, drives outputs, feeds the watchdog only on progress.
-from parcelbox import devconf, events, ticks
+from parcelbox import devconf, events, mqtt, ticks
 from parcelbox import remote as _remote
 from parcelbox.box import Box
 
@@ -52,6 +52,9 @@ class App:
         self.box = None
         # optional port method: bits of solenoids the hardware failsafe has cut (clears)
         self._failsafe = getattr(port, "failsafe_tripped", None)
+        # The link's 4 KB receive buffer first, while the heap is still whole: built after
+        # the core it may find only fragments (a boot that repairs a damaged file churns).
+        self._dec = mqtt.Decoder() if make_link is not None else None
         self._build(port.ticks_ms())
 
     def _build(self, now):
@@ -72,7 +75,7 @@ class App:
             if self.link is not None:
                 self.link.use(self.remote, now)  # the connection stays; the core is new
             else:
-                self.link = self._make_link(self.remote, lc, port.net, port.urandom)
+                self.link = self._make_link(self.remote, lc, port.net, port.urandom, self._dec)
                 self._link_progress = self.link.progress
 
     def _on_event(self, seq, kind, comp, code_id, arg, t):

@@ -36,8 +36,9 @@ class TlsError(OSError):
 class Link:
     # remote: a parcelbox.remote.Remote; conf: box_id, host, port (8883), tls (True), ca,
     # username (the box id), password, keepalive (60 s); net: the port's network; rand(n):
-    # n random bytes. ValueError on a bad conf, before anything is opened.
-    def __init__(self, remote, conf, net, rand):
+    # n random bytes; dec: the packet decoder (its 4 KB buffer) if the caller allocated it
+    # early, before the heap fragments. ValueError on a bad conf, before anything is opened.
+    def __init__(self, remote, conf, net, rand, dec=None):
         self.box_id = conf.get("box_id")
         self.host = conf.get("host")
         if not self.box_id or type(self.box_id) is not str:
@@ -63,7 +64,7 @@ class Link:
         self.refused = 0        # the last CONNACK's refusal code (mqtt.REFUSED), 0 once accepted
         self.progress = 0       # steps taken: the watchdog's sign of life
         self.connects = 0       # CONNACKs accepted
-        self._dec = mqtt.Decoder()
+        self._dec = dec if dec is not None else mqtt.Decoder()
         self._conn = None
         self._recv_into = None
         self._q = []            # packets to send, oldest first; _qoff bytes of the first sent

@@ -29,6 +29,9 @@ GROUP = "parcelbox"
 # than a day ahead of its clock (`no_exp`), and any time-bounded command while it has no
 # trusted time (`no_clock`).
 DEFAULT_ONESHOT_EXP = 120
+# A box's clock slack (its summary's `slack`, docs/protocol.md section 8) above this is
+# answered with a `time`; below, it is the few seconds such an answer leaves.
+SLACK_ANSWERED = 60
 MAX_ONESHOT_EXP = 86400
 
 
@@ -239,7 +242,7 @@ class Consumer:
         self.handler = handler
         self.persistent = persistent
         self.stats = {"received": 0, "stored": 0, "duplicates": 0, "refused": 0, "errors": 0,
-                      "syncs": 0}
+                      "syncs": 0, "times": 0}
         self._ledger: Ledger | None = None
         self._c = None
         self.subscribed = threading.Event()
@@ -281,7 +284,7 @@ class Consumer:
                 # a slack the box knows the size of: a time only the backend can vouch
                 # for ends it (unknown, the box takes the next time of any source)
                 st = self._state(box_id, keys, msg.payload)
-                if 0 < st.get("slack", 0) < 0xFFFFFFFF:
+                if SLACK_ANSWERED < st.get("slack", 0) < 0xFFFFFFFF:
                     self._send_time(c, box_id, st.get("ref", 0))
                 self._resync(c, box_id)
             elif kind == "status":
