@@ -29,6 +29,7 @@ class EmbeddedBroker:
 
     def __init__(self, port: int | None = None):
         self.host, self.port = "127.0.0.1", port or _free_port()
+        self._auto = port is None  # until the first start: another free port may be taken
         self._run = None
 
     def add_user(self, name, password=None, *, backend=False):
@@ -46,6 +47,10 @@ class EmbeddedBroker:
             except RuntimeError:
                 if time.monotonic() > end:
                     raise
+                if self._auto:
+                    # a port picked for the first start may have become some connection's
+                    # local port before the bind: take another (a restart keeps its port)
+                    self.port = _free_port()
                 time.sleep(0.2)
 
     def _start(self) -> "EmbeddedBroker":
@@ -83,6 +88,7 @@ class EmbeddedBroker:
         if not ready.wait(10) or "broker" not in box:
             raise RuntimeError("the embedded broker did not start: %r" % (box.get("error"),))
         self._run = (box["broker"], loop, t)
+        self._auto = False  # started: a `broker restart` comes back on this port
         return self
 
     def stop(self) -> None:
