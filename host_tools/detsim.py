@@ -641,11 +641,11 @@ class World:
             st.restore(name, None)
             what = "gone"
         else:
-            buf, n = r.choice(olds)[:2]
+            buf, n, back_to = r.choice(olds)
             st.restore(name, buf[:n])
             what = "back to an earlier version (%d bytes)" % n
         if name == "events.log" and kind in ("tail", "older"):
-            self._revert_newest(n)
+            self._revert_newest(n, back_to if kind == "older" else None)
         if not kind.startswith("flip") or name in self.damaged:
             self.flipped.discard(name)
         self.damages += 1
@@ -653,7 +653,7 @@ class World:
         self.damaged.add(name)
         self.log("flash: %s %s" % (name, what))
 
-    def _revert_newest(self, n):
+    def _revert_newest(self, n, back_to=None):
         """events.log went back to its first n bytes. Of the events it lost, those no state
         file was saved after have no mark anywhere that says they existed: the box sees
         what a power cut just before them leaves. LittleFS, whose metadata falls back by
@@ -663,8 +663,13 @@ class World:
         (docs/storage.md section 3)."""
         st = self.storage
         h = list(st.hist.get("events.log", ()))
-        kept = [i for i, v in enumerate(h) if v[1] <= n]  # the version it went back to...
-        lost = h[kept[-1] + 1:] if kept else h            # ...and the writes after it
+        if back_to is not None:  # the version it went back to, by its write: all after it
+            lost = [v for v in h if v[2] > back_to]
+        else:  # cut at n: back from the newest while they reach past n (a compaction before
+            k = len(h)  # them shrank the file: stop there)
+            while k and h[k - 1][1] > n:
+                k -= 1
+            lost = h[k:]
         if not lost:
             return
         first = lost[0][2]
