@@ -284,18 +284,13 @@ def test_a_door_found_open_on_a_grant_whose_use_the_journal_lost_spends_it_again
     assert slot == -1 or rig.box.codes.fields(slot)[3] == 0
 
 
-def test_a_cut_at_any_byte_of_the_boot_that_finds_damage_never_loses_the_report_nor_revives_a_code(
-        rig):
-    # found by the deterministic simulation: the store was emptied on flash before its
-    # store_corrupt was written, so a second cut left a quiet box the backend never resynced
+def boots_cut_everywhere(files):
+    """For k = 0, 1, ...: a boot on a copy of `files` cut after k bytes, then one more boot;
+    yields (the second Box, the events of both, k), until a boot goes through uncut."""
     from memflash import PowerCut
-    used_then(rig, lambda r, snap: None)  # the recipient's use is spent
-    log = rig.storage.files["codes.log"]
-    del log[len(log) - 13:]  # its consume lost at a record boundary
-    base = {k: bytearray(v) for k, v in rig.storage.files.items()}
     k = 0
     while True:
-        st = MemStorage({n: bytearray(v) for n, v in base.items()})
+        st = MemStorage({n: bytearray(v) for n, v in files.items()})
         st.cut_after(k)
         seen = []
         try:
@@ -303,42 +298,35 @@ def test_a_cut_at_any_byte_of_the_boot_that_finds_damage_never_loses_the_report_
             done = True
         except PowerCut:
             done = False
-        st = st.reboot()
-        box = Box(st, KEY, None, 0, on_event=lambda *e: seen.append(e))
+        yield Box(st.reboot(), KEY, None, 0, on_event=lambda *e: seen.append(e)), seen, k
+        if done:
+            return
+        k += 1
+
+
+def test_a_cut_at_any_byte_of_the_boot_that_finds_damage_never_loses_the_report_nor_revives_a_code(
+        rig):
+    # found by the deterministic simulation: the store was emptied on flash before its
+    # store_corrupt was written, so a second cut left a quiet box the backend never resynced
+    used_then(rig, lambda r, snap: None)  # the recipient's use is spent
+    log = rig.storage.files["codes.log"]
+    del log[len(log) - 13:]  # its consume lost at a record boundary
+    for box, seen, k in boots_cut_everywhere(rig.storage.files):
         assert any(e[1] == events.STORE_CORRUPT and e[4] & 0xFF == events.FILE_CODES
                    for e in seen), k
         assert box.codes.count() == 0, k
-        if done:
-            break
-        k += 1
 
 
 def test_a_cut_at_any_byte_of_the_boot_that_finds_a_damaged_event_never_loses_the_report(rig):
     # found by the deterministic simulation (seed 164): the last event's record rotted; the
     # boot that found it rewrote events.log clean, then the power failed before its
     # store_corrupt, and the next boot saw nothing wrong
-    from memflash import PowerCut
     rig.box._event(events.CLOSED, 1, 0, 0, rig.now)  # after the last state save
     log = rig.storage.files["events.log"]
     log[len(log) - 3] ^= 0x10  # a whole record, wrong: damage, not a torn write
-    base = {k: bytearray(v) for k, v in rig.storage.files.items()}
-    k = 0
-    while True:
-        st = MemStorage({n: bytearray(v) for n, v in base.items()})
-        st.cut_after(k)
-        seen = []
-        try:
-            Box(st, KEY, None, 0, on_event=lambda *e: seen.append(e))
-            done = True
-        except PowerCut:
-            done = False
-        st = st.reboot()
-        Box(st, KEY, None, 0, on_event=lambda *e: seen.append(e))
+    for _, seen, k in boots_cut_everywhere(rig.storage.files):
         assert any(e[1] == events.STORE_CORRUPT and e[4] & 0xFF == events.FILE_OUTBOX
                    for e in seen), k
-        if done:
-            break
-        k += 1
 
 
 def test_every_state_save_carries_the_clock_so_a_reboot_offline_resumes_from_the_last_one(rig):
