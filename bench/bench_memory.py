@@ -1,31 +1,36 @@
-"""Memory: the smallest -X heapsize the whole firmware runs in, with 1,000 codes and a full outbox.
+"""Memory: the smallest heap the whole device runs in, as deployed (.mpy) and frozen.
 
 The device of tests/vm/scn_app.py (pb_esp32 Hardware on the fake machine, the superloop
 App with Box, Remote and Link) boots in the MicroPython VM from a /flash prepared on
-CPython with the firmware's own code (1,000 codes in codes.bin, 256 unacked events: a
-full outbox), connects to a broker that answers by itself (bench/vm/autobroker.py),
-publishes and resends the outbox, and opens the door for a typed code
-(bench/vm/vm_memory.py). The heap is lowered from 288 KB in 4 KB steps, three runs at
-each size, until a run fails; the figure is the smallest size at which every run passed.
-Three runs,
-because the VM is not quite deterministic here: os.stat() gives it the flash folder's
-inode numbers, a small or a long int, so the heap's layout varies from copy to copy;
-and near the limit its collector can fail in other ways than MemoryError (docs/vm.md).
-Every failure counts as "does not fit".
+CPython with the firmware's own code (N codes in codes.bin, 256 unacked events: a full
+outbox), connects to a broker that answers by itself (bench/vm/autobroker.py), takes a
+4 KB command (a sync part, staged on flash) while it publishes and resends the outbox,
+and opens the door for a typed code (bench/vm/vm_memory.py). Two scenarios, the
+issue's targets:
 
-The bytecode's share is measured, not estimated, and the frozen case is run, not
-inferred (bench/vm/vm_frozen.py): a VM first compiles the source of every module the
-device imports (compile(), as import does) and keeps the code objects, which stand for
-the image in flash; its heap growth is the bytecode share. Then each module body runs
-from that code into the module object of an empty stub file, making the module, class
-and function objects that a frozen image makes in RAM too, and the same device runs.
-The same sweep gives its smallest total heap; minus the bytecode share, that is the heap
-the firmware needs when frozen.
+- "mpy": the firmware as `parcelbox deploy` puts it on a board, .mpy files from
+  mpy-cross (the same bytecode as the build's; without the xtensawin tag, which the VM
+  refuses), 256 codes. Target: a 96 KB heap.
+- "frozen": 1,000 codes, the bytecode kept out of the figure (bench/vm/vm_frozen.py: each
+  module's source is compiled first and the code objects kept, standing for the image in
+  flash; each module body then runs from that code, making the module, class and
+  function objects a frozen image makes in RAM too). The figure is the smallest total
+  heap minus the kept code. Target: 64 KB.
+
+The smallest heap is found by bisection in 4 KB steps, three runs at each size tried
+(the VM is not quite deterministic: os.stat() gives it the flash folder's inode
+numbers, a small or a long int, so the heap's layout varies; near the limit its
+collector can fail in other ways than MemoryError, docs/vm.md: every failure counts as
+"does not fit"). Then every size above it, up to 64 KB more, runs once: a heap larger
+than the smallest that passes must pass too (a long-lived buffer allocated late finds
+only fragments in a heap of some sizes).
 """
 
 from __future__ import annotations
 
 import ast
+import datetime
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,26 +39,51 @@ import bench.fw  # noqa: F401
 from bench.common import Row
 from bench.vmbench import ROOT, VM_HELPERS, ProbeError, probe
 from host_tools.crypto import code_digest
-from host_tools.vm import FIRMWARE_DIR, VMLIB_DIR
+from host_tools.vm import FIRMWARE_DIR, VMLIB_DIR, compile_mpy
 from parcelbox import events
 from parcelbox.box import Box
 from parcelbox.storage import Storage
 
-TITLE = "Memory: smallest heap for the whole firmware, 1,000 codes, full outbox"
+TITLE = "Memory: smallest heap for the whole device, as deployed (.mpy) and frozen"
 
 KEY = bytes(range(32))
+BOX_ID = "box-1"
 T0 = 1_795_600_000
 CODE = "48291537"
-CODES = 1000
 OUTBOX = 256
-SETTINGS = {"code_len": 8, "max_codes": CODES}
-TARGET_KB = 64
-START_K = 288  # well above what either variant needs: a failure there is an error, not a figure
+# (codes, target KB) of each scenario: the issue's two targets
+SCENARIOS = {"mpy": (256, 96), "frozen": (1000, 64)}
+START_K = 512   # well above what either needs: a failure there is an error, not a figure
+MONO_SPAN_K = 64
 PATHS = (ROOT / "firmware" / "esp32", ROOT / "tests" / "fakes")
+HEAP_NEED = ROOT / "host_tools" / "heap_need.json"   # what deploy and doctor compare with
+
+
+def settings(codes: int) -> dict:
+    return {"code_len": 8, "max_codes": codes}
+
+
+def commands(codes: int) -> list[tuple[str, bytes]]:
+    """A sync_begin, then a sync part as near 4 KB (the protocol's limit) as codes make it."""
+    from host_tools import protocol as P
+    keys = P.WireKeys.of(KEY)
+    part = []
+    while True:
+        c = P.code_array(20_000 + len(part), P.code_digest(keys.code, "%08d" % (30_000_000 + len(part))),
+                         1, 1, 1, 0, T0 + 86400)
+        try:
+            cmd = P.command(keys, BOX_ID, 2, "sync_part", sync=1, part=0, codes=part + [c])
+        except ValueError:   # over MAX_COMMAND: the part before this code is the one
+            break
+        part.append(c)
+    begin = P.command(keys, BOX_ID, 1, "sync_begin", sync=1, count=len(part),
+                      digest=P.set_digest(part).hex())
+    return [begin, cmd]
+
 
 def prepare_flash(root: Path, codes: int) -> None:
     """codes.bin with `codes` codes and a full outbox, written by the firmware on CPython."""
-    box = Box(Storage(str(root)), KEY, SETTINGS, 0)
+    box = Box(Storage(str(root)), KEY, settings(codes), 0)
     box.set_time(T0, 0)
 
     def records():
@@ -73,20 +103,22 @@ def _cfg(tmp: Path, codes: int) -> Path:
     d = tmp / "cfg"
     d.mkdir(exist_ok=True)
     (d / "benchcfg.py").write_text(
-        f"KEY = {KEY!r}\nSETTINGS = {SETTINGS!r}\nCODES = {codes}\nOUTBOX = {OUTBOX}\n"
-        f"CODE = {CODE!r}\n")
+        f"KEY = {KEY!r}\nSETTINGS = {settings(codes)!r}\nCODES = {codes}\nOUTBOX = {OUTBOX}\n"
+        f"CODE = {CODE!r}\nCMDS = {commands(codes)!r}\n")
     return d
 
 
-def attempt(heap_k: int, tmp: Path, flash0: Path, cfg: Path, stubs: Path | None = None):
-    """(probe or None, why it failed) of one run at heap_k KB; stubs: frozen emulation."""
+def attempt(heap_k: int, tmp: Path, flash0: Path, cfg: Path, stubs: Path | None = None,
+            firmware: Path = FIRMWARE_DIR):
+    """(probe or None, why it failed) of one run at heap_k KB; stubs: frozen emulation;
+    firmware: the folder of the firmware's packages (.py, or .mpy as deployed)."""
     flash = tmp / f"flash-{heap_k}"
     shutil.rmtree(flash, ignore_errors=True)
     shutil.copytree(flash0, flash)
     try:
         if stubs is None:
             p = probe("import vm_memory\n", heap=f"{heap_k}K", extra_paths=(*PATHS, cfg),
-                      flash_dir=flash)
+                      flash_dir=flash, firmware=firmware)
         else:
             p = probe("import vm_frozen\n", heap=f"{heap_k}K", firmware=stubs,
                       extra_paths=(FIRMWARE_DIR, *PATHS, cfg), flash_dir=flash)
@@ -101,24 +133,42 @@ def attempt(heap_k: int, tmp: Path, flash0: Path, cfg: Path, stubs: Path | None 
         shutil.rmtree(flash, ignore_errors=True)
 
 
-def smallest_heap(run_at, start: int, step: int, repeat: int):
-    """Going down from `start` KB in `step`s, each size run `repeat` times (a fresh copy of
-    the flash each time: the folder's inode numbers, which os.stat() hands the VM, vary
-    and so does the heap's layout). (the smallest size where every run passed, the
-    sizes tried as [(KB, passes, failure kinds)], a probe of the smallest)."""
-    runs, ok = [], None
-    k = start
-    while k > 8:
+def smallest_heap(run_at, start: int, step: int, repeat: int, floor: int = 16):
+    """The smallest size in `step` KB units between `floor` and `start` at which every one
+    of `repeat` runs passes, by bisection (a fresh copy of the flash each run: the folder's
+    inode numbers, which os.stat() hands the VM, vary and so does the heap's layout).
+    (that size, the sizes tried as [(KB, passes, failure kinds)], a probe of it)."""
+    runs = []
+
+    def ok_at(k):
         got = [run_at(k) for _ in range(repeat)]
         bad = [why for p, why in got if p is None]
         runs.append((k, repeat - len(bad), sorted(set(bad))))
-        if bad:
-            break
-        ok = (k, got[0][0])
-        k -= step
-    if ok is None:
+        return None if bad else got[0][0]
+    best = ok_at(start)
+    if best is None:
         raise RuntimeError(f"the firmware does not run even in a {start} KB heap")
-    return ok[0], runs, ok[1]
+    lo, hi = floor, start          # lo: taken as failing; hi: passes
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if mid <= lo:
+            mid = lo + step
+        got = ok_at(mid)
+        if got is None:
+            lo = mid
+        else:
+            hi, best = mid, got
+    return hi, sorted(runs, reverse=True), best
+
+
+def larger_heaps_fail(run_at, smallest: int, span: int, step: int) -> list[tuple[int, str]]:
+    """Every size above `smallest` up to `span` KB more, run once: [(KB, why)] that failed."""
+    out = []
+    for k in range(smallest + step, smallest + span + 1, step):
+        p, why = run_at(k)
+        if p is None:
+            out.append((k, why))
+    return out
 
 
 def _roots(cfg: Path) -> list[Path]:
@@ -182,55 +232,111 @@ def frozen_setup(tmp: Path, cfg: Path, order) -> Path:
     return stubs
 
 
-def run(quick: bool = False) -> list[Row]:
-    codes = 100 if quick else CODES
-    step, repeat = (64, 1) if quick else (4, 3)
-    with tempfile.TemporaryDirectory(prefix="pb-bench-mem-") as t:
-        tmp = Path(t)
-        flash0 = tmp / "flash0"
-        flash0.mkdir()
-        prepare_flash(flash0, codes)
-        cfg = _cfg(tmp, codes)
-        big, _ = attempt(1024, tmp, flash0, cfg)
+def mpy_firmware(tmp: Path) -> Path:
+    """The firmware's packages as the .mpy files a deploy puts on the board."""
+    fw = tmp / "fw-mpy"
+    compile_mpy(FIRMWARE_DIR / "parcelbox", fw / "parcelbox")
+    compile_mpy(FIRMWARE_DIR / "esp32" / "pb_esp32", fw / "pb_esp32")
+    return fw
+
+
+def _tried(runs, repeat):
+    fails = [f"{k}K ({n} of {repeat} ran: {'/'.join(why)})" for k, n, why in runs if why]
+    return (f"bisection in 4K steps, {repeat} runs at each size: "
+            + ", ".join(str(k) for k, _, _ in runs) + "K"
+            + (f"; failed at {', '.join(fails)}" if fails else ""))
+
+
+def scenario(mode: str, tmp: Path, quick: bool) -> dict:
+    """Measure one scenario: its smallest heap (KB), the larger sizes that fail, figures."""
+    codes, target = SCENARIOS[mode]
+    codes = min(codes, 100) if quick else codes
+    step, repeat, span = (64, 1, 64) if quick else (4, 3, MONO_SPAN_K)
+    sub = tmp / mode
+    sub.mkdir()
+    flash0 = sub / "flash0"
+    flash0.mkdir()
+    prepare_flash(flash0, codes)
+    cfg = _cfg(sub, codes)
+    out = {"codes": codes, "target": target, "repeat": repeat}
+    if mode == "mpy":
+        fw = mpy_firmware(sub)
+        run_at = lambda k: attempt(k, sub, flash0, cfg, firmware=fw)  # noqa: E731
+    else:
+        big, _ = attempt(1024, sub, flash0, cfg)
         if big is None:
             raise RuntimeError("the firmware does not run in a 1 MB heap")
-        imports = int(big.value("imports"))
-        device = int(big.value("device")) - imports
         order = frozen_order(big.value("modules").split(","), cfg)
-        stubs = frozen_setup(tmp, cfg, order)
-        full, runs_full, _ = smallest_heap(lambda k: attempt(k, tmp, flash0, cfg), START_K,
-                                           step, repeat)
-        froz, runs_froz, p = smallest_heap(lambda k: attempt(k, tmp, flash0, cfg, stubs),
-                                           START_K, step, repeat)
-        rom = int(p.value("rom"))
-        bodies = int(p.value("bodies")) - rom
-        scaffold = int(p.value("fakes")) + int(p.value("world"))
-        fakes = [n for n, host, root in order if root in (VM_HELPERS, ROOT / "tests" / "fakes")]
-    without = froz - rom / 1024
+        stubs = frozen_setup(sub, cfg, order)
+        out["fakes"] = [n for n, host, root in order if root in (VM_HELPERS, ROOT / "tests" / "fakes")]
+        out["modules"] = len(order)
+        run_at = lambda k: attempt(k, sub, flash0, cfg, stubs)  # noqa: E731
+    big, why = run_at(1024)
+    if big is None:
+        raise RuntimeError(f"the {mode} device does not run in a 1 MB heap ({why})")
+    smallest, runs, p = smallest_heap(run_at, START_K, step, repeat)
+    out.update(smallest=smallest, runs=runs, above=larger_heaps_fail(run_at, smallest, span, step))
+    if mode == "mpy":
+        out["imports"] = int(big.value("imports"))
+        out["device"] = int(big.value("device")) - out["imports"]
+        out["figure"] = smallest
+    else:
+        out["rom"] = int(p.value("rom"))
+        out["bodies"] = int(p.value("bodies")) - out["rom"]
+        out["scaffold"] = int(p.value("fakes")) + int(p.value("world"))
+        out["device"] = int(big.value("device")) - int(big.value("imports"))
+        out["figure"] = round(smallest - out["rom"] / 1024, 1)
+    return out
 
-    def tried(runs):
-        last = runs[-1]
-        fail = (f"; at {last[0]}K {last[1]} of {repeat} ran, failed by {'/'.join(last[2])}"
-                if last[2] else "")
-        return f"{runs[0][0]}K down to {runs[-1][0]}K in {step}K steps, {repeat} runs each{fail}"
-    return [
-        Row(f"smallest heap, whole firmware loaded from .py, {codes:,} codes, full outbox",
-            full, "KB", note=f"every run passed down to here: {tried(runs_full)}",
-            extra={"runs": runs_full}),
-        Row("bytecode share (compiled code of the firmware, fakes and helpers)",
-            round(rom / 1024, 1), "KB",
-            note=f"{len(order)} modules compiled first and kept, as a frozen image keeps "
-                 f"them in flash; a plain import keeps {imports / 1024:.1f} KB"),
-        Row("smallest heap without the bytecode (frozen image, as the ESP32 build ships)",
-            round(without, 1), "KB", f"<= {TARGET_KB} KB", without <= TARGET_KB,
-            f"module bodies run from the kept code ({bodies / 1024:.1f} KB of module, class "
-            f"and function objects stay in RAM); smallest total {froz}K minus the bytecode; "
-            f"runs: {tried(runs_froz)}"
-            + ("" if without <= TARGET_KB else f"; {without - TARGET_KB:.1f} KB over")),
-        Row("of which the test scaffolding (fake machine and world, self-answering broker)",
-            round(scaffold / 1024, 1), "KB",
-            note=f"module objects of {', '.join(fakes)} and the fake world's state; "
-                 f"without them: {without - scaffold / 1024:.1f} KB"),
-        Row(f"the device's objects after boot ({codes:,} codes, full outbox, link buffers)",
-            round(device / 1024, 1), "KB", note="heap after building App minus after imports"),
-    ]
+
+def rows_of(mode: str, m: dict) -> list[Row]:
+    codes, target, fig = m["codes"], m["target"], m["figure"]
+    what = ("as deployed (.mpy files)" if mode == "mpy" else "frozen (bytecode in flash)")
+    over = "" if fig <= target else f"; {fig - target:.1f} KB over"
+    rows = [Row(f"smallest heap, {what}, {codes:,} codes, full outbox, 4 KB command, connected",
+                fig, "KB", f"<= {target} KB", fig <= target,
+                (f"smallest total heap {m['smallest']}K minus the kept bytecode "
+                 f"({m['rom'] / 1024:.1f} KB of {m['modules']} modules); module, class and "
+                 f"function objects {m['bodies'] / 1024:.1f} KB; " if mode == "frozen" else "")
+                + _tried(m["runs"], m["repeat"]) + over, extra={"runs": m["runs"]}),
+            Row(f"{what}: larger heaps that fail, up to {m['smallest'] + MONO_SPAN_K}K",
+                len(m["above"]), "sizes", "0", not m["above"],
+                "each 4K step above the smallest run once"
+                + (": failed at " + ", ".join(f"{k}K ({w})" for k, w in m["above"])
+                   if m["above"] else ""), extra={"failed": m["above"]})]
+    if mode == "mpy":
+        rows.append(Row(f"{what}: the firmware's modules after import", round(m["imports"] / 1024, 1),
+                        "KB", note="bytecode, qstrs and objects of every module the device imports"))
+    else:
+        rows.append(Row("frozen: of which the test scaffolding (fake machine, world, broker)",
+                        round(m["scaffold"] / 1024, 1), "KB",
+                        note=f"module objects of {', '.join(m['fakes'])} and the fake world's "
+                             f"state; without them: {fig - m['scaffold'] / 1024:.1f} KB"))
+    rows.append(Row(f"{what}: the device's objects after boot ({codes:,} codes, full outbox, link "
+                    f"buffers)", round(m["device"] / 1024, 1), "KB",
+                    note="heap after building App minus after imports"))
+    return rows
+
+
+def write_need(got: dict, path: Path = HEAP_NEED) -> None:
+    """host_tools/heap_need.json: base + per code of each mode, from this run (the per-code
+    figure is the device's objects' growth from the mpy scenario's codes to the frozen's)."""
+    a, b = got["mpy"], got["frozen"]
+    per = max(0, round((b["device"] - a["device"]) / (b["codes"] - a["codes"])))
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update({"measured": f"{datetime.date.today().isoformat()}, bench_memory",
+                "mpy": {"base_bytes": a["smallest"] * 1024 - per * a["codes"], "per_code_bytes": per},
+                "frozen": {"base_bytes": round(b["figure"] * 1024) - per * b["codes"],
+                           "per_code_bytes": per}})
+    old.setdefault("psram_heap_bytes", 2097152)
+    path.write_text(json.dumps(old, indent=1) + "\n")
+
+
+def run(quick: bool = False) -> list[Row]:
+    got = {}
+    with tempfile.TemporaryDirectory(prefix="pb-bench-mem-") as t:
+        for mode in SCENARIOS:
+            got[mode] = scenario(mode, Path(t), quick)
+    if not quick:
+        write_need(got)
+    return rows_of("mpy", got["mpy"]) + rows_of("frozen", got["frozen"])

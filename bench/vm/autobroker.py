@@ -1,15 +1,32 @@
 # A network with a broker that answers by itself, for the memory benchmark in the VM: the
 # link connects, subscribes and publishes; CONNECT gets a CONNACK, SUBSCRIBE a SUBACK,
 # a QoS 1 PUBLISH a PUBACK, PINGREQ a PINGRESP. No backend acks the events, so a full
-# outbox stays full and the remote keeps resending it.
+# outbox stays full and the remote keeps resending it. `cmds`, (topic, payload) pairs,
+# reach the box as QoS 1 PUBLISHes once it has subscribed (a 4 KB sync part among them).
 T0 = 1795600000
 
 
+def _publish(topic, payload, pid):
+    t = topic.encode()
+    n = 2 + len(t) + 2 + len(payload)
+    head = bytearray(b"\x32")
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        head.append(b | (0x80 if n else 0))
+        if not n:
+            break
+    return bytes(head) + bytes((len(t) >> 8, len(t) & 0xFF)) + t + bytes((pid >> 8, pid & 0xFF)) + payload
+
+
 class Conn:
-    def __init__(self):
+    def __init__(self, cmds=()):
         self.inp = bytearray()   # bytes the link sent, not yet answered
-        self.out = bytearray()   # answers not yet read
+        self.out = bytearray()   # answers, read up to `at`
+        self.at = 0
         self.published = 0
+        self.pubacks = 0         # PUBACKs the box sent for the commands
+        self.cmds = list(cmds)
         self.closed = False
 
     def ready(self):
@@ -54,6 +71,13 @@ class Conn:
                 self.out.append(b[i + 1])
                 for _ in range(grants):
                     self.out.append(1)
+                pid = 100
+                for t, p in self.cmds:
+                    self.out.extend(_publish(t, p, pid))
+                    pid += 1
+                self.cmds = []
+            elif kind == 4:                          # PUBACK of a command
+                self.pubacks += 1
             elif kind == 3:                          # PUBLISH
                 self.published += 1
                 if (b[0] >> 1) & 3:
@@ -70,12 +94,16 @@ class Conn:
         if self.closed:
             raise OSError(9, "closed")
         o = self.out
-        if not o:
+        at = self.at
+        if at >= len(o):
             return None
-        n = min(len(o), len(buf))
+        n = min(len(o) - at, len(buf))
         for k in range(n):
-            buf[k] = o[k]
-        self.out = o[n:]
+            buf[k] = o[at + k]
+        self.at = at + n
+        if self.at == len(o):   # all read: start over without copying the rest
+            self.out = bytearray()
+            self.at = 0
         return n
 
     def close(self):
@@ -83,8 +111,9 @@ class Conn:
 
 
 class Net:
-    def __init__(self):
+    def __init__(self, cmds=()):
         self.conn = None
+        self.cmds = cmds
 
     def step(self, now):
         pass
@@ -96,5 +125,6 @@ class Net:
         return T0
 
     def open(self, host, port, tls, ca, cert=None, key=None):
-        self.conn = Conn()
+        self.conn = Conn(self.cmds)
+        self.cmds = ()
         return self.conn

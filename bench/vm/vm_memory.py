@@ -1,7 +1,8 @@
 # VM side of bench/bench_memory.py: the whole device (pb_esp32 Hardware on the fake machine,
 # the superloop App with Box, Remote and Link) booting from a /flash that holds 1,000
-# codes and a full outbox, connecting to a broker that answers by itself, publishing the
-# outbox, and opening the door for a typed code. Prints OK when all of it ran.
+# codes and a full outbox, connecting to a broker that answers by itself, taking a 4 KB
+# command (a sync part, staged on flash) while it publishes the outbox, and opening the
+# door for a typed code. Prints OK when all of it ran.
 import gc
 import sys
 
@@ -32,7 +33,7 @@ def main():
     f1 = gc.mem_free()
     wired = fakeboards.Wired(board, bounce_ms=3)   # the fake world: not on a device
     w = wired.world
-    net = autobroker.Net()
+    net = autobroker.Net(benchcfg.CMDS)
     gc.collect()
     print("world=%d" % (f1 - gc.mem_free()))
     hw = Hardware(board)
@@ -52,6 +53,8 @@ def main():
     app.run(300)                                 # connect, subscribe, publish
     check(app.link.state == "connected", "connected")
     check(net.conn.published >= 8, "events published")
+    check(net.conn.pubacks == len(benchcfg.CMDS), "commands taken")
+    check(app.remote._stage.parts == 1, "the 4 KB sync part staged")
     for ch in benchcfg.CODE:
         wired.keys.press(ch)
         app.run(6)
