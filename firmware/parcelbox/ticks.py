@@ -3,8 +3,7 @@
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731 - CPython; mypy rejects a def unlike the stub's const
 
 PERIOD = const(0x40000000)  # ticks_ms wraps at 2**30 on every MicroPython port
 _MASK = const(0x3FFFFFFF)

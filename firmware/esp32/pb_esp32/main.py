@@ -7,8 +7,7 @@ from parcelbox.storage import Storage
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731 - CPython; mypy rejects a def unlike the stub's const
 
 # The watchdog's timeout. Long enough for the one call that blocks, a DNS lookup (lwIP
 # waits seconds per server that does not answer; addresses are cached, so it is rare),

@@ -11,8 +11,7 @@ from parcelbox import ticks
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731 - CPython; mypy rejects a def unlike the stub's const
 
 _WIFI_FIRST_MS = const(2000)     # first retry of a failed or lost association
 _WIFI_MAX_MS = const(120000)     # backoff ceiling

@@ -3,8 +3,7 @@
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731 - CPython; mypy rejects a def unlike the stub's const
 
 HOLD_MS = const(600)      # '*' must read pressed this long, from the start...
 RELEASE_MS = const(5000)  # ...and then come up within this: a key that never does is stuck
