@@ -8,7 +8,7 @@ _OTHER = {"app_a": "app_b", "app_b": "app_a"}
 
 
 def _say(level, text):
-    print("PB %s %d %s" % (level, time.ticks_ms(), text))
+    print("PB %s %d %s" % (level, time.ticks_ms(), text))  # type: ignore[str-format]  # stub: ints
 
 
 # safe_once: one boot in safe mode, asked for by `parcelbox deploy` (removed here, so a deploy
@@ -35,10 +35,10 @@ def _flag():
 def _fallback(e):
     global SLOT
     try:
-        cur = SLOT
+        cur = SLOT  # type: ignore[name-defined]  # boot.py's: one __main__ for both
         base, name = cur.rsplit("/", 1)
         other = base + "/" + _OTHER[name]
-        if not _complete(other):
+        if not _complete(other):  # type: ignore[name-defined]  # boot.py's
             return False
     except Exception:  # noqa: BLE001 - no slot, boot.py did not run: nothing to fall back to
         return False
@@ -46,7 +46,7 @@ def _fallback(e):
     if cur in sys.path:
         sys.path.remove(cur)
     sys.path.insert(0, other)
-    SLOT = other
+    SLOT = other  # type: ignore[name-defined]  # boot.py's
     for m in list(sys.modules):
         if m == "parcelbox" or m.startswith("parcelbox.") or m.startswith("pb_"):
             del sys.modules[m]
@@ -59,21 +59,21 @@ for _try in (0, 1):
         try:
             from pb_esp32 import safe
         except ImportError:  # not an ESP32 application: the sim port's, or none
-            safe = None
+            safe = None  # type: ignore[assignment]  # a module or None
         try:
             import parcelbox
             _say("I", "firmware %s from %s" % (parcelbox.VERSION, parcelbox.__file__.rsplit("/", 2)[0]))
         except ImportError:
-            parcelbox = None
+            parcelbox = None  # type: ignore[assignment]  # a module or None
         if _safe is None:
             _safe = _once() or (safe.ACTIVE if safe is not None else _flag())
         main = None
         if not _safe:
             if safe is not None:
-                from pb_esp32 import main
+                from pb_esp32 import main  # type: ignore[assignment]  # a module or None
             elif parcelbox is not None:
                 try:
-                    from pb_sim import main
+                    from pb_sim import main  # type: ignore[import-not-found, no-redef]  # the sim's
                 except ImportError:
                     main = None
         break

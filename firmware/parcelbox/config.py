@@ -1,6 +1,6 @@
 # Settings of the box core: defaults and the checks that turn a bad setting into
 # a clear ValueError at start. The host validates first; the device checks again.
-DEFAULTS = {
+DEFAULTS = {  # type: dict
     "keypad_rows": 4,
     "keypad_cols": 3,
     "keypad_layout": b"123456789*0#",

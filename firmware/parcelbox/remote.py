@@ -22,7 +22,7 @@ _REFILL_MS = const(60000)  # ...then one per minute; the rest are counted as sup
 # json.loads of a memoryview saves copying a 4 KB body: MicroPython reads any buffer,
 # CPython wants bytes.
 try:
-    json.loads(memoryview(b"0"))
+    json.loads(memoryview(b"0"))  # type: ignore[type-var]  # stub: CPython's signature
     _loads = json.loads
 except TypeError:
     def _loads(body):

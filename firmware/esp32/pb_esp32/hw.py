@@ -55,19 +55,22 @@ class Hardware:
 
         kp = board["keypad"]
         self._rows = tuple(Pin(p, Pin.OPEN_DRAIN, value=1) for p in kp["rows"])
+        # pull None: no pull resistor (the stubs type pull as int, though their docstring says None)
         pull = Pin.PULL_UP if kp["pull"] == "internal" else None
-        self._cols = tuple(Pin(p, Pin.IN, pull) for p in kp["cols"])
+        self._cols = tuple(Pin(p, Pin.IN, pull)  # type: ignore[arg-type]  # stub: None
+                           for p in kp["cols"])
         self._nr = len(self._rows)
         self._nc = len(self._cols)
 
         pull = Pin.PULL_UP if board["door_pull"] == "internal" else None
-        self._doors = tuple(Pin(c["door"], Pin.IN, pull) for c in comps)
+        self._doors = tuple(Pin(c["door"], Pin.IN, pull)  # type: ignore[arg-type]  # stub: None
+                            for c in comps)
         self._door_open = board["door_open_level"]
         t = board.get("tamper")
         self._tamper = None
         if t is not None:
             pull = Pin.PULL_UP if board["tamper_pull"] == "internal" else None
-            self._tamper = Pin(t, Pin.IN, pull)
+            self._tamper = Pin(t, Pin.IN, pull)  # type: ignore[arg-type]  # stub: None
         self._tamper_open = board.get("tamper_open_level", 1)
 
         self._led_on = board["led_active"]

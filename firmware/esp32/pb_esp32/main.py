@@ -72,7 +72,7 @@ def boot(root="/", hw_factory=None, net=None, clock=None, sleep=None, reset_caus
         from parcelbox.link import Link
         port = Port(hw, storage, net, log, clock, sleep)
         app = App(port, board, conf, make_link=Link)
-        app.boot_ms = t0
+        app.boot_ms = t0  # type: ignore[attr-defined]  # App (app.py) does not declare it yet
         if reset_cause is None:
             import machine
             reset_cause = machine.reset_cause()

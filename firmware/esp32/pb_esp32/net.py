@@ -203,7 +203,8 @@ class Conn:
         if self._ca is not None:
             import ssl
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_REQUIRED
+            # tls.SSLContext's stub (ssl's) lists what dir() shows, not verify_mode, a C attribute
+            ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # stub: it has one
             ctx.load_verify_locations(cadata=_der(self._ca))
             if self._cert:
                 ctx.load_cert_chain(self._cert, self._key)
