@@ -7,7 +7,8 @@ a flat dict with every default filled in (:func:`device_board`), and only checks
 it is complete (``firmware/parcelbox/devconf.py``).
 
 The facts about each chip (which pins exist, which are input-only, flash, strapping,
-ADC1) are data in :data:`CHIPS`, with the reason a technician is given for each.
+ADC1) are data in :data:`CHIPS`, with the reason a technician is given for each; the
+modules a board file may name (their PSRAM and its pins) in :data:`MODULES`.
 """
 
 from __future__ import annotations
@@ -186,9 +187,35 @@ CHIPS: dict[str, Chip] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class Module:
+    """A module a board file may name: its PSRAM, and the chip's pins it takes or leaves free."""
+
+    name: str                       # as Espressif names it: "ESP32-WROVER-E"
+    chip: str
+    psram_mb: int                   # 0: none
+    psram: str                      # the PSRAM as a technician reads it
+    takes: dict[int, str] = field(default_factory=dict)   # pins the module uses itself: refused
+    frees: tuple[int, ...] = ()     # chip cautions that do not apply to this module
+
+
+_WROVER_PSRAM = ("is wired to the PSRAM inside the ESP32-WROVER-E (GPIO16 its chip select, GPIO17 "
+                 "its clock), which holds MicroPython's heap: using it crashes the chip")
+
+# A board file's optional "module" (docs/boards.md section 2). Without one, the chip's cautions
+# warn; with one, its pins are known: a WROVER-E refuses GPIO16/17, a WROOM-32E frees them.
+MODULES: dict[str, Module] = {m.name: m for m in (
+    Module("ESP32-WROOM-32E", "esp32", 0, "none", frees=(16, 17)),
+    Module("ESP32-WROVER-E", "esp32", 8, "8 MB quad SPI PSRAM, of which the ESP32 maps 4 MB",
+           takes={16: _WROVER_PSRAM, 17: _WROVER_PSRAM}, frees=(16, 17)),
+    Module("ESP32-S3-WROOM-1-N8R8", "esp32s3", 8, "8 MB octal SPI PSRAM (GPIO33-37, refused on "
+           "every ESP32-S3 board)"),
+)}
+
 _TOP = {
     "name", "chip", "keypad", "compartments", "solenoid_active", "door_open_level", "door_pull",
-    "max_on_ms", "led", "led_active", "buzzer", "tamper", "battery", "description",
+    "max_on_ms", "led", "led_active", "buzzer", "tamper", "battery", "description", "module",
 }
 _REQUIRED = ("name", "chip", "keypad", "compartments", "led", "buzzer")
 _KEYPAD = {"rows", "cols", "layout", "pull"}
@@ -274,6 +301,7 @@ class _Checker:
         self.r = Result(path)
         self.roles: list[Role] = []
         self.chip: Chip | None = None
+        self.module: Module | None = None
 
     def err(self, msg: str) -> None:
         self.r.errors.append(msg)
@@ -375,6 +403,8 @@ class _Checker:
         if chip is None and "chip" in b:
             self.err(f"chip must be one of {', '.join(json.dumps(c) for c in CHIPS)}, "
                      f"not {json.dumps(b['chip'])}")
+        if "module" in b:
+            self.module = self.module_of(b["module"], chip)
 
         dev = {"format": FORMAT, "name": name, "chip": b.get("chip")}
         dev["keypad"] = self.keypad(b["keypad"]) if "keypad" in b else None
@@ -397,6 +427,21 @@ class _Checker:
         if chip is not None:
             self.check_pins(chip)
         return dev
+
+    def module_of(self, v, chip: Chip | None) -> Module | None:
+        ours = [m for m in MODULES.values() if chip is None or m.chip == chip.name]
+        if not isinstance(v, str) or v not in MODULES:
+            near = difflib.get_close_matches(v, [m.name for m in ours], n=1) if isinstance(v, str) else []
+            hint = f'did you mean "{near[0]}"?' if near else \
+                (f"known: {', '.join(m.name for m in ours)}" if ours else
+                 f"the {chip.name if chip else 'chip'} takes none")
+            self.err(f"module must name a module the checker knows, not {_kind(v)} ({hint})")
+            return None
+        m = MODULES[v]
+        if chip is not None and m.chip != chip.name:
+            self.err(f"module {m.name} carries an {m.chip}, but chip is {json.dumps(chip.name)}")
+            return None
+        return m
 
     def keypad(self, v) -> dict | None:
         kp = self.obj(v, "keypad")
@@ -569,7 +614,11 @@ class _Checker:
         if p in chip.reserved:
             self.err(f"{lab}: {pn} {chip.reserved[p]}; use another pin")
             return
-        if p in chip.caution:
+        m = self.module
+        if m is not None and p in m.takes:
+            self.err(f"{lab}: {pn} {m.takes[p]}; use another pin")
+            return
+        if p in chip.caution and (m is None or p not in m.frees):
             self.warn(f"{lab}: {pn} {chip.caution[p]}")
         if role.output and p in chip.input_only:
             self.err(f"{lab}: {pn} is input-only on the {chip.name} "

@@ -9,7 +9,7 @@ so they cannot disagree with the firmware. The circuits are docs/boards.md secti
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from host_tools import boards as _boards
@@ -71,6 +71,15 @@ DEVBOARDS = {
 }
 
 
+# A board file's module (boards.MODULES) names its dev board: the title on the pages and the
+# catalogue entry of the bill of materials (host_tools/hwparts.py). The header is the chip's.
+MODULE_BOARDS = {
+    "ESP32-WROOM-32E": ("ESP32-DevKitC-32E", "devboard-esp32"),
+    "ESP32-WROVER-E": ("ESP32-DevKitC-VE", "devboard-esp32-wrover-e"),
+    "ESP32-S3-WROOM-1-N8R8": ("ESP32-S3-DevKitC-1-N8R8", "devboard-esp32s3"),
+}
+
+
 class NoDevBoard(ValueError):
     """A valid board for a chip the reference design has no dev board for (yet)."""
 
@@ -110,6 +119,7 @@ class Design:
     devboard: DevBoard
     parts: list[Part] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
+    module: _boards.Module | None = None   # the board file's module, when it names one
 
     def header(self, pin) -> str:
         if pin in POWER:
@@ -152,11 +162,16 @@ def design(path: str | Path) -> Design:
     if b["chip"] not in DEVBOARDS:
         raise NoDevBoard(f"{path}: no reference dev board for chip {b['chip']!r} yet "
                          f"(host_tools/hwdesign.py DEVBOARDS); no hardware pages for it")
-    d = Design(b["name"], b["chip"], raw.get("description", ""), b, bat.get("max_mv"),
-               DEVBOARDS[b["chip"]])
+    devboard, kind, module = DEVBOARDS[b["chip"]], "devboard-" + b["chip"], None
+    if raw.get("module"):
+        module = _boards.MODULES[raw["module"]]
+        title, kind = MODULE_BOARDS[module.name]
+        devboard = replace(devboard, title=title)
+    d = Design(b["name"], b["chip"], raw.get("description", ""), b, bat.get("max_mv"), devboard,
+               module=module)
     ref = _Refs()
     add = d.parts.append
-    add(Part(ref("A"), "devboard-" + b["chip"], "", "the controller"))
+    add(Part(ref("A"), kind, "", "the controller"))
     if d.linux:
         add(Part(ref("A"), "sd-card", "", "the Pi's system, the firmware and its state directory"))
     _keypad(d, ref)

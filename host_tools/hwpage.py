@@ -75,7 +75,8 @@ def page(d: Design) -> str:
         "[wiring.md](wiring.md) and the diagram below.",
         "",
         _table(["", ""], [
-            ["dev board", f"{d.devboard.title} ({d.chip})"],
+            ["dev board", f"{d.devboard.title} ({d.chip})" if d.module is None else
+             f"{d.devboard.title} ({d.chip}, module {d.module.name}; PSRAM: {d.module.psram})"],
             ["keypad", f"{len(kp['rows'])}x{len(kp['cols'])}, `{kp['layout']}`"],
             ["compartments", f"{x.n} (one lock, driver and door contact each)"],
             ["GPIOs used", f"{len(d.pins())}"],

@@ -56,9 +56,29 @@ def test_every_shipped_board_is_valid_without_warnings(path):
     assert r.ok and r.errors == [] and r.warnings == [], r.errors + r.warnings
 
 
-def test_the_two_boards_of_the_issue_ship():
-    assert [p.name for p in boards.shipped()] == ["esp32-devkitc-4x3.json", "esp32s3-devkitc-4x4.json",
-                                                  "rpi4-4x4.json"]   # the linux port's (issue 7)
+def test_the_boards_of_the_issues_ship():
+    assert [p.name for p in boards.shipped()] == [
+        "esp32-devkitc-4x3.json", "esp32-wrover-devkitc-4x3.json",     # the PSRAM builds (issue 14)
+        "esp32s3-devkitc-4x4.json", "esp32s3-n8r8-devkitc-4x4.json",
+        "rpi4-4x4.json"]                                                # the linux port's (issue 7)
+
+
+@pytest.mark.parametrize("psram, counterpart, module", [
+    ("esp32-wrover-devkitc-4x3", "esp32-devkitc-4x3", "ESP32-WROVER-E"),
+    ("esp32s3-n8r8-devkitc-4x4", "esp32s3-devkitc-4x4", "ESP32-S3-WROOM-1-N8R8"),
+])
+def test_a_psram_build_has_the_pins_of_its_counterpart_and_names_its_module(psram, counterpart, module):
+    # same wiring, same firmware board.json but the name: only the dev board differs
+    a = boards.device_board(ROOT / "boards" / f"{psram}.json")
+    b = boards.device_board(ROOT / "boards" / f"{counterpart}.json")
+    assert {**a, "name": b["name"]} == b
+    raw = json.loads((ROOT / "boards" / f"{psram}.json").read_text())
+    assert raw["module"] == module and boards.MODULES[module].psram_mb == 8
+    assert "module" not in a                      # the device never reads it
+
+
+def test_the_wroom_board_names_its_module_without_psram():
+    assert ESP32["module"] == "ESP32-WROOM-32E" and boards.MODULES["ESP32-WROOM-32E"].psram_mb == 0
 
 
 def test_the_device_board_is_flat_with_every_default_filled_in():
@@ -204,9 +224,29 @@ def test_console_usb_and_missing_module_pins_are_refused(chip, pin, what):
                                              ("esp32", 17, "PSRAM on ESP32-WROVER"),
                                              ("esp32s3", 38, "RGB LED"), ("esp32s3", 48, "RGB LED")])
 def test_pins_that_work_on_some_modules_only_warn(chip, pin, what):
-    base = ESP32 if chip == "esp32" else S3
+    base = copy.deepcopy(ESP32 if chip == "esp32" else S3)
+    base.pop("module", None)                      # a board that does not say which module
     r = check(edit(base, buzzer=pin))
     assert r.ok and len(r.warnings) == 1 and what in r.warnings[0] and f"GPIO{pin}" in r.warnings[0]
+
+
+@pytest.mark.parametrize("pin", [16, 17])
+def test_a_wrover_e_board_refuses_the_psram_pins_and_a_wroom_32e_board_frees_them(pin):
+    one_error(edit(ESP32, module="ESP32-WROVER-E", buzzer=pin), f"buzzer (GPIO{pin})",
+              "PSRAM inside the ESP32-WROVER-E")
+    r = check(edit(ESP32, module="ESP32-WROOM-32E", buzzer=pin))
+    assert r.ok and r.warnings == []
+
+
+def test_a_module_the_checker_does_not_know_is_named_with_a_suggestion():
+    err = one_error(edit(ESP32, module="ESP32-WROVER"), 'module must name a module', "ESP32-WROVER-E")
+    assert "did you mean" in err
+    one_error(edit(ESP32, module=8), "not the number 8", "known: ESP32-WROOM-32E, ESP32-WROVER-E")
+
+
+def test_a_module_of_another_chip_is_refused():
+    one_error(edit(ESP32, module="ESP32-S3-WROOM-1-N8R8"), "carries an esp32s3", 'chip is "esp32"')
+    one_error(edit(S3, module="ESP32-WROVER-E"), "carries an esp32", 'chip is "esp32s3"')
 
 
 # ---- strapping pins ---------------------------------------------------------------------

@@ -88,6 +88,33 @@ def test_every_pin_of_a_shipped_board_is_on_its_dev_boards_header(path):
     assert d.header("5V") and d.header("GND")
 
 
+def test_every_module_has_a_dev_board_in_the_catalogue():
+    assert set(hwdesign.MODULE_BOARDS) == set(boards.MODULES)
+    for name, (title, kind) in hwdesign.MODULE_BOARDS.items():
+        assert kind in hwparts.CATALOGUE and boards.MODULES[name].chip in hwdesign.DEVBOARDS
+
+
+@pytest.mark.parametrize("board, title, kind", [
+    ("esp32-devkitc-4x3", "ESP32-DevKitC-32E", "devboard-esp32"),
+    ("esp32-wrover-devkitc-4x3", "ESP32-DevKitC-VE", "devboard-esp32-wrover-e"),
+    ("esp32s3-n8r8-devkitc-4x4", "ESP32-S3-DevKitC-1-N8R8", "devboard-esp32s3"),
+    ("esp32s3-devkitc-4x4", "ESP32-S3-DevKitC-1", "devboard-esp32s3"),      # no module: the chip's
+])
+def test_the_module_picks_the_dev_board_of_the_pages_and_the_bom(board, title, kind):
+    d = hwdesign.design(ROOT / "boards" / f"{board}.json")
+    assert d.devboard.title == title and d.parts[0].kind == kind
+    assert d.devboard.pins == hwdesign.DEVBOARDS[d.chip].pins      # the header is the chip's
+    page = (HW / board / "README.md").read_text()
+    assert f"| dev board | {title} ({d.chip}" in page and hwparts.CATALOGUE[kind].pn in page
+
+
+def test_the_wrover_build_costs_the_dev_boards_difference_more():
+    wroom, wrover = (hwpage.Numbers(hwdesign.design(ROOT / "boards" / f"{b}.json"))
+                     for b in ("esp32-devkitc-4x3", "esp32-wrover-devkitc-4x3"))
+    diff = hwparts.CATALOGUE["devboard-esp32-wrover-e"].eur - hwparts.CATALOGUE["devboard-esp32"].eur
+    assert wrover.core_eur - wroom.core_eur == pytest.approx(diff) == pytest.approx(2.0)
+
+
 def test_the_header_tables_hold_each_pin_once_and_only_pins_the_chip_has():
     for chip, dev in hwdesign.DEVBOARDS.items():
         assert len(set(dev.pins.values())) == len(dev.pins)
