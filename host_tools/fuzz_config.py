@@ -191,7 +191,7 @@ class _Port:
     def feed(self):
         pass
 
-    def idle(self, ms):
+    def idle(self, ms, conn=None):
         self.t += max(ms, 1)
 
 

@@ -117,5 +117,10 @@ class HostConn:
         except _WOULD_BLOCK:
             return None
 
+    def pollable(self):
+        """The socket a port's idle waits on for data (select.poll), once ready(); its
+        `pending()` (TLS) counts bytes already decrypted, which poll cannot see."""
+        return self._sock if self._ready else None
+
     def close(self) -> None:
         (self._sock or self._raw).close()

@@ -2,10 +2,12 @@
 # solenoid out, the watchdog fed only when keypad, lock, link and storage all progress.
 import pytest
 
+from fakenet import FakeNet
 from host_tools import crypto
 from memflash import MemStorage
 from parcelbox import app as _app
 from parcelbox.codestore import ROLE_OWNER
+from parcelbox.link import Link
 
 KEY = bytes(range(32))
 BOARD = {"name": "t", "keypad": {"rows": [1, 2, 3, 4], "cols": [5, 6, 7], "layout": "123456789*0#"},
@@ -29,6 +31,7 @@ class ScriptedPort:
         self.feeds = []
         self.logs = []
         self.slept = []
+        self.waits = []         # (now, ms, conn) of every idle
 
     def ticks_ms(self):
         return self.now
@@ -61,8 +64,9 @@ class ScriptedPort:
     def feed(self):
         self.feeds.append(self.now)
 
-    def idle(self, ms):
+    def idle(self, ms, conn=None):
         self.slept.append(ms)
+        self.waits.append((self.now, ms, conn))
         self.now += max(ms, 1)
 
     def urandom(self, n):
@@ -114,6 +118,9 @@ class StuckLink:
         pass  # never progresses: a hung network part
 
     def next_deadline(self, now):
+        return None
+
+    def waitable(self):
         return None
 
 
@@ -324,6 +331,9 @@ class ScriptedLink:
     def next_deadline(self, now):
         return None
 
+    def waitable(self):
+        return None
+
 
 class UpNet(Net):
     def up(self):
@@ -379,3 +389,44 @@ def test_the_network_time_is_taken_again_every_six_hours_so_crystal_drift_is_cor
     port.now += 10000
     a.run(loops=5)
     assert abs(a.box.wall(port.now) - port.net.t) <= 1
+
+
+class LinkNet(FakeNet):
+    """tests/vmlib/fakenet.py's network for the App's own Link: up, no time, and every
+    connection answered with a CONNACK."""
+
+    def __init__(self, clock):
+        FakeNet.__init__(self, recv_into=True)
+        self.clock = clock
+
+    def step(self, now):
+        pass
+
+    def time(self):
+        return None
+
+    def open(self, host, port, tls, ca):
+        c = FakeNet.open(self, host, port, tls, ca)
+        c.give(b"\x20\x02\x00\x00")
+        return c
+
+
+def test_the_port_is_handed_the_links_connection_to_wake_on_but_not_while_a_solenoid_is_on():
+    port = ScriptedPort()
+    port.net = LinkNet(port.ticks_ms)
+    a = _app.App(port, BOARD, CONF, make_link=Link)
+    for ch in owner_code(a):
+        port.press(ch)
+    a.run(loops=1000)
+    c = port.net.conn
+    assert a.link.state == "connected" and len(port.net.conns) == 1
+    assert port.waits[0][2] is None                    # opened, not yet up
+    ons = [(t, lv) for t, comp, lv in port.levels if comp == 1]
+    t_on, t_off = ons[1][0], ons[2][0]
+    assert ons[1][1] is True and ons[2][1] is False    # one pulse
+    during = [w for w in port.waits if t_on <= w[0] < t_off]
+    after = [w for w in port.waits if w[0] >= t_off]
+    # the network waits for the pulse's end: its data must not wake the loop (a spin)
+    assert during and all(conn is None for _, _, conn in during)
+    assert after and all(conn is c for _, _, conn in after)
+    assert max(ms for _, ms, _ in port.waits) <= _app.SCAN_MS

@@ -464,6 +464,34 @@ def test_would_block_keeps_the_queue_bounded_and_stops_polling_and_reading():
     assert len(r.remote.received) == 30 and r.remote.outbox == []
 
 
+def test_the_connection_to_wake_on_is_offered_only_while_the_link_would_read_it():
+    r = Rig(ready_after=2)
+    assert r.link.waitable() is None              # nothing open
+    r.step()
+    r.step(5)
+    c = r.net.conn
+    assert r.link.state == L.CONNECTING and r.link.waitable() is None  # TCP/TLS not up
+    while not c.sent:
+        r.step(5)
+    assert r.link.waitable() is c                 # CONNECT sent: the CONNACK will wake it
+    c.give(CONNACK)
+    r.step()
+    assert r.link.state == L.CONNECTED and r.link.waitable() is c
+    # the broker takes nothing: the link stops reading, so its data must not wake the loop
+    c.stall = True
+    r.remote.outbox = [("parcelbox/v1/box-1/evt", b"e" * 400, False) for _ in range(12)]
+    c.give(mqtt.publish(CMD, b"c", qos=1, pid=9))
+    for _ in range(5):
+        r.step(10)
+    assert r.link._qbytes >= L.OUT_MAX and r.link.waitable() is None
+    c.stall = False
+    r.step(10)
+    assert r.link._qbytes < L.OUT_MAX and r.link.waitable() is c
+    c.peer_closed = True
+    r.step(10)
+    assert r.link.state == L.OFFLINE and r.link.waitable() is None
+
+
 # ---- keepalive -------------------------------------------------------------------
 
 def test_keepalive_ping_and_a_dead_peer_timeout():

@@ -195,6 +195,15 @@ class App:
                 best = min(best, max(0, ticks.diff(d, now)))
         return best
 
+    # What may end the sleep early: the link's connection, when data on it should be read
+    # at once (a code the backend pushed). None while a solenoid is on: the network waits
+    # for the pulse's end, so its data must not wake the loop (it would spin).
+    def _waitable(self):
+        link = self.link
+        if link is None or self._energised:
+            return None
+        return link.waitable()
+
     # Forever (or `loops` passes): a step, then sleep. An exception in a step is logged
     # and survived; a part that fails keeps its progress bit clear, so the watchdog
     # resets the box, and MAX_FAILS failing steps in a row end run() with the exception
@@ -213,4 +222,4 @@ class App:
                 if fails >= MAX_FAILS:
                     raise
                 ms = SCAN_MS
-            self.port.idle(ms)
+            self.port.idle(ms, self._waitable())

@@ -121,6 +121,15 @@ class Link:
                 best = _earlier(best, d)
         return best
 
+    # The connection whose data should end the loop's sleep (docs/link.md section 8, rule
+    # 7): once it is up, and only while step() would read it (the broker taking our bytes).
+    # None otherwise: then a port's idle just sleeps. Every read runs until it would block
+    # or sets next_deadline to now, so no byte already received waits out a sleep.
+    def waitable(self):
+        if self._hello and self._qbytes < OUT_MAX:
+            return self._conn
+        return None
+
     # A new Remote (the shell rebuilt the Box): it takes over at once if connected.
     def use(self, remote, now):
         self.remote = remote

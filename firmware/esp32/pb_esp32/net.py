@@ -224,6 +224,12 @@ class Conn:
     def recv_into(self, buf):
         return self._s.readinto(buf)
 
+    # What the port's idle polls for data (pb_esp32.port), once ready(): the TLS socket,
+    # not the raw one, as its poll also counts what mbedTLS holds (a record read whole,
+    # handed out 512 bytes at a time) and what its handshake waits for.
+    def pollable(self):
+        return self._s
+
     def close(self):
         try:
             (self._s or self._raw).close()

@@ -55,7 +55,7 @@ def boot(root=STATE_DIR, hw_factory=None, net=None, clock=None, sleep=None, rese
          out=print, notify=None, rand=None, reset=None, blink_rounds=-1):
     from pb_linux.watchdog import Notifier
     clock = clock or ticks_ms
-    sleep = sleep or _sleep
+    lent_sleep, sleep = sleep, sleep or _sleep
     notify = notify or Notifier()
     t0 = clock()
     log = logger(clock, out)
@@ -101,7 +101,8 @@ def boot(root=STATE_DIR, hw_factory=None, net=None, clock=None, sleep=None, rese
             crash.pause(hw.indicate, idle_fed, wait)
         if net is None:
             net = LinuxNet(root)
-        port = Port(hw, storage, net, log, notify, clock, sleep, rand)
+        # the port's own sleep unless one is lent: on the real clock it waits on the link
+        port = Port(hw, storage, net, log, notify, clock, lent_sleep, rand)
         app = App(port, board, conf, make_link=Link)
         app.boot_ms = t0
         cause = reset_cause() if reset_cause is not None else last_cause(storage)

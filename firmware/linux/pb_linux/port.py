@@ -1,6 +1,7 @@
 # The linux port object the superloop drives (docs/runtime.md section 2): Blinka pins,
 # the host's sockets, a state directory as flash, systemd's watchdog, a log on stdout.
 import os
+import select
 import time
 
 from host_tools.hostnet import HostNet
@@ -101,6 +102,12 @@ class Port:
         self.notify = notify
         self.ticks_ms = clock or ticks_ms
         self._sleep = sleep or (lambda ms: time.sleep(ms / 1000))
+        # on the real clock idle waits on the link's socket; a lent sleep (a virtual
+        # clock: tests, host_tools/linuxbox.py) cannot, so it just sleeps
+        self._poll = select.poll() if sleep is None else None
+        self._conn = None       # the connection whose socket is registered
+        self._fd = -1
+        self._pending = None    # its TLS socket's pending(), if it has one
         self.urandom = rand or os.urandom
         self.scan = hw.scan
         self.door = hw.door
@@ -115,6 +122,29 @@ class Port:
         self.feeds += 1
         self.notify("WATCHDOG=1")
 
-    def idle(self, ms):
-        if ms > 0:
-            self._sleep(ms)
+    # Sleep ms, or less once conn (the link's connection, or None) has data to read.
+    def idle(self, ms, conn=None):
+        if ms <= 0:
+            return
+        if conn is not None and self._poll is not None:
+            if conn is not self._conn:
+                self._watch(conn)
+            if self._fd >= 0:
+                if self._pending is None or not self._pending():
+                    self._poll.poll(ms)
+                return
+        self._sleep(ms)
+
+    # Register conn's socket in place of the last one: once per connection.
+    def _watch(self, conn):
+        if self._fd >= 0:
+            self._poll.unregister(self._fd)
+        self._conn = conn
+        self._fd = -1
+        self._pending = None
+        f = getattr(conn, "pollable", None)
+        s = f() if f is not None else None
+        if s is not None:
+            self._fd = s.fileno()
+            self._pending = getattr(s, "pending", None)
+            self._poll.register(self._fd, select.POLLIN)

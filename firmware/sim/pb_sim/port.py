@@ -107,7 +107,9 @@ class Port:
         self._fed = 1
 
     # Sleep at most ms: the host lets the time pass (really, or on its virtual clock).
-    def idle(self, ms):
+    # conn (the link's connection, to wake on) is ignored: the host sleeps the whole ms,
+    # and its io answer carries every connection's state once per pass.
+    def idle(self, ms, conn=None):
         self.sync(ms if ms > 0 else 0)
 
     def urandom(self, n):
