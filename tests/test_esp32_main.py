@@ -13,9 +13,11 @@ for p in (ROOT / "tests" / "fakes", ROOT / "firmware" / "esp32"):
         sys.path.insert(0, str(p))
 
 import fakeworld  # noqa: E402
+import mpselect  # noqa: E402
 from fakeboards import ESP32_4X3, Wired  # noqa: E402
+from fakenet import FakeNet  # noqa: E402
 from host_tools import crypto  # noqa: E402
-from parcelbox import devconf, events  # noqa: E402
+from parcelbox import app as _app, devconf, events, mqtt, ticks  # noqa: E402
 from parcelbox.codestore import ROLE_OWNER  # noqa: E402
 from parcelbox.storage import Storage  # noqa: E402
 from pb_esp32 import main as pbmain  # noqa: E402
@@ -329,3 +331,62 @@ def test_a_complete_board_the_chip_cannot_drive_is_a_bad_board_not_an_exception(
     assert boot() == (None, devconf.BAD_BOARD)
     assert any(x.startswith("PB E") and "board: the hardware refused it" in x for x in lines)
     assert not wired.energised(1) and st.read(pbmain.CRASH) is None
+
+
+class BrokerNet(FakeNet):
+    """tests/vmlib/fakenet.py's network on the world's clock: up, and every connection
+    answered with a CONNACK; the test sends the broker's bytes with conn.give_at."""
+
+    def __init__(self, clock, pollable=True):
+        FakeNet.__init__(self, recv_into=True)
+        self.clock = clock
+        self.pollable = pollable    # False: connections offer the port nothing to poll
+
+    def step(self, now):
+        pass
+
+    def up(self):
+        return True
+
+    def time(self):
+        return None
+
+    def open(self, host, port, tls, ca):
+        c = FakeNet.open(self, host, port, tls, ca)
+        c.give(b"\x20\x02\x00\x00")
+        if not self.pollable:
+            c.pollable = lambda: None
+        return c
+
+
+@pytest.mark.parametrize("wakes", [True, False])
+def test_a_command_pushed_by_the_broker_is_read_when_it_arrives_not_at_the_next_scan(
+        box, tmp_path, monkeypatch, wakes):
+    from pb_esp32 import port as eport
+    monkeypatch.setattr(eport, "select", mpselect)  # MicroPython's poll: ipoll, objects
+    wired, st, lines, _ = box
+    w = wired.world
+    net = BrokerNet(w.ticks_ms, pollable=wakes)  # without: the port just sleeps
+    app, hw = pbmain.boot(str(tmp_path), net=net, clock=w.ticks_ms, sleep=w.advance,
+                          reset_cause=1, out=lines.append)
+    idles = []
+    sleep = app.port.idle
+
+    def timed(ms, conn=None):
+        t0 = w.ticks_ms()
+        sleep(ms, conn)
+        idles.append((ms, ticks.diff(w.ticks_ms(), t0)))
+    app.port.idle = timed
+    app.run(50)
+    c = net.conn
+    assert app.link.state == "connected"
+    arrival = ticks.add(w.ticks_ms(), 3)      # 3 ms into the loop's next sleep
+    c.give_at(arrival, mqtt.publish("parcelbox/v1/box-1/cmd", b"{}", qos=1, pid=7))
+    app.run(5)
+    read = [t for t in c.reads if ticks.diff(t, arrival) >= 0][0]
+    if wakes:
+        assert ticks.diff(read, arrival) <= eport._SLICE_MS   # the next look at the socket
+    else:
+        assert ticks.diff(read, arrival) == _app.SCAN_MS - 3   # the next scan
+    # the keypad is scanned as often as before: no sleep outlasts the time it was given
+    assert all(0 <= took <= ms <= _app.SCAN_MS for ms, took in idles if ms > 0)

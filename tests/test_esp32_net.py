@@ -1,7 +1,9 @@
 # The ESP32 port's network layer (firmware/esp32/pb_esp32/net.py) on CPython: Wi-Fi
 # retries back off with jitter, SNTP never blocks the loop, the time comes in once; and
 # with MicroPython's ssl a bad key or certificate keeps the link offline, saying why.
+import select
 import socket
+import ssl as _cpython_ssl
 import struct
 import sys
 import threading
@@ -423,3 +425,116 @@ def test_the_fake_ssl_fails_as_micropython_does_value_error_then_oserror_9984(
         t.read(16)
     assert e.value.args == (-9984,)
     t.close()
+
+
+# ---- the port's wait on the link's socket (pb_esp32.port.Port.idle), MicroPython's poll
+
+class _Hw:
+    def __getattr__(self, name):   # scan, door, solenoid...: not used by idle
+        return lambda *a: None
+
+
+class WaitRig:
+    """pb_esp32's Port on a scripted clock, with MicroPython 1.28's select.poll
+    (tests/fakes/mpselect.py): what each idle slept, in ms."""
+
+    def __init__(self, monkeypatch):
+        import mpselect
+        from pb_esp32 import port as eport
+        monkeypatch.setattr(eport, "select", mpselect)
+        self.now = 0
+        self.sleeps = []
+        self.port = eport.Port(_Hw(), None, None, lambda l, t: None, lambda: self.now,
+                               self._sleep, lambda n: bytes(n))
+
+    def _sleep(self, ms):
+        self.sleeps.append(ms)
+        self.now += ms
+
+    def idle(self, ms, conn):
+        self.sleeps = []
+        self.port.idle(ms, conn)
+        return self.sleeps
+
+
+def _plain_conn(srv):
+    c = _net.Conn(srv.getsockname(), "127.0.0.1", False, None)
+    peer, _ = srv.accept()         # the handshake is done: ready() sees it at once
+    assert c.ready()
+    return c, peer
+
+
+def _readable(sock):
+    select.select([sock], [], [], 5)   # the kernel's wait for the bytes, not a guess
+
+
+def test_the_port_registers_a_connections_socket_once_and_returns_as_soon_as_it_has_data(
+        monkeypatch):
+    r = WaitRig(monkeypatch)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(2)
+    c, peer = _plain_conn(srv)
+    assert r.idle(10, c) == [1] * 10      # nothing to read: the whole 10 ms, looking each ms
+    assert r.idle(3, c) == [1] * 3
+    poll = r.port._poll
+    assert poll.registrations == 1 and poll.registered() == [c.pollable()]
+    peer.sendall(b"\x20")
+    _readable(c.pollable())
+    assert r.idle(10, c) == []            # the first look sees it: no sleep at all
+    # the next connection takes the last one's place; the closed one is never polled
+    # (MicroPython answers a closed socket POLLNVAL at once: the loop would never sleep)
+    c.close()
+    assert r.idle(10, None) == [10]       # the link offers nothing: one plain sleep
+    c2, peer2 = _plain_conn(srv)
+    assert r.idle(10, c2) == [1] * 10
+    assert poll.registrations == 2 and poll.registered() == [c2.pollable()]
+    for s in (c2, peer, peer2, srv):
+        s.close()
+
+
+def test_bytes_tls_holds_decrypted_wake_the_port_though_the_raw_socket_is_quiet(
+        monkeypatch, tmp_path):
+    # mbedTLS reads a record whole and hands it out in the link's 512-byte reads; the rest
+    # is in the library, not on the socket. MicroPython 1.28's poll of the TLS socket
+    # counts it (modtls_mbedtls.c: mbedtls_ssl_check_pending), so the port polls that one.
+    import brokerlib
+    import mpselect
+    monkeypatch.setitem(sys.modules, "ssl", mpssl)
+    ca, cert, key = brokerlib.test_certificates()
+    (tmp_path / "ca.pem").write_bytes(ca)
+    (tmp_path / "srv.pem").write_bytes(cert + key)
+    sctx = _cpython_ssl.SSLContext(_cpython_ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(str(tmp_path / "srv.pem"))
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    done = threading.Event()
+
+    def serve():
+        s, _ = srv.accept()
+        t = sctx.wrap_socket(s, server_side=True)
+        t.recv(1)
+        t.sendall(b"y" * 3000)         # one record
+        done.wait(10)
+        t.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    c = _net.Conn(srv.getsockname(), "localhost", True, str(tmp_path / "ca.pem"))
+    while not c.ready():
+        select.select([], [c._raw], [], 5)
+    raw = c.pollable()._s   # CPython's socket under mpssl: the descriptor, as lwIP's socket
+    while not c.send(b"g"):            # the handshake runs inside the first writes
+        _readable(raw)
+    buf = bytearray(16)
+    while not c.recv_into(buf):        # session tickets first, then the record
+        _readable(raw)
+    assert bytes(buf) == b"y" * 16
+    assert mpselect.ask_socket(raw, mpselect.POLLIN) == 0       # the socket is quiet...
+    r = WaitRig(monkeypatch)
+    assert r.idle(10, c) == []                                   # ...the TLS socket is not
+    done.set()
+    th.join(5)
+    c.close()
+    srv.close()

@@ -286,3 +286,30 @@ def test_ntptime_answers_in_the_ports_epoch_or_times_out(w):
     assert ntptime.time() == 1767225600 - 946684800
     ntptime.settime()
     assert w.rtc == 1767225600 - 946684800
+
+
+def test_mpselect_polls_objects_as_micropython_does():
+    import errno
+    import socket
+
+    import mpselect
+    a, b = socket.socketpair()
+    p = mpselect.poll()
+    p.register(a, mpselect.POLLIN)
+    p.register(a, mpselect.POLLIN)            # again: the mask replaced, not a second entry
+    assert p.poll(0) == [] and list(p.ipoll(0)) == []
+    b.send(b"x")
+    it = p.ipoll(0)
+    assert it is p                            # ipoll hands back the poll object itself
+    first = next(it)
+    assert tuple(first) == (a, mpselect.POLLIN)
+    assert p.poll(0) == [(a, mpselect.POLLIN)]
+    a.close()
+    # a closed socket is not refused: it answers POLLNVAL at once, whatever was asked
+    assert p.poll(0) == [(a, mpselect.POLLNVAL)]
+    p.unregister(a)
+    p.unregister(a)                           # not registered: no error on MicroPython
+    with pytest.raises(OSError) as e:
+        p.modify(a, mpselect.POLLIN)
+    assert e.value.args[0] == errno.ENOENT
+    b.close()

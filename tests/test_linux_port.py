@@ -317,6 +317,36 @@ def test_the_network_opens_tls_with_the_ca_file_of_the_state_directory(mosquitto
         conn.close()
 
 
+class _Hw:
+    def __getattr__(self, name):   # scan, door, solenoid...: not used by idle
+        return lambda *a: None
+
+
+def test_the_port_waits_on_the_links_socket_on_the_real_clock_and_sleeps_on_a_lent_one():
+    from pb_linux.port import Port
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    conn = LinuxNet("/", synced=True).open("127.0.0.1", srv.getsockname()[1], False, None)
+    peer, _ = srv.accept()
+    assert conn.ready()
+    port = Port(_Hw(), None, None, lambda l, t: None, lambda s: None)
+    t0 = time.monotonic()
+    port.idle(30, conn)                       # nothing to read: the whole 30 ms, in poll()
+    assert time.monotonic() - t0 >= 0.025
+    assert port._fd == conn.pollable().fileno()
+    peer.sendall(b"\x20")
+    t0 = time.monotonic()
+    port.idle(5000, conn)                     # the byte is there: back at once
+    assert time.monotonic() - t0 < 1
+    slept = []
+    lent = Port(_Hw(), None, None, lambda l, t: None, lambda s: None, sleep=slept.append)
+    lent.idle(10, conn)                       # a virtual clock cannot wait on a socket
+    assert slept == [10]
+    for s in (conn, peer, srv):
+        s.close()
+
+
 # ---- boot, crash, stop, all-off -----------------------------------------------------
 
 def _flash(tmp_path, board=BOARD):

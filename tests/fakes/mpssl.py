@@ -23,6 +23,12 @@ What it does as MicroPython does, where CPython's ssl would differ:
   seen on a board), and every later call on that socket raises OSError(-9984)
   (MBEDTLS_ERR_X509_CERT_VERIFY_FAILED).
 
+- `select.poll` (tests/fakes/mpselect.py) asks the socket as modtls_mbedtls.c's ioctl
+  does: POLLNVAL once closed or after a failed call; POLLIN at once while the library
+  holds bytes not yet read (a record read whole, handed out in smaller reads), which the
+  raw socket's poll cannot see; while the handshake waits for the other direction (a
+  read that must first write, a write that must first read), that direction stands in.
+
 Left as CPython has them: any other ssl.SSLError (an OSError, as MicroPython's are: only
 the number differs), and a key that does not match its certificate (CPython refuses it
 in load_cert_chain; mbedTLS only fails the handshake). Client side only.
@@ -37,6 +43,8 @@ CERT_NONE = 0
 CERT_OPTIONAL = 1
 CERT_REQUIRED = 2
 
+_POLL_RD = 0x0001  # MP_STREAM_POLL_RD, _WR: select.POLLIN, POLLOUT
+_POLL_WR = 0x0004
 VERIFY_FAILED = -9984  # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED (-0x2700)
 NOT_TRUSTED = "The certificate is not correctly signed by the trusted CA"
 CN_MISMATCH = "The certificate Common Name (CN) does not match with the expected CN"
@@ -118,14 +126,22 @@ class SSLSocket:
     def __init__(self, s):
         self._s = s
         self._failed = False
+        self._want = 0   # poll_mask: the direction the handshake waits for (mpselect's)
 
     # fn's result; None for would-block; the verification failure as mbedTLS reports it.
     def _op(self, fn, *args):
         if self._failed:
             raise OSError(VERIFY_FAILED)
+        self._want = 0
         try:
             return fn(*args)
-        except (_ssl.SSLWantReadError, _ssl.SSLWantWriteError):
+        except _ssl.SSLWantReadError:
+            if fn == self._s.send:
+                self._want = _POLL_RD
+            return None
+        except _ssl.SSLWantWriteError:
+            if fn != self._s.send:
+                self._want = _POLL_WR
             return None
         except _ssl.SSLCertVerificationError as e:
             self._failed = True
@@ -143,3 +159,22 @@ class SSLSocket:
 
     def close(self):
         self._s.close()
+
+    # MP_STREAM_POLL, as modtls_mbedtls.c answers it (mpselect asks).
+    def mp_poll(self, mask):
+        import mpselect
+        if self._s.fileno() < 0 or self._failed:
+            return mpselect.POLLNVAL
+        saved = 0
+        if self._want and mask & (_POLL_RD | _POLL_WR):
+            saved = mask & (_POLL_RD | _POLL_WR)
+            mask = (mask & ~saved) | self._want
+        ret = 0
+        if mask & _POLL_RD and self._s.pending():
+            if mask == _POLL_RD:
+                return _POLL_RD
+            ret = _POLL_RD
+        ret |= mpselect.ask_socket(self._s, mask)
+        if ret & self._want:
+            ret |= saved
+        return ret

@@ -2,6 +2,8 @@
 # tests, on CPython and in the MicroPython VM: the test plays the broker byte by byte.
 ECONNREFUSED = 111
 ECONNRESET = 104
+POLLIN = 0x0001    # MicroPython's select constants (tests/fakes/mpselect.py asks mp_poll)
+POLLNVAL = 0x0020
 
 
 class FakeConn:
@@ -23,6 +25,8 @@ class FakeConn:
         self.closed = False                 # the link closed it
         self.sent = bytearray()             # every byte the link sent, not yet taken
         self.inbox = bytearray()            # bytes from the broker, not yet read
+        self.later = []                     # [tick, bytes]: arriving at net.clock() = tick
+        self.reads = []                     # net.clock() of every recv that gave bytes
         self.sends = self.recvs = 0
 
     def ready(self):
@@ -56,6 +60,7 @@ class FakeConn:
 
     def recv(self, n):
         self._check()
+        self._arrive()
         self.recvs += 1
         if not self.inbox:
             return b"" if self.peer_closed else None
@@ -63,15 +68,39 @@ class FakeConn:
             n = self.recv_max
         data = bytes(self.inbox[:n])
         self.inbox = self.inbox[n:]
+        if self.net.clock is not None:
+            self.reads.append(self.net.clock())
         return data
 
     def close(self):
         self.closed = True
 
+    # What a port's idle polls (pb_esp32.port): the connection itself, asked as
+    # MicroPython's select.poll asks a socket: POLLNVAL once closed, whatever was asked;
+    # POLLIN with bytes to read, or at the peer's close or a reset (lwIP's select).
+    def pollable(self):
+        return self
+
+    def mp_poll(self, mask):
+        if self.closed:
+            return POLLNVAL
+        self._arrive()
+        if self.inbox or self.peer_closed or self.reset:
+            return mask & POLLIN
+        return 0
+
     # ---- the broker's side ----
 
     def give(self, data):
         self.inbox.extend(data)
+
+    # data arrives once net.clock() reaches tick (a clock the test moves)
+    def give_at(self, tick, data):
+        self.later.append([tick, data])
+
+    def _arrive(self):
+        while self.later and self.net.clock() - self.later[0][0] >= 0:
+            self.inbox.extend(self.later.pop(0)[1])
 
     # The complete packets sent since the last take: [(type, flags, body), ...].
     def take(self):
@@ -105,6 +134,7 @@ class FakeNet:
         self.send_max = None
         self.recv_max = None
         self.recv_into = recv_into
+        self.clock = None     # () -> tick: when give_at's bytes arrive, and reads are stamped
         self.conns = []
 
     def up(self):
