@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from host_tools import boards as _boards
+from host_tools import clientcert
 from host_tools.sdk import Ledger, LedgerError, mqtt_password
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +34,16 @@ class Plan:
     config: dict        # holds secrets: goes to the board only
     board: dict | None  # None: keep the board's board.json
     ca: bytes | None
+    client: clientcert.ClientCert | None = None   # the box's certificate and key, as DER
 
     def files(self) -> list[tuple[str, bytes]]:
         """(name on the flash, content), in the order they are written: config.json last."""
         out = []
         if self.ca is not None:
             out.append((CA_NAME, self.ca))
+        if self.client is not None:
+            out += [(clientcert.CERT_NAME, self.client.cert_der),
+                    (clientcert.KEY_NAME, self.client.key_der)]
         if self.board is not None:
             out.append(("board.json", json.dumps(self.board, separators=(",", ":"), sort_keys=True).encode()))
         out.append(("config.json", json.dumps(self.config, separators=(",", ":"), sort_keys=True).encode()))
@@ -52,6 +57,8 @@ class Plan:
                     if self.ca else "", c["mqtt_username"]),
                  "wifi %s (password %s); box key and broker password: set, from the registry"
                  % (c["wifi"]["ssid"], "set" if c["wifi"]["password"] else "none: an open network")]
+        if self.client is not None:
+            lines.append(self.client.summary())
         if self.board is not None:
             lines.append("board %s (%s, %d compartment%s), checked by parcelbox board check"
                          % (self.board["name"], self.board["chip"], len(self.board["compartments"]),
@@ -109,12 +116,16 @@ class _Scratch:
         return -1 if data is None else len(data)
 
 
-def validate(config: dict, board: dict, ca: bytes | None) -> None:
+def validate(config: dict, board: dict, ca: bytes | None,
+             client: clientcert.ClientCert | None = None) -> None:
     """The firmware's own checks (parcelbox.devconf), run on the host over a flash in memory."""
     devconf, _ = _firmware()
     files = {"config.json": json.dumps(config).encode(), "board.json": json.dumps(board).encode()}
     if ca is not None:
         files[CA_NAME] = ca
+    if client is not None:
+        files[clientcert.CERT_NAME] = client.cert_der
+        files[clientcert.KEY_NAME] = client.key_der
     st = _Scratch(files)
     try:
         b = devconf.load_board(st)
@@ -125,8 +136,10 @@ def validate(config: dict, board: dict, ca: bytes | None) -> None:
 
 
 def plan(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board: str | None,
-         ca: str | None, existing_board: dict | None = None, settings: dict | None = None) -> Plan:
-    """Everything checked, nothing written."""
+         ca: str | None, existing_board: dict | None = None, settings: dict | None = None,
+         client_cert: str | None = None, client_key: str | None = None) -> Plan:
+    """Everything checked, nothing written. `client_cert` and `client_key`: the box's TLS client
+    certificate and key, PEM files, converted to DER for the box (host_tools/clientcert.py)."""
     try:
         ledger = Ledger(db)
     except sqlite3.DatabaseError as e:
@@ -153,6 +166,7 @@ def plan(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board
         if b"PRIVATE KEY-----" in ca_data:   # the broker's key would go to every box
             raise ProvisionError("%s holds a private key: give the CA certificate alone" % ca)
         addr["ca"] = CA_NAME
+    client = _client(client_cert, client_key, addr)
     if not 1 <= len(ssid.encode()) <= 32:
         raise ProvisionError("the Wi-Fi SSID must be 1 to 32 bytes")
     if len(wifi_password.encode()) > 64 or (wifi_password and len(wifi_password) < 8):
@@ -174,8 +188,25 @@ def plan(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board
     config = {"box_id": box_id, "box_key": key.hex(), "wifi": {"ssid": ssid, "password": wifi_password},
               "broker": addr, "mqtt_username": box_id, "mqtt_password": mqtt_password(key),
               "settings": settings or {}}
-    validate(config, check_board, ca_data)
-    return Plan(box_id, config, dev_board, ca_data)
+    validate(config, check_board, ca_data, client)
+    return Plan(box_id, config, dev_board, ca_data, client)
+
+
+def _client(cert: str | None, key: str | None, addr: dict) -> clientcert.ClientCert | None:
+    """The client certificate and key files, both or neither, only with TLS; names in addr."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ProvisionError("--cert and --key go together: the box's client certificate needs its "
+                             "key, and the key its certificate")
+    if not addr["tls"]:
+        raise ProvisionError("a client certificate needs TLS: give the broker as mqtts://")
+    try:
+        client = clientcert.load(cert, key)
+    except clientcert.ClientCertError as e:   # names the files, never the key's content
+        raise ProvisionError(str(e)) from None
+    addr["cert"], addr["key"] = clientcert.CERT_NAME, clientcert.KEY_NAME
+    return client
 
 
 def write(conn, p: Plan) -> list[str]:
@@ -232,14 +263,16 @@ def _mcu_board(p: Plan, existing: dict | None = None) -> None:
 
 
 def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_password: str, db: str,
-            broker: str, ca: str | None, dry_run: bool, no_reset: bool) -> int:
+            broker: str, ca: str | None, dry_run: bool, no_reset: bool, cert: str | None = None,
+            key: str | None = None) -> int:
     import click
 
     from host_tools.boardconn import BoardConn, BoardError
     from host_tools.deploy import stop_app
     try:
         if dry_run:
-            p = plan(db, box_id, broker, ssid, wifi_password, board, ca)
+            p = plan(db, box_id, broker, ssid, wifi_password, board, ca, client_cert=cert,
+                     client_key=key)
             _mcu_board(p)
             for line in p.summary():
                 click.echo(line)
@@ -250,7 +283,8 @@ def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_pa
             conn = stop_app(conn, click.echo)
             try:
                 existing = None if board else existing_board(conn)
-                p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing)
+                p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing,
+                         client_cert=cert, client_key=key)
                 _mcu_board(p, existing)
             except ProvisionError:
                 if running:   # nothing written: back into service rather than left in safe mode

@@ -59,12 +59,18 @@ def register(main: click.Group) -> None:
                   help="The broker as the box reaches it: mqtts://host:8883 (PARCELBOX_BROKER).")
     @click.option("--ca", envvar="PARCELBOX_CA", type=click.Path(exists=True, dir_okay=False),
                   help="The broker's CA file, for mqtts:// (PARCELBOX_CA).")
+    # the box's own: no environment variable, which would follow the technician to the next box
+    @click.option("--cert", type=click.Path(exists=True, dir_okay=False),
+                  help="The box's TLS client certificate, a PEM file (with --key; mqtts:// only).")
+    @click.option("--key", type=click.Path(exists=True, dir_okay=False),
+                  help="The client certificate's private key, an unencrypted PEM file (with --cert).")
     @click.option("--dry-run", is_flag=True, help="Build and check the configuration; write nothing.")
     @click.option("--no-reset", is_flag=True, help="Do not reset the board afterwards.")
     def provision(port, box_id, board, wifi_ssid, wifi_password_file, open_wifi, db, broker, ca,
-                  dry_run, no_reset) -> None:
-        """Write config.json (and board.json, ca.pem) for BOX from the registry: validated by the
-        firmware's own rules first, each file replaced atomically. No secret is shown."""
+                  cert, key, dry_run, no_reset) -> None:
+        """Write config.json (and board.json, ca.pem, and with --cert/--key cert.der and key.der)
+        for BOX from the registry: validated by the firmware's own rules first, each file replaced
+        atomically. No secret is shown."""
         import os
 
         from host_tools import provision as _prov
@@ -86,7 +92,7 @@ def register(main: click.Group) -> None:
             wifi_password = click.prompt("Wi-Fi password for %s" % wifi_ssid, hide_input=True,
                                          default="", show_default=False)
         sys.exit(_prov.run_cli(port, box_id, board, wifi_ssid, wifi_password, db, broker, ca,
-                               dry_run, no_reset))
+                               dry_run, no_reset, cert=cert, key=key))
 
     @main.command()
     @click.option("--port", required=True, help="Serial port (/dev/ttyUSB0) or socket://host:port.")

@@ -281,3 +281,230 @@ def test_the_default_registry_and_its_wal_files_are_kept_out_of_git():
     for name in ("parcelbox.db", "parcelbox.db-wal", "parcelbox.db-shm"):
         r = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT)
         assert r.returncode == 0, name
+
+
+# ---- the box's TLS client certificate and key (host_tools/clientcert.py) ----------------------
+
+def _pem_pair(folder, kind="ec", key_format="pkcs8", days=30, cn="box-17", key=None):
+    """A certificate and its key as PEM files, made now (no private key is committed)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else \
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=days)) if days > 0 else \
+        (now - datetime.timedelta(days=10), now + datetime.timedelta(days=days))
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .sign(key, hashes.SHA256() if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey))
+                  else None))
+    fmt = {"pkcs8": ser.PrivateFormat.PKCS8, "traditional": ser.PrivateFormat.TraditionalOpenSSL}[key_format]
+    cert_path, key_path = folder / (cn + ".crt"), folder / (cn + ".key")
+    cert_path.write_bytes(cert.public_bytes(ser.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(ser.Encoding.PEM, fmt, ser.NoEncryption()))
+    return cert_path, key_path, cert, key
+
+
+def _key_lines(key_path):
+    """The base64 lines of a PEM key: none may appear in any message."""
+    return [ln for ln in key_path.read_text().splitlines() if ln and not ln.startswith("-----")]
+
+
+def _plan_tls(db, ca, cert=None, key=None, broker="mqtts://broker.example:8883"):
+    return provision.plan(str(db), "box-17", broker, "home", WIFI_PW, "esp32-devkitc-4x3",
+                          str(ca), client_cert=None if cert is None else str(cert),
+                          client_key=None if key is None else str(key))
+
+
+@pytest.mark.parametrize("kind, key_format, begins", [
+    ("ec", "pkcs8", "BEGIN PRIVATE KEY"), ("ec", "traditional", "BEGIN EC PRIVATE KEY"),
+    ("rsa", "pkcs8", "BEGIN PRIVATE KEY"), ("rsa", "traditional", "BEGIN RSA PRIVATE KEY")])
+def test_a_client_certificate_and_key_go_to_the_board_as_der_named_in_config(registry, tmp_path, kind,
+                                                                            key_format, begins):
+    from cryptography.hazmat.primitives import serialization as ser
+    db, rec, ca = registry
+    cert_path, key_path, cert, key = _pem_pair(tmp_path, kind, key_format)
+    assert begins in key_path.read_text()
+    p = _plan_tls(db, ca, cert_path, key_path)
+    assert p.config["broker"] == {"host": "broker.example", "port": 8883, "tls": True, "ca": "ca.pem",
+                                  "cert": "cert.der", "key": "key.der"}
+    files = dict(p.files())
+    assert [n for n, _ in p.files()] == ["ca.pem", "cert.der", "key.der", "board.json", "config.json"]
+    assert files["cert.der"] == cert.public_bytes(ser.Encoding.DER)
+    # PKCS#1 (RSA) or SEC1 (EC) DER, whatever form the PEM had: the form every MicroPython
+    # from 1.23 on hands to mbedTLS intact (host_tools/clientcert.py)
+    assert files["key.der"] == key.private_bytes(ser.Encoding.DER, ser.PrivateFormat.TraditionalOpenSSL,
+                                                 ser.NoEncryption())
+    assert not files["key.der"].startswith(b"-----") and not files["cert.der"].startswith(b"-----")
+    text = "\n".join(p.summary())
+    assert "client certificate cert.der (CN=box-17" in text and ("EC P-256" if kind == "ec" else "RSA 2048") in text
+    for line in _key_lines(key_path) + [rec["box_key"], WIFI_PW]:
+        assert line not in text and line not in repr(p.client)
+
+
+def test_the_der_files_load_in_micropython_s_ssl_as_the_box_loads_them(registry, tmp_path):
+    # tests/fakes/mpssl.py: MicroPython 1.28's ssl.load_cert_chain(certfile, keyfile), file paths
+    sys.path.insert(0, str(ROOT / "tests" / "fakes"))
+    import mpssl
+    db, _, ca = registry
+    cert_path, key_path, _, _ = _pem_pair(tmp_path, "ec", "pkcs8")
+    files = dict(_plan_tls(db, ca, cert_path, key_path).files())
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    for name in ("cert.der", "key.der"):
+        (flash / name).write_bytes(files[name])
+    mpssl.SSLContext(mpssl.PROTOCOL_TLS_CLIENT).load_cert_chain(str(flash / "cert.der"),
+                                                                str(flash / "key.der"))
+
+
+def _refused(registry, match, cert=None, key=None, broker="mqtts://broker.example:8883", secret=None):
+    db, _, ca = registry
+    with pytest.raises(provision.ProvisionError, match=match) as e:
+        _plan_tls(db, ca, cert, key, broker)
+    for line in _key_lines(secret) if secret else []:
+        assert line not in str(e.value)
+    return str(e.value)
+
+
+def test_a_certificate_without_its_key_and_a_key_without_its_certificate_are_refused(registry, tmp_path):
+    cert_path, key_path, _, _ = _pem_pair(tmp_path)
+    _refused(registry, "--cert and --key go together", cert=cert_path)
+    _refused(registry, "--cert and --key go together", key=key_path, secret=key_path)
+
+
+def test_a_client_certificate_without_tls_is_refused(registry, tmp_path):
+    cert_path, key_path, _, _ = _pem_pair(tmp_path)
+    _refused(registry, "needs TLS: give the broker as mqtts://", cert_path, key_path, broker="mqtt://b:1883",
+             secret=key_path)
+
+
+def test_files_that_are_not_a_pem_certificate_or_key_are_refused(registry, tmp_path):
+    cert_path, key_path, _, _ = _pem_pair(tmp_path)
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello\n")
+    _refused(registry, "notes.txt is not a PEM certificate", junk, key_path, secret=key_path)
+    _refused(registry, "box-17.key is not a PEM certificate", key_path, key_path, secret=key_path)
+    _refused(registry, "box-17.crt is not a PEM private key", cert_path, cert_path)
+    broken = tmp_path / "broken.key"
+    broken.write_text("-----BEGIN PRIVATE KEY-----\nSECRETKEYBODY\n-----END PRIVATE KEY-----\n")
+    msg = _refused(registry, "broken.key is not a PEM private key: its PRIVATE KEY block does not parse",
+                   cert_path, broken)
+    assert "SECRETKEYBODY" not in msg
+    bad_cert = tmp_path / "bad.crt"
+    bad_cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    _refused(registry, "bad.crt is not a PEM certificate: its CERTIFICATE block does not parse", bad_cert,
+             key_path, secret=key_path)
+
+
+def test_a_key_that_does_not_belong_to_the_certificate_is_refused(registry, tmp_path):
+    cert_path, _, _, _ = _pem_pair(tmp_path, cn="box-17")
+    _, other_key, _, _ = _pem_pair(tmp_path, cn="box-18")
+    _refused(registry, "the key .*box-18.key does not belong to the certificate .*box-17.crt", cert_path,
+             other_key, secret=other_key)
+
+
+@pytest.mark.parametrize("key_format", ["pkcs8", "traditional"])
+def test_an_encrypted_key_is_refused_with_how_to_decrypt_it(registry, tmp_path, key_format):
+    from cryptography.hazmat.primitives import serialization as ser
+    cert_path, key_path, _, key = _pem_pair(tmp_path)
+    fmt = {"pkcs8": ser.PrivateFormat.PKCS8, "traditional": ser.PrivateFormat.TraditionalOpenSSL}[key_format]
+    key_path.write_bytes(key.private_bytes(ser.Encoding.PEM, fmt, ser.BestAvailableEncryption(b"passphrase")))
+    msg = _refused(registry, "is an encrypted key: the box has no passphrase", cert_path, key_path,
+                   secret=key_path)
+    assert "openssl pkey -in KEY" in msg and "passphrase" in msg
+
+
+def test_a_key_the_box_s_tls_cannot_sign_with_is_refused(registry, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    cert_path, key_path, _, _ = _pem_pair(tmp_path, key=ed25519.Ed25519PrivateKey.generate())
+    _refused(registry, "is an Ed25519 key: the box's TLS \\(mbedTLS\\) signs with RSA or EC keys only",
+             cert_path, key_path, secret=key_path)
+
+
+def test_an_expired_certificate_and_a_chain_are_refused(registry, tmp_path):
+    cert_path, key_path, _, _ = _pem_pair(tmp_path, days=-1)
+    _refused(registry, "box-17.crt expired on .*: the broker would refuse it", cert_path, key_path,
+             secret=key_path)
+    cert_path, key_path, _, _ = _pem_pair(tmp_path)
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(cert_path.read_bytes() * 2)
+    _refused(registry, "chain.pem holds 2 certificates: give the box's own certificate alone", chain,
+             key_path, secret=key_path)
+
+
+def test_the_certificate_and_key_may_share_one_pem_file(registry, tmp_path):
+    db, _, ca = registry
+    cert_path, key_path, cert, _ = _pem_pair(tmp_path)
+    both = tmp_path / "box.pem"
+    both.write_bytes(cert_path.read_bytes() + key_path.read_bytes())
+    p = _plan_tls(db, ca, both, both)
+    assert p.client.cert_der == dict(p.files())["cert.der"]
+
+
+def test_the_cli_takes_cert_and_key_and_shows_neither_the_key_nor_a_secret(registry, tmp_path, monkeypatch):
+    db, rec, ca = registry
+    cert_path, key_path, _, _ = _pem_pair(tmp_path)
+    monkeypatch.setenv("PARCELBOX_WIFI_PASSWORD", WIFI_PW)
+    base = ["provision", "--dry-run", "--box", "box-17", "--db", str(db), "--broker", "mqtts://b:8883",
+            "--ca", str(ca), "--wifi-ssid", "home", "--board", "esp32-devkitc-4x3"]
+    r = CliRunner().invoke(main, base + ["--cert", str(cert_path), "--key", str(key_path)])
+    assert r.exit_code == 0, r.output
+    assert "client certificate cert.der (CN=box-17" in r.output and "dry run" in r.output
+    r2 = CliRunner().invoke(main, base + ["--cert", str(cert_path)])
+    assert r2.exit_code == 1 and "--cert and --key go together" in r2.output
+    r3 = CliRunner().invoke(main, base + ["--cert", str(cert_path), "--key", str(cert_path)])
+    assert r3.exit_code == 1 and "is not a PEM private key" in r3.output
+    assert isinstance(r3.exception, SystemExit)           # a message, not a traceback
+    for out in (r.output, r2.output, r3.output):
+        for secret in _key_lines(key_path) + [rec["box_key"], rec["mqtt_password"], WIFI_PW]:
+            assert secret not in out
+
+
+def test_checking_a_client_key_writes_nothing_to_the_host_s_disk(registry, tmp_path, monkeypatch):
+    import builtins
+    db, _, ca = registry
+    cert_path, key_path, _, _ = _pem_pair(tmp_path)
+    written = []
+    real_open = builtins.open
+
+    def spy_open(file, mode="r", *a, **kw):
+        if any(c in mode for c in "wax+"):
+            written.append(str(file))
+        return real_open(file, mode, *a, **kw)
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **kw: written.append(str(self)))
+    monkeypatch.setattr(Path, "write_bytes", lambda self, *a, **kw: written.append(str(self)))
+    p = _plan_tls(db, ca, cert_path, key_path)
+    assert p.client is not None and written == []
+
+
+@pytest.mark.vm
+def test_a_client_certificate_reaches_the_board_as_der_and_a_bad_one_changes_nothing(vboard, registry,
+                                                                                     tmp_path):
+    from cryptography.hazmat.primitives import serialization as ser
+    db, rec, ca = registry
+    cert_path, key_path, cert, key = _pem_pair(tmp_path)
+    _, other_key, _, _ = _pem_pair(tmp_path, cn="box-18")
+    tls = ("--broker", "mqtts://10.0.0.2:8883", "--ca", str(ca), "--board", "esp32-devkitc-4x3", "--no-reset")
+    (vboard.flash / "config.json").write_text('{"old": true}')
+    before = {p.name: p.read_bytes() for p in vboard.flash.iterdir() if p.is_file()}
+    rc, out = _prov(vboard.url, db, *tls, "--cert", str(cert_path), "--key", str(other_key))
+    assert rc == 1 and "does not belong to the certificate" in out, out
+    assert {p.name: p.read_bytes() for p in vboard.flash.iterdir() if p.is_file()} == before
+    rc, out = _prov(vboard.url, db, *tls, "--cert", str(cert_path), "--key", str(key_path))
+    assert rc == 0, out
+    assert "ca.pem, cert.der, key.der, board.json, config.json" in out
+    assert (vboard.flash / "cert.der").read_bytes() == cert.public_bytes(ser.Encoding.DER)
+    assert ser.load_der_private_key((vboard.flash / "key.der").read_bytes(), None).private_numbers() == \
+        key.private_numbers()
+    conf = json.loads((vboard.flash / "config.json").read_text())
+    assert conf["broker"]["cert"] == "cert.der" and conf["broker"]["key"] == "key.der"
+    for secret in _key_lines(key_path) + _key_lines(other_key) + [rec["box_key"], WIFI_PW]:
+        assert secret not in out and secret not in vboard.output
