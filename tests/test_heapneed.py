@@ -1,0 +1,92 @@
+# The heap the firmware needs (host_tools/heapneed.py over host_tools/heap_need.json): the
+# file as make bench writes it is valid, the arithmetic of need and codes_that_fit, a bad
+# table refused naming its field, and what a board that is too small is told would fit.
+import json
+
+import pytest
+
+from host_tools import heapneed
+
+# the figures of issue 14 before bench_memory measured them: fixed here, so that the texts
+# below do not move when make bench rewrites heap_need.json
+TABLE = {"measured": "2026-12-07, bench_memory", "mpy": {"base_bytes": 212000, "per_code_bytes": 24},
+         "frozen": {"base_bytes": 114000, "per_code_bytes": 24}, "psram_heap_bytes": 2097152}
+
+
+def test_the_shipped_file_is_valid_and_has_every_key():
+    t = heapneed.load()
+    assert set(t) == {"measured", "mpy", "frozen", "psram_heap_bytes"}
+    for mode in heapneed.MODES:
+        assert set(t[mode]) == {"base_bytes", "per_code_bytes"}
+    assert heapneed.need("mpy", 256) == t["mpy"]["base_bytes"] + 256 * t["mpy"]["per_code_bytes"]
+
+
+def test_need_is_base_plus_per_code_times_max_codes():
+    assert heapneed.need("mpy", 256, TABLE) == 218144
+    assert heapneed.need("frozen", 1000, TABLE) == 138000
+
+
+@pytest.mark.parametrize("heap", [0, 211999, 212000, 212023, 212024, 218144, 250000, 10 ** 7])
+def test_codes_that_fit_is_the_most_whose_need_fits(heap):
+    n = heapneed.codes_that_fit("mpy", heap, TABLE)
+    if n == 0:
+        assert heapneed.need("mpy", 1, TABLE) > heap
+    elif n < 16384:
+        assert heapneed.need("mpy", n, TABLE) <= heap < heapneed.need("mpy", n + 1, TABLE)
+    else:
+        assert n == 16384 and heapneed.need("mpy", n, TABLE) <= heap     # the setting's own limit
+
+
+def test_the_firmware_s_default_and_limit_are_read_from_its_config():
+    from parcelbox import config
+    assert heapneed.firmware_settings() == (config.DEFAULTS["max_codes"], config._RANGES["max_codes"][1])
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda t: t.pop("measured"), "measured"),
+    (lambda t: t.pop("frozen"), "frozen must be an object"),
+    (lambda t: t["mpy"].update(base_bytes=0), "mpy.base_bytes"),
+    (lambda t: t["mpy"].update(per_code_bytes=-1), "mpy.per_code_bytes"),
+    (lambda t: t["frozen"].update(per_code_bytes=24.5), "frozen.per_code_bytes"),
+    (lambda t: t["mpy"].update(base_bytes=True), "mpy.base_bytes"),
+    (lambda t: t.update(psram_heap_bytes="2M"), "psram_heap_bytes"),
+])
+def test_a_bad_table_is_refused_naming_the_field(change, field):
+    t = json.loads(json.dumps(TABLE))
+    change(t)
+    with pytest.raises(heapneed.HeapNeedError, match=field):
+        heapneed.check(t)
+
+
+def test_a_missing_or_broken_file_says_who_writes_it(tmp_path):
+    with pytest.raises(heapneed.HeapNeedError, match="make bench"):
+        heapneed.load(tmp_path / "heap_need.json")
+    (tmp_path / "heap_need.json").write_text("{")
+    with pytest.raises(heapneed.HeapNeedError, match="make bench"):
+        heapneed.load(tmp_path / "heap_need.json")
+
+
+def test_a_board_a_little_short_is_told_fewer_codes_a_frozen_image_or_psram():
+    fits = heapneed.what_fits("mpy", 216064, False, 256, TABLE)
+    assert fits == [
+        "at most 169 codes as .mpy files: settings.max_codes 169 in the board's config.json",
+        "a frozen image, which needs 117.3 KB with 256 codes (parcelbox build --target esp32 writes "
+        "build/esp32/manifest.py to freeze into MicroPython; docs/tooling.md section 2)",
+        "a board with PSRAM (about 2048 KB of heap): the ESP32-DevKitC-VE (ESP32-WROVER-E, "
+        "boards/esp32-wrover-devkitc-4x3.json) or the ESP32-S3-DevKitC-1-N8R8 "
+        "(boards/esp32s3-n8r8-devkitc-4x4.json), flashed with MicroPython's SPIRAM image; "
+        "docs/boards.md sections 5 and 6"]
+
+
+def test_a_small_board_is_told_only_what_fits_it():
+    # 96 KB: not even one code as .mpy, nor the frozen image: PSRAM only
+    assert [f.split(" (")[0] for f in heapneed.what_fits("mpy", 96000, False, 256, TABLE)] == [
+        "a board with PSRAM"]
+    # 118 KB: the frozen image with fewer codes
+    assert heapneed.what_fits("mpy", 118000, False, 256, TABLE)[0].startswith(
+        "a frozen image with at most 166 codes")
+    # a board with PSRAM is not told to get one
+    assert not any("PSRAM" in f for f in heapneed.what_fits("mpy", 216064, True, 256, TABLE))
+    # the frozen firmware is told fewer codes, never a frozen image
+    assert heapneed.what_fits("frozen", 118000, True, 256, TABLE) == [
+        "at most 166 codes frozen into the image: settings.max_codes 166 in the board's config.json"]
