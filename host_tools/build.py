@@ -6,7 +6,8 @@ The build folder (docs/tooling.md section 2):
     app/parcelbox/*.mpy        the firmware core, compiled for the target
     app/pb_esp32/*.mpy         the port (pb_sim for the virtual board)
     src/...                    the sources the .mpy were compiled from (for freezing)
-    manifest.json              version, target, mpy version, every board file's sha256 and size
+    manifest.json              version, target, mpy version, every board file's sha256 and size,
+                               the heap the firmware needs (heap_need.json's figures)
     manifest.py                MicroPython freeze manifest (esp32): the firmware in a custom image
 
 `deploy` copies `app/` into a slot (/app_a or /app_b) and the boot files to the root.
@@ -23,6 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from host_tools import heapneed
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 FORMAT = 1
@@ -37,12 +40,9 @@ TARGETS = {
     "esp32": {"arch": "xtensawin", "packages": (("parcelbox", "."), ("pb_esp32", "esp32"))},
     "sim": {"arch": None, "packages": (("parcelbox", "."), ("pb_sim", "sim"))},
 }
-# Unfrozen, the .mpy bytecode lives in RAM: the whole device needs a 192K heap (README
-# "Memory": scn_app.py; docs/sim.md section 5), which gc reports as 192,064 bytes in all
-# (gc.mem_free() + gc.mem_alloc(), measured in the VM with -X heapsize=192K).
-UNFROZEN_HEAP_KB = 190
-UNFROZEN_HEAP_BYTES = 192064
-ESP32_HEAP_KB = 100      # what a stock ESP32 without PSRAM leaves free to MicroPython
+# What a stock ESP32 without PSRAM gives MicroPython's heap: 111,936 bytes once grown
+# (MicroPython pull request 13219; docs/boards.md section 5)
+ESP32_HEAP_KB = 109
 FREEZE_COMMAND = ("make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST={manifest}"
                   "  (in a MicroPython {mp} source tree, with ESP-IDF set up)")
 
@@ -121,6 +121,11 @@ def build(target: str = "esp32", out: Path | str | None = None, firmware: Path |
     out = Path(out) if out is not None else ROOT / "build" / target
     firmware = Path(firmware)
     version = firmware_version(firmware)
+    try:
+        heap_need = heapneed.load()
+        codes, most = heapneed.firmware_settings(firmware)
+    except heapneed.HeapNeedError as e:
+        raise BuildError(str(e)) from None
     cross = mpy_cross_version()
     arch = TARGETS[target]["arch"]
     sources = _sources(target, firmware)
@@ -154,7 +159,7 @@ def build(target: str = "esp32", out: Path | str | None = None, firmware: Path |
             "mpy": "%d.%d" % (cross["mpy"], cross["mpy_sub"]),
             "micropython": ">=1.23 (loads mpy v%d.%d)" % (cross["mpy"], cross["mpy_sub"]),
             "mpy_cross": cross["micropython"],
-            "heap_needed_bytes": UNFROZEN_HEAP_BYTES,
+            "heap_need": heap_need, "max_codes_default": codes, "max_codes_most": most,
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -211,9 +216,12 @@ def summary(b: Build) -> list[str]:
                 len(app), sum(f["size"] for f in app), b.out),
              "mpy-cross %s (mpy v%s%s): loads on MicroPython %s"
              % (m["mpy_cross"], m["mpy"], ", -march=" + m["arch"] if m["arch"] else "", m["micropython"])]
+    t, codes = m["heap_need"], m["max_codes_default"]
+    lines.append("heap: with its default %d codes the firmware needs %s as .mpy files (its bytecode "
+                 "lives in RAM), %s frozen (%s: measured %s); deploy refuses a board with less"
+                 % (codes, heapneed.kb(heapneed.need("mpy", codes, t)),
+                    heapneed.kb(heapneed.need("frozen", codes, t)), heapneed.PATH.name, t["measured"]))
     if m["target"] == "esp32":
-        lines.append("heap: as .mpy files the firmware needs about %d KB of heap (its bytecode lives in "
-                     "RAM); an ESP32 without PSRAM has about %d KB free: it needs the frozen image "
-                     "(%s/manifest.py, docs/tooling.md section 2)."
-                     % (UNFROZEN_HEAP_KB, ESP32_HEAP_KB, b.out))
+        lines.append("an ESP32 without PSRAM has about %d KB free: it needs the frozen image "
+                     "(%s/manifest.py, docs/tooling.md section 2)." % (ESP32_HEAP_KB, b.out))
     return lines

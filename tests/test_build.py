@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import build
+from host_tools import build, heapneed
 from host_tools.vm import VM
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +58,27 @@ def test_the_freeze_manifest_names_the_packages_and_the_command(esp32_build):
 
 def test_the_summary_says_an_esp32_without_psram_needs_the_frozen_image(esp32_build, sim_build):
     text = "\n".join(build.summary(esp32_build))
-    assert "without PSRAM" in text and "frozen image" in text and "190 KB" in text
+    need = heapneed.need("mpy", 256, esp32_build.manifest["heap_need"])
+    assert "without PSRAM" in text and "frozen image" in text
+    assert "with its default 256 codes the firmware needs %s as .mpy files" % heapneed.kb(need) in text
     assert "PSRAM" not in "\n".join(build.summary(sim_build))
+
+
+def test_the_manifest_carries_the_measured_need_and_the_default_max_codes(sim_build):
+    from parcelbox import config
+    m = json.loads((sim_build.out / "manifest.json").read_text())
+    assert m["heap_need"] == json.loads(heapneed.PATH.read_text())     # what make bench measured
+    assert (m["max_codes_default"], m["max_codes_most"]) == (config.DEFAULTS["max_codes"], 16384)
+    assert "heap_needed_bytes" not in m
+
+
+def test_a_broken_need_file_fails_the_build_naming_it(tmp_path, monkeypatch):
+    bad = tmp_path / "heap_need.json"
+    bad.write_text('{"measured": "x", "mpy": {"base_bytes": 1}}')
+    monkeypatch.setattr(heapneed, "PATH", bad)
+    with pytest.raises(build.BuildError, match="heap_need.json: mpy.per_code_bytes"):
+        build.build("sim", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.vm
