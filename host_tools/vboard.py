@@ -33,7 +33,10 @@ from host_tools.sim import PWRON_RESET, SOFT_RESET, WDT_RESET, Reboot, SimBox
 from host_tools.vboard_uart import Uart
 from host_tools.vm import parse_heap
 
-DEFAULT_HEAP = "192K"          # the sim firmware's heap from .py files (docs/sim.md section 5)
+# Room for the firmware as .mpy files with its default 256 codes, which deploy requires
+# (host_tools/heap_need.json); gc counts 256,128 bytes in a 256K heap. heap="96K" is a board
+# too small for them.
+DEFAULT_HEAP = "256K"
 HARD_KBD_S = 1.0               # Ctrl-C not honoured at a host call within this: stop the VM
 _ROM = {PWRON_RESET: b"rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
         SOFT_RESET: b"rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
@@ -83,9 +86,10 @@ class VirtualBoard:
     """
 
     def __init__(self, flash_dir: Path | str, *, port: int = 0, host: str = "127.0.0.1",
-                 heap: str | int = DEFAULT_HEAP, raw_paste: bool = True, echo: bool = False,
-                 start: bool = True):
+                 heap: str | int = DEFAULT_HEAP, psram: bool = False, raw_paste: bool = True,
+                 echo: bool = False, start: bool = True):
         self.heap = parse_heap(heap)
+        self.psram = psram               # only the names it gives (uname, _build); the heap is `heap`
         self.flash = Path(flash_dir).resolve()
         if self.flash.exists() and not self.flash.is_dir():
             raise BoardError(f"{self.flash} is not a folder")
@@ -253,7 +257,7 @@ class VirtualBoard:
             self._gen = None
             interrupted, self._hard_kbd = self._hard_kbd, None
             self._session = vr.Session(self._getc, self._emit, self._put_cmd, self._exists,
-                                       vv.banner(), self._mode, self.raw_paste,
+                                       vv.banner(self.psram), self._mode, self.raw_paste,
                                        boot != "kbd", interrupted)
             try:
                 self._run_vm()
@@ -326,7 +330,7 @@ class VirtualBoard:
         out, err = self._tmp / "out", self._tmp / "err"
         for p in (out, err):
             p.write_bytes(b"")
-        funcs = {"vb_info": lambda: vv.board_info(self.flash, self._cause),
+        funcs = {"vb_info": lambda: vv.board_info(self.flash, self._cause, self.psram),
                  "vb_next": self._vb_next, "vb_sleep": self._vb_sleep,
                  "vb_reset": self._vb_reset, "vb_statvfs": lambda path: vv.statvfs(self.flash)}
         if self.sim is not None:

@@ -19,6 +19,8 @@ import wasmtime
 from host_tools.vm import _MEMORY_SLACK, patched_wasm
 
 MACHINE = "Generic ESP32 module with ESP32"
+# the same board built with PSRAM support (ESP32_GENERIC, variant SPIRAM), as on a WROVER module
+MACHINE_PSRAM = "Generic ESP32 module with SPIRAM with ESP32"
 FLASH_BYTES = 1536 * 1024      # statvfs('/'): a 1.5 MB LittleFS partition of 4 KB blocks
 BLOCK = 4096
 HIDDEN = "/__vboard__"         # the agent and the command to run (read-only, not the flash)
@@ -102,18 +104,20 @@ def version_text() -> str:
     return _version[0]
 
 
-def banner() -> bytes:
-    return ("%s; %s\r\nType \"help()\" for more information.\r\n" % (version_text(), MACHINE)).encode()
+def banner(psram: bool = False) -> bytes:
+    return ("%s; %s\r\nType \"help()\" for more information.\r\n"
+            % (version_text(), MACHINE_PSRAM if psram else MACHINE)).encode()
 
 
-def board_info(flash: Path, cause: int) -> dict:
+def board_info(flash: Path, cause: int, psram: bool = False) -> dict:
     """What the agent shows as os.uname(), sys.implementation and machine.*."""
     v = version_text()
     m = re.search(r"MicroPython v(\S+) on ", v)
     release = m.group(1).split("-")[0] if m else "?"
+    machine = MACHINE_PSRAM if psram else MACHINE
     return {"cause": cause, "uid": hashlib.sha256(str(flash).encode()).hexdigest()[:12],
-            "machine": MACHINE, "build": "ESP32_GENERIC",
-            "uname": ["esp32", "esp32", release, v.split("MicroPython ", 1)[-1], MACHINE]}
+            "machine": machine, "build": "ESP32_GENERIC-SPIRAM" if psram else "ESP32_GENERIC",
+            "uname": ["esp32", "esp32", release, v.split("MicroPython ", 1)[-1], machine]}
 
 
 def statvfs(flash: Path) -> list:

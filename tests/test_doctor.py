@@ -48,7 +48,7 @@ def test_a_deployed_and_provisioned_board_is_healthy(board):
     mark = len(board.output)
     rc, out = doctor(board.url)
     assert rc == 0, out
-    for line in ("MicroPython", "mpy v6.3", "heap", "free of 187.6 KB", "flash", "free of 1536.0 KB",
+    for line in ("MicroPython", "mpy v6.3", "heap", "free of 250.1 KB", "flash", "free of 1536.0 KB",
                  "parcelbox 0.1.0 (sim) in app_a, 27 files, every hash matches",
                  "box box-1, board esp32-devkitc-4x3, broker 127.0.0.1:1 TLS off, wifi home",
                  "last crash", "none recorded", "verdict: healthy",

@@ -303,6 +303,26 @@ def test_parcelbox_vboard_serves_mpremote_until_ctrl_c(tmp_path):
     assert out.strip().endswith("stopped")
 
 
+def test_parcelbox_vboard_serves_a_small_heap_and_names_a_psram_board_as_micropython_does(tmp_path):
+    # deploy and doctor read these: gc's heap, and SPIRAM in the machine and build names
+    p = subprocess.Popen([PARCELBOX, "vboard", "--flash", str(tmp_path / "flash"), "--heap", "96K",
+                          "--psram"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        m = re.match(r"virtual board (socket://127\.0\.0\.1:\d+) ", p.stdout.readline())
+
+        class Url:
+            url = m.group(1)
+        out = mp(Url, "exec", "import gc, os, sys\ngc.collect()\nprint(gc.mem_free() + gc.mem_alloc())\n"
+                 "print(os.uname().machine)\nprint(sys.implementation._build)").stdout.splitlines()
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=30)
+    assert out == ["96000", "Generic ESP32 module with SPIRAM with ESP32", "ESP32_GENERIC-SPIRAM"]
+    with VirtualBoard(tmp_path / "flash2") as vb:      # without --psram: the plain ESP32's names
+        assert mp(vb, "exec", "import sys\nprint(sys.implementation._build)").stdout == "ESP32_GENERIC\n"
+        assert "; Generic ESP32 module with ESP32\r\n" in vb.output
+
+
 def test_parcelbox_vboard_refuses_a_bad_heap_and_a_port_in_use_with_a_clear_error(tmp_path):
     r = subprocess.run([PARCELBOX, "vboard", "--flash", str(tmp_path / "f"), "--heap", "lots"],
                        capture_output=True, text=True, timeout=30)
