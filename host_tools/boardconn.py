@@ -25,6 +25,10 @@ class BoardError(Exception):
     """The board cannot be reached, or did not do what it was asked."""
 
 
+# Before the helpers: the heap free once collected, and whether the application ran.
+_FREE = "import gc, sys\ngc.collect()\nprint(gc.mem_free(), int(any(m in sys.modules for m in %r)))"
+HEAP_LOW = 16 * 1024
+
 # Helpers defined on the board once per connection: sha256 of a file, a walk of a folder.
 _HELPERS = """\
 import os, json, gc, hashlib, binascii
@@ -73,11 +77,38 @@ class BoardConn:
                 time.sleep(0.3)
         try:
             self.t.enter_raw_repl(soft_reset=False, timeout_overall=self.timeout)
-            self.t.exec(_HELPERS)
+            self._helpers()
+        except BoardError:
+            self.close()
+            raise
         except (TransportError, serial.SerialException, OSError) as e:
             self.close()
             raise BoardError("%s does not answer as a MicroPython board (raw REPL): %s"
                              % (self.port, _first_line(e))) from None
+
+    # A firmware too big for the heap fails its start and leaves its modules loaded at the
+    # REPL: a heap that full cannot compile the helpers, nor the tools' scripts. A soft reset
+    # empties it (in the raw REPL it runs boot.py, not main.py); never when the application
+    # ran, whose watchdog would outlive it (deploy and doctor reset that one into safe mode).
+    def _helpers(self) -> None:
+        try:
+            out = self.t.exec(_FREE % (APP_MODULES,)).split()
+            free, ran = int(out[-2]), int(out[-1])
+        except TransportExecError as e:
+            if "MemoryError" not in str(e.error_output):
+                raise
+            free, ran = 0, 0
+        except (IndexError, ValueError):   # an answer not ours: leave the board as it is
+            free, ran = HEAP_LOW, 1
+        if free < HEAP_LOW and not ran:
+            self.t.enter_raw_repl(soft_reset=True, timeout_overall=self.timeout)
+        try:
+            self.t.exec(_HELPERS)
+        except TransportExecError as e:
+            if "MemoryError" not in str(e.error_output):
+                raise
+            raise BoardError("%s: the board's heap is full (MemoryError) and its application ran: "
+                             "reset the board, then try again" % self.port) from None
 
     def close(self) -> None:
         if self.t is not None:
