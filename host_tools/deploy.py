@@ -7,12 +7,14 @@ The board's flash (docs/tooling.md section 3):
     app_a/, app_b/          two application slots; one is complete once its manifest.json is there
     config.json, board.json, ca.pem, state files: never touched by deploy
 
-Steps: stop the application (a watchdog may run: a reset into safe mode once, `safe_once`),
-hash what the board has, empty the idle slot's manifest.json (the slot is incomplete from now
-on), copy into it only what differs (from the active slot on the board when it has the same
-file, else over the wire), read every hash back, write its manifest.json, update boot files
-that changed (each by rename), rename app.ptr to the new slot, reset. Killed at any point,
-the board boots the slot app.ptr names, which nothing touched.
+Steps: read the board's heap and refuse a build that will not fit it (host_tools/heapneed.py;
+nothing is written then), stop the application (a watchdog may run: a reset into safe mode
+once, `safe_once`), hash what the board has, empty the idle slot's manifest.json (the slot is
+incomplete from now on), copy into it only what differs (from the active slot on the board
+when it has the same file, else over the wire), read every hash back, write its
+manifest.json, update boot files that changed (each by rename), rename app.ptr to the new
+slot, reset. Killed at any point, the board boots the slot app.ptr names, which nothing
+touched.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from host_tools import build as _build
+from host_tools import heapneed
 from host_tools.boardconn import POINTER, SAFE_ONCE, SLOTS, BoardConn, BoardError
 
 BOOT_LINE = " firmware "    # main.py: "PB I <ms> firmware <version> from /app_X"
@@ -42,7 +45,7 @@ class Report:
     removed: list[str] = field(default_factory=list)
     boot_files: list[str] = field(default_factory=list)
     booted: str | None = None
-    heap: int | None = None
+    fit: dict | None = None        # the board's heap against the build's need (fit())
 
     @property
     def bytes_sent(self) -> int:
@@ -65,9 +68,38 @@ for s in %(slots)r:
     r[s] = o
 for n in %(boot)r:
     r['root'][n] = _pbh('/' + n) if _pbx('/' + n) else None
-gc.collect()
-r['heap'] = gc.mem_free() + gc.mem_alloc()
 r['safe_once'] = _pbx(%(once)r)
+print(json.dumps(r))
+"""
+
+# The board's memory, read before anything is written. First the heap as gc counts it (on
+# the ESP32, mem_free() includes the largest block the heap can still grow by), in a script
+# small enough to compile on a board whose heap a failed start filled. Then PSRAM (an IDF data
+# region of 1 MB or more, or SPIRAM in the board's name: "Generic ESP32 module with SPIRAM
+# with ESP32"), the firmware that runs (".frozen" in its file: frozen into the image) and the
+# max_codes of config.json's settings (that number only: the file holds secrets).
+_HEAP = "gc.collect()\nprint(gc.mem_free() + gc.mem_alloc())"
+_MEMORY = """\
+import sys
+r = {'psram': False, 'fw': None, 'max_codes': None}
+try:
+    import esp32
+    r['psram'] = max([h[0] for h in esp32.idf_heap_info(esp32.HEAP_DATA)] + [0]) >= 1048576
+except (ImportError, AttributeError):   # not an ESP32 port (the virtual board)
+    pass
+r['psram'] = r['psram'] or 'SPIRAM' in os.uname().machine + getattr(sys.implementation, '_build', '')
+try:
+    import parcelbox
+    r['fw'] = [parcelbox.VERSION, parcelbox.__file__]
+except Exception:   # none, or a damaged .mpy (ValueError)
+    pass
+try:
+    with open('/config.json') as f:
+        c = json.loads(f.read())['settings']['max_codes']
+    r['max_codes'] = c if type(c) is int else None
+except Exception:   # no config.json, not JSON, no such setting
+    pass
+c = None
 print(json.dumps(r))
 """
 
@@ -91,6 +123,59 @@ def _pbmk(p):
 
 def scan(conn: BoardConn) -> dict:
     return conn.json(_SCAN % {"ptr": POINTER, "slots": SLOTS, "boot": _build.BOOT_FILES, "once": SAFE_ONCE})
+
+
+def board_memory(conn: BoardConn) -> dict:
+    """{'heap': bytes, 'psram': bool, 'fw': [version, file] or None, 'frozen': bool,
+    'max_codes': config.json's setting or None}. A heap too full to run the second script
+    leaves the rest unknown (no PSRAM, the default max_codes)."""
+    heap = conn.json(_HEAP)
+    try:
+        m = conn.json(_MEMORY)
+    except BoardError as e:
+        if "MemoryError" not in str(e):
+            raise
+        m = {"psram": False, "fw": None, "max_codes": None}
+    m["heap"] = heap
+    m["frozen"] = bool(m.get("fw") and ".frozen" in str(m["fw"][1]))
+    return m
+
+
+def fit(manifest: dict, mem: dict, mode: str = "mpy") -> dict:
+    """The board's heap against the need of the firmware of `manifest` in `mode` with the
+    board's max_codes: {heap, need, margin, mode, codes, codes_from, psram, table, most}.
+    A manifest from before the need was recorded is judged by host_tools/heap_need.json."""
+    table = manifest.get("heap_need")
+    table = heapneed.check(table, "the build's manifest.json") if table is not None else heapneed.load()
+    default = manifest.get("max_codes_default")
+    most = manifest.get("max_codes_most")
+    if type(default) is not int or type(most) is not int:
+        default, most = heapneed.firmware_settings()
+    codes = mem.get("max_codes")
+    own = type(codes) is int and 1 <= codes <= most
+    codes = codes if own else default
+    need = heapneed.need(mode, codes, table)
+    return {"heap": mem["heap"], "need": need, "margin": mem["heap"] - need, "mode": mode,
+            "codes": codes, "psram": bool(mem.get("psram")), "table": table, "most": most,
+            "codes_from": "settings.max_codes in config.json" if own else "the firmware's default max_codes"}
+
+
+def refusal(f: dict, mem: dict, firmware: str) -> str | None:
+    """Why the build must not go to this board (its heap is too small), with what would fit;
+    None when it fits."""
+    if f["margin"] >= 0:
+        return None
+    t = f["table"]
+    text = ("parcelbox %s does not fit this board: %s with %d codes (%s) it needs %s of heap, the board "
+            "has %s (%s). Nothing on the board was changed. What fits:\n"
+            % (firmware, heapneed.HOW[f["mode"]], f["codes"], f["codes_from"], heapneed.kb(f["need"]),
+               heapneed.kb(f["heap"]), "with PSRAM" if f["psram"] else "no PSRAM"))
+    fits = heapneed.what_fits(f["mode"], f["heap"], f["psram"], f["codes"], t, f["most"])
+    text += "".join("  - %s\n" % x for x in fits) or "  - nothing this board has room for\n"
+    if mem.get("frozen"):
+        text += ("This board runs parcelbox %s frozen into its image: update it by flashing a new image "
+                 "(docs/tooling.md section 2), not with deploy.\n" % mem["fw"][0])
+    return text + "(figures: %s, measured %s)" % (heapneed.PATH.name, t["measured"])
 
 
 def slot_manifests(conn: BoardConn, state: dict) -> dict:
@@ -172,9 +257,17 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
         if why:
             raise BoardError(why)
         running = conn.app_running()
+        # before anything is written (safe_once included): a build that does not fit is refused
+        mem = board_memory(conn)
+        try:
+            rep.fit = fit(b.manifest, mem)
+        except heapneed.HeapNeedError as e:
+            raise BoardError("%s; build again" % e) from None
+        why = refusal(rep.fit, mem, b.manifest["firmware"])
+        if why:
+            raise BoardError(why)
         conn = stop_app(conn, console.print)
         state = scan(conn)
-        rep.heap = state.get("heap")
         manifests = slot_manifests(conn, state)
         active = active_slot(state, manifests)
         rep.previous = active
@@ -262,10 +355,11 @@ def print_report(rep: Report, manifest: dict, console: Console) -> None:
     if rep.boot_files:
         console.print("  boot files updated: %s" % ", ".join(rep.boot_files))
     console.print("  verified: every file's sha256 read back from the board")
-    if rep.heap is not None and rep.heap < manifest.get("heap_needed_bytes", 0):
-        console.print("  [yellow]warning:[/] the board's heap is %d KB; the firmware as .mpy files needs "
-                      "about %d KB: flash the frozen image (docs/tooling.md section 2)"
-                      % (rep.heap // 1024, manifest["heap_needed_bytes"] // 1000))
+    f = rep.fit
+    if f is not None:
+        console.print("  heap: the board has %s, the firmware %s with %d codes needs %s: %s to spare"
+                      % (heapneed.kb(f["heap"]), heapneed.HOW[f["mode"]], f["codes"], heapneed.kb(f["need"]),
+                         heapneed.kb(f["margin"])))
 
 
 def run_cli(port: str, build_dir: str, no_reset: bool) -> int:

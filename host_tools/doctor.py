@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from host_tools import heapneed
 from host_tools.boardconn import SLOTS, BoardConn, BoardError
-from host_tools.deploy import intact, scan, slot_manifests, stop_app
+from host_tools.deploy import board_memory, fit, intact, scan, slot_manifests, stop_app
 
 OK, WARN, FAIL, NA = "ok", "warn", "FAIL", "n/a"
+HEAP_LOW = 8 * 1024        # a margin below this: the network or a large command may not fit
 FLASH_LOW = 64 * 1024      # a box writes its event log and state files: keep room
 FLASH_FULL = 16 * 1024
 
@@ -175,6 +177,7 @@ def examine(conn: BoardConn, running: bool = False, say=print) -> tuple[list[Che
     right after Ctrl-C stopped it; then, if it was running, a reset into safe mode (its
     watchdog would reset the board during the long part), and the slots' hashes."""
     d = conn.json(_PROBE)
+    mem = board_memory(conn)
     d["config"] = check_config(conn, d["files"])
     d["broker"] = "none"
     if d["config"][0] is None and d.get("wifi") != "none":
@@ -197,14 +200,10 @@ def examine(conn: BoardConn, running: bool = False, say=print) -> tuple[list[Che
                         % (impl[0], ver, mpy & 0xFF, (mpy >> 8) & 3, release),
                         "" if mpy_ok else "flash MicroPython 1.23 or later (the build is mpy v6.3)"))
     free, used = d["heap"]
-    total = free + used
-    need = (manifest or {}).get("heap_needed_bytes", 0)
     frozen = d.get("fw") and ".frozen" in d["fw"][1]
-    heap_bad = bool(need and total < need and not frozen)
-    checks.append(Check("heap", WARN if heap_bad else OK,
-                        "%s free of %s" % (_kb(free), _kb(total)),
-                        "the unfrozen firmware needs about %d KB: flash the frozen image" % (need // 1000)
-                        if heap_bad else ""))
+    checks.append(Check("heap", OK, "%s free of %s, %s" % (_kb(free), _kb(free + used),
+                                                         "PSRAM" if mem["psram"] else "no PSRAM")))
+    checks.append(_margin(manifest, mem, "frozen" if frozen else "mpy"))
     if d.get("flash"):
         ffree, fsize = d["flash"]
         st = FAIL if ffree < FLASH_FULL else WARN if ffree < FLASH_LOW else OK
@@ -224,6 +223,27 @@ def examine(conn: BoardConn, running: bool = False, say=print) -> tuple[list[Che
     checks.append(_crash(d))
     checks.extend(_network(d))
     return checks, d
+
+
+def _margin(manifest: dict | None, mem: dict, mode: str) -> Check:
+    """The heap left when the firmware that runs (or a deploy's .mpy files, on a bare board)
+    has room for the board's max_codes: the need of its manifest, else of heap_need.json."""
+    try:
+        f = fit(manifest or {}, mem, mode)
+    except heapneed.HeapNeedError as e:
+        return Check("heap margin", NA, "cannot judge: %s" % e,
+                     "build again; make bench writes heap_need.json")
+    what = "the firmware %s with %d codes (%s) needs %s, the board has %s" % (
+        heapneed.HOW[mode], f["codes"], f["codes_from"], heapneed.kb(f["need"]), heapneed.kb(f["heap"]))
+    fits = "; ".join(heapneed.what_fits(mode, f["heap"], f["psram"], f["codes"], f["table"], f["most"]))
+    if f["margin"] < 0:
+        return Check("heap margin", FAIL, "short by %s: %s" % (heapneed.kb(-f["margin"]), what),
+                     "what fits: " + (fits or "nothing this board has room for"))
+    if f["margin"] < HEAP_LOW:
+        return Check("heap margin", WARN, "%s to spare: %s" % (heapneed.kb(f["margin"]), what),
+                     "little room for the network and a large command; fewer codes, a frozen image "
+                     "or a board with PSRAM (docs/tooling.md section 3)")
+    return Check("heap margin", OK, "%s to spare: %s" % (heapneed.kb(f["margin"]), what))
 
 
 def _firmware(state: dict, active: str | None, manifests: dict, d: dict, frozen) -> Check:

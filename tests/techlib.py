@@ -86,3 +86,16 @@ def slot_intact(flash: Path, slot: str) -> dict:
 
 def app_files(b) -> list:
     return [f for f in b.files if f["path"].startswith("app/")]
+
+
+def gc_heap(heap) -> int:
+    """What gc counts (mem_free + mem_alloc) in a VM heap of `heap`: the heap deploy and doctor
+    read on a virtual board of that size."""
+    from host_tools.vm import VM
+    r = VM(heap=heap, paths=[]).run_code("import gc\nprint(gc.mem_free() + gc.mem_alloc())")
+    return int(r.stdout)
+
+
+def heap_for(total: int) -> int:
+    """A VM heap size (whole KB) in which gc counts about `total` bytes (its tables take 3/131)."""
+    return int(total * 131 / 128) // 1024 * 1024

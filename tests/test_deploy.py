@@ -2,7 +2,9 @@
 # (the `vboard` fixture: the real MicroPython VM behind a socket:// serial port): a first
 # deploy sends everything, an incremental one only the files whose hash differs, and a deploy
 # interrupted at any point (the process killed, or the link cut before any chosen command)
-# leaves a board that boots the previous version, never a half-updated application.
+# leaves a board that boots the previous version, never a half-updated application. A build
+# whose measured heap need the board's heap does not meet is refused before anything is
+# written, saying what would fit.
 import io
 import os
 import signal
@@ -14,8 +16,9 @@ import pytest
 from rich.console import Console
 
 import techlib
-from host_tools import deploy
-from host_tools.boardconn import BoardConn
+from host_tools import deploy, heapneed
+from host_tools.boardconn import BoardConn, BoardError
+from host_tools.vboard import VirtualBoard
 
 pytestmark = pytest.mark.vm
 
@@ -42,6 +45,8 @@ def test_a_first_deploy_sends_every_file_verifies_them_and_boots_the_new_slot(vb
     assert (rep.slot, rep.previous, rep.copied, rep.unchanged) == ("app_a", None, [], [])
     assert len(rep.sent) == len(files) == 27 and rep.bytes_sent == sum(f["size"] for f in files)
     assert rep.boot_files == ["boot.py", "main.py"] and rep.booted == "0.1.0 from /app_a"
+    # the default virtual board has the heap the .mpy firmware needs, measured before the copy
+    assert rep.fit["heap"] == 256128 and rep.fit["codes"] == 256 and rep.fit["margin"] > 0
     assert (vboard.flash / "app.ptr").read_text() == "app_a\n"
     assert techlib.slot_intact(vboard.flash, "app_a")["firmware"] == "0.1.0"
     assert config_files(vboard.flash) == before            # deploy never touches the configuration
@@ -309,3 +314,109 @@ def test_a_deploy_never_stages_into_the_slot_that_boots_even_when_that_slot_is_d
     f.write_bytes(f.read_bytes()[:-1] + b"\0")
     _cut_run(monkeypatch, vboard, builds["v2"], nth(1, lambda c: c.startswith("o = {}")))
     assert techlib.booting_slot(vboard.flash) == "app_a"
+
+
+# ---- a build that does not fit the board's heap (issue 14 item 2) ----------------------------
+
+def board_state(flash):
+    """Everything deploy could switch or write: the slots, the pointer, the boot files, the
+    safe-mode flag, the configuration."""
+    return {p.relative_to(flash).as_posix(): techlib.sha(p) for p in sorted(flash.rglob("*"))
+            if p.is_file() and (p.parts[len(flash.parts)] in techlib.SLOTS or p.name in (
+                "app.ptr", "boot.py", "main.py", "safe_once", "config.json", "board.json"))}
+
+
+def run_deploy(url, build_dir):
+    return subprocess.run([sys.executable, "-m", "host_tools.cli", "deploy", "--port", url, "--build",
+                           str(build_dir)], capture_output=True, text=True, cwd=techlib.ROOT, timeout=120)
+
+
+def test_a_build_too_big_for_the_heap_is_refused_before_anything_is_switched(tmp_path, builds):
+    # v1 deployed from a board with room; then the same flash in a board a few codes short of
+    # v2's need, v1 running on it: deploy refuses v2 before it writes anything, safe_once included
+    flash = tmp_path / "flash"
+    techlib.provision_offline(flash)
+    with VirtualBoard(flash) as vb:
+        deploy.deploy(vb.url, builds["v1"].out, quiet(), reset=False)
+    table = builds["v2"].manifest["heap_need"]
+    need = heapneed.need("mpy", 256, table)
+    heap = techlib.heap_for(need - 40 * table["mpy"]["per_code_bytes"])
+    got = techlib.gc_heap(heap)
+    fits = heapneed.codes_that_fit("mpy", got, table)
+    assert 1 <= fits < 256, (heap, got, need)          # a board this test means: a few codes short
+    with VirtualBoard(flash, heap=heap) as vb:
+        vb.wait_output("boot box box-1", timeout=30)    # v1 runs (the sim port needs less)
+        before = board_state(flash)
+        mark = len(vb.output)
+        p = run_deploy(vb.url, builds["v2"].out)
+        assert p.returncode == 1, p.stdout + p.stderr
+        out = " ".join(p.stdout.split())                # rich wraps long lines
+        assert "Traceback" not in p.stdout + p.stderr
+        assert ("Error: parcelbox 0.1.1-test does not fit this board: as .mpy files with 256 codes (the "
+                "firmware's default max_codes) it needs %s of heap, the board has %s (no PSRAM). Nothing on "
+                "the board was changed. What fits:" % (heapneed.kb(need), heapneed.kb(got))) in out
+        assert "at most %d codes as .mpy files: settings.max_codes %d" % (fits, fits) in out
+        for line in heapneed.what_fits("mpy", got, False, 256, table):
+            assert line in out, line
+        assert "a frozen image" in out and "a board with PSRAM" in out
+        assert "resetting once into safe mode" not in out
+        assert board_state(flash) == before             # no slot file, no pointer, no safe_once
+        assert (flash / "app.ptr").read_text() == "app_a\n" and not (flash / "safe_once").exists()
+        vb.wait_output("boot box box-1", timeout=30, start=mark)   # stopped to be read: back in service
+        assert "safe mode" not in vb.output[mark:]
+
+
+def test_a_board_whose_heap_a_failed_start_filled_is_refused_naming_only_what_fits(tmp_path, builds):
+    # 96K: v1 fails to start (MemoryError while importing), its modules fill the heap; deploy
+    # empties it with a soft reset (no file written) and refuses: not one code fits
+    flash = tmp_path / "flash"
+    techlib.provision_offline(flash)
+    with VirtualBoard(flash) as vb:
+        deploy.deploy(vb.url, builds["v1"].out, quiet(), reset=False)
+    with VirtualBoard(flash, heap="96K") as vb:
+        vb.wait_output("MemoryError", timeout=30)
+        before = board_state(flash)
+        with pytest.raises(BoardError) as e:
+            deploy.deploy(vb.url, builds["v2"].out, quiet())
+        assert board_state(flash) == before
+    table = builds["v2"].manifest["heap_need"]
+    text = str(e.value)
+    assert "the board has %s (no PSRAM)" % heapneed.kb(96000) in text
+    fits = heapneed.what_fits("mpy", 96000, False, 256, table)
+    assert text.split("What fits:\n")[1].splitlines()[:len(fits)] == ["  - " + f for f in fits]
+    assert "at most" not in text and "a board with PSRAM" in text
+
+
+def test_the_board_s_own_max_codes_is_the_one_judged(vboard, builds):
+    techlib.provision_offline(vboard.flash, dict(techlib.OFFLINE, settings={"max_codes": 16384}))
+    before = board_state(vboard.flash)
+    with pytest.raises(BoardError) as e:
+        deploy.deploy(vboard.url, builds["v1"].out, quiet())
+    table = builds["v1"].manifest["heap_need"]
+    fits = heapneed.codes_that_fit("mpy", 256128, table)
+    assert ("with 16384 codes (settings.max_codes in config.json) it needs %s"
+            % heapneed.kb(heapneed.need("mpy", 16384, table))) in str(e.value)
+    assert "at most %d codes" % fits in str(e.value)
+    assert board_state(vboard.flash) == before
+
+
+def test_the_refusal_text_names_the_frozen_image_a_board_already_runs():
+    table = {"measured": "2026-12-07, bench_memory", "mpy": {"base_bytes": 212000, "per_code_bytes": 24},
+             "frozen": {"base_bytes": 114000, "per_code_bytes": 24}, "psram_heap_bytes": 2097152}
+    mem = {"heap": 111936, "psram": False, "fw": ["0.1.0", ".frozen/parcelbox/__init__.py"], "frozen": True,
+           "max_codes": None}
+    f = deploy.fit({"heap_need": table, "max_codes_default": 256, "max_codes_most": 16384}, mem)
+    assert (f["need"], f["margin"]) == (218144, 111936 - 218144)
+    assert f["codes_from"] == "the firmware's default max_codes"
+    assert deploy.refusal(f, mem, "0.2.0") == (
+        "parcelbox 0.2.0 does not fit this board: as .mpy files with 256 codes (the firmware's default "
+        "max_codes) it needs 213.0 KB of heap, the board has 109.3 KB (no PSRAM). Nothing on the board "
+        "was changed. What fits:\n"
+        "  - a board with PSRAM (about 2048 KB of heap): the ESP32-DevKitC-VE (ESP32-WROVER-E, "
+        "boards/esp32-wrover-devkitc-4x3.json) or the ESP32-S3-DevKitC-1-N8R8 "
+        "(boards/esp32s3-n8r8-devkitc-4x4.json), flashed with MicroPython's SPIRAM image; "
+        "docs/boards.md sections 5 and 6\n"
+        "This board runs parcelbox 0.1.0 frozen into its image: update it by flashing a new image "
+        "(docs/tooling.md section 2), not with deploy.\n"
+        "(figures: heap_need.json, measured 2026-12-07, bench_memory)")
+    assert deploy.refusal(deploy.fit({"heap_need": table}, dict(mem, heap=220000)), mem, "0.2.0") is None

@@ -1,6 +1,7 @@
 # parcelbox doctor (host_tools/doctor.py) through the real mpremote against the virtual board:
 # healthy after a deploy, a broken configuration named by its field (never its value), a
-# damaged file and a crash report found, exit 2 when no board answers. The configuration's
+# damaged file and a crash report found, exit 2 when no board answers, the heap margin (ok,
+# warn below 8 KB, fail when the firmware does not fit). The configuration's
 # secrets cross neither the terminal nor the serial line (the board redacts them itself).
 import io
 import json
@@ -12,7 +13,8 @@ import pytest
 from rich.console import Console
 
 import techlib
-from host_tools import build, deploy
+from host_tools import build, deploy, heapneed
+from host_tools.vboard import VirtualBoard
 
 pytestmark = pytest.mark.vm
 SECRETS = (techlib.OFFLINE["box_key"], techlib.OFFLINE["mqtt_password"], techlib.OFFLINE["wifi"]["password"])
@@ -44,11 +46,14 @@ def no_secret(*texts):
             assert s not in t
 
 
-def test_a_deployed_and_provisioned_board_is_healthy(board):
+def test_a_deployed_and_provisioned_board_is_healthy(board, sim_build):
     mark = len(board.output)
     rc, out = doctor(board.url)
     assert rc == 0, out
-    for line in ("MicroPython", "mpy v6.3", "heap", "free of 250.1 KB", "flash", "free of 1536.0 KB",
+    need = heapneed.need("mpy", 256, sim_build.manifest["heap_need"])
+    for line in ("MicroPython", "mpy v6.3", "heap", "free of 250.1 KB, no PSRAM", "flash", "free of 1536.0 KB",
+                 "heap margin", "%s to spare: the firmware as .mpy files with 256 codes (the firmware's default "
+                 "max_codes) needs %s, the board has 250.1 KB" % (heapneed.kb(256128 - need), heapneed.kb(need)),
                  "parcelbox 0.1.0 (sim) in app_a, 27 files, every hash matches",
                  "box box-1, board esp32-devkitc-4x3, broker 127.0.0.1:1 TLS off, wifi home",
                  "last crash", "none recorded", "verdict: healthy",
@@ -164,3 +169,31 @@ def test_a_board_that_does_not_run_its_application_is_not_healthy(vboard, sim_bu
     rc, out = doctor(vboard.url)
     assert rc == 1, out
     assert "every hash matches" in out and "not running" in out and "reset the board" in out
+
+
+def doctor_at(flash, heap):
+    """doctor on a board of `heap` with the flash of a deployed, provisioned board (the sim
+    firmware runs in less than the .mpy figure); its heap margin row and its exit code."""
+    with VirtualBoard(flash, heap=heap) as vb:
+        vb.wait_output("boot box box-1", timeout=30)
+        rc, out = doctor(vb.url)
+    row = next(ln for ln in out.splitlines() if "heap margin" in ln and "│" in ln)
+    return rc, out, row
+
+
+def test_the_heap_margin_warns_below_8_kb_and_fails_when_the_firmware_does_not_fit(board, sim_build):
+    table = sim_build.manifest["heap_need"]
+    need = heapneed.need("mpy", 256, table)
+    board.stop()
+    heap = techlib.heap_for(need + 3 * 1024)            # a few KB to spare
+    got = techlib.gc_heap(heap)
+    assert 0 <= got - need < 8 * 1024, (heap, got, need)
+    rc, out, row = doctor_at(board.flash, heap)
+    assert rc == 1 and "│ warn" in row and "%s to spare" % heapneed.kb(got - need) in row, out
+    assert "little room for the network and a large command" in out
+    heap = techlib.heap_for(need - 16 * 1024)           # short of it
+    got = techlib.gc_heap(heap)
+    rc, out, row = doctor_at(board.flash, heap)
+    assert rc == 1 and "│ FAIL" in row and "short by %s" % heapneed.kb(need - got) in row, out
+    flat = " ".join(out.split())
+    assert "heap margin: what fits: " in flat and "a frozen image" in flat and "a board with PSRAM" in flat
