@@ -41,7 +41,8 @@ def register(main: click.Group) -> None:
     @click.option("--no-reset", is_flag=True, help="Switch the slot but do not reset the board.")
     def deploy(port: str, build_dir: str, no_reset: bool) -> None:
         """Copy a build to the board through mpremote: only files whose hash differs, into the
-        idle app slot, verified, then switched (app.ptr) and reset."""
+        idle app slot, verified, then switched (app.ptr) and reset. A build that will not fit
+        the board's heap is refused first, saying what would."""
         from host_tools import deploy as _deploy
         sys.exit(_deploy.run_cli(port, build_dir, no_reset))
 
