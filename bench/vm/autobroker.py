@@ -3,6 +3,9 @@
 # a QoS 1 PUBLISH a PUBACK, PINGREQ a PINGRESP. No backend acks the events, so a full
 # outbox stays full and the remote keeps resending it. `cmds`, (topic, payload) pairs,
 # reach the box as QoS 1 PUBLISHes once it has subscribed (a 4 KB sync part among them).
+# Their packets are built with the Net, before the device exists, and read from where they
+# lie: the rig's own peak must not be what sets the smallest heap (on a real 32-bit build
+# the first allocation to fail near the limit was this broker's 4 KB packet).
 T0 = 1795600000
 
 
@@ -26,7 +29,7 @@ class Conn:
         self.at = 0
         self.published = 0
         self.pubacks = 0         # PUBACKs the box sent for the commands
-        self.cmds = list(cmds)
+        self.cmds = cmds         # command packets, sent after the SUBACK
         self.closed = False
 
     def ready(self):
@@ -71,11 +74,9 @@ class Conn:
                 self.out.append(b[i + 1])
                 for _ in range(grants):
                     self.out.append(1)
-                pid = 100
-                for t, p in self.cmds:
-                    self.out.extend(_publish(t, p, pid))
-                    pid += 1
-                self.cmds = []
+                if self.cmds:
+                    self.queue = self.cmds   # read after `out`, each where it lies
+                    self.cmds = ()
             elif kind == 4:                          # PUBACK of a command
                 self.pubacks += 1
             elif kind == 3:                          # PUBLISH
@@ -90,20 +91,30 @@ class Conn:
                 self.out.extend(b"\xd0\x00")
             b = self.inp = b[i + n:]   # (MicroPython's bytearray has no slice deletion)
 
+    queue = ()   # command packets still to read, after the answers in `out`
+    qat = 0      # bytes of queue[0] read
+
     def recv_into(self, buf):
         if self.closed:
             raise OSError(9, "closed")
-        o = self.out
-        at = self.at
+        o, at = self.out, self.at
         if at >= len(o):
-            return None
+            if not self.queue:
+                return None
+            o, at = self.queue[0], self.qat   # the answers read: the next command packet
         n = min(len(o) - at, len(buf))
         for k in range(n):
             buf[k] = o[at + k]
-        self.at = at + n
-        if self.at == len(o):   # all read: start over without copying the rest
-            self.out = bytearray()
-            self.at = 0
+        if o is self.out:
+            self.at = at + n
+            if self.at == len(o):   # all read: start over without copying the rest
+                self.out = bytearray()
+                self.at = 0
+        else:
+            self.qat = at + n
+            if self.qat == len(o):
+                self.queue = self.queue[1:]
+                self.qat = 0
         return n
 
     def close(self):
@@ -113,7 +124,7 @@ class Conn:
 class Net:
     def __init__(self, cmds=()):
         self.conn = None
-        self.cmds = cmds
+        self.cmds = tuple(_publish(t, p, 100 + i) for i, (t, p) in enumerate(cmds))
 
     def step(self, now):
         pass
