@@ -183,7 +183,7 @@ def test_it_finds_a_corrupt_journal_tail_taken_for_a_torn_one():
     orig = codestore.CodeStore.load
 
     def load(self):
-        st = self._st
+        st = self._file._st
         data = st.read("codes.log")
         n = valid_length(data) if data else 0
         tail = data[n:] if data else b""

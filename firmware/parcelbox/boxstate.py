@@ -11,8 +11,7 @@ from parcelbox.storage import frame, frame_at
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731 - CPython; mypy rejects a def unlike the stub's const
 
 # "PBS3" (the format), generation, occupancy bits, clock floor (epoch s), boots, seq of the
 # charged attempt's wrong_code event (0: none), seq of the last event whose occupancy change

@@ -4,21 +4,15 @@ import struct
 from array import array
 from hashlib import sha256
 
-from parcelbox.codefile import CodeFile, _Z, _cmp
+from parcelbox.codefile import (OP_ADD, OP_CONSUME, OP_EXPIRE, OP_GIVEBACK, OP_LEN,
+                                OP_REVOKE, PAGE_MASK, PAGE_RECS, PAGE_SHIFT, R_DIGEST,
+                                R_ID, R_NA, R_NB, R_USES, REC, ZERO, CodeFile, cmp_u32)
 from parcelbox.hmac256 import Hmac, equal
 
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
-
-# The page layout, as in codefile.py (private consts are compiled in and cannot be
-# imported on MicroPython, so both modules state them): slot s is page s >> _PS,
-# offset (s & _PM) << 5; 16 records of 32 bytes make a 512-byte page.
-_PS = const(4)
-_PR = const(16)
-_PM = const(15)
+    const = lambda x: x  # noqa: E731 - CPython; mypy rejects a def unlike the stub's const
 
 ROLE_RECIPIENT = const(1)
 ROLE_DRIVER = const(2)
@@ -31,13 +25,6 @@ PROBLEM_SNAPSHOT = const(1)  # load(): snapshot corrupt, truncated or lost; the 
 PROBLEM_JOURNAL = const(2)   # load(): a torn journal tail (a cut append) dropped
 PROBLEM_CORRUPT = const(4)   # load(): journal damaged (a bad whole record); the store is EMPTY
 PROBLEM_OLD = const(8)       # the Box: files older or shorter than the state says; EMPTY
-
-# Journal ops (the first byte of a journal record; docs/codestore.md section 3).
-_ADD = const(1)
-_REVOKE = const(2)
-_CONSUME = const(3)
-_GIVEBACK = const(4)
-_EXPIRE = const(5)
 
 _FMT = "<I16sBBHII"  # code_id, digest, role, compartment, uses, not_before, not_after
 
@@ -66,81 +53,169 @@ def _pack(fmt, vals):
 def set_digest_of(records):
     acc = n = 0
     for r in records:
-        h = sha256(r[:22])
-        h.update(r[24:32])
+        h = sha256(r[:R_USES])
+        h.update(r[R_NB:REC])
         acc ^= int.from_bytes(h.digest(), "little")
         n += 1
     return sha256(struct.pack("<I", n) + acc.to_bytes(32, "little")).digest()[:DIGEST_LEN]
 
 
-class CodeStore(CodeFile):
+class CodeStore:
     # Every buffer is allocated here, once: `capacity` records in pages and an index of
     # the smallest power of two >= 2 * capacity u16 entries, in 512-byte chunks. Nothing
     # is allocated for codes later, so a long-running box cannot fragment its heap.
+    # Its flash side (snapshot and journal) is a CodeFile.
     def __init__(self, storage, code_key, capacity=1024, compact_at=4096):
         if type(code_key) is str or len(code_key) != 32:
             raise ValueError("code key must be 32 bytes")
         if not isinstance(capacity, int) or not 1 <= capacity <= 16384:
             raise ValueError("code capacity must be 1..16384")
-        self._st = storage
+        self._file = CodeFile(storage, compact_at)
         self.changes = 0  # counts every change of the set (add, revoke, use, load, ...)
         self._mac = Hmac(code_key)
-        self._limit = compact_at
         self._t_s = -1  # active_count's time, and the same packed as a u32
-        self._t = _Z
+        self._t = ZERO
         self._end = bytearray(4)  # the earliest not_after stored (u32), as next_end
         self.next_end = 0  # earliest not_after of a stored code (0: none): the expiry sweep's
         self._pg = []
         self._cap = 0
         while self._cap < capacity:
-            self._pg.append(memoryview(bytearray(_PR << 5)))  # slices without copies
-            self._cap += _PR
+            self._pg.append(memoryview(bytearray(PAGE_RECS * REC)))  # slices without copies
+            self._cap += PAGE_RECS
         size = 1 << len(bin(self._cap - 1)) - 1
         self._ix = []
         for i in range(0, size, 256):
             self._ix.append(array("H", bytes(2 * min(size, 256))))
         self._m = size - 1
-        self._grow(1, True)
+        self.clear(1)
 
-    # ValueError unless `cap` records fit. With `clear`, first an empty store (RAM only).
-    def _grow(self, cap, clear=False):
-        if clear:
-            self._n = self._gen = self._jlen = 0
-            self._dirty = False  # flash needs a fresh snapshot before the next append
-            self._index(4)
+    # ValueError unless `cap` records fit.
+    def _grow(self, cap):
         if cap > self._cap:
             raise ValueError("code store full")
 
-    # Rebuild the index in place keyed by digest (ko=4), or by code_id (ko=0) checking
-    # every record too. ValueError on an impossible record or a key held twice.
+    # An empty store in RAM (the file's load fills it); ValueError unless `cap` records fit.
+    def clear(self, cap):
+        self._n = 0
+        self._index(R_DIGEST)
+        self._grow(cap)
+
+    # The page holding slot s (a memoryview of its records; the file reads and writes these).
+    def page(self, s):
+        return self._pg[s >> PAGE_SHIFT]
+
+    # The file read `n` records into the pages: index them by code_id, checking each.
+    def loaded(self, n):
+        self._n = n
+        self._index(R_ID)
+
+    # Apply one journal op read from flash (ValueError: it cannot apply).
+    def replay(self, op):
+        self._do(op, False)
+
+    # The digest index rebuilt after loading; False (and EMPTY) if a digest is held twice.
+    def reindex(self):
+        try:
+            self._index(R_DIGEST)
+            return True
+        except ValueError:
+            self._n = 0  # EMPTY, keeping the generation
+            self._index(R_DIGEST)
+            return False
+
+    # Apply a journal op to RAM, first appending it to the journal if `write`; returns the
+    # codes it hit (0: nothing written). ValueError if it cannot apply (a corrupt journal
+    # on replay). Codes that go rebuild the index, except on replay: load() does it then.
+    # `hit`: the slot of its code_id when the caller knows it (no scan).
+    def _do(self, op, write, hit=None):
+        self.changes += 1  # callers that cache a figure about the set watch this
+        k = op[0]
+        if not 0 < k <= OP_EXPIRE or len(op) != OP_LEN[k]:
+            raise ValueError("bad op")
+        if k == OP_ADD:
+            s = self._find(op[1 + R_DIGEST:1 + R_DIGEST + DIGEST_LEN]) if write else -1
+            if s >= 0:
+                pg, o = self._at(s)
+                if cmp_u32(pg, o + R_ID, op, 1 + R_ID):
+                    raise ValueError("digest in use")
+            if self._n >= self._cap and self.slot_of(struct.unpack_from("<I", op, 1)[0]) < 0:
+                self._grow(self._n + 1)  # full, and not a replacement: ValueError
+        # Two passes over the codes it hits: the first only counts them (nothing hit: no
+        # write; an ADD is written anyway), the journal write goes between, the second
+        # applies it. RAM changes only after the op is on flash.
+        for act in (0, 1):
+            n = 0
+            scan = range(self._n - 1, -1, -1) if hit is None else (hit,)
+            for s in scan if act or k != OP_ADD else ():  # backwards: a moved-in record was seen
+                pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
+                if not (cmp_u32(pg, o + R_NA, op, 1) < 0 < cmp_u32(pg, o + R_NA, ZERO, 0)
+                        if k == OP_EXPIRE else not cmp_u32(pg, o + R_ID, op, 1)):
+                    continue  # EXPIRE: ended before its time; the others: its code_id
+                n += 1
+                if act and (k == OP_CONSUME or k == OP_GIVEBACK):  # uses left as journaled
+                    pg[o + R_USES] = op[5]
+                    pg[o + R_USES + 1] = op[6]
+                elif act:  # REVOKE, EXPIRE, ADD (the old code): the last record moves in
+                    q, r = self._at(self._n - 1)
+                    pg[o:o + REC] = q[r:r + REC]
+                    self._n -= 1
+            if not (act or n or k == OP_ADD):
+                return 0
+            if write and not act:
+                self._file.append(op, self)
+        if k == OP_ADD:
+            self._n += 1
+            pg, o = self._at(self._n - 1)
+            pg[o:o + REC] = op[1:]
+            if cmp_u32(op, 1 + R_NA, ZERO, 0) and (
+                    not self.next_end or cmp_u32(op, 1 + R_NA, self._end, 0) < 0):
+                self._ends()  # an earlier end than any stored: the sweep must wake for it
+        elif k == OP_EXPIRE and write:
+            self._ends()
+        if write and n and not (k == OP_CONSUME or k == OP_GIVEBACK):
+            self._index(R_DIGEST)  # codes went (REVOKE, EXPIRE, a replacing ADD)
+        elif write and k == OP_ADD:
+            self._find(op[1 + R_DIGEST:1 + R_DIGEST + DIGEST_LEN], R_DIGEST, self._n)  # new
+        return n
+
+    # Read snapshot and journal into RAM (CodeFile.load); 0 when clean, else PROBLEM_*
+    # bits. Never raises on bad data: a bad snapshot leaves the store EMPTY.
+    def load(self):
+        self.changes += 1
+        p = self._file.load(self)
+        self._ends()
+        return p
+
+    # Rebuild the index in place keyed by digest (ko=R_DIGEST), or by code_id (ko=R_ID)
+    # checking every record too. ValueError on an impossible record or a key held twice.
     def _index(self, ko):
         for chunk in self._ix:
             for i in range(len(chunk)):
                 chunk[i] = 0
         for s in range(self._n):
-            pg, o = self._pg[s >> _PS], (s & _PM) << 5
-            if not ko:
+            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
+            if ko == R_ID:
                 _pack(_FMT, struct.unpack_from(_FMT, pg, o))
-            if self._find(pg[o + ko:o + 4 + 4 * ko], ko, s + 1) >= 0:
+            if self._find(pg[o + ko:o + ko + (DIGEST_LEN if ko else 4)], ko, s + 1) >= 0:
                 raise ValueError("id or digest twice")
 
     # Page and offset of a stored slot; ValueError for anything else.
     def _at(self, s):
         if not isinstance(s, int) or not 0 <= s < self._n:
             raise ValueError("bad slot")
-        return self._pg[s >> _PS], (s & _PM) << 5
+        return self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
 
     # Slot whose key at record offset ko equals `key`, or -1; then, unless `put` is None,
     # the index entry found (or the free one ending the probe) is set to `put`. Entry i
     # (slot+1, 0 free) is in chunk i >> 8 at i & 255. Candidates compare in constant time.
-    def _find(self, key, ko=4, put=None):
+    def _find(self, key, ko=R_DIGEST, put=None):
         ix, m = self._ix, self._m
         i = (key[0] | key[1] << 8 | key[2] << 16) & m  # digests are uniformly random
         while True:
             s = ix[i >> 8][i & 255] - 1
             if s < 0:
                 break
-            pg, o = self._pg[s >> _PS], (s & _PM) << 5
+            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
             if equal(key, pg[o + ko:o + ko + len(key)]):
                 break
             i = (i + 1) & m
@@ -152,9 +227,9 @@ class CodeStore(CodeFile):
     def _ends(self):
         b = None
         for s in range(self._n):
-            pg, o = self._pg[s >> _PS], (s & _PM) << 5
-            if _cmp(pg, o + 28, _Z, 0) and (b is None or _cmp(pg, o + 28, b[0], b[1]) < 0):
-                b = (pg, o + 28)
+            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
+            if cmp_u32(pg, o + R_NA, ZERO, 0) and (b is None or cmp_u32(pg, o + R_NA, b[0], b[1]) < 0):
+                b = (pg, o + R_NA)
         if b is None:
             self.next_end = 0
         else:
@@ -170,19 +245,19 @@ class CodeStore(CodeFile):
     # (snapshot generation, journal bytes): what the flash must hold at least; the Box
     # keeps it in its state file and checks the files against it at boot.
     def mark(self):
-        return self._gen, self._jlen
+        return self._file.gen, self._file.jlen
 
     # Every code goes, on flash at once (a new snapshot of a generation above `after`):
     # what the box cannot vouch for counts as revoked until the backend resyncs. OSError
     # escapes.
     def fail_closed(self, after=0):
         self.changes += 1
-        if after > self._gen:
-            self._gen = after
+        if after > self._file.gen:
+            self._file.gen = after
         self._n = 0  # the generation goes on: the snapshot is newer than any before
         self._index(4)
         self._ends()
-        self._snap()
+        self._file.snapshot(self)
 
     # 16-byte keyed digest of a typed code (ASCII digits as bytes); the backend computes the same.
     def digest(self, code):
@@ -207,7 +282,7 @@ class CodeStore(CodeFile):
     def slot_of(self, code_id):
         k = _pack("<I", (code_id,))
         for s in range(self._n):
-            if not _cmp(self._pg[s >> _PS], (s & _PM) << 5, k, 0):
+            if not cmp_u32(self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5, k, 0):
                 return s
         return -1
 
@@ -231,9 +306,9 @@ class CodeStore(CodeFile):
         n = 0
         s = start
         while s < stop:
-            pg, o = self._pg[s >> _PS], (s & _PM) << 5
-            if ((pg[o + 22] | pg[o + 23]) and _cmp(pg, o + 24, t, 0) <= 0
-                    and not _cmp(pg, o + 28, t, 0) < 0 < _cmp(pg, o + 28, _Z, 0)):
+            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
+            if ((pg[o + R_USES] | pg[o + R_USES + 1]) and cmp_u32(pg, o + R_NB, t, 0) <= 0
+                    and not cmp_u32(pg, o + R_NA, t, 0) < 0 < cmp_u32(pg, o + R_NA, ZERO, 0)):
                 n += 1
             s += 1
         return n
@@ -245,21 +320,21 @@ class CodeStore(CodeFile):
     # Each stored 32-byte record (a view into the pages, valid until the next change).
     def records(self):
         for s in range(self._n):
-            pg, o = self._pg[s >> _PS], (s & _PM) << 5
-            yield pg[o:o + 32]
+            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
+            yield pg[o:o + REC]
 
     # add(code_id, digest, role, compartment, uses, not_before, not_after): a new code, or
     # one replacing the code with the same code_id. On flash before returning.
     def add(self, *rec):
-        self._do(bytes((_ADD,)) + _pack(_FMT, rec), True)
+        self._do(bytes((OP_ADD,)) + _pack(_FMT, rec), True)
 
     # Remove a code; False if there was none. On flash before returning.
     def revoke(self, code_id):
-        return self._do(bytes((_REVOKE,)) + _pack("<I", (code_id,)), True) > 0
+        return self._do(bytes((OP_REVOKE,)) + _pack("<I", (code_id,)), True) > 0
 
     # Remove codes whose window ended before `now_s`; returns how many (none: nothing written).
     def expire(self, now_s):
-        n = self._do(bytes((_EXPIRE,)) + _pack("<I", (now_s,)), True)
+        n = self._do(bytes((OP_EXPIRE,)) + _pack("<I", (now_s,)), True)
         if not n:
             self._ends()  # next_end was early (its code went otherwise): the real one
         return n
@@ -267,7 +342,7 @@ class CodeStore(CodeFile):
     # Use one use of the code in `slot`; returns the uses left (UNLIMITED: nothing
     # written). On flash before returning. ValueError if none is left.
     def consume(self, slot):
-        return self._change_uses(slot, _CONSUME, -1)
+        return self._change_uses(slot, OP_CONSUME, -1)
 
     # Journal op `op` setting the uses of `slot` to uses + delta, unless unlimited or
     # the result would be out of range (a give-back never makes a code unlimited).
@@ -285,20 +360,20 @@ class CodeStore(CodeFile):
     # Return a use (unlocked, never opened). False if the code is gone, unlimited or full.
     def give_back(self, code_id):
         s = self.slot_of(code_id)
-        return s >= 0 and self._change_uses(s, _GIVEBACK, 1) < UNLIMITED
+        return s >= 0 and self._change_uses(s, OP_GIVEBACK, 1) < UNLIMITED
 
     # For a full sync's record r (32 bytes): the uses this store holds for the same code
     # (code_id and digest) if fewer than r's, else -1. A sync built before a use the box
     # made since must not give that use back (Staging.end keeps the fewer).
     def fewer_uses(self, r):
-        s = self._find(r[4:20])
+        s = self._find(r[R_DIGEST:R_DIGEST + DIGEST_LEN])
         if s < 0:
             return -1
-        pg, o = self._pg[s >> _PS], (s & _PM) << 5
-        if _cmp(pg, o, r, 0):
+        pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
+        if cmp_u32(pg, o, r, 0):
             return -1
-        u = pg[o + 22] | pg[o + 23] << 8
-        return u if u < (r[22] | r[23] << 8) else -1
+        u = pg[o + R_USES] | pg[o + R_USES + 1] << 8
+        return u if u < (r[R_USES] | r[R_USES + 1] << 8) else -1
 
     # Full sync: every code replaced by `records` (any iterable of add() tuples), all or
     # nothing. Built over the old records in RAM; on any error RAM is reloaded from flash.
@@ -313,11 +388,11 @@ class CodeStore(CodeFile):
                 self._grow(self._n + 1)
                 s = self._n
                 self._n += 1
-                self._pg[s >> _PS][(s & _PM) << 5:((s & _PM) << 5) + 32] = rec
+                self._pg[s >> PAGE_SHIFT][(s & PAGE_MASK) << 5:((s & PAGE_MASK) << 5) + REC] = rec
             self._index(0)  # ValueError on an impossible record or a code_id twice...
             self._index(4)  # ...or a digest twice
             self._ends()
-            self._snap()
+            self._file.snapshot(self)
         except Exception:
             self.load()
             raise
