@@ -18,9 +18,18 @@ for p in (ROOT / "tests" / "fakes", ROOT / "firmware" / "esp32"):
 from fakeboards import ESP32_4X3, Wired  # noqa: E402
 from host_tools.hostnet import HostNet  # noqa: E402
 from host_tools.sdk import Backend, Consumer, Ledger, mqtt_password  # noqa: E402
+import mpselect  # noqa: E402
 from pb_esp32 import main as pbmain  # noqa: E402
+from pb_esp32 import port as pbport  # noqa: E402
 
 BOX = "box-1"
+
+
+@pytest.fixture(autouse=True)
+def micropython_select(monkeypatch):
+    # The port's idle polls the link's socket as MicroPython does (ipoll, objects
+    # registered): CPython's select.poll has neither.
+    monkeypatch.setattr(pbport, "select", mpselect)
 
 
 class Device:
