@@ -126,11 +126,21 @@ def attempt(heap_k: int, tmp: Path, flash0: Path, cfg: Path, stubs: Path | None 
             return p, ""
         return None, "no OK"
     except ProbeError as e:
-        text = str(e)
-        return None, ("MemoryError" if "MemoryError" in text else
-                      "trap" if "trap" in text or "exit -1" in text else "error")
+        return None, failure_kind(str(e))
     finally:
         shutil.rmtree(flash, ignore_errors=True)
+
+
+def failure_kind(text: str) -> str:
+    """"MemoryError" (out of heap, or a check failing after the App survived one),
+    "corrupt" (a wasm trap, or an object read back as another type: the VM's collector,
+    docs/vm.md section 3; a real 32-bit build never failed so), else "error"."""
+    if "MemoryError" in text:
+        return "MemoryError"
+    if ("trap" in text or "exit -1" in text or "TypeError" in text or "AttributeError" in text
+            or "IndexError" in text):
+        return "corrupt"
+    return "error"
 
 
 def smallest_heap(run_at, start: int, step: int, repeat: int, floor: int = 16):
@@ -141,10 +151,20 @@ def smallest_heap(run_at, start: int, step: int, repeat: int, floor: int = 16):
     runs = []
 
     def ok_at(k):
-        got = [run_at(k) for _ in range(repeat)]
-        bad = [why for p, why in got if p is None]
-        runs.append((k, repeat - len(bad), sorted(set(bad))))
-        return None if bad else got[0][0]
+        # `repeat` runs that did not end in the VM's own corruption, with up to `repeat`
+        # more tries for those that did; all of them must pass (a size where only
+        # corrupted runs failed is run again, not taken as too small).
+        got, bad, tries = [], [], 0
+        while len(got) + len(bad) < repeat and tries < 2 * repeat:
+            p, why = run_at(k)
+            tries += 1
+            if p is not None:
+                got.append(p)
+            elif why != "corrupt" or tries == 2 * repeat:
+                bad.append(why)
+        kinds = sorted(set(bad))
+        runs.append((k, len(got), kinds))
+        return None if bad or not got else got[0]
     best = ok_at(start)
     if best is None:
         raise RuntimeError(f"the firmware does not run even in a {start} KB heap")
@@ -162,10 +182,14 @@ def smallest_heap(run_at, start: int, step: int, repeat: int, floor: int = 16):
 
 
 def larger_heaps_fail(run_at, smallest: int, span: int, step: int) -> list[tuple[int, str]]:
-    """Every size above `smallest` up to `span` KB more, run once: [(KB, why)] that failed."""
+    """Every size above `smallest` up to `span` KB more, run once (again if the VM corrupted
+    its heap, up to twice): [(KB, why)] that failed."""
     out = []
     for k in range(smallest + step, smallest + span + 1, step):
-        p, why = run_at(k)
+        for _ in range(3):
+            p, why = run_at(k)
+            if p is not None or why != "corrupt":
+                break
         if p is None:
             out.append((k, why))
     return out
@@ -241,8 +265,9 @@ def mpy_firmware(tmp: Path) -> Path:
 
 
 def _tried(runs, repeat):
-    fails = [f"{k}K ({n} of {repeat} ran: {'/'.join(why)})" for k, n, why in runs if why]
-    return (f"bisection in 4K steps, {repeat} runs at each size: "
+    fails = [f"{k}K ({n} passed, then {'/'.join(why)})" for k, n, why in runs if why]
+    return (f"bisection in 4K steps, {repeat} runs at each size (a run the VM's collector "
+            f"corrupted is run again): "
             + ", ".join(str(k) for k, _, _ in runs) + "K"
             + (f"; failed at {', '.join(fails)}" if fails else ""))
 

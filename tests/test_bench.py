@@ -183,6 +183,28 @@ def test_the_heap_search_finds_the_smallest_size_where_every_run_passed():
     assert len(set(calls)) <= 9                         # bisection, not every 4 KB step
 
 
+def test_a_run_the_vm_corrupted_is_run_again_and_does_not_make_a_size_too_small():
+    from bench.bench_memory import smallest_heap
+    calls = []
+
+    def run_at(k):
+        calls.append(k)
+        if k < 220:
+            return None, "MemoryError"
+        return (None, "corrupt") if k == 264 and calls.count(264) == 1 else (f"p{k}", "")
+    best, runs, _ = smallest_heap(run_at, 512, 4, 3)
+    assert best == 220 and calls.count(264) == 4 and (264, 3, []) in runs
+
+
+def test_failures_are_told_apart_from_the_vms_own_corruption():
+    from bench.bench_memory import failure_kind
+    assert failure_kind("MemoryError: memory allocation failed") == "MemoryError"
+    assert failure_kind("AssertionError: commands taken (after a MemoryError)") == "MemoryError"
+    assert failure_kind("TypeError: 'Remote' object isn't subscriptable") == "corrupt"
+    assert failure_kind("wasm trap: out of bounds memory access") == "corrupt"
+    assert failure_kind("AssertionError: the code opened the lock") == "error"
+
+
 def test_larger_heaps_that_fail_are_named():
     from bench.bench_memory import larger_heaps_fail
     got = larger_heaps_fail(lambda k: (None, "MemoryError") if k == 176 else ("p", ""), 152, 64, 4)
