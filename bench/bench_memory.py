@@ -200,6 +200,35 @@ def _roots(cfg: Path) -> list[Path]:
     return [FIRMWARE_DIR, VMLIB_DIR, VM_HELPERS, *PATHS, cfg]
 
 
+def import_order(srcs: dict[str, Path]) -> list[str]:
+    """The dotted names of `srcs` (name: source file), each after the modules its body
+    imports (a topological order, from the sources' import statements; a module's
+    package counts as imported)."""
+    deps = {}
+    for name, host in srcs.items():
+        d = set()
+        for node in ast.walk(ast.parse(host.read_text())):
+            if isinstance(node, ast.Import):
+                d.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                d.add(node.module)
+                d.update(f"{node.module}.{a.name}" for a in node.names)
+        pkg = name.rsplit(".", 1)[0] if "." in name else None
+        deps[name] = sorted(x for x in d | ({pkg} if pkg else set()) if x in srcs and x != name)
+    order, seen = [], set()
+
+    def visit(n):
+        if n in seen:
+            return
+        seen.add(n)
+        for m in deps[n]:
+            visit(m)
+        order.append(n)
+    for n in sorted(srcs):
+        visit(n)
+    return order
+
+
 def frozen_order(vm_files: list[str], cfg: Path) -> list[tuple[str, Path, Path]]:
     """(dotted name, host file, root) of every module the device imported, each after the
     modules its body imports (a topological order, from the sources' import statements)."""
@@ -213,28 +242,7 @@ def frozen_order(vm_files: list[str], cfg: Path) -> list[tuple[str, Path, Path]]
         name = ".".join(parts)
         if name not in ("vm_memory", "benchcfg"):
             mods[name] = (host, root)
-    deps = {}
-    for name, (host, _) in mods.items():
-        d = set()
-        for node in ast.walk(ast.parse(host.read_text())):
-            if isinstance(node, ast.Import):
-                d.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                d.add(node.module)
-                d.update(f"{node.module}.{a.name}" for a in node.names)
-        pkg = name.rsplit(".", 1)[0] if "." in name else None
-        deps[name] = sorted(x for x in d | ({pkg} if pkg else set()) if x in mods and x != name)
-    order, seen = [], set()
-
-    def visit(n):
-        if n in seen:
-            return
-        seen.add(n)
-        for m in deps[n]:
-            visit(m)
-        order.append(n)
-    for n in sorted(mods):
-        visit(n)
+    order = import_order({name: host for name, (host, _) in mods.items()})
     return [(n, *mods[n]) for n in order]
 
 

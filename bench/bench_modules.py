@@ -17,10 +17,10 @@ price, next to the whole-device figures of bench_memory.
 
 from __future__ import annotations
 
-import ast
 import tempfile
 from pathlib import Path
 
+from bench.bench_memory import import_order
 from bench.common import Row
 from bench.vmbench import ROOT, VM_HELPERS, probe
 from host_tools.vm import FIRMWARE_DIR, compile_mpy
@@ -38,32 +38,6 @@ def sources() -> dict[str, Path]:
         for py in sorted((base / pkg).glob("*.py")):
             out[pkg if py.stem == "__init__" else f"{pkg}.{py.stem}"] = py
     return out
-
-
-def import_order(srcs: dict[str, Path]) -> list[str]:
-    """Every module after the modules its body imports (from the import statements)."""
-    deps = {}
-    for name, py in srcs.items():
-        d = set()
-        for node in ast.walk(ast.parse(py.read_text())):
-            if isinstance(node, ast.Import):
-                d.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                d.add(node.module)
-                d.update(f"{node.module}.{a.name}" for a in node.names)
-        pkg = name.split(".")[0]
-        deps[name] = sorted(x for x in d | {pkg} if x in srcs and x != name)
-    order, seen = [], set()
-
-    def visit(n):
-        if n not in seen:
-            seen.add(n)
-            for m in deps[n]:
-                visit(m)
-            order.append(n)
-    for n in sorted(srcs):
-        visit(n)
-    return order
 
 
 def _figures(p, kind: str) -> dict[str, int]:

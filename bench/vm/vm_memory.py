@@ -22,11 +22,14 @@ gc.collect()
 print("imports=%d" % (F0 - gc.mem_free()))
 
 
-OOM = []   # the App survived a MemoryError in a loop step (it logs the class's name)
+# Out of memory, handled: the App survived a MemoryError in a loop step (it logs the
+# class's name), or the remote refused a command as no_memory (a `rejected` event, 14).
+OOM = []
 
 
 def log(level, text):
-    if not OOM and "MemoryError" in text:
+    if not OOM and ("MemoryError" in text
+                    or " rejected " in text and int(text.rsplit(" ", 1)[1]) & 0xFF == 14):
         OOM.append(1)
 
 
