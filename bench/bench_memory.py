@@ -160,15 +160,18 @@ def smallest_heap(run_at, start: int, step: int, repeat: int, floor: int = 16):
             tries += 1
             if p is not None:
                 got.append(p)
-            elif why != "corrupt" or tries == 2 * repeat:
+            elif why != "corrupt":
                 bad.append(why)
-        kinds = sorted(set(bad))
-        runs.append((k, len(got), kinds))
-        return None if bad or not got else got[0]
+        if not got and not bad:   # only corrupted runs: the VM's fault, not too small
+            runs.append((k, 0, ["corrupt"]))
+            return "corrupt"
+        runs.append((k, len(got), sorted(set(bad) | ({"corrupt"} if tries > len(got) + len(bad)
+                                                        else set()))))
+        return None if bad else got[0]
     best = ok_at(start)
-    if best is None:
+    if best is None or best == "corrupt":
         raise RuntimeError(f"the firmware does not run even in a {start} KB heap")
-    lo, hi = floor, start          # lo: taken as failing; hi: passes
+    lo, hi = floor, start          # lo: taken as failing; hi: no run ran out of memory
     while hi - lo > step:
         mid = (lo + hi) // 2 // step * step
         if mid <= lo:
@@ -177,7 +180,8 @@ def smallest_heap(run_at, start: int, step: int, repeat: int, floor: int = 16):
         if got is None:
             lo = mid
         else:
-            hi, best = mid, got
+            hi = mid
+            best = best if got == "corrupt" else got
     return hi, sorted(runs, reverse=True), best
 
 
@@ -193,6 +197,7 @@ def larger_heaps_fail(run_at, smallest: int, span: int, step: int) -> list[tuple
         if p is None:
             out.append((k, why))
     return out
+
 
 
 def _roots(cfg: Path) -> list[Path]:
@@ -273,11 +278,11 @@ def mpy_firmware(tmp: Path) -> Path:
 
 
 def _tried(runs, repeat):
-    fails = [f"{k}K ({n} passed, then {'/'.join(why)})" for k, n, why in runs if why]
+    fails = [f"{k}K ({n} passed; {'/'.join(why)})" for k, n, why in runs if why]
     return (f"bisection in 4K steps, {repeat} runs at each size (a run the VM's collector "
             f"corrupted is run again): "
             + ", ".join(str(k) for k, _, _ in runs) + "K"
-            + (f"; failed at {', '.join(fails)}" if fails else ""))
+            + (f"; failures at {', '.join(fails)}" if fails else ""))
 
 
 def scenario(mode: str, tmp: Path, quick: bool) -> dict:
@@ -326,15 +331,16 @@ def rows_of(mode: str, m: dict) -> list[Row]:
     codes, target, fig = m["codes"], m["target"], m["figure"]
     what = ("as deployed (.mpy files)" if mode == "mpy" else "frozen (bytecode in flash)")
     over = "" if fig <= target else f"; {fig - target:.1f} KB over"
+    real = [(k, w) for k, w in m["above"] if w != "corrupt"]
     rows = [Row(f"smallest heap, {what}, {codes:,} codes, full outbox, 4 KB command, connected",
                 fig, "KB", f"<= {target} KB", fig <= target,
                 (f"smallest total heap {m['smallest']}K minus the kept bytecode "
                  f"({m['rom'] / 1024:.1f} KB of {m['modules']} modules); module, class and "
                  f"function objects {m['bodies'] / 1024:.1f} KB; " if mode == "frozen" else "")
                 + _tried(m["runs"], m["repeat"]) + over, extra={"runs": m["runs"]}),
-            Row(f"{what}: larger heaps that fail, up to {m['smallest'] + MONO_SPAN_K}K",
-                len(m["above"]), "sizes", "0", not m["above"],
-                "each 4K step above the smallest run once"
+            Row(f"{what}: larger heaps that run out of memory, up to {m['smallest'] + MONO_SPAN_K}K",
+                len(real), "sizes", "0", not real,
+                "each 4K step above the smallest run once (again if the VM corrupted its heap)"
                 + (": failed at " + ", ".join(f"{k}K ({w})" for k, w in m["above"])
                    if m["above"] else ""), extra={"failed": m["above"]})]
     if mode == "mpy":

@@ -193,7 +193,18 @@ def test_a_run_the_vm_corrupted_is_run_again_and_does_not_make_a_size_too_small(
             return None, "MemoryError"
         return (None, "corrupt") if k == 264 and calls.count(264) == 1 else (f"p{k}", "")
     best, runs, _ = smallest_heap(run_at, 512, 4, 3)
-    assert best == 220 and calls.count(264) == 4 and (264, 3, []) in runs
+    assert best == 220 and calls.count(264) == 4 and (264, 3, ["corrupt"]) in runs
+
+
+def test_a_size_where_the_vm_only_corrupts_its_heap_is_not_taken_as_too_small():
+    from bench.bench_memory import smallest_heap
+
+    def run_at(k):
+        if k < 220:
+            return None, "MemoryError"
+        return (None, "corrupt") if k == 264 else (f"p{k}", "")
+    best, runs, probe_ = smallest_heap(run_at, 512, 4, 3)
+    assert best == 220 and probe_ == "p220" and (264, 0, ["corrupt"]) in runs
 
 
 def test_failures_are_told_apart_from_the_vms_own_corruption():
@@ -203,6 +214,7 @@ def test_failures_are_told_apart_from_the_vms_own_corruption():
     assert failure_kind("TypeError: 'Remote' object isn't subscriptable") == "corrupt"
     assert failure_kind("wasm trap: out of bounds memory access") == "corrupt"
     assert failure_kind("AssertionError: the code opened the lock") == "error"
+    assert failure_kind("AssertionError: no loop errors (after a TypeError in the loop)") == "corrupt"
 
 
 def test_larger_heaps_that_fail_are_named():

@@ -24,18 +24,24 @@ print("imports=%d" % (F0 - gc.mem_free()))
 
 # Out of memory, handled: the App survived a MemoryError in a loop step (it logs the
 # class's name), or the remote refused a command as no_memory (a `rejected` event, 14).
+# Any other error a loop step survived is named too (a TypeError there is the VM's
+# collector corrupting the heap, docs/vm.md section 3).
 OOM = []
+OTHER = []
 
 
 def log(level, text):
     if not OOM and ("MemoryError" in text
                     or " rejected " in text and int(text.rsplit(" ", 1)[1]) & 0xFF == 14):
         OOM.append(1)
+    elif not OTHER and text.startswith("loop error: "):
+        OTHER.append(text[12:])
 
 
 def check(cond, msg):
     if not cond:   # a check that fails after a MemoryError the App survived: out of memory
-        raise AssertionError(msg + (" (after a MemoryError)" if OOM else ""))
+        raise AssertionError(msg + (" (after a MemoryError)" if OOM else
+                                    " (after a %s in the loop)" % OTHER[0] if OTHER else ""))
 
 
 def main():
