@@ -92,3 +92,38 @@ def test_a_small_board_is_told_only_what_fits_it():
     assert heapneed.what_fits("frozen", 118000, True, 256, TABLE) == [
         "at most 166 codes frozen into the image: settings.max_codes 166 in the board's config.json "
         "(parcelbox provision does not set it)"]
+
+
+# ---- the figures are true: the whole device runs in the heap the file says it needs ----
+# (bench/bench_memory.py's scenario: full outbox, a 4 KB command, the link connected, a
+# typed code opening the door; in the MicroPython VM). deploy accepts a board on these
+# figures, so a build that passes deploy's check must boot: if a change makes the device
+# bigger, this fails until `make bench ARGS="--only memory"` measures it again.
+
+def _scenario(tmp_path, codes):
+    import bench.bench_memory as bm
+    flash0 = tmp_path / "flash0"
+    flash0.mkdir()
+    bm.prepare_flash(flash0, codes)
+    return bm, flash0, bm._cfg(tmp_path, codes)
+
+
+def test_the_device_as_deployed_runs_in_the_heap_heap_need_names(tmp_path):
+    bm, flash0, cfg = _scenario(tmp_path, 256)
+    need = heapneed.need("mpy", 256)
+    fw = bm.mpy_firmware(tmp_path)
+    p, why = bm.attempt(-(-need // 1024), tmp_path, flash0, cfg, firmware=fw)
+    assert p is not None, f"as .mpy files with 256 codes the device does not run in {need} B ({why})"
+
+
+def test_the_frozen_device_runs_in_the_heap_heap_need_names(tmp_path):
+    bm, flash0, cfg = _scenario(tmp_path, 1000)
+    big, why = bm.attempt(1024, tmp_path, flash0, cfg)
+    assert big is not None, why
+    stubs = bm.frozen_setup(tmp_path, cfg, bm.frozen_order(big.value("modules").split(","), cfg))
+    first, why = bm.attempt(1024, tmp_path, flash0, cfg, stubs)
+    assert first is not None, why
+    need = heapneed.need("frozen", 1000)
+    total = -(-(need + int(first.value("rom"))) // 1024)   # the kept code stands for flash
+    p, why = bm.attempt(total, tmp_path, flash0, cfg, stubs)
+    assert p is not None, f"frozen with 1,000 codes the device does not run in {need} B ({why})"
