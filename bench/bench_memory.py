@@ -19,11 +19,13 @@ issue's targets:
 
 The smallest heap is found by bisection in 4 KB steps, three runs at each size tried
 (the VM is not quite deterministic: os.stat() gives it the flash folder's inode
-numbers, a small or a long int, so the heap's layout varies; near the limit its
-collector can fail in other ways than MemoryError, docs/vm.md: every failure counts as
-"does not fit"). Then every size above it, up to 64 KB more, runs once: a heap larger
-than the smallest that passes must pass too (a long-lived buffer allocated late finds
-only fragments in a heap of some sizes).
+numbers, a small or a long int, so the heap's layout varies). Its collector can also
+corrupt the heap (docs/vm.md section 3: a wasm trap, an object read back as another
+type), at sizes well above the limit too, which a real 32-bit MicroPython build never
+did: such a run is run again, and a size where only such runs failed is named, not
+taken as too small (failure_kind). Then every size above it, up to 64 KB more, runs
+once: a heap larger than the smallest that passes must pass too (a long-lived buffer
+allocated late finds only fragments in a heap of some sizes).
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 CERT_NAME = "cert.der"   # on the box's flash, named in config.json's broker.cert
 KEY_NAME = "key.der"     # broker.key
