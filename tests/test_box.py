@@ -481,7 +481,7 @@ def test_a_corrupt_events_log_continues_above_the_floor(rig):
 
 def test_every_reboot_goes_on_from_the_seq_floor_a_torn_append_is_reported(rig):
     n = rig.box.outbox.next_seq
-    floor = rig.box._seq_floor
+    floor = rig.box.state.seq_floor
     rig.power_cut()
     # the boot event takes the saved floor: whatever events.log lost, no seq repeats
     assert rig.events[-1][0] == floor and n < floor <= n + 256
@@ -504,20 +504,20 @@ def test_the_seq_floor_costs_one_state_write_per_256_events(rig):
     for _ in range(600):
         rig.box._event(events.CLOSED, 1, 0, 0, rig.now)
     assert sum(1 for w in writes if w.startswith("state.")) == 2
-    floor = rig.box._seq_floor
+    floor = rig.box.state.seq_floor
     assert rig.box.outbox.next_seq < floor <= rig.box.outbox.next_seq + 256
 
 
 def test_a_cut_between_raising_the_seq_floor_and_the_event_reports_no_lost_log(rig):
-    rig.box._seq_floor = rig.box.outbox.next_seq + 1  # the next event raises it
+    rig.box.state.seq_floor = rig.box.outbox.next_seq + 1  # the next event raises it
     n = rig.box.outbox.next_seq
     state = len(rig.storage.files["state.0"])
     rig.storage.cut_after(state)  # the floor is saved; the event's append is cut at byte 0
     with pytest.raises(PowerCut):
         rig.box._event(events.CLOSED, 1, 0, 0, rig.now)
-    assert rig.box._seq_floor > n + 1
+    assert rig.box.state.seq_floor > n + 1
     k = len(rig.events)
     rig.power_cut()
     new = rig.events[k:]
     assert [events.NAMES[e[1]] for e in new] == ["boot"]  # events.log is intact
-    assert new[0][0] == rig.box._seq_floor - 256  # the saved floor, above the lost one
+    assert new[0][0] == rig.box.state.seq_floor - 256  # the saved floor, above the lost one

@@ -4,8 +4,9 @@
 import pytest
 
 from host_tools import detsim
-from parcelbox import boxstate, codestore, outbox, remote, throttle
+from parcelbox import clock, codestore, outbox, remote, throttle
 from parcelbox import protocol as P
+from parcelbox.box import Box
 
 FIXED = range(25)  # x 2 box-days: 50 box-days with every fault, about 15 s on CPython
 DAYS = 2
@@ -132,23 +133,23 @@ def test_it_finds_a_clock_floor_saved_too_rarely():
     # not with every state save, and no sweep at each code's not_after (the store never
     # names its next end); after a reboot without a time source the clock resumes up to an
     # hour back and a code that expired in that hour opens again
-    save = boxstate.BoxState._save_state
+    save = Box._save_state
 
     def rare(self):
-        f = self._floor
-        self.wall = lambda now: f  # the save sees no newer time than the floor it has
+        f = self.clock.floor
+        self.clock.wall = lambda now: f  # the save sees no newer time than the floor it has
         try:
             save(self)
         finally:
-            del self.wall
+            del self.clock.wall
 
     def ends(self):
         self.next_end = 0
 
     def plant(mp):
-        mp.setattr(boxstate.BoxState, "_save_state", rare)
+        mp.setattr(Box, "_save_state", rare)
         mp.setattr(codestore.CodeStore, "_ends", ends)
-        mp.setattr(boxstate.BoxState, "_ended", no_slack)
+        mp.setattr(clock.Clock, "ended", no_slack)
 
     caught(pytest.MonkeyPatch(), plant, range(40), ("after it expired",),
            faults=("power", "net", "clock"))
@@ -162,7 +163,7 @@ def test_it_finds_a_clock_that_forgets_what_power_cuts_took():
     # the clock's slack ignored (as before it was kept): after a reboot without a time
     # source the box checks not_after against its floor alone, up to an hour behind the
     # time it knew before the cut, and a code whose end fell in that hour opens again
-    caught(pytest.MonkeyPatch(), lambda mp: mp.setattr(boxstate.BoxState, "_ended", no_slack),
+    caught(pytest.MonkeyPatch(), lambda mp: mp.setattr(clock.Clock, "ended", no_slack),
            range(270, 280), ("after it expired",))  # seed 274
 
 

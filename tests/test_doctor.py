@@ -54,7 +54,7 @@ def test_a_deployed_and_provisioned_board_is_healthy(board, sim_build):
     for line in ("MicroPython", "mpy v6.3", "heap", "free of 250.1 KB, no PSRAM", "flash", "free of 1536.0 KB",
                  "heap margin", "%s to spare: the firmware as .mpy files with 256 codes (the firmware's default "
                  "max_codes) needs %s, the board has 250.1 KB" % (heapneed.kb(256128 - need), heapneed.kb(need)),
-                 "parcelbox 0.1.0 (sim) in app_a, 27 files, every hash matches",
+                 "parcelbox 0.1.0 (sim) in app_a, 29 files, every hash matches",
                  "box box-1, board esp32-devkitc-4x3, broker 127.0.0.1:1 TLS off, wifi home",
                  "last crash", "none recorded", "verdict: healthy",
                  "not available: this board has no Wi-Fi"):
@@ -137,7 +137,7 @@ def test_a_corrupt_manifest_in_the_fallback_slot_is_read_without_a_traceback(boa
     (board.flash / "app_b" / "manifest.json").write_bytes(junk)
     rc, out = doctor(board.url)
     assert rc == 0 and "Traceback" not in out, out
-    assert "parcelbox 0.1.0 (sim) in app_a, 27 files, every hash matches" in out
+    assert "parcelbox 0.1.0 (sim) in app_a, 29 files, every hash matches" in out
 
 
 def test_a_crash_report_that_is_not_utf8_is_shown_not_taken_for_a_lost_board(board):

@@ -207,7 +207,7 @@ def test_a_seq_floor_at_the_end_of_its_u32_in_the_state_file_never_stops_or_repe
     # outbox took its seqs for damage and every event took the same seq (fixed in 0162b72)
     st = MemStorage()
     box = Box(st, bytes(32))
-    box._seq_floor = floor  # a u32 all the same, as a state file with a good checksum may hold
+    box.state.seq_floor = floor  # a u32 all the same, as a state file with a good checksum may hold
     box._save_state()
     seqs = []
     box = Box(st.reboot(), bytes(32), None, 0, lambda seq, *e: seqs.append(seq))

@@ -975,7 +975,7 @@ def test_a_damaged_state_copy_never_lets_the_last_command_run_again(rig):
     t, p = HP.command(rig.keys, BOX, rig.seq + 1, "state")
     rig.remote.receive(t, p, rig.now)  # its window is only in the newest state copy
     assert rig.result() == (P.STATE, rig.seq + 1, P.OK)
-    newest = "state.%d" % (rig.box._gen & 1)
+    newest = "state.%d" % (rig.box.state.gen & 1)
     data = bytearray(rig.st.files[newest])
     data[8] ^= 0xFF  # bit rot: the boot falls back to the older copy
     rig.st.files[newest] = bytes(data)

@@ -48,7 +48,7 @@ def test_a_deployed_and_provisioned_box_connects_and_opens_for_a_backend_code(vb
     assert rc == 0, out
     outputs.append(out)
     rc, out = cli("deploy", "--port", vboard.url, "--build", str(tmp_path / "build"))
-    assert rc == 0 and "sent over the wire: 27 files" in out, out
+    assert rc == 0 and "sent over the wire: 29 files" in out, out
     outputs.append(out)
 
     with Consumer(db, mosquitto.sdk_config("consumer")) as consumer:
