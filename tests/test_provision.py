@@ -227,10 +227,10 @@ def test_a_refused_provision_puts_a_running_box_back_into_service(vboard, regist
     vboard.wait_output("boot box box-1", timeout=30, start=mark)
 
 
-def test_checking_the_configuration_writes_no_secret_to_the_host_s_disk(registry, monkeypatch):
-    # a scratch config.json in /tmp stays there when the tool is killed (SIGKILL, a flat laptop)
+def spy_disk_writes(monkeypatch):
+    """From now on, the paths anything opens for writing or writes through Path (which then
+    writes nothing): a list the test reads."""
     import builtins
-    db, rec, ca = registry
     written = []
     real_open = builtins.open
 
@@ -241,6 +241,13 @@ def test_checking_the_configuration_writes_no_secret_to_the_host_s_disk(registry
     monkeypatch.setattr(builtins, "open", spy_open)
     monkeypatch.setattr(Path, "write_text", lambda self, *a, **kw: written.append(str(self)))
     monkeypatch.setattr(Path, "write_bytes", lambda self, *a, **kw: written.append(str(self)))
+    return written
+
+
+def test_checking_the_configuration_writes_no_secret_to_the_host_s_disk(registry, monkeypatch):
+    # a scratch config.json in /tmp stays there when the tool is killed (SIGKILL, a flat laptop)
+    db, rec, ca = registry
+    written = spy_disk_writes(monkeypatch)
     p = provision.plan(str(db), "box-17", "mqtts://b:8883", "home", WIFI_PW, "esp32-devkitc-4x3", str(ca))
     assert p.config["box_key"] == rec["box_key"] and written == []
     with pytest.raises(provision.ProvisionError, match="box_key must be 64 hex digits"):
@@ -468,19 +475,9 @@ def test_the_cli_takes_cert_and_key_and_shows_neither_the_key_nor_a_secret(regis
 
 
 def test_checking_a_client_key_writes_nothing_to_the_host_s_disk(registry, tmp_path, monkeypatch):
-    import builtins
     db, _, ca = registry
     cert_path, key_path, _, _ = _pem_pair(tmp_path)
-    written = []
-    real_open = builtins.open
-
-    def spy_open(file, mode="r", *a, **kw):
-        if any(c in mode for c in "wax+"):
-            written.append(str(file))
-        return real_open(file, mode, *a, **kw)
-    monkeypatch.setattr(builtins, "open", spy_open)
-    monkeypatch.setattr(Path, "write_text", lambda self, *a, **kw: written.append(str(self)))
-    monkeypatch.setattr(Path, "write_bytes", lambda self, *a, **kw: written.append(str(self)))
+    written = spy_disk_writes(monkeypatch)
     p = _plan_tls(db, ca, cert_path, key_path)
     assert p.client is not None and written == []
 
