@@ -109,8 +109,8 @@ def what_fits(mode: str, heap: int, psram: bool, max_codes: int, table: dict, mo
     out = []
     n = codes_that_fit(mode, heap, table, most)
     if n >= 1:
-        out.append("at most %d codes %s: settings.max_codes %d in the board's config.json (parcelbox "
-                   "provision does not set it)" % (n, HOW[mode], n))
+        out.append("at most %d codes %s: parcelbox provision ... --max-codes %d (settings.max_codes "
+                   "in the board's config.json)" % (n, HOW[mode], n))
     if mode == "mpy":
         f = need("frozen", max_codes, table)
         if f <= heap:

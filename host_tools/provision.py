@@ -59,6 +59,8 @@ class Plan:
                  % (c["wifi"]["ssid"], "set" if c["wifi"]["password"] else "none: an open network")]
         if self.client is not None:
             lines.append(self.client.summary())
+        if c["settings"]:
+            lines.append("settings: %s" % ", ".join("%s %s" % kv for kv in sorted(c["settings"].items())))
         if self.board is not None:
             lines.append("board %s (%s, %d compartment%s), checked by parcelbox board check"
                          % (self.board["name"], self.board["chip"], len(self.board["compartments"]),
@@ -252,6 +254,15 @@ def existing_board(conn) -> dict | None:
         return None
 
 
+def existing_settings(conn) -> dict:
+    """The settings of the board's config.json ({} if none): kept when the box is provisioned
+    again, so a value set before (max_codes) is not lost. Only that part is read: the rest of
+    the file holds secrets."""
+    raw = conn.json("try:\n    _r = json.loads(open('/config.json').read()).get('settings')\n"
+                    "except Exception:\n    _r = None\nprint(json.dumps(_r))")
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
 def _mcu_board(p: Plan, existing: dict | None = None) -> None:
     """`parcelbox provision` writes a microcontroller's flash: a linux board (Blinka pin
     names) is provisioned into its state directory with `parcelbox linux provision`."""
@@ -264,15 +275,16 @@ def _mcu_board(p: Plan, existing: dict | None = None) -> None:
 
 def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_password: str, db: str,
             broker: str, ca: str | None, dry_run: bool, no_reset: bool, cert: str | None = None,
-            key: str | None = None) -> int:
+            key: str | None = None, max_codes: int | None = None) -> int:
     import click
 
     from host_tools.boardconn import BoardConn, BoardError
     from host_tools.deploy import stop_app
     try:
+        given = {"max_codes": max_codes} if max_codes is not None else {}
         if dry_run:
             p = plan(db, box_id, broker, ssid, wifi_password, board, ca, client_cert=cert,
-                     client_key=key)
+                     client_key=key, settings=given)
             _mcu_board(p)
             for line in p.summary():
                 click.echo(line)
@@ -283,8 +295,9 @@ def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_pa
             conn = stop_app(conn, click.echo)
             try:
                 existing = None if board else existing_board(conn)
+                settings = dict(existing_settings(conn), **given)   # --max-codes over the board's
                 p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing,
-                         client_cert=cert, client_key=key)
+                         client_cert=cert, client_key=key, settings=settings)
                 _mcu_board(p, existing)
             except ProvisionError:
                 if running:   # nothing written: back into service rather than left in safe mode

@@ -65,10 +65,13 @@ def register(main: click.Group) -> None:
                   help="The box's TLS client certificate, a PEM file (with --key; mqtts:// only).")
     @click.option("--key", type=click.Path(exists=True, dir_okay=False),
                   help="The client certificate's private key, an unencrypted PEM file (with --cert).")
+    @click.option("--max-codes", type=click.IntRange(1, 16384),
+                  help="Codes the box can hold (settings.max_codes; default: the board's own, else "
+                       "the firmware's 256). Each takes heap: parcelbox deploy says what fits.")
     @click.option("--dry-run", is_flag=True, help="Build and check the configuration; write nothing.")
     @click.option("--no-reset", is_flag=True, help="Do not reset the board afterwards.")
     def provision(port, box_id, board, wifi_ssid, wifi_password_file, open_wifi, db, broker, ca,
-                  cert, key, dry_run, no_reset) -> None:
+                  cert, key, max_codes, dry_run, no_reset) -> None:
         """Write config.json (and board.json, ca.pem, and with --cert/--key cert.der and key.der)
         for BOX from the registry: validated by the firmware's own rules first, each file replaced
         atomically. No secret is shown."""
@@ -93,7 +96,7 @@ def register(main: click.Group) -> None:
             wifi_password = click.prompt("Wi-Fi password for %s" % wifi_ssid, hide_input=True,
                                          default="", show_default=False)
         sys.exit(_prov.run_cli(port, box_id, board, wifi_ssid, wifi_password, db, broker, ca,
-                               dry_run, no_reset, cert=cert, key=key))
+                               dry_run, no_reset, cert=cert, key=key, max_codes=max_codes))
 
     @main.command()
     @click.option("--port", required=True, help="Serial port (/dev/ttyUSB0) or socket://host:port.")

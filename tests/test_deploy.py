@@ -355,7 +355,7 @@ def test_a_build_too_big_for_the_heap_is_refused_before_anything_is_switched(tmp
         assert ("Error: parcelbox 0.1.1-test does not fit this board: as .mpy files with 256 codes (the "
                 "firmware's default max_codes) it needs %s of heap, the board has %s (no PSRAM). Nothing on "
                 "the board was changed. What fits:" % (heapneed.kb(need), heapneed.kb(got))) in out
-        assert "at most %d codes as .mpy files: settings.max_codes %d" % (fits, fits) in out
+        assert "at most %d codes as .mpy files: parcelbox provision ... --max-codes %d" % (fits, fits) in out
         for line in heapneed.what_fits("mpy", got, False, 256, table):
             assert line in out, line
         assert "a frozen image" in out and "a board with PSRAM" in out

@@ -69,8 +69,8 @@ def test_a_missing_or_broken_file_says_who_writes_it(tmp_path):
 def test_a_board_a_little_short_is_told_fewer_codes_a_frozen_image_or_psram():
     fits = heapneed.what_fits("mpy", 216064, False, 256, TABLE)
     assert fits == [
-        "at most 169 codes as .mpy files: settings.max_codes 169 in the board's config.json (parcelbox "
-        "provision does not set it)",
+        "at most 169 codes as .mpy files: parcelbox provision ... --max-codes 169 (settings.max_codes "
+        "in the board's config.json)",
         "a frozen image, which needs 117.3 KB with 256 codes (parcelbox build --target esp32 writes "
         "build/esp32/manifest.py to freeze into MicroPython; docs/tooling.md section 2)",
         "a board with PSRAM (about 2048 KB of heap): the ESP32-DevKitC-VE (ESP32-WROVER-E, "
@@ -90,8 +90,8 @@ def test_a_small_board_is_told_only_what_fits_it():
     assert not any("PSRAM" in f for f in heapneed.what_fits("mpy", 216064, True, 256, TABLE))
     # the frozen firmware is told fewer codes, never a frozen image
     assert heapneed.what_fits("frozen", 118000, True, 256, TABLE) == [
-        "at most 166 codes frozen into the image: settings.max_codes 166 in the board's config.json "
-        "(parcelbox provision does not set it)"]
+        "at most 166 codes frozen into the image: parcelbox provision ... --max-codes 166 "
+        "(settings.max_codes in the board's config.json)"]
 
 
 # ---- the figures are true: the whole device runs in the heap the file says it needs ----

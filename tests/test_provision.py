@@ -170,6 +170,35 @@ def test_a_configuration_the_firmware_would_refuse_is_never_written(vboard, regi
 
 
 @pytest.mark.vm
+def test_max_codes_is_set_by_provision_and_kept_when_the_box_is_provisioned_again(vboard, registry):
+    # deploy's advice when a build does not fit ("at most N codes") is this option
+    db, _, _ = registry
+    rc, out = _prov(vboard.url, db, "--board", "esp32-devkitc-4x3", "--max-codes", "120", "--no-reset")
+    assert rc == 0, out
+    assert "settings: max_codes 120" in out
+    assert json.loads((vboard.flash / "config.json").read_text())["settings"] == {"max_codes": 120}
+    rc, out = _prov(vboard.url, db, "--no-reset")          # again, without the option: kept
+    assert rc == 0, out
+    assert json.loads((vboard.flash / "config.json").read_text())["settings"] == {"max_codes": 120}
+    rc, out = _prov(vboard.url, db, "--max-codes", "300", "--no-reset")     # the option wins
+    assert rc == 0, out
+    assert json.loads((vboard.flash / "config.json").read_text())["settings"] == {"max_codes": 300}
+
+
+def test_max_codes_out_of_the_firmware_s_range_is_refused_before_anything(registry):
+    db, _, _ = registry
+    r = CliRunner().invoke(main, ["provision", "--dry-run", "--box", "box-17", "--db", str(db),
+                                  "--broker", "mqtt://b:1883", "--wifi-ssid", "home", "--open-wifi",
+                                  "--board", "esp32-devkitc-4x3", "--max-codes", "0"])
+    assert r.exit_code == 2 and "--max-codes" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["provision", "--dry-run", "--box", "box-17", "--db", str(db),
+                                  "--broker", "mqtt://b:1883", "--wifi-ssid", "home", "--open-wifi",
+                                  "--board", "esp32-devkitc-4x3", "--max-codes", "500"])
+    assert r.exit_code == 0, r.output
+    assert "settings: max_codes 500" in r.output
+
+
+@pytest.mark.vm
 def test_without_board_the_board_s_own_board_json_is_kept(vboard, registry):
     db, _, _ = registry
     import techlib
