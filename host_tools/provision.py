@@ -254,13 +254,14 @@ def existing_board(conn) -> dict | None:
         return None
 
 
-def existing_settings(conn) -> dict:
-    """The settings of the board's config.json ({} if none): kept when the box is provisioned
-    again, so a value set before (max_codes) is not lost. Only that part is read: the rest of
-    the file holds secrets."""
-    raw = conn.json("try:\n    _r = json.loads(open('/config.json').read()).get('settings')\n"
-                    "except Exception:\n    _r = None\nprint(json.dumps(_r))")
-    return dict(raw) if isinstance(raw, dict) else {}
+def existing_max_codes(conn) -> dict:
+    """{"max_codes": N} from the board's config.json, kept when the box is provisioned again so
+    a value set before is not lost; {} if there is none or it is no whole number in
+    1..16384 (a damaged value is dropped, not carried on). Only that number is read: the
+    rest of the file holds secrets."""
+    n = conn.json("try:\n    _r = json.loads(open('/config.json').read())['settings']['max_codes']\n"
+                  "except Exception:\n    _r = None\nprint(json.dumps(_r))")
+    return {"max_codes": n} if type(n) is int and 1 <= n <= 16384 else {}
 
 
 def _mcu_board(p: Plan, existing: dict | None = None) -> None:
@@ -295,9 +296,15 @@ def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_pa
             conn = stop_app(conn, click.echo)
             try:
                 existing = None if board else existing_board(conn)
-                settings = dict(existing_settings(conn), **given)   # --max-codes over the board's
-                p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing,
-                         client_cert=cert, client_key=key, settings=settings)
+                kept = {} if given else existing_max_codes(conn)   # --max-codes over the board's
+                try:
+                    p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing,
+                             client_cert=cert, client_key=key, settings=given or kept)
+                except ProvisionError as e:
+                    if kept and "settings" in str(e):
+                        raise ProvisionError("%s (max_codes %d was kept from the board's config.json: "
+                                             "give --max-codes)" % (e, kept["max_codes"])) from None
+                    raise
                 _mcu_board(p, existing)
             except ProvisionError:
                 if running:   # nothing written: back into service rather than left in safe mode

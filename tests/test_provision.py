@@ -185,6 +185,17 @@ def test_max_codes_is_set_by_provision_and_kept_when_the_box_is_provisioned_agai
     assert json.loads((vboard.flash / "config.json").read_text())["settings"] == {"max_codes": 300}
 
 
+@pytest.mark.vm
+def test_a_damaged_max_codes_on_the_board_is_dropped_not_carried_on(vboard, registry):
+    # only a whole max_codes in range is kept; nothing else of the old settings, so a box
+    # whose config.json holds a bad value can always be provisioned again
+    db, _, _ = registry
+    (vboard.flash / "config.json").write_text('{"settings": {"max_codes": "lots", "pulse_ms": 60000}}')
+    rc, out = _prov(vboard.url, db, "--board", "esp32-devkitc-4x3", "--no-reset")
+    assert rc == 0, out
+    assert json.loads((vboard.flash / "config.json").read_text())["settings"] == {}
+
+
 def test_max_codes_out_of_the_firmware_s_range_is_refused_before_anything(registry):
     db, _, _ = registry
     r = CliRunner().invoke(main, ["provision", "--dry-run", "--box", "box-17", "--db", str(db),
