@@ -93,8 +93,9 @@ class CountingStorage(Storage):
             t.lfs.append(before, len(data))
 
     def replace(self, name, data):
-        n = sum(len(p) for p in data) if isinstance(data, (list, tuple)) else len(data)
+        before = self.bytes_written
         super().replace(name, data)
+        n = self.bytes_written - before
         for t in self._both(name):
             t.bytes += n
             t.replaces += 1

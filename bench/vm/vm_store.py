@@ -60,7 +60,7 @@ holder.append(build_store())
 f1 = free()
 store = holder[0]
 print("store=%d" % (f0 - f1))
-if store.find(TYPED) != N - 1 or store.find(b"13572468") != -1:
+if store.fields(store.find(TYPED))[0] != N or store.find(b"13572468") != -1:
     raise AssertionError("the store finds the wrong slot")
 f0 = free()
 holder.append(build_naive())

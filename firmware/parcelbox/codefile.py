@@ -20,12 +20,11 @@ R_NB = const(24)        # u32 not_before
 R_NA = const(28)        # u32 not_after
 REC = const(32)
 
-# Records live in pages of PAGE_RECS records (512 B): small enough to fit the holes that
-# loading modules leaves in a fragmented ESP32-sized heap, big enough to keep the
-# per-page object overhead near 8%. Slot s is page s >> PAGE_SHIFT, offset (s & PAGE_MASK) << 5.
-PAGE_SHIFT = const(4)
-PAGE_RECS = const(16)
-PAGE_MASK = const(15)
+# Where a record is on flash (a CodeStore keeps it for each code, docs/codestore.md
+# section 6): below AT_LOG, its index in the snapshot (or in NEW while a full sync is
+# written); with AT_LOG set, the offset of its ADD frame in the journal.
+AT_LOG = const(0x8000)
+_MAX_AT = const(0x7F00)  # an ADD frame goes no further: the journal is compacted first
 
 # Journal ops: the first byte of a journal record (docs/codestore.md section 3).
 OP_HEAD = const(0)      # the snapshot generation this journal follows (its first record)
@@ -41,6 +40,7 @@ ZERO = bytes(4)
 _MAX_GEN = const(0x7FFFFFFF)  # one snapshot per ~300 uses: a generation above is damage
 SNAPSHOT = "codes.bin"
 JOURNAL = "codes.log"
+NEW = "codes.new"  # a full sync's records as they come, before they become the snapshot
 
 
 # Sign of (u32 at a[i]) - (u32 at b[j]), little-endian, without big ints.
@@ -58,41 +58,91 @@ class CodeFile:
         self.limit = compact_at
         self.gen = self.jlen = 0
         self.dirty = False
+        self.src = None  # NEW while a full sync's records are read from there
+        self._fh = None  # files kept open for a pass over every record (begin .. end)
 
     # Append journal op `op` (bytes without framing); first a snapshot of `store` if flash
     # needs one or the journal passed compact_at (a failure there is retried later
-    # unless flash needs it). OSError escapes; RAM is the caller's to change after.
+    # unless flash needs it, or the journal is too long to say where an ADD is). OSError
+    # escapes; RAM is the caller's to change after. Returns the op's frame offset.
     def append(self, op, store):
-        if self.dirty or self.jlen > self.limit:
+        if self.dirty or self.jlen > self.limit or self.jlen > _MAX_AT:
             try:
                 self.snapshot(store)
             except OSError:
-                if self.dirty:
+                if self.dirty or self.jlen > _MAX_AT:
                     raise
         fr = frame(op)
         if not self.jlen:  # a new journal starts with HEAD: the snapshot it follows
             fr = frame(struct.pack("<BI", OP_HEAD, self.gen)) + fr
+        at = self.jlen + len(fr) - len(op) - 6
         self.dirty = True  # until the append is known to be complete
         self._st.append(JOURNAL, fr)
         self.dirty = False
         self.jlen += len(fr)
+        return at
 
-    # Write the store's records as the next generation's snapshot (page by page, no
-    # copy), then drop the journal.
+    # Keep the files open for many read()s (a snapshot, the set digest), until end().
+    def begin(self):
+        self._fh = {}
+
+    def end(self):
+        fh = self._fh
+        self._fh = None
+        for f in fh.values():
+            f.close()
+
+    # Read the 32-byte record at `at` (AT_LOG, above) into buf. OSError if it cannot.
+    def read(self, at, buf):
+        if at & AT_LOG:
+            name, off = JOURNAL, (at & 0x7FFF) + 3  # the frame's length, the op byte
+        elif self.src:
+            name, off = self.src, at << 5
+        else:
+            name, off = SNAPSHOT, 12 + (at << 5)
+        fh = self._fh
+        f = fh.get(name) if fh is not None else None
+        if f is None:
+            f = self._st.open(name)
+            if f is None:
+                raise OSError(2, "record gone")
+            if fh is not None:
+                fh[name] = f
+        try:
+            f.seek(off)
+            if f.readinto(buf) != REC:
+                raise OSError(5, "record short")
+        finally:
+            if fh is None:
+                f.close()
+
+    # Write the store's records as the next generation's snapshot, each read from where
+    # it is on flash and written on (one record in RAM at a time), then drop the journal.
     def snapshot(self, store):
-        n = store.count()
         self.gen += 1  # even if the write fails: a generation may be skipped, never reused
-        parts = [struct.pack("<4sII", b"PBC1", self.gen, n)]
-        for s in range(0, n, PAGE_RECS):
-            parts.append(store.page(s)[:min(n - s, PAGE_RECS) << 5])
-        crc = 0
-        for p in parts:
-            crc = crc32(p, crc)
-        parts.append(struct.pack("<I", crc))
-        self._st.replace(SNAPSHOT, parts)
+        self.begin()
+        try:
+            self._st.replace(SNAPSHOT, self._records(store, store.count()))
+        finally:
+            self.end()
+        store.placed()  # every record is now at its slot's index in the snapshot
         self._st.remove(JOURNAL)
         self.jlen = 0
         self.dirty = False
+
+    # The parts of a snapshot of `store`'s n records: header, records, crc. A record that
+    # cannot be read back as the one the store holds is an OSError: nothing is replaced.
+    def _records(self, store, n):
+        h = struct.pack("<4sII", b"PBC1", self.gen, n)
+        crc = crc32(h)
+        yield h
+        buf = bytearray(REC)
+        for s in range(n):
+            if not store.full(s, buf):
+                raise OSError(5, "record unreadable")
+            crc = crc32(buf, crc)
+            yield buf
+        yield struct.pack("<I", crc)
 
     # Read snapshot and journal into `store` (its pages, then each journal op through
     # store.replay). Bits: 1 the snapshot is bad or lost (the store is EMPTY), 2 a torn
@@ -101,23 +151,26 @@ class CodeFile:
         st = self._st
         self.gen = self.jlen = 0  # until a good snapshot or the journal's HEAD says
         store.clear(1)  # the old records go before the new ones come
+        self.src = None
         st.remove(SNAPSHOT + ".tmp")  # left by a cut during a snapshot write
+        st.remove(NEW)  # left by a cut during a full sync
         size = st.size(SNAPSHOT)
         n = (size - 16) >> 5
         f = st.open(SNAPSHOT)
         bad = size >= 0
         if f:
-            try:  # straight into the pages with readinto: no second buffer
+            try:  # record by record into the store, which keeps what it needs of each
                 h = f.read(12)
                 if (size == 16 + (n << 5) and h[:4] == b"PBC1" and h[8:] == struct.pack("<I", n)
                         and struct.unpack_from("<I", h, 4)[0] <= _MAX_GEN):
                     store.clear(n or 1)
                     crc = crc32(h)
-                    for s in range(0, n, PAGE_RECS):
-                        p = store.page(s)[:min(n - s, PAGE_RECS) << 5]
-                        if f.readinto(p) != len(p):
+                    buf = bytearray(REC)
+                    for s in range(n):
+                        if f.readinto(buf) != REC:
                             raise ValueError
-                        crc = crc32(p, crc)
+                        crc = crc32(buf, crc)
+                        store.put(s, buf, s)  # ValueError: an impossible record
                     if f.read(4) == struct.pack("<I", crc):
                         store.loaded(n)  # ValueError: an impossible record or a code_id twice
                         self.gen = struct.unpack_from("<I", h, 4)[0]
@@ -152,7 +205,7 @@ class CodeFile:
                 r = 3
             elif pos:
                 try:
-                    store.replay(memoryview(fr)[2:-4])
+                    store.replay(memoryview(fr)[2:-4], pos)
                 except (ValueError, IndexError):
                     r = 3
             elif struct.unpack_from("<I", fr, 3)[0] > _MAX_GEN:

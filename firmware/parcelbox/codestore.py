@@ -1,12 +1,12 @@
-# The box's code store: keyed digests of codes with role, compartment, uses and validity
-# window, in 512-byte pages of 32-byte records with an open-addressing digest index (docs/codestore.md).
+# The box's code store: codes as keyed digests with role, compartment, uses and validity
+# window. RAM keeps 21 bytes a code, sorted by a 3-byte digest prefix; the whole 32-byte
+# record stays on flash and is read back on a prefix match (docs/codestore.md).
 import struct
-from array import array
 from hashlib import sha256
 
-from parcelbox.codefile import (OP_ADD, OP_CONSUME, OP_EXPIRE, OP_GIVEBACK, OP_LEN,
-                                OP_REVOKE, PAGE_MASK, PAGE_RECS, PAGE_SHIFT, R_DIGEST,
-                                R_ID, R_NA, R_NB, R_USES, REC, ZERO, CodeFile, cmp_u32)
+from parcelbox.codefile import (AT_LOG, NEW, OP_ADD, OP_CONSUME, OP_EXPIRE, OP_GIVEBACK, OP_LEN,
+                                OP_REVOKE, R_DIGEST, R_ID, R_NA, R_NB, R_ROLE, R_USES, REC,
+                                ZERO, CodeFile, cmp_u32)
 from parcelbox.hmac256 import Hmac, equal
 
 try:
@@ -25,6 +25,18 @@ PROBLEM_SNAPSHOT = const(1)  # load(): snapshot corrupt, truncated or lost; the 
 PROBLEM_JOURNAL = const(2)   # load(): a torn journal tail (a cut append) dropped
 PROBLEM_CORRUPT = const(4)   # load(): journal damaged (a bad whole record); the store is EMPTY
 PROBLEM_OLD = const(8)       # the Box: files older or shorter than the state says; EMPTY
+
+# A code in RAM: 21 bytes (docs/codestore.md section 6), in pages of _PAGE codes (504 B:
+# small enough for the holes a fragmented ESP32 heap keeps, ~5% object overhead).
+_C_ID = const(0)     # u32 code_id
+_C_PRE = const(4)    # the digest's first 3 bytes: the sort key
+_C_ROLE = const(7)   # role, compartment, uses, not_before, not_after: the record's 20..31
+_C_USES = const(9)   # u16
+_C_NB = const(11)    # u32
+_C_NA = const(15)    # u32
+_C_AT = const(19)    # u16: where the whole record is on flash (codefile AT_LOG)
+_C = const(21)
+_PAGE = const(24)
 
 _FMT = "<I16sBBHII"  # code_id, digest, role, compartment, uses, not_before, not_after
 
@@ -61,10 +73,9 @@ def set_digest_of(records):
 
 
 class CodeStore:
-    # Every buffer is allocated here, once: `capacity` records in pages and an index of
-    # the smallest power of two >= 2 * capacity u16 entries, in 512-byte chunks. Nothing
-    # is allocated for codes later, so a long-running box cannot fragment its heap.
-    # Its flash side (snapshot and journal) is a CodeFile.
+    # Every buffer is allocated here, once: pages for `capacity` codes. Nothing is
+    # allocated for codes later, so a long-running box cannot fragment its heap. Its
+    # flash side (snapshot and journal) is a CodeFile.
     def __init__(self, storage, code_key, capacity=1024, compact_at=4096):
         if type(code_key) is str or len(code_key) != 32:
             raise ValueError("code key must be 32 bytes")
@@ -77,16 +88,12 @@ class CodeStore:
         self._t = ZERO
         self._end = bytearray(4)  # the earliest not_after stored (u32), as next_end
         self.next_end = 0  # earliest not_after of a stored code (0: none): the expiry sweep's
+        self._buf = bytearray(REC)  # a whole record read back from flash
+        self._sd = None  # the set digest, until the set changes
         self._pg = []
-        self._cap = 0
-        while self._cap < capacity:
-            self._pg.append(memoryview(bytearray(PAGE_RECS * REC)))  # slices without copies
-            self._cap += PAGE_RECS
-        size = 1 << len(bin(self._cap - 1)) - 1
-        self._ix = []
-        for i in range(0, size, 256):
-            self._ix.append(array("H", bytes(2 * min(size, 256))))
-        self._m = size - 1
+        for _ in range(0, capacity, _PAGE):
+            self._pg.append(bytearray(_PAGE * _C))
+        self._cap = capacity
         self.clear(1)
 
     # ValueError unless `cap` records fit.
@@ -97,86 +104,139 @@ class CodeStore:
     # An empty store in RAM (the file's load fills it); ValueError unless `cap` records fit.
     def clear(self, cap):
         self._n = 0
-        self._index(R_DIGEST)
+        self._sd = None
         self._grow(cap)
 
-    # The page holding slot s (a memoryview of its records; the file reads and writes these).
-    def page(self, s):
-        return self._pg[s >> PAGE_SHIFT]
+    # Slot s from the 32-byte record `r` (checked: ValueError), whose flash place is `at`.
+    def put(self, s, r, at):
+        _pack(_FMT, struct.unpack(_FMT, r))
+        pg, o = self._pg[s // _PAGE], s % _PAGE * _C
+        pg[o:o + 7] = r[:7]
+        pg[o + _C_ROLE:o + _C_AT] = r[R_ROLE:REC]
+        pg[o + _C_AT] = at & 255
+        pg[o + _C_AT + 1] = at >> 8
 
-    # The file read `n` records into the pages: index them by code_id, checking each.
+    # The file put `n` records in: ValueError if a code_id is held twice.
     def loaded(self, n):
         self._n = n
-        self._index(R_ID)
+        self._sort(_C_ID)
+        for s in range(1, n):
+            if not self._cmp(s - 1, s, _C_ID):
+                raise ValueError("id twice")
 
-    # Apply one journal op read from flash (ValueError: it cannot apply).
-    def replay(self, op):
-        self._do(op, False)
+    # The whole 32-byte record of slot s into buf, read back from flash, with the fields
+    # RAM holds (the uses are RAM's). False if flash does not hold that code there.
+    def full(self, s, buf):
+        pg, o = self._pg[s // _PAGE], s % _PAGE * _C
+        try:
+            self._file.read(pg[o + _C_AT] | pg[o + _C_AT + 1] << 8, buf)
+        except OSError:
+            return False
+        buf[R_ROLE:REC] = pg[o + _C_ROLE:o + _C_AT]
+        return not cmp_u32(buf, R_ID, pg, o) and buf[4:7] == pg[o + _C_PRE:o + _C_ROLE]
 
-    # The digest index rebuilt after loading; False (and EMPTY) if a digest is held twice.
+    # The snapshot now holds slot s at index s (CodeFile.snapshot).
+    def placed(self):
+        for s in range(self._n):
+            pg, o = self._pg[s // _PAGE], s % _PAGE * _C + _C_AT
+            pg[o] = s & 255
+            pg[o + 1] = s >> 8
+
+    # Apply one journal op read from flash at journal offset `at` (ValueError: it cannot apply).
+    def replay(self, op, at):
+        self._do(op, False, None, at)
+
+    # Sorted by digest prefix after loading; False (and EMPTY) if a digest is held twice.
     def reindex(self):
         try:
-            self._index(R_DIGEST)
+            self._sort_check()
             return True
         except ValueError:
             self._n = 0  # EMPTY, keeping the generation
-            self._index(R_DIGEST)
             return False
+
+    # Sort by code_id (ValueError if one is held twice), then by digest prefix (ValueError
+    # if a digest is held twice: equal prefixes are compared whole, from flash).
+    def _sort_check(self):
+        self._sd = None
+        self.loaded(self._n)
+        self._sort(_C_PRE)
+        a = self._buf
+        b = bytearray(REC)
+        for s in range(1, self._n):
+            if (self._key(s - 1) == self._key(s) and self.full(s - 1, a) and self.full(s, b)
+                    and equal(a[R_DIGEST:R_ROLE], b[R_DIGEST:R_ROLE])):
+                raise ValueError("digest twice")
 
     # Apply a journal op to RAM, first appending it to the journal if `write`; returns the
     # codes it hit (0: nothing written). ValueError if it cannot apply (a corrupt journal
-    # on replay). Codes that go rebuild the index, except on replay: load() does it then.
-    # `hit`: the slot of its code_id when the caller knows it (no scan).
-    def _do(self, op, write, hit=None):
+    # on replay). `hit`: the slot of its code_id when the caller knows it (no scan); `at`:
+    # where a replayed ADD is in the journal. RAM stays sorted, except on replay: load()
+    # sorts it then.
+    def _do(self, op, write, hit=None, at=0):
         self.changes += 1  # callers that cache a figure about the set watch this
         k = op[0]
         if not 0 < k <= OP_EXPIRE or len(op) != OP_LEN[k]:
             raise ValueError("bad op")
         if k == OP_ADD:
             s = self._find(op[1 + R_DIGEST:1 + R_DIGEST + DIGEST_LEN]) if write else -1
-            if s >= 0:
-                pg, o = self._at(s)
-                if cmp_u32(pg, o + R_ID, op, 1 + R_ID):
-                    raise ValueError("digest in use")
+            if s >= 0 and cmp_u32(self._pg[s // _PAGE], s % _PAGE * _C, op, 1 + R_ID):
+                raise ValueError("digest in use")
             if self._n >= self._cap and self.slot_of(struct.unpack_from("<I", op, 1)[0]) < 0:
                 self._grow(self._n + 1)  # full, and not a replacement: ValueError
-        # Two passes over the codes it hits: the first only counts them (nothing hit: no
-        # write; an ADD is written anyway), the journal write goes between, the second
-        # applies it. RAM changes only after the op is on flash.
-        for act in (0, 1):
-            n = 0
-            scan = range(self._n - 1, -1, -1) if hit is None else (hit,)
-            for s in scan if act or k != OP_ADD else ():  # backwards: a moved-in record was seen
-                pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
-                if not (cmp_u32(pg, o + R_NA, op, 1) < 0 < cmp_u32(pg, o + R_NA, ZERO, 0)
-                        if k == OP_EXPIRE else not cmp_u32(pg, o + R_ID, op, 1)):
-                    continue  # EXPIRE: ended before its time; the others: its code_id
+            if not write and at > 0x7FFF:
+                raise ValueError("journal too long")
+        # Count the codes it hits first (nothing hit: no write; an ADD is written anyway),
+        # the journal write goes between, then apply it. RAM changes only after the op is
+        # on flash.
+        n = 0
+        for s in range(self._n) if hit is None else (hit,):
+            if self._hits(s, k, op):
                 n += 1
-                if act and (k == OP_CONSUME or k == OP_GIVEBACK):  # uses left as journaled
-                    pg[o + R_USES] = op[5]
-                    pg[o + R_USES + 1] = op[6]
-                elif act:  # REVOKE, EXPIRE, ADD (the old code): the last record moves in
-                    q, r = self._at(self._n - 1)
-                    pg[o:o + REC] = q[r:r + REC]
-                    self._n -= 1
-            if not (act or n or k == OP_ADD):
-                return 0
-            if write and not act:
-                self._file.append(op, self)
+        if not (n or k == OP_ADD):
+            return 0
+        if write:
+            at = self._file.append(op, self)
+        if k == OP_CONSUME or k == OP_GIVEBACK:  # uses left as journaled
+            for s in range(self._n) if hit is None else (hit,):
+                if self._hits(s, k, op):
+                    pg, o = self._pg[s // _PAGE], s % _PAGE * _C + _C_USES
+                    pg[o] = op[5]
+                    pg[o + 1] = op[6]
+        elif n:  # REVOKE, EXPIRE, ADD (the old code): the others close up, in order
+            self._sd = None
+            w = 0
+            for s in range(self._n):
+                if not self._hits(s, k, op):
+                    if w < s:
+                        self._pg[w // _PAGE][w % _PAGE * _C:w % _PAGE * _C + _C] = \
+                            self._pg[s // _PAGE][s % _PAGE * _C:s % _PAGE * _C + _C]
+                    w += 1
+            self._n = w
         if k == OP_ADD:
+            self._sd = None
+            s = self._n
+            if write:  # its place in the order: the codes after it move up one
+                s = self._lower(op[1 + R_DIGEST] | op[2 + R_DIGEST] << 8 | op[3 + R_DIGEST] << 16)
+                for i in range(self._n, s, -1):
+                    self._pg[i // _PAGE][i % _PAGE * _C:i % _PAGE * _C + _C] = \
+                        self._pg[(i - 1) // _PAGE][(i - 1) % _PAGE * _C:(i - 1) % _PAGE * _C + _C]
             self._n += 1
-            pg, o = self._at(self._n - 1)
-            pg[o:o + REC] = op[1:]
+            self.put(s, op[1:], at | AT_LOG)
             if cmp_u32(op, 1 + R_NA, ZERO, 0) and (
                     not self.next_end or cmp_u32(op, 1 + R_NA, self._end, 0) < 0):
                 self._ends()  # an earlier end than any stored: the sweep must wake for it
         elif k == OP_EXPIRE and write:
             self._ends()
-        if write and n and not (k == OP_CONSUME or k == OP_GIVEBACK):
-            self._index(R_DIGEST)  # codes went (REVOKE, EXPIRE, a replacing ADD)
-        elif write and k == OP_ADD:
-            self._find(op[1 + R_DIGEST:1 + R_DIGEST + DIGEST_LEN], R_DIGEST, self._n)  # new
         return n
+
+    # Whether op (kind k) hits slot s: EXPIRE a code that ended before its time, the
+    # others the code with its code_id.
+    def _hits(self, s, k, op):
+        pg, o = self._pg[s // _PAGE], s % _PAGE * _C
+        if k == OP_EXPIRE:
+            return cmp_u32(pg, o + _C_NA, op, 1) < 0 < cmp_u32(pg, o + _C_NA, ZERO, 0)
+        return not cmp_u32(pg, o + _C_ID, op, 1)
 
     # Read snapshot and journal into RAM (CodeFile.load); 0 when clean, else PROBLEM_*
     # bits. Never raises on bad data: a bad snapshot leaves the store EMPTY.
@@ -186,50 +246,84 @@ class CodeStore:
         self._ends()
         return p
 
-    # Rebuild the index in place keyed by digest (ko=R_DIGEST), or by code_id (ko=R_ID)
-    # checking every record too. ValueError on an impossible record or a key held twice.
-    def _index(self, ko):
-        for chunk in self._ix:
-            for i in range(len(chunk)):
-                chunk[i] = 0
-        for s in range(self._n):
-            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
-            if ko == R_ID:
-                _pack(_FMT, struct.unpack_from(_FMT, pg, o))
-            if self._find(pg[o + ko:o + ko + (DIGEST_LEN if ko else 4)], ko, s + 1) >= 0:
-                raise ValueError("id or digest twice")
+    # The digest prefix of slot s, as a small int.
+    def _key(self, s):
+        pg, o = self._pg[s // _PAGE], s % _PAGE * _C + _C_PRE
+        return pg[o] | pg[o + 1] << 8 | pg[o + 2] << 16
+
+    # Sign of slot a against slot b: by code_id (ko=_C_ID), or by prefix then code_id.
+    def _cmp(self, a, b, ko):
+        if ko != _C_ID:
+            d = self._key(a) - self._key(b)
+            if d:
+                return d
+        return cmp_u32(self._pg[a // _PAGE], a % _PAGE * _C, self._pg[b // _PAGE], b % _PAGE * _C)
+
+    # Heapsort of the slots in place (no second set in RAM), by _cmp(ko).
+    def _sort(self, ko):
+        n = self._n
+        for i in range(n // 2 - 1, -1, -1):
+            self._sift(i, n, ko)
+        for e in range(n - 1, 0, -1):
+            self._swap(0, e)
+            self._sift(0, e, ko)
+
+    def _sift(self, i, n, ko):
+        while True:
+            c = 2 * i + 1
+            if c >= n:
+                return
+            if c + 1 < n and self._cmp(c, c + 1, ko) < 0:
+                c += 1
+            if self._cmp(i, c, ko) >= 0:
+                return
+            self._swap(i, c)
+            i = c
+
+    def _swap(self, a, b):
+        pa, oa = self._pg[a // _PAGE], a % _PAGE * _C
+        pb, ob = self._pg[b // _PAGE], b % _PAGE * _C
+        t = pa[oa:oa + _C]
+        pa[oa:oa + _C] = pb[ob:ob + _C]
+        pb[ob:ob + _C] = t
+
+    # The first slot whose prefix is not below `key` (binary search).
+    def _lower(self, key):
+        lo, hi = 0, self._n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self._key(mid) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     # Page and offset of a stored slot; ValueError for anything else.
     def _at(self, s):
         if not isinstance(s, int) or not 0 <= s < self._n:
             raise ValueError("bad slot")
-        return self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
+        return self._pg[s // _PAGE], s % _PAGE * _C
 
-    # Slot whose key at record offset ko equals `key`, or -1; then, unless `put` is None,
-    # the index entry found (or the free one ending the probe) is set to `put`. Entry i
-    # (slot+1, 0 free) is in chunk i >> 8 at i & 255. Candidates compare in constant time.
-    def _find(self, key, ko=R_DIGEST, put=None):
-        ix, m = self._ix, self._m
-        i = (key[0] | key[1] << 8 | key[2] << 16) & m  # digests are uniformly random
-        while True:
-            s = ix[i >> 8][i & 255] - 1
-            if s < 0:
-                break
-            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
-            if equal(key, pg[o + ko:o + ko + len(key)]):
-                break
-            i = (i + 1) & m
-        if put is not None:
-            ix[i >> 8][i & 255] = put
-        return s
+    # Slot holding `digest` (16 bytes), or -1: a binary search for its prefix, then each
+    # code with that prefix read back from flash and compared whole, in constant time.
+    # A record flash cannot give back matches nothing: the box fails closed.
+    def _find(self, digest):
+        key = digest[0] | digest[1] << 8 | digest[2] << 16
+        s = self._lower(key)
+        buf = self._buf
+        while s < self._n and self._key(s) == key:
+            if self.full(s, buf) and equal(digest, buf[R_DIGEST:R_DIGEST + DIGEST_LEN]):
+                return s
+            s += 1
+        return -1
 
     # Find the earliest nonzero not_after (next_end), comparing in place: no big ints.
     def _ends(self):
         b = None
         for s in range(self._n):
-            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
-            if cmp_u32(pg, o + R_NA, ZERO, 0) and (b is None or cmp_u32(pg, o + R_NA, b[0], b[1]) < 0):
-                b = (pg, o + R_NA)
+            pg, o = self._pg[s // _PAGE], s % _PAGE * _C + _C_NA
+            if cmp_u32(pg, o, ZERO, 0) and (b is None or cmp_u32(pg, o, b[0], b[1]) < 0):
+                b = (pg, o)
         if b is None:
             self.next_end = 0
         else:
@@ -255,7 +349,7 @@ class CodeStore:
         if after > self._file.gen:
             self._file.gen = after
         self._n = 0  # the generation goes on: the snapshot is newer than any before
-        self._index(4)
+        self._sd = None
         self._ends()
         self._file.snapshot(self)
 
@@ -263,7 +357,7 @@ class CodeStore:
     def digest(self, code):
         return self._mac.digest(code)[:DIGEST_LEN]
 
-    # Slot of the typed code, or -1: one HMAC, one index lookup.
+    # Slot of the typed code, or -1: one HMAC, one binary search, one flash read.
     def find(self, code):
         return self.find_digest(self.digest(code))
 
@@ -275,21 +369,21 @@ class CodeStore:
 
     # (code_id, role, compartment, uses, not_before, not_after) of a slot.
     def fields(self, slot):
-        return struct.unpack_from("<I16xBBHII", *self._at(slot))
+        return struct.unpack_from("<I3xBBHII", *self._at(slot))
 
     # Slot of `code_id`, or -1: a linear scan allocating nothing per record (backend
     # commands only). ValueError if code_id is no u32.
     def slot_of(self, code_id):
         k = _pack("<I", (code_id,))
         for s in range(self._n):
-            if not cmp_u32(self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5, k, 0):
+            if not cmp_u32(self._pg[s // _PAGE], s % _PAGE * _C, k, 0):
                 return s
         return -1
 
     def count(self):
         return self._n
 
-    # Codes the store can hold (the capacity asked for, rounded up to whole pages).
+    # Codes the store can hold (the capacity asked for).
     def capacity(self):
         return self._cap
 
@@ -306,22 +400,32 @@ class CodeStore:
         n = 0
         s = start
         while s < stop:
-            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
-            if ((pg[o + R_USES] | pg[o + R_USES + 1]) and cmp_u32(pg, o + R_NB, t, 0) <= 0
-                    and not cmp_u32(pg, o + R_NA, t, 0) < 0 < cmp_u32(pg, o + R_NA, ZERO, 0)):
+            pg, o = self._pg[s // _PAGE], s % _PAGE * _C
+            if ((pg[o + _C_USES] | pg[o + _C_USES + 1]) and cmp_u32(pg, o + _C_NB, t, 0) <= 0
+                    and not cmp_u32(pg, o + _C_NA, t, 0) < 0 < cmp_u32(pg, o + _C_NA, ZERO, 0)):
                 n += 1
             s += 1
         return n
 
-    # 16 bytes naming the whole set, whatever the order and the uses left (set_digest_of).
+    # 16 bytes naming the whole set, whatever the order and the uses left (set_digest_of);
+    # read back from flash once per change of the set.
     def set_digest(self):
-        return set_digest_of(self.records())
+        if self._sd is None:
+            self._sd = set_digest_of(self.records())
+        return self._sd
 
-    # Each stored 32-byte record (a view into the pages, valid until the next change).
+    # Each stored 32-byte record, read back from flash (a record flash cannot give back
+    # comes out as read, so the set digest differs and the backend resyncs).
     def records(self):
-        for s in range(self._n):
-            pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
-            yield pg[o:o + REC]
+        f = self._file
+        f.begin()
+        try:
+            buf = self._buf
+            for s in range(self._n):
+                self.full(s, buf)
+                yield bytes(buf)
+        finally:
+            f.end()
 
     # add(code_id, digest, role, compartment, uses, not_before, not_after): a new code, or
     # one replacing the code with the same code_id. On flash before returning.
@@ -369,30 +473,46 @@ class CodeStore:
         s = self._find(r[R_DIGEST:R_DIGEST + DIGEST_LEN])
         if s < 0:
             return -1
-        pg, o = self._pg[s >> PAGE_SHIFT], (s & PAGE_MASK) << 5
+        pg, o = self._pg[s // _PAGE], s % _PAGE * _C
         if cmp_u32(pg, o, r, 0):
             return -1
-        u = pg[o + R_USES] | pg[o + R_USES + 1] << 8
+        u = pg[o + _C_USES] | pg[o + _C_USES + 1] << 8
         return u if u < (r[R_USES] | r[R_USES + 1] << 8) else -1
 
     # Full sync: every code replaced by `records` (any iterable of add() tuples), all or
-    # nothing. Built over the old records in RAM; on any error RAM is reloaded from flash.
-    # `count`, when the sender announces it, refuses a set too big before any is read.
+    # nothing. The records go to RAM over the old ones and to flash as they come (NEW),
+    # then become the next snapshot; on any error RAM is reloaded from flash, which still
+    # holds the old set. `count`, when the sender announces it, refuses a set too big
+    # before any is read.
     def replace_all(self, records, count=0):
         self.changes += 1
+        f = self._file
+        st = f._st
         try:
-            self._n = 0  # the index is stale while the records come: rebuilt at the end
+            self._n = 0
+            self._sd = None
             self._grow(count)
+            st.remove(NEW)
+            f.src = NEW
+            page = bytearray(16 * REC)  # written to NEW 16 records at a time
+            k = 0
             for r in records:
                 rec = _pack(_FMT, r)
                 self._grow(self._n + 1)
-                s = self._n
+                self.put(self._n, rec, self._n)
                 self._n += 1
-                self._pg[s >> PAGE_SHIFT][(s & PAGE_MASK) << 5:((s & PAGE_MASK) << 5) + REC] = rec
-            self._index(0)  # ValueError on an impossible record or a code_id twice...
-            self._index(4)  # ...or a digest twice
+                page[k:k + REC] = rec
+                k += REC
+                if k == len(page):
+                    st.append(NEW, page)
+                    k = 0
+            if k:
+                st.append(NEW, memoryview(page)[:k])
+            self._sort_check()  # ValueError on a code_id or a digest twice
             self._ends()
-            self._file.snapshot(self)
+            f.snapshot(self)
+            f.src = None
+            st.remove(NEW)
         except Exception:
             self.load()
             raise

@@ -50,19 +50,16 @@ class Storage:
         except OSError:
             return -1
 
-    # Atomically replace `name` with `data` (bytes-like, or a list/tuple of them):
+    # Atomically replace `name` with `data` (bytes-like, or any iterable of bytes-like
+    # parts, each written before the next is asked for, so a part may reuse a buffer):
     # write a temporary file, then rename it over the old one.
     def replace(self, name, data):
         tmp = self._path(name + ".tmp")
         f = open(tmp, "wb")
         try:
-            if isinstance(data, (list, tuple)):
-                for part in data:
-                    self.bytes_written += len(part)
-                    f.write(part)
-            else:
-                self.bytes_written += len(data)
-                f.write(data)
+            for part in parts(data):
+                self.bytes_written += len(part)
+                f.write(part)
         finally:
             f.close()
         os.rename(tmp, self._path(name))
@@ -81,6 +78,11 @@ class Storage:
             os.remove(self._path(name))
         except OSError:
             pass
+
+
+# The parts of what replace() writes: `data` itself if bytes-like, else its items.
+def parts(data):
+    return (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
 
 
 # Frame one record: u16 little-endian payload length, payload, crc32 of both.

@@ -47,9 +47,8 @@ class MemStorage:
         return -1 if d is None else len(d)
 
     def replace(self, name, data):
-        parts = data if isinstance(data, (list, tuple)) else (data,)
         tmp = bytearray()
-        for part in parts:
+        for part in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
             chunk, cut = self._spend(part)
             tmp.extend(chunk)
             if cut:

@@ -5,7 +5,7 @@ import select
 import time
 
 from host_tools.hostnet import HostNet
-from parcelbox.storage import Storage
+from parcelbox.storage import Storage, parts
 
 _LEVELS = {10: "D", 20: "I", 30: "W", 40: "E"}
 _MASK = 0x3FFFFFFF
@@ -34,8 +34,7 @@ class DurableStorage(Storage):
         tmp = self._path(name + ".tmp")
         f = open(tmp, "wb")
         try:
-            parts = data if isinstance(data, (list, tuple)) else (data,)
-            for part in parts:
+            for part in parts(data):
                 self.bytes_written += len(part)
                 f.write(part)
             f.flush()
