@@ -2,13 +2,13 @@
 
 In the MicroPython VM: heap is gc.mem_free() before and after building each store with
 N codes (after full collections, the store kept alive), divided by N; so it counts every
-object header and the index, not only the record bytes. The naive store is what a first
+object header, not only the codes' bytes. The naive store is what a first
 version would do with the wire's hex digests: a dict {hex digest: (id, role,
 compartment, uses, not_before, not_after)} (a tuple: its most compact form; epoch
 seconds above 2**30 are long ints on a 32-bit MicroPython). Lookup cost is VM
 instructions per lookup over R lookups, with the same loop around a function that does
-nothing subtracted (bench/vmbench.py). Lookups allocate a 16-byte slice, and the
-allocator's search for a free block depends on the heap's layout, which varies a little
+nothing subtracted (bench/vmbench.py). A lookup that matches opens the file holding the
+record and reads it back (about 270 B allocated), and the allocator's search for a free block depends on the heap's layout, which varies a little
 from run to run (the flash folder's inode numbers reach the VM through os.stat): lookup
 figures move by up to about 10 % between runs; heap figures by a few bytes.
 """
@@ -85,16 +85,17 @@ def run(quick: bool = False) -> list[Row]:
         rows += [
             Row(f"CodeStore heap per code, {n:,} codes", round(per, 1), "B/code",
                 f"<= {TARGET_B} B/code", per <= TARGET_B,
-                f"{m['store_bytes']:,} B for {n:,} codes: 32-byte records (16 of them the "
-                "digest) + 4 B of index + buffer headers"
+                f"{m['store_bytes']:,} B for {n:,} codes: 20 bytes a code in RAM (a 2-byte "
+                "digest prefix; the record read back from flash on a match) + page headers"
                 + ("" if per <= TARGET_B else f"; {per - TARGET_B:.1f} B/code over"),
                 extra=m),
             Row(f"naive dict heap per code, {n:,} codes", round(m["naive_bytes"] / n, 1),
                 "B/code", note=f"{m['naive_bytes'] / m['store_bytes']:.1f} x the CodeStore"),
             Row(f"CodeStore lookup of a stored digest, {n:,} codes", round(m["fw_hit"]),
                 "VM instr", note=f"{m['fw_hit_bytes']:g} B allocated; {m['compares_hit']} "
-                                 f"digest compares; unknown digest: {m['fw_miss']:,.0f} VM "
-                                 f"instr, {m['compares_miss']} compares"),
+                                 f"digest compares, each after a 32-byte flash read; unknown "
+                                 f"digest: {m['fw_miss']:,.0f} VM instr, {m['compares_miss']} "
+                                 "compares"),
             Row(f"naive dict lookup of a stored digest, {n:,} codes", round(m["nv_hit"]),
                 "VM instr", note=f"{m['nv_hit_bytes']:g} B allocated (hex string); unknown: "
                                  f"{m['nv_miss']:,.0f} VM instr"),

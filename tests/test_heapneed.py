@@ -108,12 +108,28 @@ def _scenario(tmp_path, codes):
     return bm, flash0, bm._cfg(tmp_path, codes)
 
 
+# Runs at heap_k KB until one passes, at most 16: (passed, why each other run failed). A
+# run the VM's own collector bug corrupted (docs/vm.md section 3; at some heap layouts
+# most runs, and the layout moves with the flash folder's inode numbers) says nothing
+# about fitting and is run again; running out of memory, or any other failure, ends it.
+def _passes(bm, heap_k, *args, **kw):
+    failed = []
+    while len(failed) < 16:
+        p, why = bm.attempt(heap_k, *args, **kw)
+        if p is not None:
+            return True, failed
+        failed.append(why)
+        if why != "corrupt":
+            break
+    return False, failed
+
+
 def test_the_device_as_deployed_runs_in_the_heap_heap_need_names(tmp_path):
     bm, flash0, cfg = _scenario(tmp_path, 256)
     need = heapneed.need("mpy", 256)
     fw = bm.mpy_firmware(tmp_path)
-    p, why = bm.attempt(-(-need // 1024), tmp_path, flash0, cfg, firmware=fw)
-    assert p is not None, f"as .mpy files with 256 codes the device does not run in {need} B ({why})"
+    ok, why = _passes(bm, -(-need // 1024), tmp_path, flash0, cfg, firmware=fw)
+    assert ok, f"as .mpy files with 256 codes the device does not run in {need} B ({why})"
 
 
 def test_the_frozen_device_runs_in_the_heap_heap_need_names(tmp_path):
@@ -125,5 +141,5 @@ def test_the_frozen_device_runs_in_the_heap_heap_need_names(tmp_path):
     assert first is not None, why
     need = heapneed.need("frozen", 1000)
     total = -(-(need + int(first.value("rom"))) // 1024)   # the kept code stands for flash
-    p, why = bm.attempt(total, tmp_path, flash0, cfg, stubs)
-    assert p is not None, f"frozen with 1,000 codes the device does not run in {need} B ({why})"
+    ok, why = _passes(bm, total, tmp_path, flash0, cfg, stubs)
+    assert ok, f"frozen with 1,000 codes the device does not run in {need} B ({why})"

@@ -1,5 +1,5 @@
 # The box's code store: codes as keyed digests with role, compartment, uses and validity
-# window. RAM keeps 21 bytes a code, sorted by a 3-byte digest prefix; the whole 32-byte
+# window. RAM keeps 20 bytes a code, sorted by a 2-byte digest prefix; the whole 32-byte
 # record stays on flash and is read back on a prefix match (docs/codestore.md).
 import struct
 from hashlib import sha256
@@ -26,17 +26,17 @@ PROBLEM_JOURNAL = const(2)   # load(): a torn journal tail (a cut append) droppe
 PROBLEM_CORRUPT = const(4)   # load(): journal damaged (a bad whole record); the store is EMPTY
 PROBLEM_OLD = const(8)       # the Box: files older or shorter than the state says; EMPTY
 
-# A code in RAM: 21 bytes (docs/codestore.md section 6), in pages of _PAGE codes (504 B:
+# A code in RAM: 20 bytes (docs/codestore.md section 6), in pages of _PAGE codes (500 B:
 # small enough for the holes a fragmented ESP32 heap keeps, ~5% object overhead).
 _C_ID = const(0)     # u32 code_id
-_C_PRE = const(4)    # the digest's first 3 bytes: the sort key
-_C_ROLE = const(7)   # role, compartment, uses, not_before, not_after: the record's 20..31
-_C_USES = const(9)   # u16
-_C_NB = const(11)    # u32
-_C_NA = const(15)    # u32
-_C_AT = const(19)    # u16: where the whole record is on flash (codefile AT_LOG)
-_C = const(21)
-_PAGE = const(24)
+_C_PRE = const(4)    # the digest's first 2 bytes: the sort key
+_C_ROLE = const(6)   # role, compartment, uses, not_before, not_after: the record's 20..31
+_C_USES = const(8)   # u16
+_C_NB = const(10)    # u32
+_C_NA = const(14)    # u32
+_C_AT = const(18)    # u16: where the whole record is on flash (codefile AT_LOG)
+_C = const(20)
+_PAGE = const(25)
 
 _FMT = "<I16sBBHII"  # code_id, digest, role, compartment, uses, not_before, not_after
 
@@ -111,7 +111,7 @@ class CodeStore:
     def put(self, s, r, at):
         _pack(_FMT, struct.unpack(_FMT, r))
         pg, o = self._pg[s // _PAGE], s % _PAGE * _C
-        pg[o:o + 7] = r[:7]
+        pg[o:o + 6] = r[:6]
         pg[o + _C_ROLE:o + _C_AT] = r[R_ROLE:REC]
         pg[o + _C_AT] = at & 255
         pg[o + _C_AT + 1] = at >> 8
@@ -133,7 +133,7 @@ class CodeStore:
         except OSError:
             return False
         buf[R_ROLE:REC] = pg[o + _C_ROLE:o + _C_AT]
-        return not cmp_u32(buf, R_ID, pg, o) and buf[4:7] == pg[o + _C_PRE:o + _C_ROLE]
+        return not cmp_u32(buf, R_ID, pg, o) and buf[4:6] == pg[o + _C_PRE:o + _C_ROLE]
 
     # The snapshot now holds slot s at index s (CodeFile.snapshot).
     def placed(self):
@@ -217,7 +217,7 @@ class CodeStore:
             self._sd = None
             s = self._n
             if write:  # its place in the order: the codes after it move up one
-                s = self._lower(op[1 + R_DIGEST] | op[2 + R_DIGEST] << 8 | op[3 + R_DIGEST] << 16)
+                s = self._lower(op[1 + R_DIGEST] | op[2 + R_DIGEST] << 8)
                 for i in range(self._n, s, -1):
                     self._pg[i // _PAGE][i % _PAGE * _C:i % _PAGE * _C + _C] = \
                         self._pg[(i - 1) // _PAGE][(i - 1) % _PAGE * _C:(i - 1) % _PAGE * _C + _C]
@@ -249,7 +249,7 @@ class CodeStore:
     # The digest prefix of slot s, as a small int.
     def _key(self, s):
         pg, o = self._pg[s // _PAGE], s % _PAGE * _C + _C_PRE
-        return pg[o] | pg[o + 1] << 8 | pg[o + 2] << 16
+        return pg[o] | pg[o + 1] << 8
 
     # Sign of slot a against slot b: by code_id (ko=_C_ID), or by prefix then code_id.
     def _cmp(self, a, b, ko):
@@ -308,7 +308,7 @@ class CodeStore:
     # code with that prefix read back from flash and compared whole, in constant time.
     # A record flash cannot give back matches nothing: the box fails closed.
     def _find(self, digest):
-        key = digest[0] | digest[1] << 8 | digest[2] << 16
+        key = digest[0] | digest[1] << 8
         s = self._lower(key)
         buf = self._buf
         while s < self._n and self._key(s) == key:
@@ -369,7 +369,7 @@ class CodeStore:
 
     # (code_id, role, compartment, uses, not_before, not_after) of a slot.
     def fields(self, slot):
-        return struct.unpack_from("<I3xBBHII", *self._at(slot))
+        return struct.unpack_from("<I2xBBHII", *self._at(slot))
 
     # Slot of `code_id`, or -1: a linear scan allocating nothing per record (backend
     # commands only). ValueError if code_id is no u32.
