@@ -112,10 +112,16 @@ class SimFlash(MemStorage):
     def replace(self, name, data):
         super().replace(name, data)
         self._keep(name)
+        self.hist.setdefault("#rep", {})[name] = self.writes
 
     def append(self, name, data):
         super().append(name, data)
         self._keep(name)
+
+    def replaced(self, name):
+        """The number of the newest completed replace of `name` (0: none): after it the
+        file only grew by appends, each at the end."""
+        return self.hist.get("#rep", {}).get(name, 0)
 
 
 class Backend:
@@ -306,6 +312,7 @@ class World:
         self.grant_of = [None] * self.comps  # per door: code id of its running grant
         self.created = {}       # seq: (kind, comp, code_id, arg, t), from on_event
         self.created_w = {}     # seq: the flash write that made it durable
+        self.created_end = {}   # seq: the size of events.log once its append was done
         self.reverted = set()   # seqs lost with the newest writes of all (as a cut before them)
         self.dropped = set()    # seqs the outbox reported as dropped (overflow)
         self.published = set()  # event seqs the box published since it booted
@@ -386,6 +393,7 @@ class World:
             return
         self.created[seq] = (kind, comp, code_id, arg, t)
         self.created_w[seq] = self.storage.writes  # its append's number (it is durable now)
+        self.created_end[seq] = self.storage.size("events.log")
         name = events.NAMES[kind] if kind < len(events.NAMES) else str(kind)
         if kind == events.RESULT:
             st = HP.STATUS[arg & 0xFF] if arg & 0xFF < len(HP.STATUS) else str(arg & 0xFF)
@@ -670,11 +678,16 @@ class World:
             while k and h[k - 1][1] > n:
                 k -= 1
             lost = h[k:]
-        if not lost:
-            return
-        first = lost[0][2]
+        first = lost[0][2] if lost else st.writes + 1
         saved = max(st.newest_write(f) for f in ("state.0", "state.1"))
         gone = {s for s, w in self.created_w.items() if w >= first and w > saved}
+        if back_to is None:
+            # A cut may reach further back than the versions kept: an event appended since
+            # the file was last replaced, after the newest state save, whose append ended
+            # past the cut, went with it all the same.
+            rep = st.replaced("events.log")
+            gone |= {s for s, w in self.created_w.items()
+                     if w > saved and w > rep and self.created_end.get(s, 0) > n}
         if not gone:
             return
         self.reverted |= gone

@@ -257,3 +257,12 @@ def test_an_owner_code_retyped_while_its_doors_are_unlocked_spends_no_extra_use(
     r.advance(20000)         # doors 2 and 3 were never opened
     slot = r.box.codes.slot_of(1)
     assert r.box.codes.fields(slot)[3] == 2
+
+
+# A cut of events.log that reaches further back than the versions the simulated flash keeps
+# (seed 268: eight appends after the last state save, six versions kept) loses events no
+# mark on the box can show; the simulation counts them as never written, as it does for a
+# cut within the versions kept, instead of taking the box for one that lost them in silence.
+def test_a_cut_past_the_kept_versions_counts_events_after_the_last_save_as_never_written():
+    w = detsim.run_seed(268, days=DAYS)
+    assert {2056, 2057} <= w.reverted
