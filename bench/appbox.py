@@ -20,12 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT / "firmware", ROOT / "firmware" / "linux", ROOT):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from host_tools import paths
 
-BOARD = ROOT / "boards" / "rpi4-4x4.json"    # the linux port's board: 4 compartments
+BOARD = paths.BOARDS / "rpi4-4x4.json"    # the linux port's board: 4 compartments
 COMPARTMENTS = 4
 
 
@@ -58,7 +55,7 @@ def provision(state: Path, box_id: str, key: bytes, password: str, host: str, po
               ca: Path) -> Path:
     """A state folder as `parcelbox linux provision` leaves it."""
     from host_tools import boards
-    from host_tools.sim import provision as _provision
+    from host_tools.sim.simbox import provision as _provision
 
     return _provision(state, boards.device_board(BOARD), {
         "box_id": box_id, "box_key": key.hex(), "wifi": {"ssid": "os"},

@@ -50,7 +50,7 @@ def run(quick: bool = False) -> list[Row]:
 def _consumer_main(pipe, db: str, cfg, name: str) -> None:
     """One backend consumer process: stores and acks its share of the events; its
     handler writes one effect row per stored event inside the storing transaction."""
-    from host_tools.sdk import Consumer
+    from host_tools.backend.sdk import Consumer
 
     def effect(tx, ev):
         tx.execute("INSERT INTO bench_effects VALUES (?,?,?)", (ev.box, ev.seq, name))
@@ -92,7 +92,7 @@ class _ConsumerProc:
 # ---------------------------------------------------------------- the run
 
 def _run(boxes: int, pickups: int, workers: int, timeout: float) -> list[Row]:
-    from host_tools.sdk import Backend, Ledger
+    from host_tools.backend.sdk import Backend, Ledger
 
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         tmp = Path(tmp)
@@ -211,7 +211,7 @@ def _issue_all(db, broker, users, names, pickups) -> dict:
     """Issue, from N_ISSUERS backend threads (each its own ledger connection and broker
     user), a driver code of `pickups` uses and `pickups` one-use recipient codes per box.
     Returns {box: (driver (id, code), [(id, code), ...])}; the codes stay in memory."""
-    from host_tools.sdk import Backend, Ledger
+    from host_tools.backend.sdk import Backend, Ledger
 
     out, errors = {}, []
 

@@ -130,7 +130,7 @@ class _TimedLedger:
 
 
 def _consumer_class():
-    from host_tools.sdk import Consumer
+    from host_tools.backend.sdk import Consumer
 
     class TimedConsumer(Consumer):
         """A Consumer that reports each stored `result`: (box, command seq, arrival,
@@ -156,7 +156,7 @@ def _consumer_class():
 
 
 def _measure(tmp: Path, n: int, wake: bool, durable: bool = False) -> dict:
-    from host_tools.sdk import Backend, Ledger
+    from host_tools.backend.sdk import Backend, Ledger
 
     tmp.mkdir(parents=True)
     ledger = Ledger(tmp / "ledger.db")

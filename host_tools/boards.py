@@ -18,6 +18,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from host_tools import paths
 
 FORMAT = 1
 LOW, HIGH = "low", "high"
@@ -723,4 +724,4 @@ def device_board(path: str | Path) -> dict:
 
 def shipped() -> list[Path]:
     """The board files that ship with the firmware (boards/*.json)."""
-    return sorted((Path(__file__).resolve().parent.parent / "boards").glob("*.json"))
+    return sorted(paths.BOARDS.glob("*.json"))

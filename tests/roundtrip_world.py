@@ -1,15 +1,15 @@
 # A whole system on one machine for the broker tests: the private mosquitto, a ledger,
 # a consumer, the CLI as a backend user, and firmware box cores joined to the broker
-# by host_tools/boxlink.py.
+# by tests/boxlink.py.
 import json
 import time
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from host_tools.boxlink import BoxLink
-from host_tools.cli import main
-from host_tools.sdk import Backend, Consumer, Ledger, mqtt_password
+from boxlink import BoxLink
+from host_tools.cli.main import main
+from host_tools.backend.sdk import Backend, Consumer, Ledger, mqtt_password
 
 
 def wait_for(cond, timeout=15, what="condition", diag=None):

@@ -3,7 +3,7 @@
 import pytest
 
 from fakenet import FakeNet
-from host_tools import crypto
+from host_tools.backend import crypto
 from memflash import MemStorage
 from parcelbox import app as _app
 from parcelbox.codestore import ROLE_OWNER
@@ -392,7 +392,7 @@ def test_the_network_time_is_taken_again_every_six_hours_so_crystal_drift_is_cor
 
 
 class LinkNet(FakeNet):
-    """tests/vmlib/fakenet.py's network for the App's own Link: up, no time, and every
+    """host_tools/virtual/fakenet.py's network for the App's own Link: up, no time, and every
     connection answered with a CONNACK."""
 
     def __init__(self, clock):

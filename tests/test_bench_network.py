@@ -3,7 +3,7 @@
 # and the fleet's proof finds nothing lost or processed twice. Figures are not judged here.
 import pytest
 
-import brokerlib
+from host_tools.testing import broker as brokerlib
 
 pytestmark = pytest.mark.broker
 

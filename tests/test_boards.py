@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from host_tools import boards
-from host_tools.cli import main
+from host_tools.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "fakes"))
+sys.path.insert(0, str(ROOT / "host_tools" / "virtual"))
 import fakeworld  # noqa: E402
 
 ESP32 = json.loads((ROOT / "boards" / "esp32-devkitc-4x3.json").read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.vm import VM
+from host_tools.vm.runner import VM
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOT = (ROOT / "firmware" / "esp32" / "boot.py").read_text()

@@ -1,7 +1,7 @@
 # The box core end to end on CPython: roles, uses, throttle, power cuts, corrupt files.
 import pytest
 
-from host_tools.crypto import code_digest
+from host_tools.backend.crypto import code_digest
 from memflash import MemStorage, PowerCut
 from parcelbox import events, feedback, ticks
 from parcelbox.box import Box

@@ -1,7 +1,7 @@
 # The count of active codes that the throttle's cap needs (Box._active, _count_active):
 # taken a slice per tick, never between the final key and the unlock, and while no count
 # holds, every stored code counts as active (the cap is only ever stricter).
-from host_tools.crypto import code_digest
+from host_tools.backend.crypto import code_digest
 from memflash import MemStorage
 from parcelbox import feedback
 from parcelbox.box import Box

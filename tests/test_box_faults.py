@@ -31,7 +31,7 @@ def last(r, kind):
 
 
 def add_code(r, cid, digits, role=1, comp=1, uses=1, nb=0, na=0):
-    from host_tools.crypto import code_digest
+    from host_tools.backend.crypto import code_digest
     r.box.codes.add(cid, code_digest(KEY, digits), role, comp, uses, nb, na)
 
 

@@ -1,5 +1,5 @@
 """The broker configuration of docs/protocol.md section 9, against a real
-mosquitto (the `mosquitto` fixture, tests/brokerlib.py): what a box's
+mosquitto (the `mosquitto` fixture, host_tools/testing/broker.py): what a box's
 credentials can and cannot do, TLS, sessions, the last will, shared
 subscriptions. Observed on mosquitto 2.0.11 with MQTT 3.1.1:
 
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from brokerlib import ConnectRefused, connect_packet
+from host_tools.testing.broker import ConnectRefused, connect_packet
 
 EVT = "parcelbox/v1/{}/evt"
 CMD = "parcelbox/v1/{}/cmd"

@@ -1,4 +1,4 @@
-"""tests/brokerlib.py itself: which broker it picks, and the amqtt fallback
+"""host_tools/testing/broker.py itself: which broker it picks, and the amqtt fallback
 that developers without mosquitto get (users and the section 9 ACL)."""
 
 import hashlib
@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-import brokerlib
-from brokerlib import Broker, BrokerUnavailable, ConnectRefused, choose_kind
+from host_tools.testing import broker as brokerlib
+from host_tools.testing.broker import Broker, BrokerUnavailable, ConnectRefused, choose_kind
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_the_amqtt_fallback_restarts_on_the_same_port(amqtt):
 
 
 def test_the_sdk_connects_with_the_brokers_settings(broker):
-    from host_tools.sdk import mqtt as sdk_mqtt
+    from host_tools.backend.sdk import mqtt as sdk_mqtt
 
     cfg = broker.sdk_config("backend")
     assert cfg.tls == broker.secure

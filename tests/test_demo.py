@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from host_tools import demo
+from host_tools.sim import demo
 
 STORY = ("issued the driver's deposit code #1", "issued the recipient's one-time code #2",
          "ACCEPTED: green", "solenoid 1 energised", "event #6 deposit compartment 1 code #1",
@@ -54,7 +54,7 @@ def test_the_demo_passes_every_step_in_the_vm(monkeypatch):
 @pytest.mark.vm
 def test_the_command_exits_zero_and_prints_no_key(tmp_path):
     keep = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "host_tools.cli", "demo", "--keep", str(keep)],
+    r = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "demo", "--keep", str(keep)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "demo: all 7 steps as expected" in r.stdout

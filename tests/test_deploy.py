@@ -1,4 +1,4 @@
-# parcelbox deploy (host_tools/deploy.py) with the real mpremote against the virtual board
+# parcelbox deploy (host_tools/tech/deploy.py) with the real mpremote against the virtual board
 # (the `vboard` fixture: the real MicroPython VM behind a socket:// serial port): a first
 # deploy sends everything, an incremental one only the files whose hash differs, and a deploy
 # interrupted at any point (the process killed, or the link cut before any chosen command)
@@ -16,9 +16,10 @@ import pytest
 from rich.console import Console
 
 import techlib
-from host_tools import deploy, heapneed
-from host_tools.boardconn import BoardConn, BoardError
-from host_tools.vboard import VirtualBoard
+from host_tools.tech import deploy
+from host_tools.tech import heapneed
+from host_tools.tech.conn import BoardConn, BoardError
+from host_tools.vboard.board import VirtualBoard
 
 pytestmark = pytest.mark.vm
 
@@ -59,7 +60,7 @@ def test_an_incremental_deploy_sends_only_the_changed_files(vboard, builds, tmp_
     deploy.deploy(vboard.url, builds["v1"].out, quiet())
     mark = len(vboard.output)
     # the command, as a technician runs it, while v1's application runs on the board
-    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "deploy", "--port", vboard.url,
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "deploy", "--port", vboard.url,
                         "--build", str(builds["v2"].out)], capture_output=True, text=True,
                        cwd=techlib.ROOT, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -86,7 +87,7 @@ def test_a_deploy_killed_mid_transfer_leaves_the_previous_version_booting(vboard
     techlib.provision_offline(vboard.flash)
     deploy.deploy(vboard.url, builds["v1"].out, quiet())
     v3 = {f["path"][4:]: f["sha256"] for f in techlib.app_files(builds["v3"])}
-    p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "deploy", "--port", vboard.url,
+    p = subprocess.Popen([sys.executable, "-m", "host_tools.cli.main", "deploy", "--port", vboard.url,
                           "--build", str(builds["v3"].out)], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, cwd=techlib.ROOT)
 
@@ -127,7 +128,7 @@ def test_a_damaged_active_slot_is_the_one_overwritten_not_the_fallback_that_runs
 
 def test_no_reset_switches_the_slot_and_leaves_the_board_at_its_repl(vboard, builds):
     techlib.provision_offline(vboard.flash)
-    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "deploy", "--port", vboard.url, "--build",
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "deploy", "--port", vboard.url, "--build",
                         str(builds["v1"].out), "--no-reset"], capture_output=True, text=True,
                        cwd=techlib.ROOT, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -247,7 +248,7 @@ def test_a_deploy_cut_before_every_single_command_never_boots_a_half_updated_slo
 
 def test_an_error_on_the_board_is_a_board_error_with_its_last_line(vboard):
     # mpremote hands the board's traceback over as text: a full flash in the middle of a copy
-    from host_tools.boardconn import BoardError
+    from host_tools.tech.conn import BoardError
     with BoardConn(vboard.url) as conn:
         with pytest.raises(BoardError, match=r"^the board failed: OSError: .*28"):
             conn.exec("raise OSError(28)")
@@ -256,8 +257,8 @@ def test_an_error_on_the_board_is_a_board_error_with_its_last_line(vboard):
 def test_a_build_for_the_other_kind_of_board_is_refused_before_the_board_changes(vboard, tmp_path):
     # the default --build is build/esp32: on the virtual board (and build/sim on an ESP32)
     # the reset would boot a port that cannot run there, and deploy would call it a success
-    from host_tools import build
-    from host_tools.boardconn import BoardError
+    from host_tools.tech import build
+    from host_tools.tech.conn import BoardError
     techlib.provision_offline(vboard.flash)
     before = sorted(p.relative_to(vboard.flash).as_posix() for p in vboard.flash.rglob("*"))
     esp = build.build("esp32", tmp_path / "esp32")
@@ -271,7 +272,7 @@ def test_a_build_for_the_other_kind_of_board_is_refused_before_the_board_changes
 def test_a_deploy_that_fails_on_the_board_puts_the_running_box_back_into_service(vboard, builds):
     # a file that cannot be written in the idle slot (here a folder in its place; in the field
     # a full flash): the deploy fails after it stopped the application into safe mode
-    from host_tools.boardconn import BoardError
+    from host_tools.tech.conn import BoardError
     techlib.provision_offline(vboard.flash)
     deploy.deploy(vboard.url, builds["v1"].out, quiet())
     vboard.wait_output("boot box box-1", timeout=30)
@@ -327,7 +328,7 @@ def board_state(flash):
 
 
 def run_deploy(url, build_dir):
-    return subprocess.run([sys.executable, "-m", "host_tools.cli", "deploy", "--port", url, "--build",
+    return subprocess.run([sys.executable, "-m", "host_tools.cli.main", "deploy", "--port", url, "--build",
                            str(build_dir)], capture_output=True, text=True, cwd=techlib.ROOT, timeout=120)
 
 

@@ -1,9 +1,9 @@
-# The deterministic simulation (host_tools/detsim.py, docs/detsim.md): fixed seeds in the
+# The deterministic simulation (host_tools/sim/detsim.py, docs/detsim.md): fixed seeds in the
 # default run (50 box-days with every fault), many in the slow one, and regressions planted
 # in the firmware that it must find within the CI budget, each named by the rule it breaks.
 import pytest
 
-from host_tools import detsim
+from host_tools.sim import detsim
 from parcelbox import clock, codestore, outbox, remote, throttle
 from parcelbox import protocol as P
 from parcelbox.box import Box

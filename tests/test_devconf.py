@@ -112,7 +112,7 @@ def test_a_client_certificate_needs_both_files_and_tls(st):
             devconf.load_config(st)
 
 
-# ---- found by fuzzing (host_tools/fuzz_config.py) ----------------------------------------
+# ---- found by fuzzing (host_tools/fuzz/config.py) ----------------------------------------
 
 @pytest.mark.parametrize("name, why", [("config.json", devconf.BAD_CONFIG), ("board.json", devconf.BAD_BOARD)])
 def test_json_nested_too_deep_is_a_bad_file_not_a_recursion_error(st, name, why):

@@ -1,4 +1,4 @@
-# parcelbox doctor (host_tools/doctor.py) through the real mpremote against the virtual board:
+# parcelbox doctor (host_tools/tech/doctor.py) through the real mpremote against the virtual board:
 # healthy after a deploy, a broken configuration named by its field (never its value), a
 # damaged file and a crash report found, exit 2 when no board answers, the heap margin (ok,
 # warn below 8 KB, fail when the firmware does not fit). The configuration's
@@ -13,8 +13,10 @@ import pytest
 from rich.console import Console
 
 import techlib
-from host_tools import build, deploy, heapneed
-from host_tools.vboard import VirtualBoard
+from host_tools.tech import build
+from host_tools.tech import deploy
+from host_tools.tech import heapneed
+from host_tools.vboard.board import VirtualBoard
 
 pytestmark = pytest.mark.vm
 SECRETS = (techlib.OFFLINE["box_key"], techlib.OFFLINE["mqtt_password"], techlib.OFFLINE["wifi"]["password"])
@@ -34,7 +36,7 @@ def board(vboard, sim_build):
 
 
 def doctor(url):
-    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "doctor", "--port", url],
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "doctor", "--port", url],
                        capture_output=True, text=True, cwd=techlib.ROOT, timeout=60,
                        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
     return p.returncode, p.stdout + p.stderr

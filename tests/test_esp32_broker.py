@@ -1,5 +1,5 @@
 # The whole ESP32 firmware (firmware/esp32/pb_esp32/main.py: boot, superloop, its own MQTT
-# link) on CPython with the fake machine for the pins and host_tools/hostnet.py for the
+# link) on CPython with the fake machine for the pins and firmware/linux/pb_linux/net.py for the
 # sockets, against the private mosquitto over TLS: provisioned, online, a code issued by
 # the backend opens the box, and its events reach the ledger once.
 import json
@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT / "tests" / "fakes", ROOT / "firmware" / "esp32"):
+for p in (ROOT / "host_tools" / "virtual", ROOT / "firmware" / "esp32"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
 from fakeboards import ESP32_4X3, Wired  # noqa: E402
-from host_tools.hostnet import HostNet  # noqa: E402
-from host_tools.sdk import Backend, Consumer, Ledger, mqtt_password  # noqa: E402
+from pb_linux.net import HostNet  # noqa: E402
+from host_tools.backend.sdk import Backend, Consumer, Ledger, mqtt_password  # noqa: E402
 import mpselect  # noqa: E402
 from pb_esp32 import main as pbmain  # noqa: E402
 from pb_esp32 import port as pbport  # noqa: E402
@@ -107,7 +107,7 @@ def test_the_esp32_firmware_connects_answers_a_code_and_reports_once(mosquitto, 
 
 @pytest.fixture
 def cert_broker(mosquitto, tmp_path):
-    import brokerlib
+    from host_tools.testing import broker as brokerlib
     with brokerlib.Broker("mosquitto", workdir=tmp_path / "cert-broker", require_client_cert=True) as b:
         yield b
 

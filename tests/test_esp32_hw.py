@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT / "tests" / "fakes", ROOT / "firmware" / "esp32"):
+for p in (ROOT / "host_tools" / "virtual", ROOT / "firmware" / "esp32"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT / "tests" / "fakes", ROOT / "firmware" / "esp32"):
+for p in (ROOT / "host_tools" / "virtual", ROOT / "firmware" / "esp32"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
@@ -16,7 +16,7 @@ import fakeworld  # noqa: E402
 import mpselect  # noqa: E402
 from fakeboards import ESP32_4X3, Wired  # noqa: E402
 from fakenet import FakeNet  # noqa: E402
-from host_tools import crypto  # noqa: E402
+from host_tools.backend import crypto  # noqa: E402
 from parcelbox import app as _app, devconf, events, mqtt, ticks  # noqa: E402
 from parcelbox.codestore import ROLE_OWNER  # noqa: E402
 from parcelbox.storage import Storage  # noqa: E402
@@ -271,7 +271,7 @@ def test_a_crash_count_file_that_is_garbage_counts_as_no_crash(box):
     assert st.read(crash.CRASH_COUNT) == b"1"
 
 
-# ---- found by fuzzing (host_tools/fuzz_config.py): each ends in the error blink or the ----
+# ---- found by fuzzing (host_tools/fuzz/config.py): each ends in the error blink or the ----
 # ---- free REPL, (None, why), never in an exception out of boot() or a crash and reset ----
 
 def _deep(st):
@@ -334,7 +334,7 @@ def test_a_complete_board_the_chip_cannot_drive_is_a_bad_board_not_an_exception(
 
 
 class BrokerNet(FakeNet):
-    """tests/vmlib/fakenet.py's network on the world's clock: up, and every connection
+    """host_tools/virtual/fakenet.py's network on the world's clock: up, and every connection
     answered with a CONNACK; the test sends the broker's bytes with conn.give_at."""
 
     def __init__(self, clock, pollable=True):

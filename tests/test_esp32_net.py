@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware" / "esp32"))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "host_tools" / "virtual"))
 import mpssl  # noqa: E402  (MicroPython's ssl, installed per test: TlsBox)
 from parcelbox import link as L  # noqa: E402
 from pb_esp32 import net as _net  # noqa: E402
@@ -272,7 +272,7 @@ def test_an_sntp_answer_older_than_two_days_is_no_longer_the_time(sntp_server):
     assert net.time() is None    # the box's own clock carries on (parcelbox.box)
 
 
-# ---- TLS as MicroPython 1.28 does it (tests/fakes/mpssl.py), against the private mosquitto
+# ---- TLS as MicroPython 1.28 does it (host_tools/virtual/mpssl.py), against the private mosquitto
 # Its tls raises ValueError for a bad key or certificate where CPython raises an OSError.
 
 BOX = "box-1"
@@ -343,7 +343,7 @@ class TlsBox:
 
 @pytest.fixture
 def cert_broker(mosquitto, tmp_path):
-    import brokerlib
+    from host_tools.testing import broker as brokerlib
     with brokerlib.Broker("mosquitto", workdir=tmp_path / "cert-broker",
                           require_client_cert=True) as b:
         yield b
@@ -389,7 +389,7 @@ def test_a_wrong_ca_drops_the_connection_at_the_write_that_meets_it_and_retries_
         mosquitto, monkeypatch, tmp_path):
     # The first write sends the ClientHello and would block; the next one meets the
     # broker's certificate: ValueError, and the CONNECT never goes out.
-    import brokerlib
+    from host_tools.testing import broker as brokerlib
     ca = tmp_path / "other-ca.pem"
     ca.write_bytes(brokerlib._make_certificates()[0])  # a CA of its own: it signed nothing here
     b = TlsBox(mosquitto, monkeypatch, ca)
@@ -404,7 +404,7 @@ def test_a_wrong_ca_drops_the_connection_at_the_write_that_meets_it_and_retries_
 
 def test_the_fake_ssl_fails_as_micropython_does_value_error_then_oserror_9984(
         mosquitto, tmp_path):
-    import brokerlib
+    from host_tools.testing import broker as brokerlib
     ctx = mpssl.SSLContext(mpssl.PROTOCOL_TLS_CLIENT)
     with pytest.raises(ValueError, match="^invalid cert$"):
         ctx.load_verify_locations(cadata=b"\x30\x82\x01")
@@ -436,7 +436,7 @@ class _Hw:
 
 class WaitRig:
     """pb_esp32's Port on a scripted clock, with MicroPython 1.28's select.poll
-    (tests/fakes/mpselect.py): what each idle slept, in ms."""
+    (host_tools/virtual/mpselect.py): what each idle slept, in ms."""
 
     def __init__(self, monkeypatch):
         import mpselect
@@ -498,7 +498,7 @@ def test_bytes_tls_holds_decrypted_wake_the_port_though_the_raw_socket_is_quiet(
     # mbedTLS reads a record whole and hands it out in the link's 512-byte reads; the rest
     # is in the library, not on the socket. MicroPython 1.28's poll of the TLS socket
     # counts it (modtls_mbedtls.c: mbedtls_ssl_check_pending), so the port polls that one.
-    import brokerlib
+    from host_tools.testing import broker as brokerlib
     import mpselect
     monkeypatch.setitem(sys.modules, "ssl", mpssl)
     ca, cert, key = brokerlib.test_certificates()

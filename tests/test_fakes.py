@@ -1,11 +1,11 @@
-# The fake machine, network and ntptime modules (tests/fakes/) behave like MicroPython's
+# The fake machine, network and ntptime modules (host_tools/virtual/) behave like MicroPython's
 # on the ESP32 and ESP32-S3, so code that passes against them meets the same rules there.
 import sys
 from pathlib import Path
 
 import pytest
 
-FAKES = Path(__file__).resolve().parent / "fakes"
+FAKES = Path(__file__).resolve().parent.parent / "host_tools" / "virtual"
 if str(FAKES) not in sys.path:
     sys.path.insert(0, str(FAKES))
 

@@ -17,10 +17,11 @@ ESP32_MODULES = {
     "pb_esp32", "pb_sim",
 }
 # Modules only a port's own runtime has: the MicroPython VM's host-call bridge for the sim;
-# CPython, Blinka, Matrix_Keypad and the host's socket layer for the linux port.
+# CPython (its __future__ too), Blinka and Matrix_Keypad for the linux port, whose socket layer
+# is its own (pb_linux.net): nothing of host_tools.
 PORT_MODULES = {"sim": {"host"},
                 "linux": {"pb_linux", "threading", "signal", "board", "digitalio", "adafruit_matrixkeypad",
-                          "host_tools"}}
+                          "__future__"}}
 # Where each firmware package lives (a port's package sits beside its boot files).
 PACKAGES = {"parcelbox": ROOT / "firmware", "pb_esp32": ROOT / "firmware" / "esp32",
             "pb_sim": ROOT / "firmware" / "sim", "pb_linux": ROOT / "firmware" / "linux"}

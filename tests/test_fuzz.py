@@ -1,12 +1,12 @@
-# The fuzzer (host_tools/fuzz.py): every target on a fixed budget of inputs and seeds finds
+# The fuzzer (host_tools/fuzz/runner.py): every target on a fixed budget of inputs and seeds finds
 # nothing new, a bug planted in each parser is found, and the core's findings stay fixed.
 import json
 import struct
 
 import pytest
 
-from host_tools import fuzz
-from host_tools.fuzzmut import mutate, nested
+from host_tools.fuzz import runner as fuzz
+from host_tools.fuzz.mutate import mutate, nested
 from memflash import MemStorage
 from parcelbox import config, devconf, mqtt
 from parcelbox.box import Box

@@ -1,4 +1,4 @@
-# The reference design under hardware/ is generated from the board files (host_tools/wiring.py):
+# The reference design under hardware/ is generated from the board files (host_tools/hardware/wiring.py):
 # what is checked in is what the generator makes now, every pin is in its table and diagram,
 # a moved pin makes `parcelbox hardware generate --check` fail, and the arithmetic holds.
 import json
@@ -10,8 +10,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from host_tools import boards, hwcalc, hwdesign, hwpage, hwparts, wiring
-from host_tools.cli import main
+from host_tools import boards
+
+from host_tools.hardware import calc as hwcalc
+
+from host_tools.hardware import design as hwdesign
+
+from host_tools.hardware import page as hwpage
+
+from host_tools.hardware import parts as hwparts
+
+from host_tools.hardware import wiring
+from host_tools.cli.main import main
 from parcelbox import config, lock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +54,7 @@ def test_the_checked_in_pages_are_what_the_generator_makes_now():
     files, skipped = wiring.outputs()
     assert len(SHIPPED) >= 2 and len(skipped) == len(boards.shipped()) - len(SHIPPED)
     stale = [str(p.relative_to(ROOT)) for p in wiring.stale(files)]
-    assert not stale, (f"out of date: {', '.join(stale)}: a board file, an input of host_tools/hwcalc.py "
+    assert not stale, (f"out of date: {', '.join(stale)}: a board file, an input of host_tools/hardware/calc.py "
                        f"or a firmware timing changed; run `parcelbox hardware generate` and commit hardware/")
 
 

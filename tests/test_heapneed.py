@@ -1,11 +1,11 @@
-# The heap the firmware needs (host_tools/heapneed.py over host_tools/heap_need.json): the
+# The heap the firmware needs (host_tools/tech/heapneed.py over host_tools/tech/heap_need.json): the
 # file as make bench writes it is valid, the arithmetic of need and codes_that_fit, a bad
 # table refused naming its field, and what a board that is too small is told would fit.
 import json
 
 import pytest
 
-from host_tools import heapneed
+from host_tools.tech import heapneed
 
 # the figures of issue 14 before bench_memory measured them: fixed here, so that the texts
 # below do not move when make bench rewrites heap_need.json

@@ -1,4 +1,4 @@
-# The backend's codec (host_tools/protocol.py) against docs/protocol.md and the
+# The backend's codec (host_tools/backend/protocol.py) against docs/protocol.md and the
 # published test vectors in tests/protocol_vectors.json.
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import gen_protocol_vectors as gen
-from host_tools import protocol as p
+from host_tools.backend import protocol as p
 
 VEC = json.loads((Path(__file__).parent / "protocol_vectors.json").read_text())
 KEYS = p.WireKeys.of(bytes.fromhex(VEC["box_key"]))

@@ -1,4 +1,4 @@
-# The virtual keypad circuit (host_tools/keycircuit.py): the real adafruit_matrixkeypad
+# The virtual keypad circuit (host_tools/virtual/keycircuit.py): the real adafruit_matrixkeypad
 # on its digitalio pins and the firmware's own scanner (pb_esp32.hw scan + parcelbox.keypad)
 # on its machine.Pin-style pins see the same keys, for every key of both layouts, through
 # contact bounce, two-key presses and a three-key ghost; on CPython and in the VM.
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT / "tests" / "fakes", ROOT / "firmware" / "esp32"):
+for p in (ROOT / "host_tools" / "virtual", ROOT / "firmware" / "esp32"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
 import keyrig  # noqa: E402  (sets sys.modules["digitalio"] to the circuit's)
-from host_tools import keycircuit as kc  # noqa: E402
-from host_tools.vm import FIRMWARE_DIR, VM, VMLIB_DIR  # noqa: E402
+from host_tools.virtual import keycircuit as kc  # noqa: E402
+from host_tools.vm.runner import FIRMWARE_DIR, VM, VMLIB_DIR  # noqa: E402
 
 BOARD_FILES = sorted((ROOT / "boards").glob("*.json"))
 
@@ -253,7 +253,7 @@ def test_releasing_a_key_that_is_not_held_changes_nothing():
 
 
 def test_the_simulator_keypad_is_this_circuit():
-    from host_tools import simworld
+    from host_tools.sim import world as simworld
     k = simworld.Keypad(4, 3, "123456789*0#", bounce_ms=0)
     assert isinstance(k, kc.Circuit)
     for key in "124":
@@ -300,7 +300,7 @@ def test_circuit_and_both_scanners_run_inside_the_micropython_vm(tmp_path):
     for b in boards:
         b.pop("description", None)
     vm = VM(heap="256K", paths=(FIRMWARE_DIR, VMLIB_DIR, ROOT / "host_tools", ROOT / "firmware" / "esp32",
-                                ROOT / "tests" / "fakes", lib))
+                                ROOT / "host_tools" / "virtual", lib))
     res = vm.run_code(VM_RIG % json.dumps(boards))
     assert res.ok, res.stderr
     lines = res.stdout.split("\n")

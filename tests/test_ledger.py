@@ -1,4 +1,4 @@
-# The backend's key registry and code ledger (host_tools/sdk/ledger.py): SQLite only,
+# The backend's key registry and code ledger (host_tools/backend/sdk/ledger.py): SQLite only,
 # no broker; the SDK's MQTT side is tested against mosquitto in test_sdk_broker.py.
 import os
 import stat
@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from host_tools import crypto
-from host_tools import protocol as p
-from host_tools.sdk import Backend, Ledger, LedgerError
+from host_tools.backend import crypto
+from host_tools.backend import protocol as p
+from host_tools.backend.sdk import Backend, Ledger, LedgerError
 
 
 @pytest.fixture
@@ -389,7 +389,7 @@ def test_a_summary_sealed_before_the_rotation_does_not_drop_the_key_the_box_hold
 def test_unlock_and_clear_throttle_expire_in_120_s_unless_told_otherwise(ledger):
     import time
 
-    from host_tools.sdk import backend
+    from host_tools.backend.sdk import backend
     be = Backend(ledger)
     be.register("A", compartments=2)
     assert backend.DEFAULT_ONESHOT_EXP == 120

@@ -1,4 +1,4 @@
-# How the ledger follows what a box holds (host_tools/sdk/mirror.py): the uses codes have
+# How the ledger follows what a box holds (host_tools/backend/sdk/mirror.py): the uses codes have
 # left, as the box counts them; revoked codes that may still be on the box; full syncs sent
 # again. SQLite only: events are handed to the ledger as a consumer would store them.
 import itertools
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from host_tools import crypto
-from host_tools import protocol as p
-from host_tools.sdk import Backend, Ledger
+from host_tools.backend import crypto
+from host_tools.backend import protocol as p
+from host_tools.backend.sdk import Backend, Ledger
 
 RECIPIENT, DRIVER, OWNER, TECH, REMOTE = 1, 2, 3, 4, 5
 NONE = p.UNLIMITED  # uses left 0xFFFF: nothing to count

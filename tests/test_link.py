@@ -1,4 +1,4 @@
-# The MQTT link's state machine over a fault-injecting fake network (tests/vmlib/fakenet.py)
+# The MQTT link's state machine over a fault-injecting fake network (host_tools/virtual/fakenet.py)
 # with an injected clock: the test plays the broker, byte for byte.
 import random
 

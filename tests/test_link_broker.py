@@ -1,13 +1,13 @@
 # The firmware's own MQTT link (firmware/parcelbox/link.py) on CPython through
-# host_tools/hostnet.py, against the private mosquitto over TLS: a firmware Box and
+# firmware/linux/pb_linux/net.py, against the private mosquitto over TLS: a firmware Box and
 # Remote with their Link, a backend issuing codes, a consumer storing events.
 import os
 import time
 
 import pytest
 
-from host_tools.hostnet import HostNet
-from host_tools.sdk import Backend, Consumer, Ledger, mqtt_password
+from pb_linux.net import HostNet
+from host_tools.backend.sdk import Backend, Consumer, Ledger, mqtt_password
 from parcelbox import link as L
 from parcelbox import ticks
 from parcelbox.box import Box

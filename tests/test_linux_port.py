@@ -1,7 +1,7 @@
 # The linux port (firmware/linux/pb_linux): its hardware layer over digitalio and
 # Matrix_Keypad on the virtual circuit, systemd's watchdog over a real socket, the state
 # directory, the unit file, the Raspberry Pi board, and every flow scenario against the
-# private mosquitto through the same runner as the sim port (host_tools/linuxbox.py).
+# private mosquitto through the same runner as the sim port (host_tools/sim/linuxbox.py).
 import io
 import json
 import os
@@ -21,9 +21,13 @@ for p in (LINUX, ROOT / "firmware", ROOT / "firmware" / "esp32"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from host_tools import boards, keycircuit, scenario as sc  # noqa: E402
-from host_tools.linuxbox import LinuxBox, _use_circuit_digitalio, unit_watchdog_ms  # noqa: E402
-from host_tools.sim import provision  # noqa: E402
+from host_tools import boards  # noqa: E402
+
+from host_tools.virtual import keycircuit
+
+from host_tools.sim import scenario as sc
+from host_tools.sim.linuxbox import LinuxBox, _use_circuit_digitalio, unit_watchdog_ms  # noqa: E402
+from host_tools.sim.simbox import provision  # noqa: E402
 
 _use_circuit_digitalio()
 from adafruit_matrixkeypad import Matrix_Keypad  # noqa: E402
@@ -587,7 +591,7 @@ def test_a_hung_linux_box_is_restarted_by_the_unit_watchdog(mosquitto, tmp_path)
 def test_linux_box_and_a_real_time_service_reach_the_ledger(mosquitto, tmp_path):
     # the production path: real clock, LinuxNet's sockets, sd_notify over a real socket,
     # the circuit driven in real time, stopped as SIGTERM stops it
-    from host_tools.sdk import Backend, Consumer, Ledger, mqtt_password
+    from host_tools.backend.sdk import Backend, Consumer, Ledger, mqtt_password
     ledger = Ledger(tmp_path / "ledger.db")
     rec = Backend(ledger).register("box-rt", compartments=4)
     mosquitto.add_user("box-rt", mqtt_password(bytes.fromhex(rec["box_key"])))
@@ -687,7 +691,8 @@ def _catch(fn):
 # ---- the Pi's reference design (hardware/rpi4-4x4, parcelbox hardware generate) ---------
 
 def test_the_pi_reference_design_keeps_within_the_pis_pin_current_and_header():
-    from host_tools import hwcalc, hwdesign
+    from host_tools.hardware import calc as hwcalc
+    from host_tools.hardware import design as hwdesign
     d = hwdesign.design(BOARD_FILE)
     s = hwcalc.solenoid(BOARD["max_on_ms"], None, "rpi")
     assert s.r_gate == 330 and s.gate_peak_ma <= hwcalc.v("gpio_max_ma_rpi") == 16
@@ -708,8 +713,8 @@ def test_the_pi_reference_design_keeps_within_the_pis_pin_current_and_header():
 
 def test_linux_provision_writes_a_state_directory_the_port_boots_from(tmp_path, mosquitto):
     from click.testing import CliRunner
-    from host_tools.cli import main
-    from host_tools.sdk import Backend, Ledger
+    from host_tools.cli.main import main
+    from host_tools.backend.sdk import Backend, Ledger
     db = tmp_path / "reg.db"
     ledger = Ledger(db)
     rec = Backend(ledger).register("box-pi", compartments=4)
@@ -738,7 +743,7 @@ def test_linux_provision_writes_a_state_directory_the_port_boots_from(tmp_path, 
 
 def test_linux_unit_prints_the_shipped_unit():
     from click.testing import CliRunner
-    from host_tools.cli import main
+    from host_tools.cli.main import main
     r = CliRunner().invoke(main, ["linux", "unit"])
     assert r.exit_code == 0 and r.output == (LINUX / "parcelbox.service").read_text()
 

@@ -1,4 +1,4 @@
-# parcelbox monitor (host_tools/monitor.py): the firmware's log lines decoded, other lines
+# parcelbox monitor (host_tools/tech/monitor.py): the firmware's log lines decoded, other lines
 # passed through, a USB replug survived. The serial port is a real pty pair (os.openpty) read
 # through pyserial; a writer replays a log recorded from the sim port (tests/monitor_session.log:
 # the box's lines of a SimBox session, and a MicroPython traceback from the VM).
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from host_tools import monitor
+from host_tools.tech import monitor
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = (ROOT / "tests" / "monitor_session.log").read_text().splitlines()
@@ -158,7 +158,7 @@ def test_raw_mode_shows_the_lines_as_they_came(tmp_path):
 def test_the_command_waits_for_a_missing_port_and_ends_cleanly_on_ctrl_c(tmp_path):
     usb = Usb(tmp_path / "tty")
     save = tmp_path / "session.log"
-    p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "monitor", "--port", str(usb.link),
+    p = subprocess.Popen([sys.executable, "-m", "host_tools.cli.main", "monitor", "--port", str(usb.link),
                           "--save", str(save)], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     try:
@@ -181,7 +181,7 @@ def test_the_command_waits_for_a_missing_port_and_ends_cleanly_on_ctrl_c(tmp_pat
 
 def test_a_save_file_that_cannot_be_opened_is_a_clear_error(tmp_path):
     from click.testing import CliRunner
-    from host_tools.cli import main
+    from host_tools.cli.main import main
     r = CliRunner().invoke(main, ["monitor", "--port", str(tmp_path / "tty"),
                                   "--save", str(tmp_path / "no" / "such" / "session.log")])
     assert r.exit_code == 1 and "cannot open" in r.output and "session.log" in r.output, r.output

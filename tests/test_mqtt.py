@@ -258,7 +258,7 @@ def test_a_publish_whose_topic_exceeds_the_maximum_is_too_large():
 
 
 def test_a_decoder_too_small_for_a_publish_topic_length_is_refused_at_construction():
-    # found by the fuzzer (host_tools/fuzz_mqtt.py): with max_remaining 1 the topic length
+    # found by the fuzzer (host_tools/fuzz/mqtt.py): with max_remaining 1 the topic length
     # was read past the received bytes (IndexError, or a stale byte)
     for bad in (0, 1):
         with pytest.raises(ValueError):

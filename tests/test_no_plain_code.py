@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from host_tools import protocol as p
+from host_tools.backend import protocol as p
 from roundtrip_world import World, open_and_close, wait_for
 
 BOX = "box-1"

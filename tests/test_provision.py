@@ -1,4 +1,4 @@
-# parcelbox provision (host_tools/provision.py): config.json from the backend's registry,
+# parcelbox provision (host_tools/tech/provision.py): config.json from the backend's registry,
 # validated by the firmware's own rules (parcelbox.devconf) and `parcelbox board check`
 # before anything is written; secrets never in the output. The board side is in
 # tests/test_tech_vboard.py (the real mpremote against the virtual board).
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from host_tools import provision
-from host_tools.cli import main
-from host_tools.sdk import Backend, Ledger, mqtt_password
+from host_tools.tech import provision
+from host_tools.cli.main import main
+from host_tools.backend.sdk import Backend, Ledger, mqtt_password
 
 ROOT = Path(__file__).resolve().parent.parent
 WIFI_PW = "correct-horse-7731"
@@ -105,7 +105,7 @@ def test_the_wifi_password_is_never_an_argument(registry):
 def test_a_dry_run_reads_the_password_from_a_hidden_prompt_and_shows_no_secret(registry):
     db, rec, _ = registry
     env = {k: v for k, v in os.environ.items() if k != "PARCELBOX_WIFI_PASSWORD"}
-    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "provision", "--dry-run", "--box", "box-17",
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "provision", "--dry-run", "--box", "box-17",
                         "--db", str(db), "--broker", "mqtt://10.0.0.2:1883", "--wifi-ssid", "home",
                         "--board", "esp32-devkitc-4x3"], input=WIFI_PW + "\n", capture_output=True,
                        text=True, cwd=ROOT, env=env)
@@ -133,7 +133,7 @@ def test_the_password_can_come_from_the_environment_or_a_file(registry, tmp_path
 
 def _prov(url, db, *extra, env_pw=WIFI_PW):
     env = dict(os.environ, PARCELBOX_WIFI_PASSWORD=env_pw)
-    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "provision", "--port", url, "--box", "box-17",
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "provision", "--port", url, "--box", "box-17",
                         "--db", str(db), "--broker", "mqtt://10.0.0.2:1883", "--wifi-ssid", "home", *extra],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     return p.returncode, p.stdout + p.stderr
@@ -254,7 +254,8 @@ def test_a_refused_provision_puts_a_running_box_back_into_service(vboard, regist
     from rich.console import Console
 
     import techlib
-    from host_tools import build, deploy
+    from host_tools.tech import build
+    from host_tools.tech import deploy
     db, _, _ = registry
     techlib.provision_offline(vboard.flash)
     deploy.deploy(vboard.url, build.build("sim", db.parent / "sim").out, Console(file=io.StringIO()))
@@ -330,7 +331,7 @@ def test_the_default_registry_and_its_wal_files_are_kept_out_of_git():
         assert r.returncode == 0, name
 
 
-# ---- the box's TLS client certificate and key (host_tools/clientcert.py) ----------------------
+# ---- the box's TLS client certificate and key (host_tools/tech/clientcert.py) ----------------------
 
 def _pem_pair(folder, kind="ec", key_format="pkcs8", days=30, cn="box-17", key=None):
     """A certificate and its key as PEM files, made now (no private key is committed)."""
@@ -386,7 +387,7 @@ def test_a_client_certificate_and_key_go_to_the_board_as_der_named_in_config(reg
     assert [n for n, _ in p.files()] == ["ca.pem", "cert.der", "key.der", "board.json", "config.json"]
     assert files["cert.der"] == cert.public_bytes(ser.Encoding.DER)
     # PKCS#1 (RSA) or SEC1 (EC) DER, whatever form the PEM had: the form every MicroPython
-    # from 1.23 on hands to mbedTLS intact (host_tools/clientcert.py)
+    # from 1.23 on hands to mbedTLS intact (host_tools/tech/clientcert.py)
     assert files["key.der"] == key.private_bytes(ser.Encoding.DER, ser.PrivateFormat.TraditionalOpenSSL,
                                                  ser.NoEncryption())
     assert not files["key.der"].startswith(b"-----") and not files["cert.der"].startswith(b"-----")
@@ -397,8 +398,8 @@ def test_a_client_certificate_and_key_go_to_the_board_as_der_named_in_config(reg
 
 
 def test_the_der_files_load_in_micropython_s_ssl_as_the_box_loads_them(registry, tmp_path):
-    # tests/fakes/mpssl.py: MicroPython 1.28's ssl.load_cert_chain(certfile, keyfile), file paths
-    sys.path.insert(0, str(ROOT / "tests" / "fakes"))
+    # host_tools/virtual/mpssl.py: MicroPython 1.28's ssl.load_cert_chain(certfile, keyfile), file paths
+    sys.path.insert(0, str(ROOT / "host_tools" / "virtual"))
     import mpssl
     db, _, ca = registry
     cert_path, key_path, _, _ = _pem_pair(tmp_path, "ec", "pkcs8")

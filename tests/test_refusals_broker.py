@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from host_tools import protocol as p
-from host_tools.sdk import Backend
+from host_tools.backend import protocol as p
+from host_tools.backend.sdk import Backend
 from roundtrip_world import World, wait_for
 
 BOX = "box-1"

@@ -1,12 +1,12 @@
 # Tests for parcelbox.remote: every op and every refusal through real sealed messages (the
-# backend codec host_tools.protocol), power cuts, the rate limit, publishing, acks, vectors.
+# backend codec host_tools.backend.protocol), power cuts, the rate limit, publishing, acks, vectors.
 import json
 from pathlib import Path
 
 import pytest
 
-from host_tools import protocol as HP
-from host_tools.crypto import code_digest
+from host_tools.backend import protocol as HP
+from host_tools.backend.crypto import code_digest
 from memflash import MemStorage, PowerCut
 from parcelbox import events, protocol as P
 from parcelbox import remotestore

@@ -99,7 +99,7 @@ def test_revoking_a_code_the_box_never_had_reports_unknown_code(world):
 def test_a_settings_change_takes_effect_after_the_core_restarts(world):
     world.consumer()
     link = world.add_box("box-1")
-    be = __import__("host_tools.sdk", fromlist=["Backend"]).Backend(
+    be = __import__("host_tools.backend.sdk", fromlist=["Backend"]).Backend(
         world.ledger, world.broker.sdk_config("cli"))
     with be:
         seq = be.settings("box-1", {"free_tries": 2})
@@ -119,7 +119,7 @@ def test_a_key_rotation_through_the_cli_keeps_commands_and_events_flowing(world)
     assert world.cli_json("unlock", "box-1", "1", "--wait", "15")["result"] == "ok"
     wait_for(lambda: link.unlocks, what="unlock after rotation")
     # the box rejects a command under the old key
-    _, payload = __import__("host_tools.protocol", fromlist=["command"]).command(
+    _, payload = __import__("host_tools.backend.protocol", fromlist=["command"]).command(
         old, "box-1", 999, "unlock", comp=1)
     spy = world.broker.paho_client(world.broker.add_user("spy", backend=True) and "spy")
     spy.publish_wait("parcelbox/v1/box-1/cmd", payload)
@@ -153,7 +153,7 @@ def test_events_follow_prints_each_new_event_once_as_json_lines(world):
     world.broker.add_user("follower", backend=True)
     env = {k: v for k, v in world.env().items() if v is not None}
     env.update(PARCELBOX_USERNAME="follower", PARCELBOX_PASSWORD=world.broker.users["follower"])
-    proc = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "events", "--follow", "--json"],
+    proc = subprocess.Popen([sys.executable, "-m", "host_tools.cli.main", "events", "--follow", "--json"],
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:

@@ -1,4 +1,4 @@
-# Scenarios (docs/scenarios.md, host_tools/scenario.py): the parser and its errors, every
+# Scenarios (docs/scenarios.md, host_tools/sim/scenario.py): the parser and its errors, every
 # shipped scenario against the private mosquitto on CPython (one also in the VM), and
 # the JSON-lines trace.
 import io
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import scenario as sc
+from host_tools.sim import scenario as sc
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "scenarios").glob("*.txt"))

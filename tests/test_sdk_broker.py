@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from host_tools import protocol as p
-from host_tools.sdk import Backend, BrokerError, Consumer, Ledger, mqtt_password
+from host_tools.backend import protocol as p
+from host_tools.backend.sdk import Backend, BrokerError, Consumer, Ledger, mqtt_password
 
 
 def wait_for(cond, timeout=10, what="condition"):
@@ -147,7 +147,7 @@ class Msg:
 
 
 def offline_consumer(tmp_path, handler=None):
-    from host_tools.sdk.mqtt import MqttConfig
+    from host_tools.backend.sdk.mqtt import MqttConfig
     c = Consumer(tmp_path / "ledger.db", MqttConfig(username="consumer-1"), handler=handler)
     c._ledger = Ledger(tmp_path / "ledger.db")  # what start() opens, minus the broker
     return c, FakeClient()
@@ -198,7 +198,7 @@ def test_a_failing_handler_leaves_the_event_unacked_and_the_consumer_running(tmp
 def test_sdk_connections_send_at_once_with_nagle_off_also_after_a_reconnect(world):
     import socket
 
-    from host_tools.sdk import mqtt as sdkmqtt
+    from host_tools.backend.sdk import mqtt as sdkmqtt
     broker, lg, db, consumer = world
     broker.add_user("issuer-1", backend=True)
     c = sdkmqtt.client(broker.sdk_config("issuer-1"), "issuer-1")

@@ -1,4 +1,4 @@
-# The sim port (firmware/sim/pb_sim) and the simulator (host_tools/sim.py, simworld.py):
+# The sim port (firmware/sim/pb_sim) and the simulator (host_tools/sim/simbox.py, simworld.py):
 # the unmodified superloop on virtual hardware, under CPython and in the MicroPython VM,
 # offline on a virtual clock and online against the private mosquitto over TLS.
 import random
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT / "tests" / "fakes", ROOT / "firmware" / "esp32"):
+for p in (ROOT / "host_tools" / "virtual", ROOT / "firmware" / "esp32"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
 from fakeboards import ESP32_4X3, S3_4X4, Wired  # noqa: E402
-from host_tools.sdk import Backend, Consumer, Ledger, mqtt_password  # noqa: E402
-from host_tools.sim import SOFT_RESET, WDT_RESET, SimBox, provision  # noqa: E402
-from host_tools.simworld import Keypad, Solenoids  # noqa: E402
+from host_tools.backend.sdk import Backend, Consumer, Ledger, mqtt_password  # noqa: E402
+from host_tools.sim.simbox import SOFT_RESET, WDT_RESET, SimBox, provision  # noqa: E402
+from host_tools.sim.world import Keypad, Solenoids  # noqa: E402
 
 BOX = "box-1"
 KEY = bytes(range(32))
@@ -190,7 +190,7 @@ def test_the_tamper_switch_opening_is_an_event(tmp_path):
 
 @pytest.mark.vm
 def test_a_host_call_fits_a_small_heap_and_output_can_go_to_files(tmp_path):
-    from host_tools.vm import VM
+    from host_tools.vm.runner import VM
     code = "import host\nprint(host.call('echo', '{\"args\": [1, \"a\"]}'))\n"
     files = (tmp_path / "out", tmp_path / "err")
     res = VM(heap="96K", host_functions={"echo": lambda *a: list(a)}, output_files=files).run_code(code)
@@ -301,7 +301,7 @@ def test_a_power_cut_in_the_middle_loses_nothing(online):
 
 @pytest.fixture
 def cert_broker(mosquitto, tmp_path):
-    import brokerlib
+    from host_tools.testing import broker as brokerlib
     with brokerlib.Broker("mosquitto", workdir=tmp_path / "cert-broker", require_client_cert=True) as b:
         yield b
 

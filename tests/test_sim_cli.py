@@ -1,4 +1,4 @@
-# `parcelbox sim` (host_tools/sim_cli.py): every shipped scenario through --script on the
+# `parcelbox sim` (host_tools/cli/sim.py): every shipped scenario through --script on the
 # embedded amqtt broker (its default), the trace to a file or stdout, a bad file, an unmet
 # expectation, and the interactive, line-based box driven through stdin.
 import json
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from host_tools.cli import main
+from host_tools.cli.main import main
 from test_scenarios import _check_trace
 
-from host_tools import scenario as sc
+from host_tools.sim import scenario as sc
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "scenarios").glob("*.txt"))
@@ -53,7 +53,7 @@ def test_sim_script_exits_1_at_an_unmet_expectation(tmp_path):
 def test_the_interactive_box_takes_lines_on_stdin(tmp_path):
     lines = ["help", "backend issue pin owner comp 0 uses unlimited", "t pin", "wait 1s", "o 2",
              "wait 500ms", "c 2", "expect stored closed comp 2", "1 2 3", "bogus line", "s", "quit"]
-    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "sim", "--cpython", "--box-id", "box-7"],
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "sim", "--cpython", "--box-id", "box-7"],
                        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120,
                        cwd=ROOT)
     out = p.stdout

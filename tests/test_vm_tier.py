@@ -1,7 +1,7 @@
 # The VM tier: every scenario in tests/vm runs, unmodified, on CPython and inside the
 # real MicroPython VM with a 96 KB heap (like an ESP32's free heap); MemoryError fails it.
 # A scenario may name a larger heap in a `# vm-heap: 128K` line, and must say why, and
-# more folders for its imports in a `# vm-paths: firmware/esp32 tests/fakes` line
+# more folders for its imports in a `# vm-paths: firmware/esp32 host_tools/virtual` line
 # (relative to the repository; on CPython they are on sys.path for that scenario only).
 import re
 import runpy
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.vm import FIRMWARE_DIR, VM, VMLIB_DIR
+from host_tools.vm.runner import FIRMWARE_DIR, VM, VMLIB_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((Path(__file__).parent / "vm").glob("scn_*.py"))
