@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import select
-import sys
 import time
 from pathlib import Path
 

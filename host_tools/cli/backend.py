@@ -14,12 +14,13 @@ import os
 import re
 import sys
 import time
-from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from host_tools.cli import options
+from host_tools.backend import brokerurl
 from host_tools.backend import protocol as p
 from host_tools.backend.sdk import Backend, BrokerError, Consumer, Ledger, LedgerError, MqttConfig
 from host_tools.backend.sdk.backend import DEFAULT_ONESHOT_EXP, MAX_ONESHOT_EXP
@@ -112,20 +113,6 @@ def _duration_arg(value, name, default):
     return n
 
 
-def _public_url(url: str) -> str:
-    """The broker address without user or password: a box's provisioning record must not
-    carry this backend's credentials."""
-    u = urlsplit(url if "://" in url else "mqtt://" + url)
-    host = u.hostname or ""
-    if ":" in host:
-        host = "[" + host + "]"
-    try:
-        port = u.port
-    except ValueError:
-        port = None
-    return "%s://%s%s" % (u.scheme, host, ":%d" % port if port else "")
-
-
 def _guard(fn):
     """Turn SDK errors into one clear line and exit status 1."""
     import functools
@@ -147,17 +134,7 @@ _EXPIRES = click.option(
 
 
 def register(main: click.Group) -> None:
-    opts = [
-        click.option("--db", envvar="PARCELBOX_DB", default="parcelbox.db", show_default=True,
-                     help="The ledger (SQLite file; holds box keys: keep it private)."),
-        click.option("--broker", envvar="PARCELBOX_BROKER",
-                     help="mqtt://host:port or mqtts://host:port (PARCELBOX_BROKER)."),
-        click.option("--username", envvar="PARCELBOX_USERNAME", help="Broker user of this backend process."),
-        click.option("--password-file", type=click.Path(exists=True, dir_okay=False),
-                     help="File holding the broker password (or set PARCELBOX_PASSWORD)."),
-        click.option("--ca", envvar="PARCELBOX_CA", type=click.Path(exists=True, dir_okay=False),
-                     help="CA certificate of the broker (for mqtts://)."),
-    ]
+    opts = [options.DB, options.BACKEND_BROKER, options.USERNAME, options.PASSWORD_FILE, options.CA]
 
     def with_ctx(f):
         """Add the ledger and broker options to a command; it gets a Ctx first."""
@@ -207,7 +184,7 @@ def register(main: click.Group) -> None:
                 os.remove(provision_file)
             raise
         if c.broker:
-            rec["broker"] = _public_url(c.broker)
+            rec["broker"] = brokerurl.parse(c.broker).public()  # never this backend's credentials
         if fd is not None:
             with os.fdopen(fd, "w") as f:
                 json.dump(rec, f, indent=1)

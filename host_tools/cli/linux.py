@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import click
+from host_tools.cli import options
 from host_tools import paths
 
 UNIT = paths.FIRMWARE / "linux" / "parcelbox.service"
@@ -90,18 +91,14 @@ def register(main: click.Group) -> None:
                   help="The service's state directory.")
     @click.option("--board", help="Board file name in boards/ or a path (default: keep the state "
                                   "directory's board.json).")
-    @click.option("--db", envvar="PARCELBOX_DB", default="parcelbox.db", show_default=True,
-                  help="The backend's registry (PARCELBOX_DB).")
-    @click.option("--broker", envvar="PARCELBOX_BROKER", required=True,
-                  help="The broker as the box reaches it: mqtts://host:8883 (PARCELBOX_BROKER).")
-    @click.option("--ca", envvar="PARCELBOX_CA", type=click.Path(exists=True, dir_okay=False),
-                  help="The broker's CA file, for mqtts:// (PARCELBOX_CA).")
+    @options.DB
+    @options.BOX_BROKER
+    @options.CA
     @click.option("--dry-run", is_flag=True, help="Build and check the configuration; write nothing.")
     def linux_provision(box_id, state, board, db, broker, ca, dry_run) -> None:
         """Write board.json, config.json and ca.pem for BOX into the state directory, from the
         registry, checked by the firmware's own rules. No secret is shown."""
-        if not os.path.exists(db):
-            raise click.ClickException("no registry at %s (--db or PARCELBOX_DB)" % db)
+        options.need_registry(db)
         sys.exit(provision(state, box_id, board, db, broker, ca, dry_run))
 
     @linux.command("unit")

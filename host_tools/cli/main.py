@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from host_tools.cli import options
 from host_tools.vm import runner as _vm
 
 
@@ -32,16 +33,13 @@ def vm(file: str, heap: str, flash: str | None, mpy: bool, fuel: int, stats: boo
 @click.option("--cpython", is_flag=True, help="Run the firmware on CPython instead of the VM.")
 @click.option("--keep", type=click.Path(file_okay=False),
               help="Keep the ledger and the box's flash in this folder (empty, or a previous demo's).")
-@click.option("--broker", help="mqtt://host:port or mqtts://host:port: use this broker, not the "
-              "embedded one. It must let the new box (user demo-box) in.")
-@click.option("--ca", envvar="PARCELBOX_CA", type=click.Path(exists=True, dir_okay=False),
-              help="The broker's CA file, for mqtts:// (PARCELBOX_CA).")
-@click.option("--username", envvar="PARCELBOX_USERNAME",
-              help="Broker user of the demo's event consumer (PARCELBOX_USERNAME).")
+@options.own_broker("mqtt://host:port or mqtts://host:port: use this broker, not the embedded "
+                    "one. It must let the new box (user demo-box) in.")
+@options.CA
+@options.USERNAME
 @click.option("--issuer-username", help="Broker user of the demo's command sender (default: "
               "--username; a broker that ties the client id to the username needs a second one).")
-@click.option("--password-file", type=click.Path(exists=True, dir_okay=False),
-              help="File holding the broker password (or set PARCELBOX_PASSWORD).")
+@options.PASSWORD_FILE
 def demo(heap: str | None, cpython: bool, keep: str | None, broker: str | None, ca: str | None,
          username: str | None, issuer_username: str | None, password_file: str | None) -> None:
     """The whole story of one box, unattended: a broker, a ledger, a box registered and running

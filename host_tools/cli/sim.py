@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from host_tools.cli import options
 from host_tools.sim import scenario as sc
 from host_tools.backend.broker import EmbeddedBroker
 
@@ -193,11 +194,10 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.option("--board", "board_file", type=click.Path(exists=True, dir_okay=False),
                   help="Board file (boards/*.json; default: the 4-compartment ESP32-S3 board).")
-    @click.option("--broker", help="mqtt[s]://host:port: a broker that lets the box in (default: "
-                  "an embedded amqtt broker in this process).")
-    @click.option("--ca", envvar="PARCELBOX_CA", type=click.Path(exists=True, dir_okay=False),
-                  help="The broker's CA file, for mqtts://.")
-    @click.option("--username", envvar="PARCELBOX_USERNAME", help="The backend's broker user.")
+    @options.own_broker("mqtt[s]://host:port: a broker that lets the box in (default: an "
+                        "embedded amqtt broker in this process).")
+    @options.CA
+    @options.USERNAME
     @click.option("--box-id", default="box-1", show_default=True, help="The box's identity.")
     @click.option("--heap", help="GC heap size of the VM (default 192K).")
     @click.option("--vm/--cpython", default=False, show_default=True,

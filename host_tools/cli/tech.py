@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from host_tools.cli import options
 
 
 def register(main: click.Group) -> None:
@@ -54,12 +55,9 @@ def register(main: click.Group) -> None:
     @click.option("--wifi-password-file", type=click.Path(exists=True, dir_okay=False),
                   help="File holding the Wi-Fi password (else PARCELBOX_WIFI_PASSWORD, else a hidden prompt).")
     @click.option("--open-wifi", is_flag=True, help="The network has no password.")
-    @click.option("--db", envvar="PARCELBOX_DB", default="parcelbox.db", show_default=True,
-                  help="The backend's registry (PARCELBOX_DB).")
-    @click.option("--broker", envvar="PARCELBOX_BROKER", required=True,
-                  help="The broker as the box reaches it: mqtts://host:8883 (PARCELBOX_BROKER).")
-    @click.option("--ca", envvar="PARCELBOX_CA", type=click.Path(exists=True, dir_okay=False),
-                  help="The broker's CA file, for mqtts:// (PARCELBOX_CA).")
+    @options.DB
+    @options.BOX_BROKER
+    @options.CA
     # the box's own: no environment variable, which would follow the technician to the next box
     @click.option("--cert", type=click.Path(exists=True, dir_okay=False),
                   help="The box's TLS client certificate, a PEM file (with --key; mqtts:// only).")
@@ -80,8 +78,7 @@ def register(main: click.Group) -> None:
         from host_tools.tech import provision as _prov
         if not dry_run and not port:
             raise click.UsageError("--port is needed (or --dry-run)")
-        if not os.path.exists(db):
-            raise click.ClickException("no registry at %s (--db or PARCELBOX_DB)" % db)
+        options.need_registry(db)
         if open_wifi:
             wifi_password = ""
         elif wifi_password_file:

@@ -11,7 +11,6 @@
 import json
 import os
 import shutil
-import sys
 import tempfile
 import weakref
 from pathlib import Path

@@ -11,9 +11,7 @@ are regenerated.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from parcelbox import config as _config  # noqa: E402
 from parcelbox import feedback as _feedback  # noqa: E402

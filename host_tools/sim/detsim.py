@@ -14,7 +14,6 @@ import struct
 import sys
 import time
 from collections import Counter, deque
-from pathlib import Path
 import random
 
 from host_tools import virtual  # noqa: E402

@@ -29,7 +29,6 @@ import select
 import shutil
 import socket
 import ssl
-import sys
 import threading
 import tempfile
 import time

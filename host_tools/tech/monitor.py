@@ -13,7 +13,6 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, TextIO
 
 import serial

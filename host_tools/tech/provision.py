@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from host_tools import boards as _boards
 from host_tools import paths
+from host_tools.backend import brokerurl
 from host_tools.tech import clientcert
 from host_tools.backend.sdk import Ledger, LedgerError, mqtt_password
 
@@ -82,17 +81,14 @@ def board_file(name: str) -> Path:
 
 def broker_address(url: str) -> dict:
     """mqtt://host[:port] or mqtts://host[:port] -> the config's broker (no credentials)."""
-    u = urlsplit(url if "://" in url else "mqtt://" + url)
+    try:
+        u = brokerurl.parse(url)
+    except ValueError as e:
+        raise ProvisionError(str(e)) from None
     if u.username or u.password:
         raise ProvisionError("the broker URL must not carry a user or password (the box's come "
                              "from the registry)")
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise ProvisionError("the broker must look like mqtts://host:8883 or mqtt://host:1883")
-    try:
-        port = u.port or (8883 if u.scheme == "mqtts" else 1883)
-    except ValueError:
-        raise ProvisionError("the broker port must be a number 1..65535") from None
-    return {"host": u.hostname, "port": port, "tls": u.scheme == "mqtts"}
+    return {"host": u.host, "port": u.port, "tls": u.tls}
 
 
 def _firmware():

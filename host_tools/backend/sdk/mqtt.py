@@ -7,9 +7,10 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
+
+from host_tools.backend import brokerurl
 
 
 class BrokerError(ConnectionError):
@@ -33,18 +34,11 @@ class MqttConfig:
     def from_url(cls, url: str, username: str | None = None, password: str | None = None,
                  ca: str | None = None) -> "MqttConfig":
         """mqtt://[user[:pass]@]host[:port] or mqtts://... (mqtts needs `ca`)."""
-        u = urlsplit(url if "://" in url else "mqtt://" + url)
-        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise ValueError("broker must look like mqtt://host:port or mqtts://host:port")
-        if u.scheme == "mqtts" and not ca:
+        u = brokerurl.parse(url)
+        if u.tls and not ca:
             raise ValueError("mqtts:// needs the broker's CA file (--ca)")
-        try:
-            port = u.port or (8883 if u.scheme == "mqtts" else 1883)
-        except ValueError:
-            raise ValueError("broker port must be a number 1..65535") from None
-        return cls(u.hostname, port, username or (unquote(u.username) if u.username else None),
-                   password or (unquote(u.password) if u.password else None),
-                   ca if u.scheme == "mqtts" else None)
+        return cls(u.host, u.port, username or u.username, password or u.password,
+                   ca if u.tls else None)
 
     def as_dict(self) -> dict:
         """For a provisioning file (the caller adds what is secret)."""
