@@ -430,7 +430,7 @@ def test_every_error_is_listed_not_just_the_first():
 def test_device_board_raises_with_every_error(tmp_path):
     p = tmp_path / "b.json"
     p.write_text(json.dumps(edit(ESP32, buzzer=6, led=34)))
-    with pytest.raises(boards.BoardError) as e:
+    with pytest.raises(boards.BoardFileError) as e:
         boards.device_board(p)
     assert len(e.value.errors) == 2
 
@@ -476,3 +476,14 @@ def test_board_check_writes_the_device_board(tmp_path):
 def test_board_check_of_a_missing_file(tmp_path):
     r = CliRunner().invoke(main, ["board", "check", str(tmp_path / "none.json")])
     assert r.exit_code == 1 and "cannot read the file" in r.output
+
+
+def test_every_board_error_is_one_family_with_names_that_do_not_collide():
+    from host_tools.tech.conn import BoardConnectionError
+    from host_tools.vboard.board import VirtualBoardError
+
+    kinds = (boards.BoardFileError, BoardConnectionError, VirtualBoardError)
+    assert all(issubclass(k, boards.BoardError) for k in kinds)
+    assert len({k.__name__ for k in kinds}) == 3
+    assert issubclass(boards.BoardFileError, ValueError)        # a bad file is bad input
+    assert issubclass(VirtualBoardError, RuntimeError)

@@ -18,7 +18,7 @@ from rich.console import Console
 import techlib
 from host_tools.tech import deploy
 from host_tools.tech import heapneed
-from host_tools.tech.conn import BoardConn, BoardError
+from host_tools.tech.conn import BoardConn, BoardConnectionError
 from host_tools.vboard.board import VirtualBoard
 
 pytestmark = pytest.mark.vm
@@ -248,9 +248,9 @@ def test_a_deploy_cut_before_every_single_command_never_boots_a_half_updated_slo
 
 def test_an_error_on_the_board_is_a_board_error_with_its_last_line(vboard):
     # mpremote hands the board's traceback over as text: a full flash in the middle of a copy
-    from host_tools.tech.conn import BoardError
+    from host_tools.tech.conn import BoardConnectionError
     with BoardConn(vboard.url) as conn:
-        with pytest.raises(BoardError, match=r"^the board failed: OSError: .*28"):
+        with pytest.raises(BoardConnectionError, match=r"^the board failed: OSError: .*28"):
             conn.exec("raise OSError(28)")
 
 
@@ -258,11 +258,11 @@ def test_a_build_for_the_other_kind_of_board_is_refused_before_the_board_changes
     # the default --build is build/esp32: on the virtual board (and build/sim on an ESP32)
     # the reset would boot a port that cannot run there, and deploy would call it a success
     from host_tools.tech import build
-    from host_tools.tech.conn import BoardError
+    from host_tools.tech.conn import BoardConnectionError
     techlib.provision_offline(vboard.flash)
     before = sorted(p.relative_to(vboard.flash).as_posix() for p in vboard.flash.rglob("*"))
     esp = build.build("esp32", tmp_path / "esp32")
-    with pytest.raises(BoardError, match="build for esp32.*virtual board.*--target sim"):
+    with pytest.raises(BoardConnectionError, match="build for esp32.*virtual board.*--target sim"):
         deploy.deploy(vboard.url, esp.out, quiet())
     assert sorted(p.relative_to(vboard.flash).as_posix() for p in vboard.flash.rglob("*")) == before
     assert "sim" in deploy.wrong_board("sim", virtual=False) and deploy.wrong_board("esp32", False) is None
@@ -272,13 +272,13 @@ def test_a_build_for_the_other_kind_of_board_is_refused_before_the_board_changes
 def test_a_deploy_that_fails_on_the_board_puts_the_running_box_back_into_service(vboard, builds):
     # a file that cannot be written in the idle slot (here a folder in its place; in the field
     # a full flash): the deploy fails after it stopped the application into safe mode
-    from host_tools.tech.conn import BoardError
+    from host_tools.tech.conn import BoardConnectionError
     techlib.provision_offline(vboard.flash)
     deploy.deploy(vboard.url, builds["v1"].out, quiet())
     vboard.wait_output("boot box box-1", timeout=30)
     (vboard.flash / "app_b" / "parcelbox" / "box.mpy").mkdir(parents=True)
     mark = len(vboard.output)
-    with pytest.raises(BoardError):
+    with pytest.raises(BoardConnectionError):
         deploy.deploy(vboard.url, builds["v2"].out, quiet())
     assert (vboard.flash / "app.ptr").read_text() == "app_a\n"
     vboard.wait_output("boot box box-1", timeout=30, start=vboard.output.index("safe mode", mark))
@@ -377,7 +377,7 @@ def test_a_board_whose_heap_a_failed_start_filled_is_refused_naming_only_what_fi
     with VirtualBoard(flash, heap="96K") as vb:
         vb.wait_output("MemoryError", timeout=30)
         before = board_state(flash)
-        with pytest.raises(BoardError) as e:
+        with pytest.raises(BoardConnectionError) as e:
             deploy.deploy(vb.url, builds["v2"].out, quiet())
         assert board_state(flash) == before
     table = builds["v2"].manifest["heap_need"]
@@ -391,7 +391,7 @@ def test_a_board_whose_heap_a_failed_start_filled_is_refused_naming_only_what_fi
 def test_the_board_s_own_max_codes_is_the_one_judged(vboard, builds):
     techlib.provision_offline(vboard.flash, dict(techlib.OFFLINE, settings={"max_codes": 16384}))
     before = board_state(vboard.flash)
-    with pytest.raises(BoardError) as e:
+    with pytest.raises(BoardConnectionError) as e:
         deploy.deploy(vboard.url, builds["v1"].out, quiet())
     table = builds["v1"].manifest["heap_need"]
     fits = heapneed.codes_that_fit("mpy", 256128, table)

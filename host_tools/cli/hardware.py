@@ -40,7 +40,7 @@ def register(main: click.Group) -> None:
         """Write the wiring tables, diagrams and pages of every board file."""
         try:
             files, skipped = _wiring.outputs(Path(boards_dir), Path(out_dir))
-        except (_boards.BoardError, ValueError) as e:
+        except (_boards.BoardFileError, ValueError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
         for s in skipped:

@@ -32,7 +32,7 @@ def register(main: click.Group) -> None:
         """Serve a virtual board until Ctrl-C: `mpremote connect URL ...` reaches it. A reset
         boots main.py from the flash; the sim port's firmware runs with its keypad, doors
         and network."""
-        from host_tools.vboard.board import BoardError, VirtualBoard
+        from host_tools.vboard.board import VirtualBoardError, VirtualBoard
         from host_tools.vm.runner import VMError
 
         stop = threading.Event()
@@ -40,7 +40,7 @@ def register(main: click.Group) -> None:
         mqtt = None
         try:
             vb = VirtualBoard(flash, port=port, heap=heap, psram=psram, echo=echo)
-        except (BoardError, VMError) as e:
+        except (VirtualBoardError, VMError) as e:
             raise click.ClickException(str(e)) from None
         try:
             if broker == "embedded":

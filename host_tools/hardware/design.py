@@ -155,7 +155,7 @@ LED_RESISTORS = {"red": 150, "green": 68, "blue": 68, "": 150}
 
 
 def design(path: str | Path) -> Design:
-    """The circuit of board file `path`; BoardError if the board is not valid."""
+    """The circuit of board file `path`; BoardFileError if the board is not valid."""
     b = _boards.device_board(path)
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     bat = raw.get("battery") or {}

@@ -215,7 +215,7 @@ def _legend(d: Design, y: float, width: int) -> tuple[list[str], float]:
 
 def designs(boards_dir: Path) -> tuple[list[Design], list[str]]:
     """The circuit of every board file, and the files skipped (no reference dev board for
-    their chip yet). An invalid board raises BoardError."""
+    their chip yet). An invalid board raises BoardFileError."""
     out, skipped = [], []
     for path in sorted(Path(boards_dir).glob("*.json")):
         try:

@@ -15,13 +15,15 @@ import serial
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
+from host_tools.boards import BoardError
+
 SLOTS = ("app_a", "app_b")
 POINTER = "app.ptr"
 SAFE_ONCE = "safe_once"   # main.py skips the application once and removes it (docs/tooling.md 3)
 APP_MODULES = ("pb_esp32.main", "pb_sim.main")
 
 
-class BoardError(Exception):
+class BoardConnectionError(BoardError):
     """The board cannot be reached, or did not do what it was asked."""
 
 
@@ -73,17 +75,17 @@ class BoardConn:
                 break
             except (TransportError, serial.SerialException, OSError, ValueError) as e:
                 if time.monotonic() >= end:
-                    raise BoardError("cannot open %s: %s" % (self.port, _first_line(e))) from None
+                    raise BoardConnectionError("cannot open %s: %s" % (self.port, _first_line(e))) from None
                 time.sleep(0.3)
         try:
             self.t.enter_raw_repl(soft_reset=False, timeout_overall=self.timeout)
             self._helpers()
-        except BoardError:
+        except BoardConnectionError:
             self.close()
             raise
         except (TransportError, serial.SerialException, OSError) as e:
             self.close()
-            raise BoardError("%s does not answer as a MicroPython board (raw REPL): %s"
+            raise BoardConnectionError("%s does not answer as a MicroPython board (raw REPL): %s"
                              % (self.port, _first_line(e))) from None
 
     # A firmware too big for the heap fails its start and leaves its modules loaded at the
@@ -107,7 +109,7 @@ class BoardConn:
         except TransportExecError as e:
             if "MemoryError" not in str(e.error_output):
                 raise
-            raise BoardError("%s: the board's heap is full (MemoryError) and its application ran: "
+            raise BoardConnectionError("%s: the board's heap is full (MemoryError) and its application ran: "
                              "reset the board, then try again" % self.port) from None
 
     def close(self) -> None:
@@ -128,9 +130,9 @@ class BoardConn:
         try:
             return self.t.exec(code)
         except TransportExecError as e:
-            raise BoardError("the board failed: %s" % _last_line(e.error_output)) from None
+            raise BoardConnectionError("the board failed: %s" % _last_line(e.error_output)) from None
         except (TransportError, serial.SerialException, OSError) as e:
-            raise BoardError("lost %s: %s" % (self.port, _first_line(e))) from None
+            raise BoardConnectionError("lost %s: %s" % (self.port, _first_line(e))) from None
 
     def json(self, code: str):
         """Run `code`, which prints one JSON line last; its value."""
@@ -138,7 +140,7 @@ class BoardConn:
         try:
             return json.loads(out[-1])
         except (IndexError, ValueError):
-            raise BoardError("the board's answer is not JSON: %r" % (out[-1:] or "")) from None
+            raise BoardConnectionError("the board's answer is not JSON: %r" % (out[-1:] or "")) from None
 
     def app_running(self) -> bool:
         """Was the application running (its modules loaded) when Ctrl-C stopped it?"""
@@ -149,7 +151,7 @@ class BoardConn:
         try:
             self.t.fs_writefile(path, data, chunk_size=chunk, progress_callback=progress)
         except (TransportError, OSError) as e:
-            raise BoardError("writing %s failed: %s" % (path, _first_line(e))) from None
+            raise BoardConnectionError("writing %s failed: %s" % (path, _first_line(e))) from None
 
     def write_atomic(self, path: str, data: bytes) -> None:
         """Write path.tmp, then rename it over path (LittleFS: atomic)."""

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from host_tools.tech import build as _build
 from host_tools.tech import heapneed
-from host_tools.tech.conn import POINTER, SAFE_ONCE, SLOTS, BoardConn, BoardError
+from host_tools.tech.conn import POINTER, SAFE_ONCE, SLOTS, BoardConn, BoardConnectionError
 
 BOOT_LINE = " firmware "    # main.py: "PB I <ms> firmware <version> from /app_X"
 
@@ -132,7 +132,7 @@ def board_memory(conn: BoardConn) -> dict:
     heap = conn.json(_HEAP)
     try:
         m = conn.json(_MEMORY)
-    except BoardError as e:
+    except BoardConnectionError as e:
         if "MemoryError" not in str(e):
             raise
         m = {"psram": False, "fw": None, "max_codes": None}
@@ -255,17 +255,17 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
         why = wrong_board(b.manifest.get("target"), conn.json(
             "try:\n    import host\n    print('true')\nexcept ImportError:\n    print('false')"))
         if why:
-            raise BoardError(why)
+            raise BoardConnectionError(why)
         running = conn.app_running()
         # before anything is written (safe_once included): a build that does not fit is refused
         mem = board_memory(conn)
         try:
             rep.fit = fit(b.manifest, mem)
         except heapneed.HeapNeedError as e:
-            raise BoardError("%s; build again" % e) from None
+            raise BoardConnectionError("%s; build again" % e) from None
         why = refusal(rep.fit, mem, b.manifest["firmware"])
         if why:
-            raise BoardError(why)
+            raise BoardConnectionError(why)
         conn = stop_app(conn, console.print)
         state = scan(conn)
         manifests = slot_manifests(conn, state)
@@ -318,7 +318,7 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
         bad = [rel for rel, f in want.items() if got.get(rel) != f["sha256"]]
         extra = sorted(set(got) - set(want))
         if bad or extra:
-            raise BoardError("verification failed in %s: %s differ from the build; the board still "
+            raise BoardConnectionError("verification failed in %s: %s differ from the build; the board still "
                              "boots %s" % (target, ", ".join(sorted(bad) + extra), active or "nothing new"))
         conn.write_atomic("/%s/manifest.json" % target, (b.out / _build.MANIFEST).read_bytes())
         for name in _build.BOOT_FILES:
@@ -326,16 +326,16 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
             if state["root"].get(name) != f["sha256"]:
                 conn.write_atomic("/" + name, (b.out / name).read_bytes())
                 if conn.hash("/" + name) != f["sha256"]:
-                    raise BoardError("verification of /%s failed" % name)
+                    raise BoardConnectionError("verification of /%s failed" % name)
                 rep.boot_files.append(name)
         conn.write_atomic("/" + POINTER, (target + "\n").encode())      # the switch
         if conn.json("print(json.dumps(open(%r).read().strip()))" % ("/" + POINTER)) != target:
-            raise BoardError("the pointer did not switch to %s" % target)
+            raise BoardConnectionError("the pointer did not switch to %s" % target)
         if reset:
             lines = conn.reset(BOOT_LINE, timeout=boot_timeout)
             booted = [ln for ln in lines if BOOT_LINE in ln and ln.startswith("PB ")]
             rep.booted = booted[-1].split(BOOT_LINE, 1)[1] if booted else None
-    except BoardError:
+    except BoardConnectionError:
         if running and conn.t is not None:   # stopped into safe mode: back into service
             conn.reset()
         raise
@@ -367,7 +367,7 @@ def run_cli(port: str, build_dir: str, no_reset: bool) -> int:
     try:
         b = _build.load(build_dir)
         rep = deploy(port, build_dir, console, reset=not no_reset)
-    except (_build.BuildError, BoardError) as e:
+    except (_build.BuildError, BoardConnectionError) as e:
         console.print("[red]Error:[/] %s" % e)
         return 1
     print_report(rep, b.manifest, console)

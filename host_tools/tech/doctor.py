@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from host_tools.tech import heapneed
-from host_tools.tech.conn import SLOTS, BoardConn, BoardError
+from host_tools.tech.conn import SLOTS, BoardConn, BoardConnectionError
 from host_tools.tech.deploy import board_memory, fit, intact, scan, slot_manifests, stop_app
 
 OK, WARN, FAIL, NA = "ok", "warn", "FAIL", "n/a"
@@ -330,7 +330,7 @@ def run_cli(port: str, console: Console | None = None) -> int:
     console = console or Console(highlight=False)
     try:
         conn = BoardConn(port)
-    except BoardError as e:
+    except BoardConnectionError as e:
         console.print("[red]cannot reach the board:[/] %s" % e)
         console.print("check the cable and the port (ls /dev/serial/by-id), that no other program "
                       "holds it (a monitor), and that the board is powered")
@@ -340,7 +340,7 @@ def run_cli(port: str, console: Console | None = None) -> int:
         checks, _ = examine(conn, running, console.print)
         if running:
             conn.reset()   # it was stopped to be read (a watchdog would reset it anyway)
-    except BoardError as e:
+    except BoardConnectionError as e:
         console.print("[red]the board stopped answering:[/] %s" % e)
         return 2
     finally:

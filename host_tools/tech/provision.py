@@ -206,12 +206,12 @@ def _client(cert: str | None, key: str | None, addr: dict) -> clientcert.ClientC
 
 def write(conn, p: Plan) -> list[str]:
     """Each file to name.tmp, then renamed over name; every hash read back. Returns the names."""
-    from host_tools.tech.conn import BoardError
+    from host_tools.tech.conn import BoardConnectionError
     written = []
     for name, data in p.files():
         conn.write_atomic("/" + name, data)
         if conn.hash("/" + name) != hashlib.sha256(data).hexdigest():
-            raise BoardError("%s did not arrive intact on the board" % name)
+            raise BoardConnectionError("%s did not arrive intact on the board" % name)
         written.append(name)
     return written
 
@@ -272,7 +272,7 @@ def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_pa
             key: str | None = None, max_codes: int | None = None) -> int:
     import click
 
-    from host_tools.tech.conn import BoardConn, BoardError
+    from host_tools.tech.conn import BoardConn, BoardConnectionError
     from host_tools.tech.deploy import stop_app
     try:
         given = {"max_codes": max_codes} if max_codes is not None else {}
@@ -306,7 +306,7 @@ def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_pa
             names = write(conn, p)
             verdict = board_check(conn)
             if verdict not in (None, "no firmware"):
-                raise BoardError("the board's firmware refuses the written configuration: %s" % verdict)
+                raise BoardConnectionError("the board's firmware refuses the written configuration: %s" % verdict)
             for line in p.summary():
                 click.echo(line)
             click.echo("written to the board (each by rename, hashes read back): %s" % ", ".join(names))
@@ -321,6 +321,6 @@ def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_pa
         elif verdict is None:
             click.echo("reset: the board did not log its boot within 30 s (parcelbox monitor)")
         return 0
-    except (ProvisionError, BoardError) as e:
+    except (ProvisionError, BoardConnectionError) as e:
         click.echo("Error: %s" % e, err=True)
         return 1

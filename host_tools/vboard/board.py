@@ -27,6 +27,7 @@ from pathlib import Path
 
 import wasmtime
 
+from host_tools.boards import BoardError
 from host_tools.vboard import repl as vr
 from host_tools.vboard import vm as vv
 from host_tools.sim.simbox import PWRON_RESET, SOFT_RESET, WDT_RESET, Reboot, SimBox
@@ -44,7 +45,7 @@ _ROM = {PWRON_RESET: b"rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
 _boards: "weakref.WeakSet[VirtualBoard]" = weakref.WeakSet()
 
 
-class BoardError(RuntimeError):
+class VirtualBoardError(BoardError, RuntimeError):
     """The board could not be started (bad flash folder, port in use)."""
 
 
@@ -92,7 +93,7 @@ class VirtualBoard:
         self.psram = psram               # only the names it gives (uname, _build); the heap is `heap`
         self.flash = Path(flash_dir).resolve()
         if self.flash.exists() and not self.flash.is_dir():
-            raise BoardError(f"{self.flash} is not a folder")
+            raise VirtualBoardError(f"{self.flash} is not a folder")
         self.raw_paste = raw_paste
         self._cv = threading.Condition()
         self.uart = Uart(host, port, self._cv, self._on_byte, echo)
@@ -150,7 +151,7 @@ class VirtualBoard:
         try:
             self.uart.listen()
         except OSError as e:
-            raise BoardError(f"cannot listen on {self.uart.host}:{self.uart.port}: "
+            raise VirtualBoardError(f"cannot listen on {self.uart.host}:{self.uart.port}: "
                              f"{e.strerror}") from None
         self.flash.mkdir(parents=True, exist_ok=True)
         self._engine, self._module = vv.engine_and_module()
