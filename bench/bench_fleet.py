@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench import netlib
 from bench.common import Row
+from host_tools.testing.wait import wait_for
 
 TITLE = "fleet: boxes, codes and pickups (network)"
 
@@ -131,8 +132,9 @@ def _run(boxes: int, pickups: int, workers: int, timeout: float) -> list[Row]:
             for w in box_workers:
                 w.expect("connected", timeout)
             fig["connect_s"] = time.perf_counter() - t0
-            _wait(lambda: _count(ledger, "SELECT count(*) FROM events WHERE type='boot'") >= boxes,
-                  timeout, "every box's boot event in the ledger")
+            wait_for(lambda: _count(ledger, "SELECT count(*) FROM events WHERE type='boot'") >= boxes,
+                     timeout=timeout, what="every box's boot event in the ledger", every=0.2,
+                     error=RuntimeError)
             fig["boot_s"] = time.perf_counter() - t0
             fig["broker_rss_kb"] = _rss(broker)
             fig["broker_rss_kb_idle"] = rss0
@@ -423,14 +425,6 @@ def _rows(fig: dict, proof: dict) -> list[Row]:
 
 def _count(ledger, q) -> int:
     return ledger.db.execute(q).fetchone()[0]
-
-
-def _wait(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise RuntimeError("timed out waiting for " + what)
-        time.sleep(0.2)
 
 
 def _progress(ledger, q, want, timeout, what, stall=60.0):

@@ -8,18 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from boxlink import BoxLink
+from host_tools.testing.wait import wait_for
 from host_tools.cli.main import main
 from host_tools.backend.sdk import Backend, Consumer, Ledger, mqtt_password
-
-
-def wait_for(cond, timeout=15, what="condition", diag=None):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what + ("; " + diag() if diag else ""))
 
 
 def diagnose(world, link):

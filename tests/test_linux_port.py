@@ -633,7 +633,7 @@ def test_linux_box_and_a_real_time_service_reach_the_ledger(mosquitto, tmp_path)
         while "PB I" not in "".join(x for x in lines if "link: connected" in x):
             assert time.monotonic() - t0 < 20, lines[-5:]
             time.sleep(0.05)
-        time.sleep(0.3)                             # its SUBSCRIBE follows the CONNACK
+        mosquitto.wait_for_log("Received SUBSCRIBE from box-rt", timeout=20)   # after the CONNACK
         issued = be.issue("box-rt", "driver", comp=2, uses=1)    # a deposit into an empty one
         t0 = time.monotonic()
         while not any(" result " in x for x in lines):

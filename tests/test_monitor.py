@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from host_tools.testing.wait import wait_for
 from host_tools.tech import monitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,14 +94,6 @@ class Usb:
         os.write(self.master, "".join(ln + "\r\n" for ln in lines).encode())
 
 
-def _wait(cond, what, timeout=10.0):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
-
-
 def test_the_monitor_reads_on_after_a_replug_and_saves_the_whole_session(tmp_path):
     usb = Usb(tmp_path / "ttyUSB-parcelbox")
     usb.plug()
@@ -110,16 +103,16 @@ def test_the_monitor_reads_on_after_a_replug_and_saves_the_whole_session(tmp_pat
     t = threading.Thread(target=mon.run, daemon=True)
     t.start()
     try:
-        _wait(lambda: "connected to" in out.getvalue(), "the monitor to open the port")
+        wait_for(lambda: "connected to" in out.getvalue(), what="the monitor to open the port")
         usb.write(RECORDED[:6])
-        _wait(lambda: mon.lines == 6, "the first half")
+        wait_for(lambda: mon.lines == 6, what="the first half")
         usb.unplug()                                   # the cable comes out
-        _wait(lambda: "vanished" in out.getvalue(), "the monitor to notice")
+        wait_for(lambda: "vanished" in out.getvalue(), what="the monitor to notice")
         time.sleep(0.3)                                # it keeps retrying meanwhile
         usb.plug()                                     # back in, as another pty
-        _wait(lambda: "is back" in out.getvalue(), "the monitor to reopen the port")
+        wait_for(lambda: "is back" in out.getvalue(), what="the monitor to reopen the port")
         usb.write(RECORDED[6:])
-        _wait(lambda: mon.lines == len(RECORDED), "the second half")
+        wait_for(lambda: mon.lines == len(RECORDED), what="the second half")
     finally:
         mon.stop()
         t.join(5)
@@ -145,9 +138,9 @@ def test_raw_mode_shows_the_lines_as_they_came(tmp_path):
     t = threading.Thread(target=mon.run, daemon=True)
     t.start()
     try:
-        _wait(lambda: "connected to" in out.getvalue(), "the port")
+        wait_for(lambda: "connected to" in out.getvalue(), what="the port")
         usb.write(RECORDED[:4])
-        _wait(lambda: mon.lines == 4, "four lines")
+        wait_for(lambda: mon.lines == 4, what="four lines")
     finally:
         mon.stop()
         t.join(5)
@@ -162,11 +155,11 @@ def test_the_command_waits_for_a_missing_port_and_ends_cleanly_on_ctrl_c(tmp_pat
                           "--save", str(save)], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     try:
-        _wait(lambda: save.exists() and "waiting for" in save.read_text(), "the wait", 20)
+        wait_for(lambda: save.exists() and "waiting for" in save.read_text(), what="the wait", timeout=20)
         usb.plug()                                     # plugged in after the start
-        _wait(lambda: "connected to" in save.read_text(), "the connection", 10)
+        wait_for(lambda: "connected to" in save.read_text(), what="the connection", timeout=10)
         usb.write(RECORDED[:2])
-        _wait(lambda: RECORDED[1] in save.read_text(), "the lines", 10)
+        wait_for(lambda: RECORDED[1] in save.read_text(), what="the lines", timeout=10)
     finally:
         p.send_signal(signal.SIGINT)
         try:
@@ -199,7 +192,7 @@ def test_the_monitor_holds_the_port_as_mpremote_does_so_a_deploy_cannot_share_it
     t = threading.Thread(target=mon.run, daemon=True)
     t.start()
     try:
-        _wait(lambda: "connected to" in out.getvalue(), "the monitor to open the port")
+        wait_for(lambda: "connected to" in out.getvalue(), what="the monitor to open the port")
         with pytest.raises(serial.SerialException, match="exclusively lock"):
             serial.Serial(str(usb.link), exclusive=True)
     finally:

@@ -11,7 +11,8 @@ import struct
 import pytest
 
 from host_tools.backend import protocol as p
-from roundtrip_world import World, open_and_close, wait_for
+from host_tools.testing.wait import wait_for
+from roundtrip_world import World, open_and_close
 
 BOX = "box-1"
 

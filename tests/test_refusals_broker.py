@@ -9,7 +9,8 @@ import pytest
 
 from host_tools.backend import protocol as p
 from host_tools.backend.sdk import Backend
-from roundtrip_world import World, wait_for
+from host_tools.testing.wait import wait_for
+from roundtrip_world import World
 
 BOX = "box-1"
 

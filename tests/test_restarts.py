@@ -6,7 +6,8 @@ import time
 import pytest
 
 from parcelbox import events
-from roundtrip_world import World, wait_for
+from host_tools.testing.wait import wait_for
+from roundtrip_world import World
 
 BOX = "box-1"
 N = 200
@@ -19,9 +20,10 @@ def world(mosquitto, tmp_path):
     w.close()
 
 
-def _stream(link, n, started):
+def _stream(link, n, started, sent):
     for i in range(n):
         link.call(lambda box, r, now: box.event(events.EXPIRED, 0, 0, i, now))
+        sent[0] = i + 1
         if i == 5:
             started.set()
         time.sleep(0.01)
@@ -29,12 +31,17 @@ def _stream(link, n, started):
 
 def _start_stream(link):
     """N events (kind expired, arg 0..N-1) from the box, 10 ms apart, in a thread that
-    has begun when this returns."""
-    started = threading.Event()
-    t = threading.Thread(target=_stream, args=(link, N, started))
+    has begun when this returns; with `sent`, how many the box has taken so far."""
+    started, sent = threading.Event(), [0]
+    t = threading.Thread(target=_stream, args=(link, N, started, sent))
     t.start()
     started.wait(10)
-    return t
+    return t, sent
+
+
+def _until_sent(sent, part):
+    """Mid-stream: wait until the box has taken this part of the N events."""
+    wait_for(lambda: sent[0] >= N * part, what="%d of %d events taken" % (N * part, N))
 
 
 def _drained(world, link, want_args):
@@ -55,8 +62,8 @@ def _drained(world, link, want_args):
 def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(world, how):
     world.consumer()
     link = world.add_box(BOX)
-    t = _start_stream(link)
-    time.sleep(0.5)
+    t, sent = _start_stream(link)
+    _until_sent(sent, 0.25)
     if how == "restart":
         world.broker.restart()
     else:
@@ -69,10 +76,10 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(world, how):
 def test_a_consumer_restart_mid_stream_loses_and_doubles_nothing(world):
     c1 = world.consumer("consumer-1")
     link = world.add_box(BOX)
-    t = _start_stream(link)
-    time.sleep(0.5)
+    t, sent = _start_stream(link)
+    _until_sent(sent, 0.25)
     c1.stop()
-    time.sleep(0.5)
+    _until_sent(sent, 0.5)         # events go on while the consumer is away
     world.consumer("consumer-1")  # the same consumer, back with its persistent session
     t.join()
     _drained(world, link, list(range(N)))
@@ -81,9 +88,9 @@ def test_a_consumer_restart_mid_stream_loses_and_doubles_nothing(world):
 def test_a_second_consumer_joining_and_the_first_leaving_mid_stream_split_the_rest(world):
     c1 = world.consumer("consumer-1")
     link = world.add_box(BOX)
-    t = _start_stream(link)
+    t, sent = _start_stream(link)
     c2 = world.consumer("consumer-2")
-    time.sleep(0.5)
+    _until_sent(sent, 0.25)
     c1.stop()
     t.join()
     _drained(world, link, list(range(N)))

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from roundtrip_world import World, diagnose, open_and_close, wait_for
+from host_tools.testing.wait import wait_for
+from roundtrip_world import World, diagnose, open_and_close
 
 
 @pytest.fixture

@@ -6,17 +6,9 @@ import time
 
 import pytest
 
+from host_tools.testing.wait import wait_for
 from host_tools.backend import protocol as p
 from host_tools.backend.sdk import Backend, BrokerError, Consumer, Ledger, mqtt_password
-
-
-def wait_for(cond, timeout=10, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class ScriptedBox:

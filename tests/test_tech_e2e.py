@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import techlib
+from host_tools.testing.wait import wait_for
 from host_tools.backend.sdk import Backend, Consumer, Ledger, mqtt_password
 
 pytestmark = pytest.mark.vm
@@ -25,14 +26,6 @@ def cli(*args, env=None, timeout=120):
     p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", *args], capture_output=True, text=True,
                        cwd=techlib.ROOT, timeout=timeout, env=env)
     return p.returncode, p.stdout + p.stderr
-
-
-def _wait(cond, what, timeout=60.0):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.05)
 
 
 def test_a_deployed_and_provisioned_box_connects_and_opens_for_a_backend_code(vboard, mosquitto, tmp_path):
@@ -73,17 +66,17 @@ def test_a_deployed_and_provisioned_box_connects_and_opens_for_a_backend_code(vb
                                stderr=subprocess.STDOUT, text=True)
         try:
             box = vboard.wait_sim(30)
-            _wait(lambda: box.online, "the box to connect to mosquitto")
+            wait_for(lambda: box.online, what="the box to connect to mosquitto", timeout=60, every=0.05)
             with Backend(ledger, mosquitto.sdk_config("issuer")) as be:
                 issued = be.issue(BOX, "owner", uses=1)
-                _wait(lambda: ledger.command_outcome(BOX, issued.cmd_seq)[0] == 0, "the code to reach the box")
+                wait_for(lambda: ledger.command_outcome(BOX, issued.cmd_seq)[0] == 0, what="the code to reach the box", timeout=60, every=0.05)
             box.type(issued.code)
-            _wait(lambda: box.pulses, "the lock to open")
+            wait_for(lambda: box.pulses, what="the lock to open", timeout=60, every=0.05)
             box.set_door(1, True)
-            _wait(lambda: [e for e in ledger.events(BOX) if e.type == "opened"], "opened in the ledger")
+            wait_for(lambda: [e for e in ledger.events(BOX) if e.type == "opened"], what="opened in the ledger", timeout=60, every=0.05)
             box.set_door(1, False)
-            _wait(lambda: [e for e in ledger.events(BOX) if e.type == "closed"], "closed in the ledger")
-            _wait(lambda: save.exists() and " closed " in save.read_text(), "the monitor to see it")
+            wait_for(lambda: [e for e in ledger.events(BOX) if e.type == "closed"], what="closed in the ledger", timeout=60, every=0.05)
+            wait_for(lambda: save.exists() and " closed " in save.read_text(), what="the monitor to see it", timeout=60, every=0.05)
         finally:
             mon.send_signal(signal.SIGINT)
             mon_out, _ = mon.communicate(timeout=15)
