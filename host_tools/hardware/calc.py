@@ -4,7 +4,7 @@ Every number the hardware pages show is computed here from the stated inputs
 (:data:`INPUTS`, each with where it comes from), the board file and the firmware's own
 timing (``firmware/parcelbox/config.py``, ``lock.py``, ``feedback.py``). The pages are
 generated from these results (``parcelbox hardware generate``), so a changed input, board
-or firmware setting changes the pages, and ``tests/test_hardware.py`` fails until they
+or firmware setting changes the pages, and ``tests/host/test_hardware.py`` fails until they
 are regenerated.
 """
 

@@ -8,7 +8,7 @@ scans it (rows open-drain, driven low one at a time; columns with pull-ups; a pr
 key joins its row to its column, so three keys at the corners of a rectangle make a
 ghost at the fourth), contacts that chatter for bounce_ms after every change, door
 and tamper switches to GND with pull-ups, solenoids behind a max-on failsafe, and the
-LED and buzzer. Times are world milliseconds (ints). tests/test_sim.py checks that the scan here equals
+LED and buzzer. Times are world milliseconds (ints). tests/ports/test_sim.py checks that the scan here equals
 pb_esp32.hw.Hardware.scan over the fakes, press for press.
 """
 
@@ -91,7 +91,7 @@ class Keypad(keycircuit.Circuit):
     def scan(self, t: int) -> int:
         """The frame the firmware's scan reads at t: each row driven low in turn, the
         columns read through the circuit (bit r*cols+c set when column c reads 0). The
-        ESP32 port reads fewer pins for the same frame (tests/test_sim.py compares)."""
+        ESP32 port reads fewer pins for the same frame (tests/ports/test_sim.py compares)."""
         if self.empty:
             return 0
         self._t = t

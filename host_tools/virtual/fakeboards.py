@@ -1,5 +1,5 @@
 # The shipped boards as the device reads them (board.json, made by host_tools/boards.py
-# from boards/*.json; tests/test_esp32_hw.py checks they match), and wire(): the circuit
+# from boards/*.json; tests/ports/test_esp32_hw.py checks they match), and wire(): the circuit
 # docs/boards.md prescribes, built in a fake world, for CPython and the VM.
 import fakeworld
 

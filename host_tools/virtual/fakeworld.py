@@ -42,7 +42,7 @@ def _span(a, b):
 
 # Per chip: GPIOs that exist, input-only ones, ones without internal pulls, ADC1 and
 # ADC2 pins, hardware timers. host_tools/boards.py has the same facts for validation;
-# tests/test_boards.py checks that the two agree.
+# tests/host/test_boards.py checks that the two agree.
 CHIPS = {
     "esp32": {
         "pins": _span(0, 19) + (21, 22, 23, 25, 26, 27) + _span(32, 39),
