@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.table import Table
 
 from host_tools.cli import options
-from host_tools.backend import brokerurl
 from host_tools.backend import protocol as p
 from host_tools.backend.sdk import Backend, BrokerError, Consumer, Ledger, LedgerError, MqttConfig
 from host_tools.backend.sdk.backend import DEFAULT_ONESHOT_EXP, MAX_ONESHOT_EXP
@@ -133,305 +132,76 @@ _EXPIRES = click.option(
     % DEFAULT_ONESHOT_EXP)
 
 
-def register(main: click.Group) -> None:
-    opts = [options.DB, options.BACKEND_BROKER, options.USERNAME, options.PASSWORD_FILE, options.CA]
+_OPTS = [options.DB, options.BACKEND_BROKER, options.USERNAME, options.PASSWORD_FILE, options.CA]
 
-    def with_ctx(f):
-        """Add the ledger and broker options to a command; it gets a Ctx first."""
-        import functools
 
-        @functools.wraps(f)
-        def wrapper(db, broker, username, password_file, ca, **kw):
-            return f(Ctx(db, broker, username, password_file, ca), **kw)
-        for o in reversed(opts):
-            wrapper = o(wrapper)
-        return wrapper
+def with_ctx(f):
+    """Add the ledger and broker options to a command; it gets a Ctx first."""
+    import functools
 
-    @main.group()
-    def box():
-        """Register boxes and see their state."""
+    @functools.wraps(f)
+    def wrapper(db, broker, username, password_file, ca, **kw):
+        return f(Ctx(db, broker, username, password_file, ca), **kw)
+    for o in reversed(_OPTS):
+        wrapper = o(wrapper)
+    return wrapper
 
-    @main.group()
-    def codes():
-        """Issue, revoke, list and sync codes."""
 
-    @box.command("add")
-    @click.argument("box_id")
-    @click.option("--compartments", type=click.IntRange(1, 32), default=1, show_default=True)
-    @click.option("--code-len", type=click.IntRange(4, 8), default=6, show_default=True)
-    @click.option("--provision-file", type=click.Path(dir_okay=False, writable=True),
-                  help="Write the box's key and broker password here (mode 0600) instead of "
-                       "showing them.")
-    @click.option("--json", "as_json", is_flag=True)
-    @with_ctx
-    @_guard
-    def box_add(c: Ctx, box_id, compartments, code_len, provision_file, as_json):
-        """Register BOX_ID and create its key (shown once, or written to --provision-file)."""
-        be = c.backend(need_broker=False)
-        fd = None
-        if provision_file:
-            if os.path.exists(provision_file):
-                raise click.ClickException("%s exists: not overwriting a provisioning file"
-                                           % provision_file)
-            # before registering: a file that cannot be made must not leave a box whose
-            # key nobody has seen
-            fd = os.open(provision_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            rec = be.register(box_id, compartments, code_len)
-        except BaseException:
-            if fd is not None:
-                os.close(fd)
-                os.remove(provision_file)
-            raise
-        if c.broker:
-            rec["broker"] = brokerurl.parse(c.broker).public()  # never this backend's credentials
-        if fd is not None:
-            with os.fdopen(fd, "w") as f:
-                json.dump(rec, f, indent=1)
-            shown = {"box": box_id, "compartments": compartments, "provision_file": provision_file}
-            _out(shown, as_json, lambda: click.echo(
-                "Registered box %s (%d compartment%s). Its key is in %s: copy it to the box, "
-                "then delete the file." % (box_id, compartments, "s" if compartments > 1 else "",
-                                           provision_file)))
-        else:
-            _out(rec, as_json, lambda: click.echo(
-                "Registered box %s. Its key and broker password are shown this once:\n"
-                "  box key:       %s\n  mqtt password: %s"
-                % (box_id, rec["box_key"], rec["mqtt_password"])))
+@click.command()
+@click.argument("box_id")
+@click.argument("comp", type=click.IntRange(1, 32))
+@click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
+@_EXPIRES
+@click.option("--json", "as_json", is_flag=True)
+@with_ctx
+@_guard
+def unlock(c: Ctx, box_id, comp, wait, expires, as_json):
+    """Unlock compartment COMP of BOX_ID remotely (refused by the box after --expires)."""
+    n = _duration_arg(expires, "--expires", DEFAULT_ONESHOT_EXP)
+    _command(c, box_id, lambda be: be.unlock(box_id, comp, expires_in=n), wait, as_json,
+             "Unlock of compartment %d" % comp, expires_in=n, comp=comp)
 
-    @box.command("list")
-    @click.option("--json", "as_json", is_flag=True)
-    @with_ctx
-    @_guard
-    def box_list(c: Ctx, as_json):
-        """All registered boxes."""
-        rows = c.ledger.boxes()
-        data = [{"box": b.id, "compartments": b.compartments, "online": b.online,
-                 "key_gen": b.key_gen, "commands": b.cmd_seq} for b in rows]
-        _out(data, as_json, lambda: _table("boxes", ["box", "compartments", "online", "key gen",
-                                                     "commands sent"],
-                                           [(d["box"], d["compartments"],
-                                             {True: "online", False: "offline", None: "never seen"}[d["online"]],
-                                             d["key_gen"], d["commands"]) for d in data]))
-
-    @box.command("status")
-    @click.argument("box_id")
-    @click.option("--json", "as_json", is_flag=True)
-    @with_ctx
-    @_guard
-    def box_status(c: Ctx, box_id, as_json):
-        """Online state, the box's last state summary, and whether its codes are in sync."""
-        b = c.ledger.box(box_id)
-        codes_ = c.ledger.codes(box_id)
-        data = {"box": b.id, "online": b.online, "compartments": b.compartments,
-                "key_gen": b.key_gen, "commands": b.cmd_seq, "state": b.state,
-                "codes_in_sync": c.ledger.in_sync(box_id),
-                "codes_active": sum(1 for x in codes_ if x["status"] == "active"),
-                "events": len(c.ledger.events(box_id, limit=10 ** 9)),
-                "clock_trusted": None if not b.state else bool(b.state.get("t")),
-                "sync_due": c.ledger.sync_due(box_id),
-                "last_refused": c.ledger.last_refused(box_id)}
-
-        def human():
-            st = b.state or {}
-            last = data["last_refused"]
-            _table("box " + b.id, ["what", "value"], [
-                ("online", {True: "yes", False: "no", None: "never seen"}[b.online]),
-                ("clock", {True: "trusted (%s at the last summary)" % _when(st.get("t")),
-                           False: "NOT trusted: it refuses unlock and clear-throttle (no_clock) "
-                                  "until it gets the time (SNTP or `parcelbox box set-time %s`)"
-                                  % box_id,
-                           None: "unknown (no state summary yet)"}[data["clock_trusted"]]),
-                ("codes active in ledger", data["codes_active"]),
-                ("codes on the box", st.get("codes", "?")),
-                ("codes in sync", {True: "yes", False: "no: run `parcelbox codes sync %s`" % box_id,
-                                   None: "unknown (no state summary yet)"}[data["codes_in_sync"]]),
-                ("full sync due", "yes: the consumers send it, or run `parcelbox codes sync %s`"
-                 % box_id if data["sync_due"] else "no"),
-                ("last refused command", "-" if last is None else "%d (%s): %s" % (
-                    last["seq"], last["op"], last.get("status") or "rejected, "
-                    + last["rejected"])),
-                ("occupied", ", ".join(str(i + 1) for i in range(32) if st.get("occupied", 0) >> i & 1) or "none"),
-                ("failed attempts", st.get("failures", "?")),
-                ("events pending on the box", st.get("pending", "?")),
-                ("events in ledger", data["events"]),
-                ("boots", st.get("boots", "?")),
-                ("key generation", b.key_gen)])
-        _out(data, as_json, human)
-
-    def _box_command(name, method, help_, done, oneshot=False):
-        def cmd(c: Ctx, box_id, wait, as_json, expires=None):
-            c.ledger.box(box_id)
-            if oneshot:
-                n = _duration_arg(expires, "--expires", DEFAULT_ONESHOT_EXP)
-                _command(c, box_id, lambda be: getattr(be, method)(box_id, expires_in=n), wait,
-                         as_json, done, expires_in=n)
-            else:
-                _command(c, box_id, lambda be: getattr(be, method)(box_id), wait, as_json, done)
-        cmd = _guard(cmd)
-        cmd = with_ctx(cmd)
-        cmd = click.option("--json", "as_json", is_flag=True)(cmd)
-        if oneshot:
-            cmd = _EXPIRES(cmd)
-        cmd = click.option("--wait", type=float, default=0,
-                           help="Seconds to wait for the box's result.")(cmd)
-        cmd = click.argument("box_id")(cmd)
-        return box.command(name, help=help_)(cmd)
-
-    _box_command("rotate-key", "rotate", "Give BOX_ID new wire keys (command and event MACs); "
-                 "the old ones stay valid until the box confirms.", "Key rotation")
-    _box_command("clear-throttle", "clear_throttle", "Forget BOX_ID's failed attempts and "
-                 "lockouts.", "Clear throttle", oneshot=True)
-    _box_command("refresh", "request_state", "Ask BOX_ID for a fresh state summary.",
-                 "State request")
-    _box_command("set-time", "set_time", "Tell BOX_ID the time (this machine's clock).",
-                 "Time")
-
-    @codes.command("issue")
-    @click.argument("box_id")
-    @click.option("--role", type=click.Choice(list(p.ROLES)), default="recipient", show_default=True)
-    @click.option("--comp", type=click.IntRange(0, 32), default=0, show_default=True,
-                  help="Compartment (0: any; a recipient code on a bank needs one).")
-    @click.option("--uses", default="1", show_default=True, help="Number of uses, or 'unlimited'.")
-    @click.option("--valid-from", help="Start: epoch s, ISO date/time (UTC) or a delay such as 2h.")
-    @click.option("--valid-until", help="End: epoch s, ISO date/time (UTC) or a duration such as 3d.")
-    @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
-    @click.option("--json", "as_json", is_flag=True)
-    @with_ctx
-    @_guard
-    def codes_issue(c: Ctx, box_id, role, comp, uses, valid_from, valid_until, wait, as_json):
-        """Issue a new random code; it is printed here once and stored nowhere in plain."""
-        now = time.time()
-        if uses == "unlimited":
-            n = p.UNLIMITED
-        elif uses.isdigit() and 1 <= int(uses) < p.UNLIMITED:
-            n = int(uses)
-        else:
-            raise click.BadParameter("a number 1..65534 or 'unlimited'", param_hint="--uses")
-        nb = _time_arg(valid_from, "--valid-from", now)
-        na = _time_arg(valid_until, "--valid-until", now)
-        if na and na < max(nb, now):
-            raise click.BadParameter("the code would never be valid", param_hint="--valid-until")
-        cfg = c.mqtt()
-        with Backend(c.ledger, cfg) as be:
-            c.ledger.box(box_id)
-            issued = be.issue(box_id, role, comp, n, nb, na)
-        out = _wait(c, cfg, box_id, issued.cmd_seq, wait) if wait and issued.sent else None
-        status = out.text if out else None
-        data = {"box": box_id, "code_id": issued.code_id, "code": issued.code, "role": role,
-                "comp": comp, "uses": n, "not_before": nb, "not_after": na, "sent": issued.sent,
-                "command": issued.cmd_seq, "result": status}
-
-        def human():
-            click.echo("Code %s for box %s (id %d, %s, compartment %s, %s, valid %s to %s)."
-                       % (issued.code, box_id, issued.code_id, role, comp or "any",
-                          "unlimited uses" if n == p.UNLIMITED else "%d use%s" % (n, "s" * (n > 1)),
-                          _when(nb) if nb else "now", _when(na) if na else "no end"))
-            click.echo("This is the only time the code is shown; give it to its holder now.")
-            if not issued.sent:
-                click.echo("The broker could not be reached: the code reaches the box with the "
-                           "next `parcelbox codes sync %s`." % box_id, err=True)
-            elif status is not None:
-                click.echo("The box answered: " + status)
-        _out(data, as_json, human)
-        _fail_if_refused(out, box_id, issued.cmd_seq, "add")
-
-    @codes.command("revoke")
-    @click.argument("box_id")
-    @click.argument("code_id", type=click.IntRange(1, 0xFFFFFFFF))
-    @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
-    @click.option("--json", "as_json", is_flag=True)
-    @with_ctx
-    @_guard
-    def codes_revoke(c: Ctx, box_id, code_id, wait, as_json):
-        """Revoke a code by its id."""
-        _command(c, box_id, lambda be: be.revoke(box_id, code_id), wait, as_json,
-                 "Revoke of code %d" % code_id, code_id=code_id)
-
-    @codes.command("list")
-    @click.argument("box_id")
-    @click.option("--all", "show_all", is_flag=True, help="Include revoked codes.")
-    @click.option("--json", "as_json", is_flag=True)
-    @with_ctx
-    @_guard
-    def codes_list(c: Ctx, box_id, show_all, as_json):
-        """The codes of a box (ids, roles, windows; never the codes themselves)."""
+@click.command()
+@click.option("--box", "box_id", help="Only this box.")
+@click.option("--follow", is_flag=True, help="Consume events from the broker and print them "
+                                              "as they are stored, until interrupted.")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--group", default="parcelbox", show_default=True,
+              help="Shared-subscription group of the consumers.")
+@click.option("--json", "as_json", is_flag=True)
+@with_ctx
+@_guard
+def events(c: Ctx, box_id, follow, limit, group, as_json):
+    """Events in the ledger; with --follow, consume new ones (stored once, acked)."""
+    if box_id:
         c.ledger.box(box_id)
-        rows = c.ledger.codes(box_id, show_all)
-        for r in rows:
-            r["role"] = p.ROLE_NAMES[r["role"]]
-        _out(rows, as_json, lambda: _table("codes of " + box_id,
-                                           ["id", "role", "comp", "uses", "from", "until", "status"],
-                                           [(r["id"], r["role"], r["comp"] or "any",
-                                             "unlimited" if r["uses"] == p.UNLIMITED else r["uses"],
-                                             _when(r["not_before"]), _when(r["not_after"]), r["status"])
-                                            for r in rows]))
+    evs = c.ledger.events(box_id)[-limit:]
+    for e in evs:
+        _print_event(e, as_json)
+    if not follow:
+        if not evs and not as_json:
+            click.echo("no events")
+        return
 
-    @codes.command("sync")
-    @click.argument("box_id")
-    @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
-    @click.option("--json", "as_json", is_flag=True)
-    @with_ctx
-    @_guard
-    def codes_sync(c: Ctx, box_id, wait, as_json):
-        """Replace the box's whole code set with the ledger's (all or nothing on the box)."""
-        cfg = c.mqtt()
-        with Backend(c.ledger, cfg) as be:
-            seqs = be.sync(box_id)
-        out = _wait(c, cfg, box_id, seqs[-1], wait) if wait else None
-        status = out.text if out else None
-        n = len(c.ledger.box_set(c.ledger.db, box_id, int(time.time())))
-        _out({"box": box_id, "codes": n, "commands": seqs, "result": status}, as_json,
-             lambda: click.echo("Sync of %d codes sent to %s in %d commands%s." % (
-                 n, box_id, len(seqs), ": " + status if status else "")))
-        _fail_if_refused(out, box_id, seqs[-1], "sync_end")
+    def show(db_, ev):
+        if box_id is None or ev.box == box_id:
+            _print_event(ev, as_json)
 
-    @main.command()
-    @click.argument("box_id")
-    @click.argument("comp", type=click.IntRange(1, 32))
-    @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
-    @_EXPIRES
-    @click.option("--json", "as_json", is_flag=True)
-    @with_ctx
-    @_guard
-    def unlock(c: Ctx, box_id, comp, wait, expires, as_json):
-        """Unlock compartment COMP of BOX_ID remotely (refused by the box after --expires)."""
-        n = _duration_arg(expires, "--expires", DEFAULT_ONESHOT_EXP)
-        _command(c, box_id, lambda be: be.unlock(box_id, comp, expires_in=n), wait, as_json,
-                 "Unlock of compartment %d" % comp, expires_in=n, comp=comp)
+    with Consumer(c.db_path, c.mqtt(), group=group, handler=show):
+        try:
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
 
-    @main.command()
-    @click.option("--box", "box_id", help="Only this box.")
-    @click.option("--follow", is_flag=True, help="Consume events from the broker and print them "
-                                                  "as they are stored, until interrupted.")
-    @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
-    @click.option("--group", default="parcelbox", show_default=True,
-                  help="Shared-subscription group of the consumers.")
-    @click.option("--json", "as_json", is_flag=True)
-    @with_ctx
-    @_guard
-    def events(c: Ctx, box_id, follow, limit, group, as_json):
-        """Events in the ledger; with --follow, consume new ones (stored once, acked)."""
-        if box_id:
-            c.ledger.box(box_id)
-        evs = c.ledger.events(box_id)[-limit:]
-        for e in evs:
-            _print_event(e, as_json)
-        if not follow:
-            if not evs and not as_json:
-                click.echo("no events")
-            return
 
-        def show(db_, ev):
-            if box_id is None or ev.box == box_id:
-                _print_event(ev, as_json)
+def register(main: click.Group) -> None:
+    from host_tools.cli import box, codes
 
-        with Consumer(c.db_path, c.mqtt(), group=group, handler=show):
-            try:
-                while True:
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                pass
+    box.register(main)
+    codes.register(main)
+    main.add_command(unlock)
+    main.add_command(events)
 
 
 def _print_event(e: p.Event, as_json: bool) -> None:
