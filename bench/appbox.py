@@ -2,8 +2,8 @@
 the linux port's boot (`pb_linux.main.boot`: board.json and config.json from a state
 folder, LinuxNet, the port object) and then the superloop itself, `App.run`, with its
 real `Link` and the port's `idle(ms, conn)`: woken by the link's socket (the port's own
-clock), or, with `wake=False`, a lent sleep that just sleeps (the loop before issue 14
-item 6). Stand-ins: the hardware (no key pressed, doors shut, outputs nowhere) and, unless
+clock), or, with `wake=False`, a lent sleep that just sleeps (the loop before it woke on the
+socket). Stand-ins: the hardware (no key pressed, doors shut, outputs nowhere) and, unless
 `durable`, the flash: the ESP32's `Storage` class on the state folder, where the linux
 port's `DurableStorage` would fsync every write (an SD card's guarantee, not the ESP32's
 LittleFS: its fsync tail would stand in for a flash it does not model).

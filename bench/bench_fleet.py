@@ -1,4 +1,4 @@
-"""Issue 8 item 6: a fleet of firmware boxes against one mosquitto and the backend SDK.
+"""A fleet of firmware boxes against one mosquitto and the backend SDK.
 
 1,000 box cores (CPython; each its own flash folder, MQTT connection over TLS, broker
 username and password under the docs/protocol.md section 9 ACL) run in two worker

@@ -1,4 +1,4 @@
-"""`parcelbox demo`: the whole story of one box, unattended (issue 5 part 3, docs/demo.md).
+"""`parcelbox demo`: the whole story of one box, unattended (docs/demo.md).
 
 An MQTT broker (the embedded amqtt broker, in this process, on a free port of
 127.0.0.1, unless `broker=` names one), a ledger in a temporary folder, a box

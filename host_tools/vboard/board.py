@@ -1,4 +1,4 @@
-"""The virtual board (issue 6 item 6, docs/vboard.md): an ESP32 as mpremote sees it, on a
+"""The virtual board (docs/vboard.md): an ESP32 as mpremote sees it, on a
 TCP endpoint (`mpremote connect socket://127.0.0.1:PORT ...`).
 
 The board's MicroPython is the real VM (host_tools/vboard/vm.py) with a host folder as

@@ -1,4 +1,4 @@
-# `parcelbox demo` (the README's first command): issue 5 part 3's whole story against a
+# `parcelbox demo` (the README's first command): the whole story against a
 # broker, the firmware in the VM; every step as expected, no key or password printed, a
 # failing step exits non-zero and says which.
 import io

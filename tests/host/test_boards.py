@@ -58,9 +58,9 @@ def test_every_shipped_board_is_valid_without_warnings(path):
 
 def test_the_boards_of_the_issues_ship():
     assert [p.name for p in boards.shipped()] == [
-        "esp32-devkitc-4x3.json", "esp32-wrover-devkitc-4x3.json",     # the PSRAM builds (issue 14)
+        "esp32-devkitc-4x3.json", "esp32-wrover-devkitc-4x3.json",     # the PSRAM builds
         "esp32s3-devkitc-4x4.json", "esp32s3-n8r8-devkitc-4x4.json",
-        "rpi4-4x4.json"]                                                # the linux port's (issue 7)
+        "rpi4-4x4.json"]                                                # the linux port's
 
 
 @pytest.mark.parametrize("psram, counterpart, module", [

@@ -317,7 +317,7 @@ def test_a_deploy_never_stages_into_the_slot_that_boots_even_when_that_slot_is_d
     assert techlib.booting_slot(vboard.flash) == "app_a"
 
 
-# ---- a build that does not fit the board's heap (issue 14 item 2) ----------------------------
+# ---- a build that does not fit the board's heap ----------------------------------------------
 
 def board_state(flash):
     """Everything deploy could switch or write: the slots, the pointer, the boot files, the

@@ -7,7 +7,7 @@ import pytest
 
 from host_tools.tech import heapneed
 
-# the figures of issue 14 before bench_memory measured them: fixed here, so that the texts
+# the figures from before bench_memory measured them: fixed here, so that the texts
 # below do not move when make bench rewrites heap_need.json
 TABLE = {"measured": "2026-12-07, bench_memory", "mpy": {"base_bytes": 212000, "per_code_bytes": 24},
          "frozen": {"base_bytes": 114000, "per_code_bytes": 24}, "psram_heap_bytes": 2097152}
