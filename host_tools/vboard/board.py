@@ -2,7 +2,7 @@
 TCP endpoint (`mpremote connect socket://127.0.0.1:PORT ...`).
 
 The board's MicroPython is the real VM (host_tools/vboard/vm.py) with a host folder as
-its flash, mounted at `/` (and `/flash`). A small agent in the VM (host_tools/vboard/board/vbagent.py)
+its flash, mounted at `/` (and `/flash`). A small agent in the VM (host_tools/vboard/vbagent.py)
 runs what the REPL (host_tools/vboard/repl.py, on the host side of the UART,
 host_tools/vboard/uart.py) hands it, in globals that live until the next soft reboot.
 Resets restart the VM: boot.py, then main.py, from the flash only. When main.py runs the

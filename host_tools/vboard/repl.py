@@ -3,7 +3,7 @@ the host side of the UART (docs/vboard.md section 2).
 
 One `Session` is one soft-reboot session of a board: boot.py, then main.py (friendly mode
 only), then the REPL. It is a generator of commands for the VM's agent
-(host_tools/vboard/board/vbagent.py): it reads the UART's input bytes with `getc()`, writes what the
+(host_tools/vboard/vbagent.py): it reads the UART's input bytes with `getc()`, writes what the
 board prints with `out()`, writes a command's source with `put_cmd()` and yields what to
 run, `(kind, name)`; the agent's answer comes back through `send((status, err))`.
 `SoftReboot` leaves the session (Ctrl-D, `sys.exit()`, `machine.soft_reset()`).
