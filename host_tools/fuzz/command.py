@@ -14,7 +14,7 @@ import struct
 from binascii import hexlify
 
 from host_tools.backend.crypto import code_digest
-from host_tools.fuzz.runner import Finding
+from host_tools.fuzz.runner import Finding, guarded
 from host_tools.fuzz.mutate import BOUNDARY_INTS, encode, mutate, mutate_value, nested, value
 from host_tools import virtual  # noqa: E402
 
@@ -88,15 +88,7 @@ class Target:
         self.seen.append((seq, kind, comp, code_id, arg))
 
     def _guard(self, fn):
-        def call(*a):
-            try:
-                return fn(*a)
-            except OSError:
-                raise
-            except Exception as e:
-                self.escaped = e
-                raise
-        return call
+        return guarded(fn, lambda e: setattr(self, "escaped", e))
 
     # ---- inputs -------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import struct
 from binascii import crc32, hexlify
 
 from host_tools.backend.crypto import code_digest
-from host_tools.fuzz.runner import Finding
+from host_tools.fuzz.runner import Finding, guarded
 from host_tools.fuzz.mutate import encode, mutate, mutate_bytes, mutate_value, nested
 from host_tools.fuzz.command import _seq_key, _set_digest
 from host_tools import virtual  # noqa: E402
@@ -248,18 +248,8 @@ class Target:
                 break
         escaped = []
 
-        def guard(fn):
-            def call(*a):
-                try:
-                    return fn(*a)
-                except OSError:
-                    raise
-                except Exception as e:
-                    escaped.append(e)
-                    raise
-            return call
-        r._command = guard(r._command)
-        r._acks = guard(r._acks)
+        r._command = guarded(r._command, escaped.append)
+        r._acks = guarded(r._acks, escaped.append)
         # the journal, the staged sync and the outbox written to after their load
         for f in ({"op": "add", "code": [7, code_digest(KEY, "707070").hex(), ROLE_OWNER, 0, 2, 0, 0]},
                   {"op": "revoke", "id": 4}, {"op": "sync_end", "sync": 12, "parts": 1}):

@@ -71,6 +71,20 @@ def _key(e):
     return "%s in %s" % (type(e).__name__, where(e))
 
 
+def guarded(fn, on_escape):
+    """fn, wrapped for a harness: an OSError passes (the box handles those); any other
+    exception goes to on_escape before it propagates (the box's broad except may hide it)."""
+    def call(*a):
+        try:
+            return fn(*a)
+        except OSError:
+            raise
+        except Exception as e:
+            on_escape(e)
+            raise
+    return call
+
+
 # The innermost firmware function an exception passed through: "module.function".
 def where(e):
     frames = traceback.extract_tb(e.__traceback__)
