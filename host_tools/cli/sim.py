@@ -22,7 +22,7 @@ import click
 
 from host_tools.cli import options
 from host_tools.sim import scenario as sc
-from host_tools.backend.broker import EmbeddedBroker
+from host_tools.backend.embedded import EmbeddedBroker
 
 HELP = """commands: any scenario line (docs/scenarios.md), e.g.
   backend issue c1 recipient comp 1 uses 1 valid 3d    backend unlock 2    backend sync

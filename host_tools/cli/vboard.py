@@ -44,7 +44,7 @@ def register(main: click.Group) -> None:
             raise click.ClickException(str(e)) from None
         try:
             if broker == "embedded":
-                from host_tools.backend.broker import EmbeddedBroker
+                from host_tools.backend.embedded import EmbeddedBroker
                 mqtt = EmbeddedBroker().start()
                 click.echo("broker mqtt://%s:%d (no TLS, anonymous)" % (mqtt.host, mqtt.port))
             click.echo("virtual board %s (flash %s); Ctrl-C to stop" % (vb.url, vb.flash))

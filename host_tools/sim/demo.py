@@ -28,7 +28,7 @@ from pathlib import Path
 from host_tools import paths
 from host_tools import boards
 from host_tools.backend import protocol as p
-from host_tools.backend.broker import EmbeddedBroker, plain_consumer
+from host_tools.backend.embedded import EmbeddedBroker, plain_consumer
 from host_tools.backend.sdk import Backend, Consumer, Ledger, MqttConfig
 from host_tools.sim.simbox import _EVENT, CAUSES, SimBox, SimError, provision
 

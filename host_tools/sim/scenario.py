@@ -570,7 +570,7 @@ class Runner:
 
 
 def _plain_consumer(box_id: str):
-    from host_tools.backend.broker import plain_consumer
+    from host_tools.backend.embedded import plain_consumer
     return plain_consumer(box_id)
 
 

@@ -6,7 +6,7 @@ its flash, mounted at `/` (and `/flash`). A small agent in the VM (host_tools/vb
 runs what the REPL (host_tools/vboard/repl.py, on the host side of the UART,
 host_tools/vboard/uart.py) hands it, in globals that live until the next soft reboot.
 Resets restart the VM: boot.py, then main.py, from the flash only. When main.py runs the
-sim port's firmware, its host calls are answered by a SimBox (host_tools/vboard/sim.py).
+sim port's firmware, its host calls are answered by a SimBox (host_tools/vboard/boardbox.py).
 
     with VirtualBoard(flash_dir) as vb:       # started; vb.url for mpremote
         subprocess.run(["mpremote", "connect", vb.url, "fs", "cp", "main.py", ":main.py"])
@@ -293,7 +293,7 @@ class VirtualBoard:
             cause, boot = SOFT_RESET, "hard"
 
     def _power_on(self, cause: int) -> None:
-        from host_tools.vboard.sim import BoardBox
+        from host_tools.vboard.boardbox import BoardBox
         self._mode = vr.FRIENDLY
         with self._cv:
             self.uart.inbuf.clear()     # the UART's buffer starts empty
