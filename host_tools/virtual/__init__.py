@@ -2,9 +2,9 @@
 # imports (machine, network, ntptime...), in the VM (this folder on its path) and on CPython (install()).
 import sys
 from importlib.util import spec_from_file_location
-from pathlib import Path
 
-DIR = Path(__file__).resolve().parent
+from host_tools.paths import VIRTUAL as DIR
+
 NAMES = frozenset(p.stem for p in DIR.glob("*.py") if p.stem != "__init__")
 
 

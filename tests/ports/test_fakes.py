@@ -313,3 +313,14 @@ def test_mpselect_polls_objects_as_micropython_does():
         p.modify(a, mpselect.POLLIN)
     assert e.value.args[0] == errno.ENOENT
     b.close()
+
+
+def test_the_virtual_hardware_is_found_by_its_device_names_only():
+    from host_tools import virtual
+
+    spec = virtual._Finder.find_spec("machine")
+    assert spec.origin == str(virtual.DIR / "machine.py")
+    assert virtual._Finder.find_spec("memflash").origin == str(virtual.DIR / "memflash.py")
+    for name in ("os", "__init__", "keycircuitx"):
+        assert virtual._Finder.find_spec(name) is None
+    assert virtual._Finder.find_spec("machine", path=["x"]) is None   # never a submodule
