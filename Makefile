@@ -29,14 +29,14 @@ vm-tests: venv
 # the deterministic simulation over many seeds (docs/detsim.md): make simtest SEEDS=1000
 SEEDS ?= 200
 simtest: venv
-	$(PY) -m host_tools.detsim --seeds $(SEEDS)
+	$(PY) -m host_tools.sim.detsim --seeds $(SEEDS)
 
 # the fuzzer (docs/fuzzing.md): every target for FUZZ_SECONDS each, its inputs per second;
 # fails on a finding not already known: make fuzz FUZZ_SECONDS=600 FUZZ_SEED=7
 FUZZ_SECONDS ?= 60
 FUZZ_SEED ?= 0
 fuzz: venv
-	$(PY) -m host_tools.fuzz --target all --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
+	$(PY) -m host_tools.fuzz.runner --target all --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
 # the benchmarks (docs/performance.md): one table, figures in bench/results.json
 # make bench ARGS='--only flash --quick'

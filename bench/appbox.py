@@ -2,8 +2,8 @@
 the linux port's boot (`pb_linux.main.boot`: board.json and config.json from a state
 folder, LinuxNet, the port object) and then the superloop itself, `App.run`, with its
 real `Link` and the port's `idle(ms, conn)`: woken by the link's socket (the port's own
-clock), or, with `wake=False`, a lent sleep that just sleeps (the loop before issue 14
-item 6). Stand-ins: the hardware (no key pressed, doors shut, outputs nowhere) and, unless
+clock), or, with `wake=False`, a lent sleep that just sleeps (the loop before it woke on the
+socket). Stand-ins: the hardware (no key pressed, doors shut, outputs nowhere) and, unless
 `durable`, the flash: the ESP32's `Storage` class on the state folder, where the linux
 port's `DurableStorage` would fsync every write (an SD card's guarantee, not the ESP32's
 LittleFS: its fsync tail would stand in for a flash it does not model).
@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT / "firmware", ROOT / "firmware" / "linux", ROOT):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from host_tools import paths
 
-BOARD = ROOT / "boards" / "rpi4-4x4.json"    # the linux port's board: 4 compartments
+BOARD = paths.BOARDS / "rpi4-4x4.json"    # the linux port's board: 4 compartments
 COMPARTMENTS = 4
 
 
@@ -58,7 +54,7 @@ def provision(state: Path, box_id: str, key: bytes, password: str, host: str, po
               ca: Path) -> Path:
     """A state folder as `parcelbox linux provision` leaves it."""
     from host_tools import boards
-    from host_tools.sim import provision as _provision
+    from host_tools.sim.simbox import provision as _provision
 
     return _provision(state, boards.device_board(BOARD), {
         "box_id": box_id, "box_key": key.hex(), "wifi": {"ssid": "os"},

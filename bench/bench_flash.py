@@ -2,7 +2,7 @@
 
 The firmware core and its wire end (Box + Remote, the ESP32's code) run on CPython
 over `CountingStorage`, the firmware's own Storage with every write counted at the
-interface; commands and acks are real sealed messages from host_tools.protocol. The
+interface; commands and acks are real sealed messages from host_tools.backend.protocol. The
 store holds 1,000 codes throughout, so journal compactions (which write the whole
 snapshot) are paid at their real size. Bytes written are the same on any interpreter.
 """
@@ -14,8 +14,8 @@ import tempfile
 
 from bench.common import Row
 from bench.flashcount import PARTITION, CountingStorage, years
-from host_tools import protocol as HP
-from host_tools.crypto import code_digest
+from host_tools.backend import protocol as HP
+from host_tools.backend.crypto import code_digest
 from parcelbox import events, feedback
 from parcelbox.box import Box
 from parcelbox.outbox import Outbox

@@ -1,4 +1,4 @@
-"""Issue 8 item 6: a fleet of firmware boxes against one mosquitto and the backend SDK.
+"""A fleet of firmware boxes against one mosquitto and the backend SDK.
 
 1,000 box cores (CPython; each its own flash folder, MQTT connection over TLS, broker
 username and password under the docs/protocol.md section 9 ACL) run in two worker
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench import netlib
 from bench.common import Row
+from host_tools.testing.wait import wait_for
 
 TITLE = "fleet: boxes, codes and pickups (network)"
 
@@ -50,7 +51,7 @@ def run(quick: bool = False) -> list[Row]:
 def _consumer_main(pipe, db: str, cfg, name: str) -> None:
     """One backend consumer process: stores and acks its share of the events; its
     handler writes one effect row per stored event inside the storing transaction."""
-    from host_tools.sdk import Consumer
+    from host_tools.backend.sdk import Consumer
 
     def effect(tx, ev):
         tx.execute("INSERT INTO bench_effects VALUES (?,?,?)", (ev.box, ev.seq, name))
@@ -92,7 +93,7 @@ class _ConsumerProc:
 # ---------------------------------------------------------------- the run
 
 def _run(boxes: int, pickups: int, workers: int, timeout: float) -> list[Row]:
-    from host_tools.sdk import Backend, Ledger
+    from host_tools.backend.sdk import Backend, Ledger
 
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         tmp = Path(tmp)
@@ -131,8 +132,9 @@ def _run(boxes: int, pickups: int, workers: int, timeout: float) -> list[Row]:
             for w in box_workers:
                 w.expect("connected", timeout)
             fig["connect_s"] = time.perf_counter() - t0
-            _wait(lambda: _count(ledger, "SELECT count(*) FROM events WHERE type='boot'") >= boxes,
-                  timeout, "every box's boot event in the ledger")
+            wait_for(lambda: _count(ledger, "SELECT count(*) FROM events WHERE type='boot'") >= boxes,
+                     timeout=timeout, what="every box's boot event in the ledger", every=0.2,
+                     error=RuntimeError)
             fig["boot_s"] = time.perf_counter() - t0
             fig["broker_rss_kb"] = _rss(broker)
             fig["broker_rss_kb_idle"] = rss0
@@ -211,7 +213,7 @@ def _issue_all(db, broker, users, names, pickups) -> dict:
     """Issue, from N_ISSUERS backend threads (each its own ledger connection and broker
     user), a driver code of `pickups` uses and `pickups` one-use recipient codes per box.
     Returns {box: (driver (id, code), [(id, code), ...])}; the codes stay in memory."""
-    from host_tools.sdk import Backend, Ledger
+    from host_tools.backend.sdk import Backend, Ledger
 
     out, errors = {}, []
 
@@ -423,14 +425,6 @@ def _rows(fig: dict, proof: dict) -> list[Row]:
 
 def _count(ledger, q) -> int:
     return ledger.db.execute(q).fetchone()[0]
-
-
-def _wait(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise RuntimeError("timed out waiting for " + what)
-        time.sleep(0.2)
 
 
 def _progress(ledger, q, want, timeout, what, stall=60.0):

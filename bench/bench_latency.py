@@ -1,4 +1,4 @@
-"""Issues 8 item 5 and 14 item 6: code activation latency against a bare MQTT round trip,
+"""Code activation latency against a bare MQTT round trip,
 same broker.
 
 A code's activation runs from `Backend.issue()` (ledger transaction, sealed `add`
@@ -11,7 +11,7 @@ figures vary with the machine's load; the ratio is the point.
 
 The boxes are the firmware as the linux port runs it (bench/appbox.py: its boot, then
 parcelbox.app's superloop with its Link, one process per box): the loop's idle returns
-when the link's socket has data (issue 14 item 6). A second pass, same sizes, lends the
+when the link's socket has data. A second pass, same sizes, lends the
 port a plain sleep (at most 10 ms, the loop before that change), which shows what the
 wake saves.
 """
@@ -84,7 +84,7 @@ def _rows(n: int, a: dict, b: dict, commit_mode: str) -> list[Row]:
         rows.append(Row(name, "%.2f / %.2f" % (netlib.ms(p(b[key], 50)), netlib.ms(p(b[key], 99))),
                         "ms (wall)"))
     rows[-3].note = ("second pass, same sizes: the port lent a plain sleep, as the loop was "
-                     "before issue 14 item 6; ratio p99/bare p99 %.2f" % (
+                     "before it woke on the link's socket; ratio p99/bare p99 %.2f" % (
                          p(b["activation"], 99) / p(b["bare"], 99)))
     for r in rows:
         r.extra = {}
@@ -130,7 +130,7 @@ class _TimedLedger:
 
 
 def _consumer_class():
-    from host_tools.sdk import Consumer
+    from host_tools.backend.sdk import Consumer
 
     class TimedConsumer(Consumer):
         """A Consumer that reports each stored `result`: (box, command seq, arrival,
@@ -156,7 +156,7 @@ def _consumer_class():
 
 
 def _measure(tmp: Path, n: int, wake: bool, durable: bool = False) -> dict:
-    from host_tools.sdk import Backend, Ledger
+    from host_tools.backend.sdk import Backend, Ledger
 
     tmp.mkdir(parents=True)
     ledger = Ledger(tmp / "ledger.db")

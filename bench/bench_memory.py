@@ -39,9 +39,11 @@ from pathlib import Path
 
 import bench.fw  # noqa: F401
 from bench.common import Row
-from bench.vmbench import ROOT, VM_HELPERS, ProbeError, probe
-from host_tools.crypto import code_digest
-from host_tools.vm import FIRMWARE_DIR, VMLIB_DIR, compile_mpy
+from bench.vmbench import VM_HELPERS, ProbeError, probe
+from host_tools import paths
+from host_tools.tech import heapneed
+from host_tools.backend.crypto import code_digest
+from host_tools.vm.runner import FIRMWARE_DIR, VMLIB_DIR, compile_mpy
 from parcelbox import events
 from parcelbox.box import Box
 from parcelbox.storage import Storage
@@ -58,8 +60,8 @@ SCENARIOS = {"mpy": (256, 96), "frozen": (1000, 64)}
 START_K = 512   # well above what either needs: a failure there is an error, not a figure
 MONO_SPAN_K = 64
 NEED_MARGIN_K = 4   # heap_need.json's margin over the smallest heap (write_need)
-PATHS = (ROOT / "firmware" / "esp32", ROOT / "tests" / "fakes")
-HEAP_NEED = ROOT / "host_tools" / "heap_need.json"   # what deploy and doctor compare with
+PATHS = (paths.FIRMWARE / "esp32", paths.VIRTUAL)
+HEAP_NEED = heapneed.PATH   # what deploy and doctor compare with
 
 
 def settings(codes: int) -> dict:
@@ -68,7 +70,7 @@ def settings(codes: int) -> dict:
 
 def commands(codes: int) -> list[tuple[str, bytes]]:
     """A sync_begin, then a sync part as near 4 KB (the protocol's limit) as codes make it."""
-    from host_tools import protocol as P
+    from host_tools.backend import protocol as P
     keys = P.WireKeys.of(KEY)
     part = []
     while True:
@@ -267,7 +269,7 @@ def frozen_setup(tmp: Path, cfg: Path, order) -> Path:
     for name, host, root in order:
         i = next(k for k, r in enumerate(roots) if k and host.is_relative_to(r) and r == root)
         entries.append((name, f"/lib{i}/{host.relative_to(root).as_posix()}"))
-    fakes = [n for n, host, root in order if root in (VM_HELPERS, ROOT / "tests" / "fakes")]
+    fakes = [n for n, host, root in order if root in (VM_HELPERS, paths.VIRTUAL)]
     (cfg / "benchorder.py").write_text(f"ORDER = {entries!r}\nFAKES = {fakes!r}\n")
     return stubs
 
@@ -309,7 +311,7 @@ def scenario(mode: str, tmp: Path, quick: bool) -> dict:
             raise RuntimeError("the firmware does not run in a 1 MB heap")
         order = frozen_order(big.value("modules").split(","), cfg)
         stubs = frozen_setup(sub, cfg, order)
-        out["fakes"] = [n for n, host, root in order if root in (VM_HELPERS, ROOT / "tests" / "fakes")]
+        out["fakes"] = [n for n, host, root in order if root in (VM_HELPERS, paths.VIRTUAL)]
         out["modules"] = len(order)
         run_at = lambda k: attempt(k, sub, flash0, cfg, stubs)  # noqa: E731
     big, why = run_at(1024)
@@ -361,7 +363,7 @@ def rows_of(mode: str, m: dict) -> list[Row]:
 
 
 def write_need(got: dict, path: Path = HEAP_NEED) -> None:
-    """host_tools/heap_need.json: base + per code of each mode, from this run (the per-code
+    """host_tools/tech/heap_need.json: base + per code of each mode, from this run (the per-code
     figure is the device's objects' growth from the mpy scenario's codes to the frozen's).
     Each need is the smallest heap plus one 4 KB step: at the edge, runs pass or fail by
     the heap's layout (the VM's inode numbers), and a board's heap is never laid out as

@@ -22,13 +22,14 @@ from pathlib import Path
 
 from bench.bench_memory import import_order
 from bench.common import Row
-from bench.vmbench import ROOT, VM_HELPERS, probe
-from host_tools.vm import FIRMWARE_DIR, compile_mpy
+from bench.vmbench import VM_HELPERS, probe
+from host_tools import paths
+from host_tools.vm.runner import FIRMWARE_DIR, compile_mpy
 
 TITLE = "Memory per module: heap as .mpy, and objects when frozen"
 
 PACKAGES = (("parcelbox", FIRMWARE_DIR), ("pb_esp32", FIRMWARE_DIR / "esp32"))
-FAKES = ROOT / "tests" / "fakes"
+FAKES = paths.VIRTUAL
 NETSTUB = VM_HELPERS / "netstub"
 
 

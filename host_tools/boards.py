@@ -18,6 +18,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from host_tools import paths
 
 FORMAT = 1
 LOW, HIGH = "low", "high"
@@ -227,7 +228,12 @@ _PULLS = ("internal", "external")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
-class BoardError(ValueError):
+class BoardError(Exception):
+    """Anything wrong with a board: its file (BoardFileError), reaching it
+    (tech.conn.BoardConnectionError) or the virtual one (vboard.board.VirtualBoardError)."""
+
+
+class BoardFileError(BoardError, ValueError):
     """A board file that must not ship: ``errors`` lists every problem found."""
 
     def __init__(self, path: str, errors: list[str]):
@@ -714,13 +720,13 @@ def check_file(path: str | Path) -> Result:
 
 
 def device_board(path: str | Path) -> dict:
-    """The board.json the device reads, from a board file; BoardError lists every problem."""
+    """The board.json the device reads, from a board file; BoardFileError lists every problem."""
     r = check_file(path)
     if not r.ok:
-        raise BoardError(str(path), r.errors)
+        raise BoardFileError(str(path), r.errors)
     return r.board
 
 
 def shipped() -> list[Path]:
     """The board files that ship with the firmware (boards/*.json)."""
-    return sorted((Path(__file__).resolve().parent.parent / "boards").glob("*.json"))
+    return sorted(paths.BOARDS.glob("*.json"))

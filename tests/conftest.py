@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT / "firmware", ROOT / "tests" / "vmlib", ROOT / "tests", ROOT):
+for p in (ROOT / "firmware", ROOT / "host_tools" / "virtual", ROOT / "tests", ROOT):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-# The private MQTT broker (tests/brokerlib.py, docs/testing.md). `broker` is
+# The private MQTT broker (host_tools/testing/broker.py, docs/testing.md). `broker` is
 # mosquitto when installed, else the amqtt fallback (never under CI=true, where
 # a missing mosquitto fails the test); `mosquitto` skips on the fallback.
 # Either starts a broker per test (about 25 ms) with the backend user in it.
@@ -17,7 +17,7 @@ BROKER_FIXTURES = ("broker", "mosquitto")
 
 
 def _start_broker(tmp_path, need_mosquitto):
-    import brokerlib    # here: paho is not imported by runs without broker tests
+    from host_tools.testing import broker as brokerlib    # here: paho is not imported by runs without broker tests
 
     try:
         kind = brokerlib.choose_kind()
@@ -48,11 +48,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.broker)
 
 
-# The virtual board (host_tools/vboard.py, docs/vboard.md): a started VirtualBoard on a
+# The virtual board (host_tools/vboard/board.py, docs/vboard.md): a started VirtualBoard on a
 # fresh flash folder, reached by mpremote as `vboard.url`; stopped after the test.
 @pytest.fixture
 def vboard(tmp_path):
-    from host_tools.vboard import VirtualBoard
+    from host_tools.vboard.board import VirtualBoard
 
     with VirtualBoard(tmp_path / "flash") as vb:
         yield vb

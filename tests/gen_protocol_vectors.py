@@ -1,11 +1,11 @@
 # Writes tests/protocol_vectors.json: fixed keys, codes, digests, MACs and whole messages
-# of docs/protocol.md, from host_tools/protocol.py. Both sides' tests check against it.
+# of docs/protocol.md, from host_tools/backend/protocol.py. Both sides' tests check against it.
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from host_tools import protocol as p  # noqa: E402
+from host_tools.backend import protocol as p  # noqa: E402
 
 OUT = Path(__file__).with_name("protocol_vectors.json")
 BOX = "box-0001"

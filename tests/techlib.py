@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from host_tools import build
+from host_tools.tech import build
 
 ROOT = Path(__file__).resolve().parent.parent
 BOX = "box-1"
@@ -91,7 +91,7 @@ def app_files(b) -> list:
 def gc_heap(heap) -> int:
     """What gc counts (mem_free + mem_alloc) in a VM heap of `heap`: the heap deploy and doctor
     read on a virtual board of that size."""
-    from host_tools.vm import VM
+    from host_tools.vm.runner import VM
     r = VM(heap=heap, paths=[]).run_code("import gc\nprint(gc.mem_free() + gc.mem_alloc())")
     return int(r.stdout)
 

@@ -13,10 +13,6 @@ FRAME_OVERHEAD = const(6)  # u16 length before the payload, u32 crc32 after it
 MAX_PAYLOAD = const(0xFFFF)
 
 
-class StorageError(OSError):
-    pass
-
-
 # Files under one directory; every write is counted in bytes_written (flash wear).
 class Storage:
     def __init__(self, root):

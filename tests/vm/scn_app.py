@@ -1,7 +1,7 @@
 # Scenario: the whole device (pb_esp32 Hardware on the fake machine, the superloop App with
 # Box, Remote and Link, a network that stays down) on CPython and in the MicroPython VM:
 # a typed code opens the door for one pulse, the watchdog is fed, and the heap is measured.
-# vm-paths: firmware/esp32 tests/fakes
+# vm-paths: firmware/esp32 host_tools/virtual
 # vm-heap: 208K
 # Why 208K (192K before the security work added ~5 KB of bytecode): loaded from .py, the bytecode of the firmware (core, remote, MQTT, link, app,
 # hw) and of the fakes takes ~108 KB of heap before the device exists; the device itself

@@ -1,7 +1,7 @@
 # Scenario: the ESP32 hardware layer (pb_esp32.hw) on the fake machine module, on
 # CPython and in the MicroPython VM: every key through the circuit and the core's
 # debounce, the failsafe, and a keypad scan that allocates 0 bytes (gc.mem_alloc).
-# vm-paths: firmware/esp32 tests/fakes
+# vm-paths: firmware/esp32 host_tools/virtual
 import gc
 
 import fakeboards

@@ -49,7 +49,7 @@ def rand(n):
     return b"\x80" * n
 
 
-# ---- the state machine, as tests/test_link.py checks it on CPython --------------------
+# ---- the state machine, as tests/core/test_link.py checks it on CPython --------------------
 net = FakeNet()
 rem = Remote()
 link = Link(rem, CONF, net, rand)

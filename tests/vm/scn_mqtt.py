@@ -11,7 +11,7 @@ def check(cond, msg):
         raise AssertionError(msg)
 
 
-# ---- bytes on the wire, as in tests/test_mqtt.py --------------------------------------
+# ---- bytes on the wire, as in tests/core/test_mqtt.py --------------------------------------
 pkt = mqtt.connect("box-1", False, 60, "box-1", "pw", "s", b"off", 1, True)
 check(bytes(pkt) == b"\x10\x24\x00\x04MQTT\x04\xec\x00\x3c\x00\x05box-1\x00\x01s\x00\x03off"
       b"\x00\x05box-1\x00\x02pw", "CONNECT")
@@ -20,7 +20,7 @@ check(bytes(mqtt.publish("a/b", b"hi", 1, True, True, 10)) == b"\x3b\x09\x00\x03
 check(bytes(mqtt.subscribe(10, [("p/b/cmd", 1), ("p/b/ack", 0)])) ==
       b"\x82\x16\x00\x0a\x00\x07p/b/cmd\x01\x00\x07p/b/ack\x00", "SUBSCRIBE")
 check(bytes(mqtt.puback(7)) == b"\x40\x02\x00\x07", "PUBACK")
-# (16383/16384 only on CPython, tests/test_mqtt.py: a 16 KB block rarely fits a 96 KB heap)
+# (16383/16384 only on CPython, tests/core/test_mqtt.py: a 16 KB block rarely fits a 96 KB heap)
 for n, head in ((127, b"\x30\x7f"), (128, b"\x30\x80\x01"), (4000, b"\x30\xa0\x1f")):
     p = mqtt.publish("t", bytes(n - 3))
     check(bytes(p[:len(head)]) == head and len(p) == len(head) + n, "length %d" % n)

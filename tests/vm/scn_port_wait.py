@@ -1,7 +1,7 @@
 # Scenario: the ESP32 port's idle waiting on the link's socket (pb_esp32.port), on CPython
-# (tests/fakes/mpselect.py) and with the MicroPython VM's own select.poll: it returns at
+# (host_tools/virtual/mpselect.py) and with the MicroPython VM's own select.poll: it returns at
 # the first look once data is there, sleeps the whole period otherwise, and allocates 0.
-# vm-paths: firmware/esp32 tests/fakes
+# vm-paths: firmware/esp32 host_tools/virtual
 import gc
 import sys
 

@@ -4,7 +4,7 @@ import os
 import select
 import time
 
-from host_tools.hostnet import HostNet
+from pb_linux.net import HostNet
 from parcelbox.storage import Storage, parts
 
 _LEVELS = {10: "D", 20: "I", 30: "W", 40: "E"}
@@ -67,7 +67,7 @@ class DurableStorage(Storage):
 
 
 class LinuxNet(HostNet):
-    # The host's network (host_tools/hostnet.py): the OS keeps it up. Files named in the
+    # The host's network (firmware/linux/pb_linux/net.py): the OS keeps it up. Files named in the
     # configuration (CA, client certificate) live in the state directory. The time is
     # given only once the system clock is synchronised (a Pi has no RTC: before NTP it
     # counts from a saved or a 1970 time, which the box must not trust).
@@ -102,7 +102,7 @@ class Port:
         self.ticks_ms = clock or ticks_ms
         self._sleep = sleep or (lambda ms: time.sleep(ms / 1000))
         # on the real clock idle waits on the link's socket; a lent sleep (a virtual
-        # clock: tests, host_tools/linuxbox.py) cannot, so it just sleeps
+        # clock: tests, host_tools/sim/linuxbox.py) cannot, so it just sleeps
         self._poll = select.poll() if sleep is None else None
         self._conn = None       # the connection whose socket is registered
         self._fd = -1
