@@ -83,7 +83,7 @@ def _power(sh: _Sheet) -> tuple[list[str], int, int]:
                    + [sd.text(124, 50, "+", 11), sd.text(124, 100, "-", 11)])
     out += [sd.line((120, 55), (150, 55))]
     out += sh.draw(fuse, sd.fuse_h(150, 210, 55, [fuse.ref, fuse.value]))
-    out += [sd.line((210, 55), (330, 55)), sd.dot(260, 55), sd.line((260, 55), (260, 35), colour=sd.COLOURS["5V"]),
+    out += [sd.line((210, 55), (330, 55)), sd.dot(260, 55), sd.line((260, 55), (260, 35)),
             *sd.rail(260, 35, "+12 V", sd.COLOURS["solenoid"])]
     out += sh.draw(buck, sd.box(330, 40, 140, 80, [buck.ref, _name(buck), hwparts.CATALOGUE[buck.kind].pn
                                                    .split(" (")[0]]))
