@@ -13,8 +13,6 @@ from host_tools.boards import pin_name
 from host_tools.hardware import svgdraw as sd
 from host_tools.hardware.design import OTHER, POWER, Design
 
-_POWER_NAMES = {"5V": "5 V", "GND": "GND", "3V3": "3.3 V"}
-
 
 @dataclass(frozen=True)
 class Pin:
