@@ -84,6 +84,9 @@ INPUTS: dict[str, Input] = {
     "gpio_total_ma_rpi": Input(50.0, "mA", "Raspberry Pi GPIO current, all pins together",
                                "Raspberry Pi documentation: 50 mA over all pins"),
     "vbe": Input(0.7, "V", "NPN base-emitter voltage (buzzer switch)", "MMBT3904-class datasheets, typical"),
+    "r_base": Input(1000.0, "Ohm", "buzzer transistor base resistor",
+                    "(3.3 V - 0.7 V) / 1 kOhm = 2.6 mA into the base, a forced gain of 15 for a 40 mA "
+                    "buzzer: the NPN saturates"),
     "buzzer_ma_rpi": Input(30.0, "mA", "active buzzer current while sounding (5 V, steady)",
                            "5 V active magnetic buzzers with their own oscillator: 30 mA max"),
 }
@@ -274,7 +277,7 @@ def gpio_load(board: dict, s: Solenoid) -> GpioLoad:
     """What the pins source, against a chip that rates its GPIO current (the Raspberry Pi)."""
     chip = board["chip"]
     led = v("led_ma")
-    base = (v("v_gpio") - v("vbe")) / 1000 * 1000     # through the 1 kOhm base resistor, mA
+    base = (v("v_gpio") - v("vbe")) / v("r_base") * 1000     # through the base resistor, mA
     colours = 2 if len(board["led"]) == 3 else 1
     worst = colours * led + len(board["compartments"]) * s.gate_hold_ma + base
     return GpioLoad(led, s.gate_peak_ma, s.gate_hold_ma, base, worst, vc("gpio_max_ma", chip),

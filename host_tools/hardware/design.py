@@ -23,51 +23,53 @@ POWER = ("5V", "GND", "3V3")   # the power wires' names (every other wire is a s
 class DevBoard:
     title: str
     pins: dict[int | str, str]   # GPIO (or Blinka name, "D17") -> header pin ("J3-15")
-    power: dict[str, str]        # "5V", "GND", "3V3" -> header pin
+    power: dict[str, str]        # "5V", "GND", "3V3" -> the header pin the wiring uses
     header_note: str = ""        # how the header's pins are numbered, for wiring.md
+    # every header pin in physical order, as (header pin, what it is: a GPIO, POWER or OTHER)
+    headers: tuple[tuple[str, int | str], ...] = ()
+    odd_even: bool = False       # one two-row header (odd pins one row, even the other), not two
 
 
-def _header(name: str, labels: list) -> dict:
-    return {lab: f"{name}-{i}" for i, lab in enumerate(labels, 1) if lab is not None}
+OTHER = ("EN", "RST")   # header pins that are neither a GPIO nor a supply
+
+
+def _numbered(name: str, labels: list) -> list[tuple[str, int | str]]:
+    return [(f"{name}-{i}", lab) for i, lab in enumerate(labels, 1)]
 
 
 # Header pin order from Espressif's user guides (ESP32-DevKitC V4: J2 left, J3 right;
 # ESP32-S3-DevKitC-1: J1 left, J3 right), USB at the bottom, pin 1 at the top.
-_DEVKITC = {**_header("J2", ["3V3", None, 36, 39, 34, 35, 32, 33, 25, 26, 27, 14, 12, "GND", 13,
-                             9, 10, 11, "5V"]),
-            **_header("J3", ["GND", 23, 22, 1, 3, 21, None, 19, 18, 5, 17, 16, 4, 0, 2, 15, 8, 7, 6])}
-_S3_DEVKITC = {**_header("J1", ["3V3", None, None, 4, 5, 6, 7, 15, 16, 17, 18, 8, 3, 46, 9, 10, 11, 12,
-                                13, 14, "5V", "GND"]),
-               **_header("J3", [None, 43, 44, 1, 2, 42, 41, 40, 39, 38, 37, 36, 35, 0, 45, 48, 47, 21,
-                                20, 19, None, None])}
+_DEVKITC = (_numbered("J2", ["3V3", "EN", 36, 39, 34, 35, 32, 33, 25, 26, 27, 14, 12, "GND", 13,
+                             9, 10, 11, "5V"])
+            + _numbered("J3", ["GND", 23, 22, 1, 3, 21, "GND", 19, 18, 5, 17, 16, 4, 0, 2, 15, 8, 7, 6]))
+_S3_DEVKITC = (_numbered("J1", ["3V3", "3V3", "RST", 4, 5, 6, 7, 15, 16, 17, 18, 8, 3, 46, 9, 10, 11, 12,
+                                13, 14, "5V", "GND"])
+               + _numbered("J3", ["GND", 43, 44, 1, 2, 42, 41, 40, 39, 38, 37, 36, 35, 0, 45, 48, 47, 21,
+                                  20, 19, "GND", "GND"]))
 
 
 # The Raspberry Pi's 40-pin header J8, by BCM number as Blinka names the pins (D17...).
-_RPI_J8 = _header("J8", ["3V3", "5V", "D2", "5V", "D3", "GND", "D4", "D14", "GND", "D15", "D17", "D18",
-                         "D27", "GND", "D22", "D23", "3V3", "D24", "D10", "GND", "D9", "D25", "D11", "D8",
-                         "GND", "D7", "D0", "D1", "D5", "GND", "D6", "D12", "D13", "GND", "D19", "D16",
-                         "D26", "D20", "GND", "D21"])
-_RPI_J8.update({"5V": "J8-2", "GND": "J8-6", "3V3": "J8-1"})    # the first of each (5 V also on 4)
+_RPI_J8 = _numbered("J8", ["3V3", "5V", "D2", "5V", "D3", "GND", "D4", "D14", "GND", "D15", "D17", "D18",
+                           "D27", "GND", "D22", "D23", "3V3", "D24", "D10", "GND", "D9", "D25", "D11", "D8",
+                           "GND", "D7", "D0", "D1", "D5", "GND", "D6", "D12", "D13", "GND", "D19", "D16",
+                           "D26", "D20", "GND", "D21"])
 
 
-def _devboard(title: str, table: dict, note: str) -> DevBoard:
-    pins: dict = {}
-    power: dict = {}
-    for k, p in table.items():
-        if k in POWER:
-            power.setdefault(k, p)          # the first of several (5 V on pins 2 and 4)
-        else:
-            pins[k] = p
-    return DevBoard(title, pins, power, note)
+def _devboard(title: str, headers: list, power: dict, note: str, odd_even: bool = False) -> DevBoard:
+    pins = {lab: p for p, lab in headers if lab not in POWER and lab not in OTHER}
+    return DevBoard(title, pins, power, note, tuple(headers), odd_even)
 
 
 _ESPRESSIF = "as Espressif's {title} user guide numbers them (pin 1 at the end away from USB)"
 DEVBOARDS = {
-    "esp32": _devboard("ESP32-DevKitC V4", _DEVKITC, _ESPRESSIF.format(title="ESP32-DevKitC V4")),
-    "esp32s3": _devboard("ESP32-S3-DevKitC-1", _S3_DEVKITC, _ESPRESSIF.format(title="ESP32-S3-DevKitC-1")),
-    "rpi": _devboard("Raspberry Pi 4 Model B", _RPI_J8,
+    "esp32": _devboard("ESP32-DevKitC V4", _DEVKITC, {"5V": "J2-19", "GND": "J3-1", "3V3": "J2-1"},
+                       _ESPRESSIF.format(title="ESP32-DevKitC V4")),
+    "esp32s3": _devboard("ESP32-S3-DevKitC-1", _S3_DEVKITC, {"5V": "J1-21", "GND": "J1-22", "3V3": "J1-1"},
+                         _ESPRESSIF.format(title="ESP32-S3-DevKitC-1")),
+    # 5 V also on pin 4: the Pi is fed through both (the power group's note)
+    "rpi": _devboard("Raspberry Pi 4 Model B", _RPI_J8, {"5V": "J8-2", "GND": "J8-6", "3V3": "J8-1"},
                      "as the Raspberry Pi's 40-pin header J8 numbers them (pin 1 is 3V3, at the end "
-                     "away from the USB ports; odd pins on the inner row)"),
+                     "away from the USB ports; odd pins on the inner row)", odd_even=True),
 }
 
 
@@ -151,6 +153,11 @@ def _ohm(r: float) -> str:
     return f"{r / 1000:g} kOhm" if r >= 1000 else f"{r:g} Ohm"
 
 
+PULL_UP = _ohm(hwcalc.v("r_pullup_external"))     # "10 kOhm": the BOM, the pages and the schematic
+PULL_DOWN = _ohm(hwcalc.v("r_pulldown"))
+R_BASE = _ohm(hwcalc.v("r_base"))
+
+
 LED_RESISTORS = {"red": 150, "green": 68, "blue": 68, "": 150}
 
 
@@ -190,8 +197,8 @@ def _pull_note(pull: str, ref: str | None, d: Design | None = None) -> str:
             return "input, the Pi's pull-up (50-65 kOhm), set by the service"
         return "input, the chip's pull-up (~45 kOhm)"
     if d is not None and d.linux:
-        return f"input, external pull-up {ref} 10 kOhm to 3.3 V (never 5 V: the Pi's GPIO is not 5 V tolerant)"
-    return f"input, external pull-up {ref} 10 kOhm to 3.3 V"
+        return f"input, external pull-up {ref} {PULL_UP} to 3.3 V (never 5 V: the Pi's GPIO is not 5 V tolerant)"
+    return f"input, external pull-up {ref} {PULL_UP} to 3.3 V"
 
 
 def _keypad(d: Design, ref) -> None:
@@ -213,7 +220,7 @@ def _keypad(d: Design, ref) -> None:
         pr = None
         if kp["pull"] == "external":
             pr = ref("R")
-            d.parts.append(Part(pr, "resistor", "10 kOhm", f"keypad column {j + 1} pull-up"))
+            d.parts.append(Part(pr, "resistor", PULL_UP, f"keypad column {j + 1} pull-up"))
         g.wires.append(Wire(f"keypad column {j + 1}", p, f"{k} C{j + 1} (keys {keys})",
                             _pull_note(kp["pull"], pr, d) + "; a pressed key in the scanned row reads 0",
                             f"C{j + 1}  {keys}"))
@@ -231,7 +238,7 @@ def _compartments(d: Design, ref) -> None:
                     Part(q, "mosfet", "", f"compartment {i} solenoid switch"),
                     Part(fly, "flyback", "", f"compartment {i} flyback diode"),
                     Part(rg, "resistor", rg_val, f"compartment {i} gate resistor"),
-                    Part(rpd, "resistor", "10 kOhm", f"compartment {i} gate pull-down"),
+                    Part(rpd, "resistor", PULL_DOWN, f"compartment {i} gate pull-down"),
                     Part(sw, "reed", "", f"compartment {i} door contact")]
         level = "high" if act == 1 else "low"
         g = Group(f"comp{i}", f"Compartment {i}",
@@ -240,13 +247,13 @@ def _compartments(d: Design, ref) -> None:
         pr = None
         if b["door_pull"] == "external":
             pr = ref("R")
-            d.parts.append(Part(pr, "resistor", "10 kOhm", f"compartment {i} door pull-up"))
+            d.parts.append(Part(pr, "resistor", PULL_UP, f"compartment {i} door pull-up"))
         closed = "shut" if b["door_open_level"] == 1 else "open"
         cutter = (f"its failsafe timer thread cuts it after max_on_ms = {b['max_on_ms']} ms; off at reset "
                   f"({rpd}) and whenever the service stops (ExecStopPost)" if d.linux else
                   f"hardware timer {i - 1} cuts it after max_on_ms = {b['max_on_ms']} ms; off at reset ({rpd})")
         g.wires.append(Wire(f"compartment {i} solenoid", c["solenoid"],
-                            f"{rg} {rg_val} to the gate of {q}; {rpd} 10 kOhm gate to GND; {q} switches "
+                            f"{rg} {rg_val} to the gate of {q}; {rpd} {PULL_DOWN} gate to GND; {q} switches "
                             f"{lock}'s coil to GND, {fly} across the coil",
                             f"output, active {level} (energised at {act}); {cutter}",
                             f"{rg} -> {q} gate"))
@@ -287,10 +294,10 @@ def _buzzer(d: Design, ref) -> None:
         return _active_buzzer(d, ref)
     bz, q, rb, fly = ref("BZ"), ref("Q"), ref("R"), ref("D")
     d.parts += [Part(bz, "buzzer", "", "tones"), Part(q, "npn", "", "buzzer switch"),
-                Part(rb, "resistor", "1 kOhm", "buzzer transistor base"),
+                Part(rb, "resistor", R_BASE, "buzzer transistor base"),
                 Part(fly, "signal-diode", "", "buzzer flyback")]
     g = Group("buzzer", f"{bz}: passive buzzer", [f"{q} NPN low side, {bz} from 5 V", f"{fly} across {bz}"])
-    g.wires.append(Wire("buzzer", d.board["buzzer"], f"{rb} 1 kOhm to the base of {q}; {bz} between 5 V "
+    g.wires.append(Wire("buzzer", d.board["buzzer"], f"{rb} {R_BASE} to the base of {q}; {bz} between 5 V "
                         f"and {q}'s collector",
                         "PWM output, 50 % square wave at the tone's frequency (300-2400 Hz); "
                         "low when silent", f"{rb} -> {q} base"))
@@ -301,11 +308,11 @@ def _active_buzzer(d: Design, ref) -> None:
     # digitalio has no PWM: an active buzzer makes its own tone while its pin is high
     bz, q, rb, fly = ref("BZ"), ref("Q"), ref("R"), ref("D")
     d.parts += [Part(bz, "buzzer-active", "", "tones (its own pitch)"), Part(q, "npn", "", "buzzer switch"),
-                Part(rb, "resistor", "1 kOhm", "buzzer transistor base"),
+                Part(rb, "resistor", R_BASE, "buzzer transistor base"),
                 Part(fly, "signal-diode", "", "buzzer flyback")]
     g = Group("buzzer", f"{bz}: active buzzer", [f"{q} NPN low side, {bz} from 5 V", f"{fly} across {bz}",
                                                  "one pitch; the patterns keep their rhythm"])
-    g.wires.append(Wire("buzzer", d.board["buzzer"], f"{rb} 1 kOhm to the base of {q}; {bz} between 5 V "
+    g.wires.append(Wire("buzzer", d.board["buzzer"], f"{rb} {R_BASE} to the base of {q}; {bz} between 5 V "
                         f"and {q}'s collector",
                         "output, high while the firmware asks for any tone, low when silent",
                         f"{rb} -> {q} base"))
@@ -321,11 +328,11 @@ def _tamper(d: Design, ref) -> None:
     pr = None
     if b["tamper_pull"] == "external":
         pr = ref("R")
-        d.parts.append(Part(pr, "resistor", "10 kOhm", "tamper pull-up"))
+        d.parts.append(Part(pr, "resistor", PULL_UP, "tamper pull-up"))
     closed = "on" if b["tamper_open_level"] == 1 else "off"
     lines = [f"{sw} to GND, closed while", f"the lid is {closed}"]
     if pr:
-        lines.append(f"{pr} 10 kOhm to 3.3 V")
+        lines.append(f"{pr} {PULL_UP} to 3.3 V")
     g = Group("tamper", f"{sw}: tamper switch", lines)
     g.wires.append(Wire("tamper switch", b["tamper"], f"{sw} to GND (closed while the lid is {closed})",
                         _pull_note(b["tamper_pull"], pr, d) + f"; open reads {b['tamper_open_level']}",

@@ -72,7 +72,7 @@ def page(d: Design) -> str:
         "",
         "Generated from the board file by `parcelbox hardware generate` (do not edit; the inputs and "
         "why the circuits are as they are: [hardware/README.md](../README.md)). Wiring: "
-        "[wiring.md](wiring.md) and the diagram below.",
+        "[wiring.md](wiring.md), the schematic to solder from and the connection map below.",
         "",
         _table(["", ""], [
             ["dev board", f"{d.devboard.title} ({d.chip})" if d.module is None else
@@ -87,7 +87,11 @@ def page(d: Design) -> str:
         ]),
         "",
         _bom(x), _driver(x), _power(x), _battery(x),
-        "## 5. Wiring\n\n[wiring.md](wiring.md) lists every pin; the diagram shows the same:\n\n"
+        "## 5. Wiring\n\n[wiring.md](wiring.md) lists every pin, and the header in pin order. The "
+        "schematic draws every circuit with its parts and values (the same as the bill of materials) and "
+        "the header as the board holds it; a flag names the GPIO its net goes to:\n\n"
+        f"![schematic of {d.name}](schematic.svg)\n\n"
+        "The connection map: one line per pin, from the header to what it connects to:\n\n"
         f"![wiring of {d.name}](wiring.svg)\n",
     ]
     return "\n".join(parts)
@@ -223,7 +227,8 @@ def _driver(x: Numbers) -> str:
     ])
     return "\n".join([
         "## 2. Solenoid driver", "",
-        f"One per compartment ({n}); compartment 1 shown, the others alike (wiring.md):", "",
+        f"One per compartment ({n}); compartment 1 shown, the others alike (wiring.md; every "
+        f"compartment in [schematic.svg](schematic.svg)):", "",
         _schematic(x), "",
         "The diode's cathode (the band) goes to +12 V, its anode to the drain; the lock is "
         "fail-secure, so a dead supply, a reset or a blown fuse all leave the box locked.", "",
@@ -257,7 +262,7 @@ def _gpio(x: Numbers) -> list[str]:
         ["solenoid gate, while it charges", f"3.3 V / {x.sol.r_gate:g} Ohm", f"{_f(g.gate_peak_ma, 1)} mA"],
         ["solenoid gate, held", f"3.3 V / ({x.sol.r_gate:g} + {calc.v('r_pulldown'):g}) Ohm",
          f"{_f(g.gate_hold_ma, 2)} mA"],
-        ["buzzer transistor base", f"(3.3 V - {calc.v('vbe'):g} V) / 1 kOhm", f"{_f(g.buzzer_ma, 1)} mA"],
+        ["buzzer transistor base", f"(3.3 V - {calc.v('vbe'):g} V) / {calc.v('r_base'):g} Ohm", f"{_f(g.buzzer_ma, 1)} mA"],
         ["**all at once, worst**", f"{colours} LED colour{'s' if colours > 1 else ''} (amber) + {n} gates held "
          f"+ buzzer", f"**{_f(g.worst_ma, 1)} mA**"],
     ]
@@ -354,7 +359,8 @@ def index_boards(designs: list[Design]) -> str:
                      f"{len(kp['rows'])}x{len(kp['cols'])}", str(x.n), str(len(d.pins())),
                      f"{_f(x.core_eur)} EUR", f"{_f(x.budget.idle_w)} W",
                      f"{_f(x.sol.i_nom)} A / {_f(x.sol.i_max)} A",
-                     f"[table]({d.name}/wiring.md), [diagram]({d.name}/wiring.svg)"])
+                     f"[table]({d.name}/wiring.md), [schematic]({d.name}/schematic.svg), "
+                     f"[map]({d.name}/wiring.svg)"])
     return _table(["board", "dev board", "keypad", "compartments", "GPIOs", "parts", "idle",
                    "coil current (nominal / worst)", "wiring"], rows)
 

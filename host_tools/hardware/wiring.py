@@ -2,13 +2,14 @@
 
 ``parcelbox hardware generate`` writes, for every ``boards/*.json``,
 ``hardware/<board>/wiring.md`` (role, GPIO, header pin, what it connects to, pulls and
-active levels), ``hardware/<board>/wiring.svg`` (the dev board's pins on the left, the
-peripherals on the right, one labelled line per pin) and ``hardware/<board>/README.md``
+active levels; the header in pin order), ``hardware/<board>/wiring.svg`` (the dev board's pins
+on the left, the peripherals on the right, one labelled line per pin),
+``hardware/<board>/schematic.svg`` (host_tools/hardware/schematic.py) and ``hardware/<board>/README.md``
 (host_tools/hardware/page.py), and fills the generated blocks of ``hardware/README.md``. All come
 from the board.json the firmware reads (host_tools/hardware/design.py), so the pictures and the
 firmware cannot disagree; ``--check`` lists what is out of date and exits 1.
 
-The SVG is written by hand with the standard library: no drawing dependency.
+The SVGs are written by hand with the standard library: no drawing dependency.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from xml.sax.saxutils import escape
 from host_tools import paths
 from host_tools.hardware import calc as hwcalc
 from host_tools.hardware import design as hwdesign
+from host_tools.hardware import header as hwheader
 from host_tools.hardware import page as hwpage
+from host_tools.hardware import schematic as hwschematic
+from host_tools.hardware import svgdraw as sd
 from host_tools.boards import pin_name
 from host_tools.hardware.design import Design, Group, Wire
 
@@ -40,7 +44,8 @@ def table_md(d: Design) -> str:
            f"Generated from `boards/{d.name}.json`, through the board.json the firmware reads, by "
            f"`parcelbox hardware generate`: edit the board file, never this page. Header pins "
            f"{d.devboard.header_note}. Parts by reference: the bill of materials in [README.md](README.md). "
-           f"Diagram: [wiring.svg](wiring.svg).", "",
+           f"Diagram: [wiring.svg](wiring.svg); schematic, with the header in pin order: "
+           f"[schematic.svg](schematic.svg).", "",
            "## Signals", "",
            f"| role | {'pin' if d.linux else 'GPIO'} | header | connects to | notes |",
            "| --- | --- | --- | --- | --- |"]
@@ -53,6 +58,7 @@ def table_md(d: Design) -> str:
     out += ["", "## Power", "", "| supply | header | connects to | notes |", "| --- | --- | --- | --- |"]
     for w in power:
         out.append(f"| {w.pin} | {d.header(w.pin)} | {_cell(w.to)} | {_cell(w.notes)} |")
+    out += [""] + hwheader.table_md(d)[:-1]
     if d.linux:
         out += ["", "3.3 V logic: the Pi's GPIO pins take 0 to 3.3 V and are not 5 V tolerant. Nothing "
                 "on this page connects a GPIO to 5 V or 12 V; keep it so (pull-ups to 3V3, pin 1 or 17).",
@@ -88,21 +94,14 @@ _X_BLOCK, _W_BLOCK = 20, 250
 _X_PERI, _W_PERI = 580, 440
 _X_DESC = _X_PERI + 190
 _KEY = 22          # keypad grid cell
-_COLOURS = {"row": "#1f5fbf", "col": "#2e86c1", "solenoid": "#c0392b", "door": "#1e8449", "led": "#8e44ad",
-            "buzzer": "#d35400", "tamper": "#7d6608", "battery": "#6e2c00", "5V": "#e74c3c", "GND": "#222222",
-            "3V3": "#e67e22"}
+_COLOURS = sd.COLOURS
 _LEGEND = (("row", "keypad row"), ("col", "keypad column"), ("solenoid", "solenoid gate"), ("door", "door"),
            ("led", "LED"), ("buzzer", "buzzer"), ("tamper", "tamper"), ("battery", "battery sense"),
            ("5V", "5 V"), ("GND", "GND"), ("3V3", "3.3 V"))
 
 
 def _kind(w: Wire) -> str:
-    if w.pin in hwdesign.POWER:
-        return w.pin
-    for k in ("row", "column", "solenoid", "door", "LED", "buzzer", "tamper", "battery"):
-        if k in w.role:
-            return {"column": "col", "LED": "led"}.get(k, k)
-    return "GND"
+    return sd.kind(w.role, w.pin)
 
 
 def _text(x: float, y: float, s: str, size: int = 12, anchor: str = "start", weight: str = "normal",
@@ -253,6 +252,7 @@ def outputs(boards_dir: Path = paths.BOARDS, out_dir: Path = paths.work_dir() / 
         files[base / "README.md"] = hwpage.page(d)
         files[base / "wiring.md"] = table_md(d)
         files[base / "wiring.svg"] = svg(d)
+        files[base / "schematic.svg"] = hwschematic.svg(d)
     index = Path(out_dir) / "README.md"
     if not index.exists():
         raise ValueError(f"{index} is missing: it holds the generated blocks 'boards' and 'inputs'")

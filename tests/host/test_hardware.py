@@ -61,7 +61,7 @@ def test_the_checked_in_pages_are_what_the_generator_makes_now():
 def test_every_shipped_board_has_its_folder_and_nothing_else_is_there():
     files, _ = wiring.outputs()
     for path in SHIPPED:
-        for name in ("README.md", "wiring.md", "wiring.svg"):
+        for name in ("README.md", "wiring.md", "wiring.svg", "schematic.svg"):
             assert HW / path.stem / name in files
     assert wiring.orphans(files, HW) == []
 
@@ -155,6 +155,7 @@ def test_a_moved_pin_makes_check_fail_until_regenerated(tree):
     r = run("--check", *args)
     assert r.exit_code == 1, r.output
     assert "esp32-devkitc-4x3/wiring.md" in r.output and "esp32-devkitc-4x3/wiring.svg" in r.output
+    assert "esp32-devkitc-4x3/schematic.svg" in r.output
     assert "esp32s3" not in r.output
     assert "run `parcelbox hardware generate`" in r.output
     r = run(*args)
