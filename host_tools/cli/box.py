@@ -7,7 +7,7 @@ import click
 
 from host_tools.backend import brokerurl
 from host_tools.backend.sdk.backend import DEFAULT_ONESHOT_EXP
-from host_tools.cli.backend import (_EXPIRES, Ctx, _command, _duration_arg, _guard, _out, _table,
+from host_tools.cli.backend import (_EXPIRES, Ctx, _command, _duration_arg, _out, _table,
                                     _when, with_ctx)
 
 
@@ -25,9 +25,9 @@ def box():
                    "showing them.")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def box_add(c: Ctx, box_id, compartments, code_len, provision_file, as_json):
     """Register BOX_ID and create its key (shown once, or written to --provision-file)."""
+    c.creates = True
     be = c.backend(need_broker=False)
     fd = None
     if provision_file:
@@ -63,7 +63,6 @@ def box_add(c: Ctx, box_id, compartments, code_len, provision_file, as_json):
 @box.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def box_list(c: Ctx, as_json):
     """All registered boxes."""
     rows = c.ledger.boxes()
@@ -79,7 +78,6 @@ def box_list(c: Ctx, as_json):
 @click.argument("box_id")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def box_status(c: Ctx, box_id, as_json):
     """Online state, the box's last state summary, and whether its codes are in sync."""
     b = c.ledger.box(box_id)
@@ -129,7 +127,6 @@ def _box_command(name, method, help_, done, oneshot=False):
                      as_json, done, expires_in=n)
         else:
             _command(c, box_id, lambda be: getattr(be, method)(box_id), wait, as_json, done)
-    cmd = _guard(cmd)
     cmd = with_ctx(cmd)
     cmd = click.option("--json", "as_json", is_flag=True)(cmd)
     if oneshot:
