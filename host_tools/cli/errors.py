@@ -12,6 +12,10 @@ import click
 # 2 bad arguments or a bad input file (click's usage errors use 2 as well).
 FAILED, BAD_INPUT = 1, 2
 DEBUG_ENV = "PARCELBOX_DEBUG"   # set to 1: a user's error shows its traceback as well
+# SQLite's words for a registry file the machine will not let us use (never a bug of ours,
+# unlike "no such column"): a read-only file or folder, another writer, a full disk
+_SQLITE_PLACE = ("attempt to write a readonly database", "database is locked",
+                 "database or disk is full", "disk I/O error", "unable to open database file")
 
 
 def _kinds() -> list[tuple[type, int]]:
@@ -58,6 +62,9 @@ def os_words(e: OSError) -> str:
 
 def as_user_error(e: BaseException) -> UserError | None:
     """The exit status and words for one of the tools' own errors; None for anything else."""
+    import sqlite3
+    if isinstance(e, sqlite3.OperationalError) and str(e) in _SQLITE_PLACE:
+        return UserError("the registry: %s" % e, FAILED)
     for kind, status in _kinds():
         if isinstance(e, kind):
             if isinstance(e, UnicodeDecodeError):

@@ -257,6 +257,18 @@ def test_only_box_add_makes_a_registry_where_parcelbox_db_points_at_nothing(tmp_
     assert r.exit_code == 0 and typo.exists()
 
 
+def test_a_registry_the_machine_will_not_write_is_an_error_line(files, monkeypatch):
+    import sqlite3
+
+    from host_tools.backend.sdk import ledger
+
+    def readonly(self, *a, **kw):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+    monkeypatch.setattr(ledger.Ledger, "add_box", readonly)
+    r = invoke(["box", "add", "B", "--db", str(files["reg"])])
+    assert "the registry: attempt to write a readonly database" in _one_error_line(r, 1)
+
+
 def test_a_bug_keeps_its_traceback_and_a_mistake_shows_one_with_parcelbox_debug(files, monkeypatch):
     from host_tools.backend.sdk import ledger
 
