@@ -28,6 +28,8 @@ def box():
 def box_add(c: Ctx, box_id, compartments, code_len, provision_file, as_json):
     """Register BOX_ID and create its key (shown once, or written to --provision-file)."""
     c.creates = True
+    # before registering, as the file below: a bad --broker must not leave a box behind
+    broker = brokerurl.parse(c.broker).public() if c.broker else None   # never our credentials
     be = c.backend(need_broker=False)
     fd = None
     if provision_file:
@@ -44,8 +46,8 @@ def box_add(c: Ctx, box_id, compartments, code_len, provision_file, as_json):
             os.close(fd)
             os.remove(provision_file)
         raise
-    if c.broker:
-        rec["broker"] = brokerurl.parse(c.broker).public()  # never this backend's credentials
+    if broker:
+        rec["broker"] = broker
     if fd is not None:
         with os.fdopen(fd, "w") as f:
             json.dump(rec, f, indent=1)

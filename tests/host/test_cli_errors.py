@@ -257,6 +257,14 @@ def test_only_box_add_makes_a_registry_where_parcelbox_db_points_at_nothing(tmp_
     assert r.exit_code == 0 and typo.exists()
 
 
+def test_box_add_with_a_bad_broker_address_registers_no_box(tmp_path):
+    db, prov = tmp_path / "reg.db", tmp_path / "prov.json"
+    r = invoke(["box", "add", "A", "--db", str(db), "--broker", "broker.example:8883",
+                "--provision-file", str(prov)])
+    assert "needs its scheme" in _one_error_line(r, 2)
+    assert not prov.exists() and not db.exists()
+
+
 def test_a_registry_the_machine_will_not_write_is_an_error_line(files, monkeypatch):
     import sqlite3
 
