@@ -33,8 +33,11 @@ def _span(a: int, b: int) -> tuple[int, ...]:
 
 
 def pin_name(p: int | str) -> str:
-    """A pin as messages name it: GPIO13 on an ESP32, D17 (Blinka's name) on a linux board."""
-    return p if isinstance(p, str) else f"GPIO{p}"
+    """A pin as messages name it: GPIO13 on an ESP32, D17 (Blinka's name) on a linux board;
+    a name that is not plain ASCII in quotes, escaped (a message must print anywhere)."""
+    if isinstance(p, str):
+        return p if p.isascii() and p.isprintable() else json.dumps(p)
+    return f"GPIO{p}"
 
 
 @dataclass(frozen=True)
@@ -322,7 +325,7 @@ class _Checker:
             if k not in known:
                 near = difflib.get_close_matches(k, sorted(known), n=1)
                 hint = f' (did you mean "{near[0]}"?)' if near else f" (known: {', '.join(sorted(known))})"
-                self.err(f'unknown key "{k}" in {where}{hint}')
+                self.err(f'unknown key {json.dumps(k)} in {where}{hint}')
 
     def obj(self, v, what: str) -> dict | None:
         if not isinstance(v, dict):
@@ -609,11 +612,11 @@ class _Checker:
         if p not in chip.pins:
             if chip.named:
                 alias = chip.aliases.get(p)
-                if alias is None and isinstance(p, str) and p.upper().startswith("GPIO") and p[4:].isdigit():
+                if alias is None and isinstance(p, str) and p.upper().startswith("GPIO") and p[4:].isascii() and p[4:].isdigit():
                     alias = f"D{int(p[4:])}"
                 hint = f'; write "{alias}" for it' if alias in chip.pins else ""
                 self.err(f"{lab}: name pins by their Blinka D names, {chip.pin_ranges}; "
-                         f"{p} is not one{hint}")
+                         f"{pn} is not one{hint}")
             else:
                 self.err(f"{lab}: the {chip.name} has no GPIO{p} (it has {chip.pin_ranges})")
             return
@@ -686,7 +689,7 @@ def _no_duplicates(pairs):
     d = {}
     for k, v in pairs:
         if k in d:
-            raise ValueError(f'the key "{k}" appears twice in one object')
+            raise ValueError(f'the key {json.dumps(k)} appears twice in one object')
         d[k] = v
     return d
 
@@ -699,8 +702,11 @@ def check_text(text: str, path: str = "board.json") -> Result:
     except json.JSONDecodeError as e:
         c.err(f"line {e.lineno}, column {e.colno}: not valid JSON: {e.msg}")
         return c.r
-    except ValueError as e:
+    except ValueError as e:   # a duplicate key, a number of more than 4300 digits
         c.err(f"not a valid board: {e}")
+        return c.r
+    except RecursionError:    # [[[[... a thousand deep: json gives up before we would
+        c.err("not a valid board: nested too deeply")
         return c.r
     dev = c.board(data)
     if not c.r.errors:

@@ -7,7 +7,7 @@ import click
 
 from host_tools.backend import brokerurl
 from host_tools.backend.sdk.backend import DEFAULT_ONESHOT_EXP
-from host_tools.cli.backend import (_EXPIRES, Ctx, _command, _duration_arg, _guard, _out, _table,
+from host_tools.cli.backend import (_EXPIRES, Ctx, _command, _duration_arg, _out, _table,
                                     _when, with_ctx)
 
 
@@ -25,9 +25,11 @@ def box():
                    "showing them.")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def box_add(c: Ctx, box_id, compartments, code_len, provision_file, as_json):
     """Register BOX_ID and create its key (shown once, or written to --provision-file)."""
+    c.creates = True
+    # before registering, as the file below: a bad --broker must not leave a box behind
+    broker = brokerurl.parse(c.broker).public() if c.broker else None   # never our credentials
     be = c.backend(need_broker=False)
     fd = None
     if provision_file:
@@ -44,8 +46,8 @@ def box_add(c: Ctx, box_id, compartments, code_len, provision_file, as_json):
             os.close(fd)
             os.remove(provision_file)
         raise
-    if c.broker:
-        rec["broker"] = brokerurl.parse(c.broker).public()  # never this backend's credentials
+    if broker:
+        rec["broker"] = broker
     if fd is not None:
         with os.fdopen(fd, "w") as f:
             json.dump(rec, f, indent=1)
@@ -63,7 +65,6 @@ def box_add(c: Ctx, box_id, compartments, code_len, provision_file, as_json):
 @box.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def box_list(c: Ctx, as_json):
     """All registered boxes."""
     rows = c.ledger.boxes()
@@ -79,7 +80,6 @@ def box_list(c: Ctx, as_json):
 @click.argument("box_id")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def box_status(c: Ctx, box_id, as_json):
     """Online state, the box's last state summary, and whether its codes are in sync."""
     b = c.ledger.box(box_id)
@@ -129,7 +129,6 @@ def _box_command(name, method, help_, done, oneshot=False):
                      as_json, done, expires_in=n)
         else:
             _command(c, box_id, lambda be: getattr(be, method)(box_id), wait, as_json, done)
-    cmd = _guard(cmd)
     cmd = with_ctx(cmd)
     cmd = click.option("--json", "as_json", is_flag=True)(cmd)
     if oneshot:

@@ -6,7 +6,7 @@ import click
 
 from host_tools.backend import protocol as p
 from host_tools.backend.sdk import Backend
-from host_tools.cli.backend import (Ctx, _command, _fail_if_refused, _guard, _out, _table, _time_arg,
+from host_tools.cli.backend import (Ctx, _command, _fail_if_refused, _out, _table, _time_arg,
                                     _wait, _when, with_ctx)
 
 
@@ -26,13 +26,12 @@ def codes():
 @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def codes_issue(c: Ctx, box_id, role, comp, uses, valid_from, valid_until, wait, as_json):
     """Issue a new random code; it is printed here once and stored nowhere in plain."""
     now = time.time()
     if uses == "unlimited":
         n = p.UNLIMITED
-    elif uses.isdigit() and 1 <= int(uses) < p.UNLIMITED:
+    elif uses.isascii() and uses.isdigit() and len(uses) < 6 and 1 <= int(uses) < p.UNLIMITED:
         n = int(uses)
     else:
         raise click.BadParameter("a number 1..65534 or 'unlimited'", param_hint="--uses")
@@ -40,10 +39,10 @@ def codes_issue(c: Ctx, box_id, role, comp, uses, valid_from, valid_until, wait,
     na = _time_arg(valid_until, "--valid-until", now)
     if na and na < max(nb, now):
         raise click.BadParameter("the code would never be valid", param_hint="--valid-until")
+    c.ledger.box(box_id)
     cfg = c.mqtt()
     with Backend(c.ledger, cfg) as be:
-        c.ledger.box(box_id)
-        issued = be.issue(box_id, role, comp, n, nb, na)
+        issued = be.connect().issue(box_id, role, comp, n, nb, na)
     out = _wait(c, cfg, box_id, issued.cmd_seq, wait) if wait and issued.sent else None
     status = out.text if out else None
     data = {"box": box_id, "code_id": issued.code_id, "code": issued.code, "role": role,
@@ -56,12 +55,13 @@ def codes_issue(c: Ctx, box_id, role, comp, uses, valid_from, valid_until, wait,
                       "unlimited uses" if n == p.UNLIMITED else "%d use%s" % (n, "s" * (n > 1)),
                       _when(nb) if nb else "now", _when(na) if na else "no end"))
         click.echo("This is the only time the code is shown; give it to its holder now.")
-        if not issued.sent:
-            click.echo("The broker could not be reached: the code reaches the box with the "
-                       "next `parcelbox codes sync %s`." % box_id, err=True)
-        elif status is not None:
+        if status is not None:
             click.echo("The box answered: " + status)
     _out(data, as_json, human)
+    if not issued.sent:   # the broker went away after the code was stored: it is valid
+        raise click.ClickException("the broker did not take the command: code %d is in the "
+                                   "ledger and reaches the box with the next `parcelbox codes "
+                                   "sync %s`" % (issued.code_id, box_id))
     _fail_if_refused(out, box_id, issued.cmd_seq, "add")
 
 @codes.command("revoke")
@@ -70,7 +70,6 @@ def codes_issue(c: Ctx, box_id, role, comp, uses, valid_from, valid_until, wait,
 @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def codes_revoke(c: Ctx, box_id, code_id, wait, as_json):
     """Revoke a code by its id."""
     _command(c, box_id, lambda be: be.revoke(box_id, code_id), wait, as_json,
@@ -81,7 +80,6 @@ def codes_revoke(c: Ctx, box_id, code_id, wait, as_json):
 @click.option("--all", "show_all", is_flag=True, help="Include revoked codes.")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def codes_list(c: Ctx, box_id, show_all, as_json):
     """The codes of a box (ids, roles, windows; never the codes themselves)."""
     c.ledger.box(box_id)
@@ -100,12 +98,12 @@ def codes_list(c: Ctx, box_id, show_all, as_json):
 @click.option("--wait", type=float, default=0, help="Seconds to wait for the box's result.")
 @click.option("--json", "as_json", is_flag=True)
 @with_ctx
-@_guard
 def codes_sync(c: Ctx, box_id, wait, as_json):
     """Replace the box's whole code set with the ledger's (all or nothing on the box)."""
+    c.ledger.box(box_id)
     cfg = c.mqtt()
     with Backend(c.ledger, cfg) as be:
-        seqs = be.sync(box_id)
+        seqs = be.connect().sync(box_id)
     out = _wait(c, cfg, box_id, seqs[-1], wait) if wait else None
     status = out.text if out else None
     n = len(c.ledger.box_set(c.ledger.db, box_id, int(time.time())))

@@ -41,7 +41,7 @@ def register(main: click.Group) -> None:
         try:
             files, skipped = _wiring.outputs(Path(boards_dir), Path(out_dir))
         except (_boards.BoardFileError, ValueError) as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"Error: {e}", err=True)
             sys.exit(2)
         for s in skipped:
             click.echo(f"skipped: {s}")

@@ -6,14 +6,17 @@ import sys
 
 import click
 
-from host_tools.cli import options
+from host_tools.cli import errors, options
 from host_tools.vm import runner as _vm
 
 
-@click.group()
+@click.group(cls=errors.Group)
 def main() -> None:
     """parcelbox host tools: the backend (boxes, codes, events), the MicroPython VM runner
-    and the demo. Every command has --help."""
+    and the demo. Every command has --help.
+
+    Exit status: 0 done, 1 refused or failed, 2 bad arguments or a bad input file; a
+    mistake is one `Error:` line (PARCELBOX_DEBUG=1 adds its traceback)."""
 
 
 @main.command()
@@ -51,6 +54,8 @@ def demo(heap: str | None, cpython: bool, keep: str | None, broker: str | None, 
 
     password = None
     if broker:
+        from host_tools.backend.sdk.mqtt import MqttConfig
+        MqttConfig.from_url(broker, ca=ca)   # a bad address is a usage error, before anything runs
         password = os.environ.get("PARCELBOX_PASSWORD")
         if password_file:
             with open(password_file) as f:

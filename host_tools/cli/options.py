@@ -1,7 +1,5 @@
 # The options several command groups share, declared once: the registry, the broker and its
 # credentials. A password never comes from the command line (PARCELBOX_PASSWORD or a file).
-import os
-
 import click
 
 DB = click.option("--db", envvar="PARCELBOX_DB", default="parcelbox.db", show_default=True,
@@ -28,6 +26,6 @@ def own_broker(help: str):
 
 
 def need_registry(db: str) -> None:
-    """A one-line error, not a new empty registry, when --db names no file."""
-    if not os.path.exists(db):
-        raise click.ClickException("no registry at %s (--db or PARCELBOX_DB)" % db)
+    """A one-line error, not a new empty registry, when --db names none (before a prompt)."""
+    from host_tools.backend.sdk import Ledger
+    Ledger(db, create=False).close()

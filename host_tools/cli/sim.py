@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from host_tools.cli import options
+from host_tools.cli import errors, options
 from host_tools.sim import scenario as sc
 from host_tools.backend.embedded import EmbeddedBroker
 
@@ -166,16 +166,20 @@ def interactive(runner: sc.Runner, inp, out) -> int:
             text = translate(line)
             try:
                 steps = sc.parse(text, "input", names=known)
+                runner.check(steps)
             except sc.ScenarioError as e:
-                out.write("error: %s\n" % str(e).replace("input:1: ", ""))
+                out.write("error: %s\n" % re.sub(r"^(input:1|line 1): ", "", str(e)))
                 continue
             with lock:
                 try:
                     runner.run_steps(steps)
                 except sc.ExpectationFailed as e:
                     out.write("%s\n" % e)
-                except Exception as e:  # noqa: BLE001 - keep the box going
-                    out.write("error: %s\n" % e)
+                except Exception as e:  # noqa: BLE001 - ours: say it and keep the box going
+                    err = errors.as_user_error(e)
+                    if err is None:   # a bug: its traceback, as anywhere else
+                        raise
+                    out.write("error: %s\n" % err.message)
             for s in steps:
                 if s.verb == "backend" and s.args["op"] == "issue":
                     known.add(s.args["name"])
@@ -210,13 +214,8 @@ def register(main: click.Group) -> None:
     @click.option("--keep", type=click.Path(file_okay=False), help="Keep the ledger and flash here.")
     def sim(board_file, broker, ca, username, box_id, heap, vm, script, trace_file, keep):
         """A simulated box: interactive in the terminal (line based), or --script FILE."""
-        steps = None
-        if script:
-            try:
-                steps = sc.load(script)
-            except sc.ScenarioError as e:
-                click.echo("Error: %s" % e, err=True)
-                sys.exit(2)
+        # a bad file or --broker is a ScenarioError or BrokerUrlError: exit 2 (cli/errors.py)
+        steps = sc.load(script) if script else None
         board = sc.board_from_file(board_file) if board_file else None
         if broker:
             b = ExternalBroker(broker, ca, username, os.environ.get("PARCELBOX_PASSWORD"))
@@ -233,6 +232,7 @@ def register(main: click.Group) -> None:
                 out = trace if trace is not None else sys.stdout
                 runner = sc.Runner(b, work, board=board, vm=vm, heap=heap, box_id=box_id, trace=out)
                 try:
+                    runner.check(steps, script)
                     runner.run(steps)
                 except sc.ExpectationFailed as e:
                     click.echo("FAILED: %s" % e, err=True)

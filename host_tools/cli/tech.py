@@ -17,10 +17,7 @@ def register(main: click.Group) -> None:
         """Compile the firmware with mpy-cross into a build folder with manifest.json and
         manifest.py (for freezing)."""
         from host_tools.tech import build as _build
-        try:
-            b = _build.build(target, out)
-        except _build.BuildError as e:
-            raise click.ClickException(str(e)) from None
+        b = _build.build(target, out)
         for line in _build.summary(b):
             click.echo(line)
 

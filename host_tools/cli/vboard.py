@@ -32,16 +32,12 @@ def register(main: click.Group) -> None:
         """Serve a virtual board until Ctrl-C: `mpremote connect URL ...` reaches it. A reset
         boots main.py from the flash; the sim port's firmware runs with its keypad, doors
         and network."""
-        from host_tools.vboard.board import VirtualBoardError, VirtualBoard
-        from host_tools.vm.runner import VMError
+        from host_tools.vboard.board import VirtualBoard
 
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *a: stop.set())
         mqtt = None
-        try:
-            vb = VirtualBoard(flash, port=port, heap=heap, psram=psram, echo=echo)
-        except (VirtualBoardError, VMError) as e:
-            raise click.ClickException(str(e)) from None
+        vb = VirtualBoard(flash, port=port, heap=heap, psram=psram, echo=echo)
         try:
             if broker == "embedded":
                 from host_tools.backend.embedded import EmbeddedBroker

@@ -230,7 +230,7 @@ class Demo:
         if self.keep and folder.exists():
             other = sorted(p.name for p in folder.iterdir() if p.name not in KEPT)
             if other:   # never empty a folder that is not a previous demo's
-                self.w("demo: --keep %s holds %s: give an empty folder or a previous demo's"
+                self.w("Error: --keep %s holds %s: give an empty folder or a previous demo's"
                        % (folder, ", ".join(other[:3])))
                 return None
             for name in KEPT:

@@ -25,10 +25,11 @@ EVENT_NAMES = ("boot", "opened", "closed", "deposit", "pickup", "wrong_code", "t
 LEDS = ("off", "green", "red", "amber", "blue")   # host_tools.sim.world.LED_NAMES
 _DUR = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNIT = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000}
-_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,31}$")
 DEFAULT_WITHIN = 5000      # ms of box time an expectation may take to come true
 NO_WINDOW = 1000           # ms an `expect no ...` watches
 PACE = 4                   # while waiting on the network, box time runs at most 4x real time
+MAX_DURATION = 365 * 86400000   # ms: a wait or a clock jump of at most a year
 
 
 class ScenarioError(ValueError):
@@ -48,17 +49,25 @@ class Step:
 
 
 def duration(s: str) -> int:
-    """'1.5s' -> 1500 (ms); units ms, s, m, h, d."""
+    """'1.5s' -> 1500 (ms); units ms, s, m, h, d; at most a year."""
     m = _DUR.match(s)
     if not m:
-        raise ValueError("not a duration: %r (use e.g. 500ms, 2s, 90m, 3h, 1d)" % s)
-    return int(round(float(m[1]) * _UNIT[m[2]]))
+        raise ValueError("not a duration: %r (use e.g. 500ms, 2s, 90m, 3h, 1d)" % _short(s))
+    ms = float(m[1]) * _UNIT[m[2]]
+    if not ms <= MAX_DURATION:    # also inf, from a number of 400 digits
+        raise ValueError("%s is more than a year of box time" % _short(s))
+    return int(round(ms))
 
 
-def _int(s: str, what: str, lo: int = 0) -> int:
-    if not s.isdigit() or int(s) < lo:
-        raise ValueError("%s must be a number >= %d, not %r" % (what, lo, s))
+def _int(s: str, what: str, lo: int = 0, hi: int = 0xFFFF) -> int:
+    if not (s.isascii() and s.isdigit() and len(s) <= 10) or not lo <= int(s) <= hi:
+        raise ValueError("%s must be a number %d to %d, not %r" % (what, lo, hi, _short(s)))
     return int(s)
+
+
+def _short(s: str, n: int = 24) -> str:
+    """A word of the file as a message quotes it: 400 digits are not worth repeating."""
+    return s if len(s) <= n else s[:n] + "..."
 
 
 def _opts(words: list[str], allowed: dict[str, Callable[[str], object]]) -> dict:
@@ -82,7 +91,7 @@ def _opts(words: list[str], allowed: dict[str, Callable[[str], object]]) -> dict
 
 
 def _uses(s: str):
-    return 0xFFFF if s == "unlimited" else _int(s, "uses", 1)
+    return 0xFFFF if s == "unlimited" else _int(s, "uses", 1, 0xFFFE)
 
 
 def _parse_line(w: list[str]) -> tuple[str, dict]:
@@ -108,7 +117,7 @@ def _parse_line(w: list[str]) -> tuple[str, dict]:
         need(2, "door N open|close")
         if rest[1] not in ("open", "close"):
             raise ValueError("door N open|close, not %r" % rest[1])
-        return v, {"comp": _int(rest[0], "compartment", 1), "open": rest[1] == "open"}
+        return v, {"comp": _int(rest[0], "compartment", 1, 32), "open": rest[1] == "open"}
     if v == "tamper":
         need(1, "tamper open|close")
         if rest[0] not in ("open", "close"):
@@ -155,7 +164,7 @@ def _parse_backend(w: list[str]) -> tuple[str, dict]:
             raise ValueError("a code name is letters, digits, - and _: %r" % name)
         if role not in ROLES:
             raise ValueError("role must be one of %s, not %r" % (", ".join(ROLES), role))
-        o = _opts(rest[2:], {"comp": lambda s: _int(s, "comp"), "uses": _uses,
+        o = _opts(rest[2:], {"comp": lambda s: _int(s, "comp", 0, 32), "uses": _uses,
                              "valid": duration, "from": duration, **tail})
         return "backend", {"op": "issue", "name": name, "role": role, **o}
     if op == "revoke":
@@ -165,7 +174,7 @@ def _parse_backend(w: list[str]) -> tuple[str, dict]:
     if op == "unlock":
         if not rest:
             raise ValueError("usage: backend unlock N [nowait]")
-        return "backend", {"op": op, "comp": _int(rest[0], "compartment"), **_opts(rest[1:], tail)}
+        return "backend", {"op": op, "comp": _int(rest[0], "compartment", 1, 32), **_opts(rest[1:], tail)}
     if op in ("sync", "clear-throttle", "set-time"):
         return "backend", {"op": op, **_opts(rest, tail)}
     raise ValueError("unknown backend command %r (issue, revoke, sync, unlock, clear-throttle, set-time)" % op)
@@ -186,7 +195,8 @@ def _parse_expect(w: list[str]) -> tuple[str, dict]:
     if what in ("event", "stored"):
         if not rest or rest[0] not in EVENT_NAMES:
             raise ValueError("expect %s needs an event name (%s)" % (what, ", ".join(EVENT_NAMES)))
-        o = _opts(rest[1:], {"comp": lambda s: _int(s, "comp"), "arg": int, **within})
+        o = _opts(rest[1:], {"comp": lambda s: _int(s, "comp", 0, 32),
+                             "arg": lambda s: _int(s, "arg", 0, 0xFFFFFFFF), **within})
         return "expect", {"what": what, "no": neg, "name": rest[0], **o}
     if what == "led":
         if neg or not rest or rest[0] not in LEDS:
@@ -195,7 +205,7 @@ def _parse_expect(w: list[str]) -> tuple[str, dict]:
     if what == "unlock":
         comp = None
         if rest and rest[0].isdigit():
-            comp, rest = int(rest[0]), rest[1:]
+            comp, rest = _int(rest[0], "compartment", 1, 32), rest[1:]
         return "expect", {"what": what, "no": neg, "comp": comp, **_opts(rest, within)}
     if what in ("buzzer", "online", "offline"):
         if neg:
@@ -226,7 +236,7 @@ def parse(text: str, source: str = "<scenario>", names: set[str] | None = None) 
             if verb == "backend" and args["op"] == "issue":
                 names.add(args["name"])
         except ValueError as e:
-            raise ScenarioError("%s:%d: %s: %s" % (source, n, line, e)) from None
+            raise ScenarioError("%s:%d: %s: %s" % (source, n, _short(line, 60), e)) from None
         steps.append(Step(n, line, verb, args))
     return steps
 
@@ -239,8 +249,16 @@ def _strip_comment_after_keys(raw: str) -> str:
 
 
 def load(path: str | Path) -> list[Step]:
+    """The steps of a scenario file; ScenarioError for a file that is not one (OSError if it
+    cannot be read)."""
     p = Path(path)
-    return parse(p.read_text(encoding="utf-8"), str(p))
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ScenarioError("%s:%d: not UTF-8 text (byte %d)" % (p, line, e.start)) from None
+    return parse(text, str(p))
 
 
 # ---- the runner ----------------------------------------------------------------------
@@ -269,8 +287,17 @@ class Runner:
         if port not in ("sim", "linux"):
             raise ScenarioError("port must be 'sim' or 'linux', not %r" % (port,))
         board = board or (linux_board() if port == "linux" else default_board())
+        self.compartments = len(board["compartments"])
         self.ledger = Ledger(self.work / "ledger.db")
-        rec = Backend(self.ledger).register(box_id, compartments=len(board["compartments"]))
+        from host_tools.backend.sdk import LedgerError
+        try:
+            rec = Backend(self.ledger).register(box_id, compartments=len(board["compartments"]))
+        except LedgerError as e:
+            self.ledger.close()
+            if "already registered" not in str(e):
+                raise
+            raise LedgerError("%s in %s (an earlier run's folder): use an empty folder or "
+                              "another box id" % (e, self.work)) from None
         broker.add_user(box_id, mqtt_password(bytes.fromhex(rec["box_key"])))
         broker.add_user("scenario-consumer", backend=True)
         broker.add_user("scenario-backend", backend=True)
@@ -373,8 +400,21 @@ class Runner:
         self.run_steps(steps)
         self._emit("end", ok=True)
 
+    def check(self, steps: list[Step], source: str | None = None) -> None:
+        """What parse cannot know: the compartments this box has. ScenarioError naming the
+        line; nothing has run then."""
+        n = self.compartments
+        for s in steps:
+            comp = s.args.get("comp")
+            if s.verb in ("door", "backend", "expect") and comp is not None and not (
+                    (1 if s.verb == "door" or s.args.get("op") == "unlock" else 0) <= comp <= n):
+                where = "%s:%d" % (source, s.line) if source else "line %d" % s.line
+                raise ScenarioError("%s: %s: the box has compartment%s 1%s" % (
+                    where, s.text, "s" if n > 1 else "", " to %d" % n if n > 1 else " only"))
+
     def run_steps(self, steps: list[Step]) -> None:
         """Run steps without ending the trace (an interactive session's lines)."""
+        self.check(steps)
         for s in steps:
             self._emit("step", line=s.line, text=s.text)
             getattr(self, "_do_" + s.verb)(s)

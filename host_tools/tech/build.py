@@ -195,7 +195,7 @@ def load(build_dir: Path | str) -> Build:
         manifest = json.loads((d / MANIFEST).read_text())
     except (OSError, ValueError) as e:
         raise BuildError("%s is not a build folder (%s unreadable: %s); run `parcelbox build`"
-                         % (d, MANIFEST, e.__class__.__name__)) from None
+                         % (d, MANIFEST, getattr(e, "strerror", None) or e)) from None
     if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
             or not isinstance(manifest.get("files"), list)
             or not all(isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)

@@ -331,7 +331,7 @@ def run_cli(port: str, console: Console | None = None) -> int:
     try:
         conn = BoardConn(port)
     except BoardConnectionError as e:
-        console.print("[red]cannot reach the board:[/] %s" % e)
+        console.print("[red]Error:[/] cannot reach the board: %s" % e)
         console.print("check the cable and the port (ls /dev/serial/by-id), that no other program "
                       "holds it (a monitor), and that the board is powered")
         return 2

@@ -63,7 +63,7 @@ def load(path: Path | str | None = None) -> dict:
         table = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise HeapNeedError("%s cannot be read (%s); `make bench` writes it"
-                            % (p.name, e.__class__.__name__)) from None
+                            % (p.name, getattr(e, "strerror", None) or e)) from None
     return check(table, p.name)
 
 

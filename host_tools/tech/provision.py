@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,9 +135,9 @@ def plan(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board
     """Everything checked, nothing written. `client_cert` and `client_key`: the box's TLS client
     certificate and key, PEM files, converted to DER for the box (host_tools/tech/clientcert.py)."""
     try:
-        ledger = Ledger(db)
-    except sqlite3.DatabaseError as e:
-        raise ProvisionError("%s is not a parcelbox registry (%s)" % (db, e)) from None
+        ledger = Ledger(db, create=False)
+    except LedgerError as e:
+        raise ProvisionError(str(e)) from None
     try:
         try:
             row = ledger.box(box_id)

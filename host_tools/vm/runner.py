@@ -343,7 +343,7 @@ def run_cli(file: str, heap: str = DEFAULT_HEAP, flash: str | None = None, mpy: 
             vm = VM(heap=heap, flash_dir=flash, paths=(fw, VMLIB_DIR), fuel=fuel, stream=True)
             res = vm.run_file(file)
     except VMError as exc:
-        print(f"parcelbox vm: {exc}", file=sys.stderr)
+        print(f"Error: {exc}", file=sys.stderr)
         return 2
     sys.stderr.write(res.stderr)
     if res.trap:

@@ -55,7 +55,8 @@ def test_the_summary_names_everything_but_shows_no_secret(registry):
 
 @pytest.mark.parametrize("url, msg", [
     ("mqtts://backend:hunter2@broker:8883", "must not carry a user or password"),
-    ("http://broker", "must look like"),
+    ("http://broker", "must be mqtt:// or mqtts://"),
+    ("broker:8883", "needs its scheme"),
     ("mqtt://broker:99999", "port must be a number"),
 ])
 def test_a_bad_broker_url_is_refused(registry, url, msg):

@@ -81,6 +81,11 @@ class Backend:
             self._c.loop_stop()
             self._c = None
 
+    def connect(self) -> "Backend":
+        """Connect now (else at the first command): BrokerError before anything is stored."""
+        self._client()
+        return self
+
     def _client(self):
         if self.cfg is None:
             raise mqtt.BrokerError("no broker configured")

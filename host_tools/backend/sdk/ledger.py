@@ -129,16 +129,32 @@ def mqtt_password(box_key: bytes) -> str:
 
 
 class Ledger:
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        """Open the ledger at `path`; create=False: LedgerError if there is none (a reader
+        with a mistyped path is told so, and no empty registry is left behind)."""
         self.path = str(path)
         new = not os.path.exists(self.path)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                  check_same_thread=False)
-        if new:
-            os.chmod(self.path, 0o600)  # it holds box keys
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=30000")
-        self.db.executescript(SCHEMA)
+        if new and not create:
+            raise LedgerError("no registry at %s (register a box with `parcelbox box add`, or "
+                              "give --db or PARCELBOX_DB)" % self.path)
+        if os.path.isdir(self.path):
+            raise LedgerError("the registry %s is a folder: give a file (--db or PARCELBOX_DB)"
+                              % self.path)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if new and not os.path.isdir(folder):
+            raise LedgerError("no folder %s for the registry %s" % (folder, self.path))
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                      check_same_thread=False)
+            if new:
+                os.chmod(self.path, 0o600)  # it holds box keys
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db.executescript(SCHEMA)
+        except sqlite3.OperationalError as e:   # unreadable, read-only, locked
+            raise LedgerError("cannot open the registry %s: %s" % (self.path, e)) from None
+        except sqlite3.DatabaseError as e:   # not SQLite
+            raise LedgerError("%s is not a parcelbox registry (%s)" % (self.path, e)) from None
         for table, col, decl in _ADDED:
             cols = [r[1] for r in self.db.execute("PRAGMA table_info(%s)" % table)]
             if col not in cols:  # a ledger made before the column existed
@@ -173,7 +189,10 @@ class Ledger:
     def add_box(self, box_id: str, compartments: int = 1, code_len: int = 6) -> bytes:
         """Register a box; returns its new key (the caller shows it once or writes it to
         a provisioning file; the ledger keeps it for digests and MACs)."""
-        p.check_box_id(box_id)
+        try:
+            p.check_box_id(box_id)
+        except ValueError as e:
+            raise LedgerError(str(e)) from None
         if not 1 <= compartments <= 32 or not 4 <= code_len <= 8:
             raise LedgerError("compartments must be 1..32 and code length 4..8")
         key = crypto.new_box_key()

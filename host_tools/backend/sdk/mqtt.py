@@ -36,7 +36,7 @@ class MqttConfig:
         """mqtt://[user[:pass]@]host[:port] or mqtts://... (mqtts needs `ca`)."""
         u = brokerurl.parse(url)
         if u.tls and not ca:
-            raise ValueError("mqtts:// needs the broker's CA file (--ca)")
+            raise brokerurl.BrokerUrlError("mqtts:// needs the broker's CA file (--ca or PARCELBOX_CA)")
         return cls(u.host, u.port, username or u.username, password or u.password,
                    ca if u.tls else None)
 
@@ -87,7 +87,7 @@ def connect(c: mqtt.Client, cfg: MqttConfig, timeout: float = 10) -> None:
         c.connect(cfg.host, cfg.port, cfg.keepalive)
     except (OSError, ssl.SSLError) as e:
         raise BrokerError("cannot reach the broker at %s:%d: %s" % (cfg.host, cfg.port,
-                                                                  e.__class__.__name__)) from None
+                                                                  unreachable(e))) from None
     c.loop_start()
     if not done.wait(timeout):
         c.loop_stop()
@@ -101,6 +101,22 @@ def connect(c: mqtt.Client, cfg: MqttConfig, timeout: float = 10) -> None:
         raise BrokerError("the broker refused the connection: %s" % str(rc).lower())
     if prev is not None:
         prev(c, c._userdata, None, rc, None)
+
+
+def unreachable(e: OSError) -> str:
+    """Why a connection failed, in words (not `gaierror`, not `[Errno 111]`)."""
+    if isinstance(e, socket.gaierror):
+        return "unknown host (%s)" % (e.strerror or "the name does not resolve")
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused (is the broker running, on that port?)"
+    if isinstance(e, (socket.timeout, TimeoutError)):
+        return "no answer (timed out)"
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return "its TLS certificate is not trusted: %s (is --ca the broker's CA?)" % (
+            e.verify_message or e.reason)
+    if isinstance(e, ssl.SSLError):
+        return "TLS failed: %s" % (e.reason or e.__class__.__name__)
+    return e.strerror or str(e) or e.__class__.__name__
 
 
 def publish(c: mqtt.Client, topic: str, payload: bytes, retain: bool = False,
