@@ -91,10 +91,11 @@ def register(main: click.Group) -> None:
         b = _build.build(target, out)
         for line in _build.summary(b):
             click.echo(line)
-        rc = _deploy.run_cli(port, str(b.out), False)
+        kept: list = []   # the port, left open after the boot line: the monitor reads on from there
+        rc = _deploy.run_cli(port, str(b.out), False, keep=kept)
         if rc:
             sys.exit(rc)
-        sys.exit(_monitor.run_cli(port, 115200, None, False, level))
+        sys.exit(_monitor.run_cli(port, 115200, None, False, level, opened=kept[0] if kept else None))
 
     @main.command()
     @click.option("--port", envvar="PARCELBOX_PORT",

@@ -47,6 +47,7 @@ class Report:
     booted: str | None = None
     fit: dict | None = None        # the board's heap against the build's need (fit())
     build: _build.Build | None = None
+    serial: tuple | None = None    # (keep_port) the port left open after the boot line, and what followed it
     identical: bool = False        # the board already runs this very build: nothing was written
     restarted: bool = False        # (identical) its application, stopped to look, was reset
 
@@ -287,7 +288,7 @@ def is_virtual(conn: BoardConn) -> bool:
 
 
 def deploy(port: str, build_dir: Path | str | None, console: Console | None = None, reset: bool = True,
-           boot_timeout: float = 30.0) -> Report:
+           boot_timeout: float = 30.0, keep_port: bool = False) -> Report:
     """`build_dir` None: the build for this kind of board where `parcelbox build` puts it."""
     console = console or Console(highlight=False)
     b = _build.load(build_dir) if build_dir is not None else None
@@ -307,7 +308,9 @@ def deploy(port: str, build_dir: Path | str | None, console: Console | None = No
         if slot is not None:
             rep.identical, rep.slot = True, slot
             if running:   # stopped by the raw REPL's Ctrl-C: back into service
-                conn.reset()
+                kept: list = []
+                rep.booted = _booted(conn.reset(BOOT_LINE, timeout=boot_timeout, keep=kept if keep_port else None))
+                rep.serial = kept[0] if kept else None
                 rep.restarted = True
             return rep
         # before anything is written (safe_once included): a build that does not fit is refused
@@ -386,9 +389,9 @@ def deploy(port: str, build_dir: Path | str | None, console: Console | None = No
         if conn.json("print(json.dumps(open(%r).read().strip()))" % ("/" + POINTER)) != target:
             raise BoardConnectionError("the pointer did not switch to %s" % target)
         if reset:
-            lines = conn.reset(BOOT_LINE, timeout=boot_timeout)
-            booted = [ln for ln in lines if BOOT_LINE in ln and ln.startswith("PB ")]
-            rep.booted = booted[-1].split(BOOT_LINE, 1)[1] if booted else None
+            kept: list = []
+            rep.booted = _booted(conn.reset(BOOT_LINE, timeout=boot_timeout, keep=kept if keep_port else None))
+            rep.serial = kept[0] if kept else None
     except (BoardConnectionError, _build.BuildError):
         if running and conn.t is not None:   # stopped into safe mode: back into service
             conn.reset()
@@ -396,6 +399,12 @@ def deploy(port: str, build_dir: Path | str | None, console: Console | None = No
     finally:
         conn.close()
     return rep
+
+
+def _booted(lines: list[str]) -> str | None:
+    """'0.1.0 from /app_a' of main.py's boot line, or None."""
+    booted = [ln for ln in lines if BOOT_LINE in ln and ln.startswith("PB ")]
+    return booted[-1].split(BOOT_LINE, 1)[1] if booted else None
 
 
 def print_report(rep: Report, manifest: dict, console: Console) -> None:
@@ -434,11 +443,15 @@ def as_json(rep: Report) -> dict:
             "heap": None if f is None else {k: f[k] for k in ("heap", "need", "margin", "mode", "codes")}}
 
 
-def run_cli(port: str, build_dir: str | None, no_reset: bool, as_json_out: bool = False) -> int:
-    """The command: errors are raised (BuildError, BoardConnectionError) for the CLI's one error path."""
+def run_cli(port: str, build_dir: str | None, no_reset: bool, as_json_out: bool = False,
+            keep: list | None = None) -> int:
+    """The command: errors are raised (BuildError, BoardConnectionError) for the CLI's one error
+    path. `keep` (a list): the port stays open after the boot line, appended to it (for run's monitor)."""
     import json
     console = Console(highlight=False, soft_wrap=True, stderr=as_json_out)   # --json: stdout is the JSON
-    rep = deploy(port, build_dir, console, reset=not no_reset)
+    rep = deploy(port, build_dir, console, reset=not no_reset, keep_port=keep is not None)
+    if keep is not None and rep.serial is not None:
+        keep.append(rep.serial)
     if as_json_out:
         print(json.dumps(as_json(rep)))
     else:

@@ -109,6 +109,7 @@ class Monitor:
         self._stop = False
         self.lines = 0
         self.hidden = 0      # below --level: not shown (but saved)
+        self.pending = b""   # read from the port before the monitor got it (run_cli's opened)
         self.reconnects = 0
 
     def stop(self) -> None:
@@ -154,7 +155,10 @@ class Monitor:
             if not first:
                 self.reconnects += 1
             first = False
-            buf = b""
+            buf, self.pending = self.pending, b""
+            *lines, buf = buf.split(b"\n")
+            for ln in lines:
+                self._line(ln)
             try:
                 while not self._stop:
                     chunk = ser.read(max(1, ser.in_waiting))
@@ -199,7 +203,9 @@ def _why(e: BaseException) -> str:
     return msg[:120]
 
 
-def run_cli(port: str, baud: int, save: str | None, raw: bool, level: str = "debug") -> int:
+def run_cli(port: str, baud: int, save: str | None, raw: bool, level: str = "debug", opened=None) -> int:
+    """`opened`: (a serial port already open on `port`, bytes already read from it), read first:
+    a deploy hands over the port right after the boot line, so no line of the boot is lost."""
     import signal
     # Ctrl-C ends the monitor even when it was started with SIGINT ignored (a background job
     # of a non-interactive shell), where Python would not install its handler
@@ -210,6 +216,11 @@ def run_cli(port: str, baud: int, save: str | None, raw: bool, level: str = "deb
         print("Error: cannot open %s: %s" % (save, e.strerror or e), file=sys.stderr)
         return 1
     mon = Monitor(port, baud, f, raw, level=level)
+    if opened is not None:
+        first = [opened[0]]
+        normal = mon._open
+        mon._open = lambda: first.pop() if first else normal()
+        mon.pending = opened[1]
     try:
         mon.run()
     except KeyboardInterrupt:
