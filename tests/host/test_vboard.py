@@ -387,7 +387,7 @@ def test_the_firmwares_watchdog_resets_a_board_left_at_the_repl(vboard, tmp_path
     assert [c for _, c in vboard.wait_sim().boots] == [3]
 
 
-class Terminal:
+class PtyTerminal:
     """A program run in a terminal of its own (a pty pair): what it prints, and keys typed at it."""
 
     def __init__(self, args):
@@ -428,7 +428,7 @@ def test_mpremote_repl_runs_on_the_boards_pty_where_socket_url_cannot(vboard):
                        timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode != 0
     assert vboard.pty is not None and vboard.pty.startswith("/dev/pts/")
-    term = Terminal([MPREMOTE, "connect", vboard.pty, "repl"])
+    term = PtyTerminal([MPREMOTE, "connect", vboard.pty, "repl"])
     try:
         wait_for(lambda: b"Use Ctrl-] or Ctrl-x to exit this shell" in term.out, step=term.read,
                  what="mpremote's banner", diag=lambda: repr(term.out))
