@@ -37,19 +37,21 @@ def test_a_code_the_operator_issues_opens_the_attached_box_and_its_events_reach_
     attach = {k: rec[k] for k in ("box_id", "box_key", "mqtt_password", "compartments")}
     runner = sc.Runner(broker, tmp_path / "sim", attach=attach, ledger=db)
     led = Ledger(db, create=False)
-    op = Backend(led, broker.sdk_config("operator"))
     try:
         assert runner.wait_online()
-        issued = op.issue("box-17", "driver", comp=1)   # what `parcelbox codes issue` does
+        r = CliRunner(env={"PARCELBOX_PASSWORD": broker.users["operator"]}).invoke(
+            main, ["codes", "issue", "box-17", "--role", "driver", "--comp", "1", "--json",
+                   "--db", str(db), *_at(broker), "--username", "operator"])
+        assert r.exit_code == 0, r.output
+        issued = json.loads(r.output, object_hook=lambda d: type("Issued", (), d))
         assert issued.sent
-        assert runner._wait(lambda: led.command_outcome("box-17", issued.cmd_seq)[0] == 0, 30000)
+        assert runner._wait(lambda: led.command_outcome("box-17", issued.command)[0] == 0, 30000)
         runner.codes["c"] = issued
         runner.run_steps(sc.parse("type c\nexpect unlock 1 within 2s", names={"c"}))
         runner.run_steps(sc.parse("door 1 open\nwait 1s\ndoor 1 close"))
         assert runner._wait(lambda: ("deposit", issued.code_id) in
                             [(e.type, e.id) for e in led.events("box-17")], 30000)
     finally:
-        op.close()
         led.close()
         runner.close()
         consumer.stop()
