@@ -28,12 +28,15 @@ def _kinds() -> list[tuple[type, int]]:
     from host_tools.sim.simbox import SimError
     from host_tools.tech.build import BuildError
     from host_tools.tech.clientcert import ClientCertError
+    from host_tools.tech.doctor import Unreachable
+    from host_tools.tech.ports import PortError
     from host_tools.tech.heapneed import HeapNeedError
     from host_tools.tech.provision import ProvisionError
     from host_tools.vm.runner import VMError
 
     # first match wins: the specific before the general
-    return [(BrokerUrlError, BAD_INPUT), (ScenarioError, BAD_INPUT), (BoardFileError, BAD_INPUT),
+    return [(Unreachable, BAD_INPUT),   # doctor: 2, the board cannot be reached
+            (PortError, FAILED), (BrokerUrlError, BAD_INPUT), (ScenarioError, BAD_INPUT), (BoardFileError, BAD_INPUT),
             (BrokerError, FAILED), (LedgerError, FAILED), (ProtocolError, FAILED),
             (BoardError, FAILED), (ProvisionError, FAILED), (BuildError, FAILED),
             (ClientCertError, FAILED), (HeapNeedError, FAILED), (VMError, FAILED),

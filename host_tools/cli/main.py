@@ -11,12 +11,16 @@ from host_tools.vm import runner as _vm
 
 
 @click.group(cls=errors.Group)
+@click.version_option(package_name="parcelbox-host-tools", prog_name="parcelbox")
 def main() -> None:
     """parcelbox host tools: the backend (boxes, codes, events), the MicroPython VM runner
     and the demo. Every command has --help.
 
     Exit status: 0 done, 1 refused or failed, 2 bad arguments or a bad input file; a
-    mistake is one `Error:` line (PARCELBOX_DEBUG=1 adds its traceback)."""
+    mistake is one `Error:` line (PARCELBOX_DEBUG=1 adds its traceback).
+
+    Shell completion (click's): eval "$(_PARCELBOX_COMPLETE=bash_source parcelbox)" in
+    ~/.bashrc (zsh_source, fish_source for those shells)."""
 
 
 @main.command()

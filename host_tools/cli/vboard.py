@@ -44,6 +44,9 @@ def register(main: click.Group) -> None:
                 mqtt = EmbeddedBroker().start()
                 click.echo("broker mqtt://%s:%d (no TLS, anonymous)" % (mqtt.host, mqtt.port))
             click.echo("virtual board %s (flash %s); Ctrl-C to stop" % (vb.url, vb.flash))
+            if vb.pty:
+                click.echo("the same UART as a serial device: %s (for mpremote connect %s repl)"
+                           % (vb.pty, vb.pty))
             sys.stdout.flush()
             try:
                 while not stop.wait(0.5):

@@ -114,11 +114,16 @@ def _prepare(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def default_out(target: str) -> Path:
+    """build/<target> in the checkout (else the current folder): deploy looks there too."""
+    return paths.work_dir() / "build" / target
+
+
 def build(target: str = "esp32", out: Path | str | None = None, firmware: Path | str = FIRMWARE) -> Build:
     """Compile the firmware tree `firmware` for `target` into `out` (default build/<target>)."""
     if target not in TARGETS:
         raise BuildError("unknown target %r: choose %s" % (target, " or ".join(TARGETS)))
-    out = Path(out) if out is not None else paths.work_dir() / "build" / target
+    out = Path(out) if out is not None else default_out(target)
     firmware = Path(firmware)
     version = firmware_version(firmware)
     try:

@@ -161,16 +161,18 @@ class BoardConn:
     def hash(self, path: str) -> str | None:
         return self.json("print(json.dumps(_pbh(%r) if _pbx(%r) else None))" % (path, path))
 
-    def reset(self, until: str | tuple[str, ...] | None = None, timeout: float = 20.0) -> list[str]:
+    def reset(self, until: str | tuple[str, ...] | None = None, timeout: float = 20.0,
+              keep: list | None = None) -> list[str]:
         """A hard reset (as `mpremote reset`), then the board's output lines until one holds
-        `until` (or the timeout); the connection is closed."""
+        `until` (or the timeout); the connection is closed, or with `keep` (a list) left open
+        and appended to it as (serial, bytes read past that line): for a monitor."""
         ser = self.t.serial
         try:
             self.t.exec_raw_no_follow("import time, machine\ntime.sleep_ms(100)\nmachine.reset()")
         except (TransportError, serial.SerialException, OSError):
             pass   # the board went while we spoke: it is resetting
         self.t = None
-        return read_boot(self.port, until, timeout, self.baud, ser) if until else _close(ser)
+        return read_boot(self.port, until, timeout, self.baud, ser, keep) if until else _close(ser)
 
     def reconnect(self, wait: float = 20.0) -> None:
         self.close()
@@ -185,7 +187,8 @@ def _close(ser) -> list[str]:
     return []
 
 
-def read_boot(port: str, until: str | tuple[str, ...], timeout: float = 20.0, baud: int = 115200, ser=None) -> list[str]:
+def read_boot(port: str, until: str | tuple[str, ...], timeout: float = 20.0, baud: int = 115200, ser=None,
+              keep: list | None = None) -> list[str]:
     """After a reset: the board's output lines until one contains `until` (or the timeout).
     Reads on `ser` (the port still open from before the reset), reopening it if it vanished
     (a board with native USB leaves the bus while it resets)."""
@@ -207,10 +210,13 @@ def read_boot(port: str, until: str | tuple[str, ...], timeout: float = 20.0, ba
             continue
         buf += chunk
         *done, buf = buf.split(b"\n")
-        for ln in done:
+        for i, ln in enumerate(done):
             lines.append(ln.decode("utf-8", "replace").rstrip("\r"))
             if any(u in lines[-1] for u in ((until,) if isinstance(until, str) else until)):
-                _close(ser)
+                if keep is not None:
+                    keep.append((ser, b"\n".join(done[i + 1:] + [buf])))
+                else:
+                    _close(ser)
                 return lines
     if ser is not None:
         _close(ser)

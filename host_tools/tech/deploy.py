@@ -46,6 +46,10 @@ class Report:
     boot_files: list[str] = field(default_factory=list)
     booted: str | None = None
     fit: dict | None = None        # the board's heap against the build's need (fit())
+    build: _build.Build | None = None
+    serial: tuple | None = None    # (keep_port) the port left open after the boot line, and what followed it
+    identical: bool = False        # the board already runs this very build: nothing was written
+    restarted: bool = False        # (identical) its application, stopped to look, was reset
 
     @property
     def bytes_sent(self) -> int:
@@ -100,6 +104,19 @@ try:
 except Exception:   # no config.json, not JSON, no such setting
     pass
 c = None
+print(json.dumps(r))
+"""
+
+# The active slot's manifest.json hash: equal to the build's, the board may hold this very build.
+_ACTIVE = """\
+r = None
+try:
+    with open(%(ptr)r) as f:
+        s = f.read().strip()
+    if s in %(slots)r and _pbx('/' + s + '/manifest.json'):
+        r = [s, _pbh('/' + s + '/manifest.json')]
+except (OSError, ValueError):
+    pass
 print(json.dumps(r))
 """
 
@@ -229,6 +246,28 @@ def wrong_board(target: str, virtual: bool) -> str | None:
     return None
 
 
+def default_build(virtual: bool) -> Path:
+    """The folder `parcelbox build` writes for this kind of board, from wherever it is run."""
+    return _build.default_out("sim" if virtual else "esp32")
+
+
+def already_there(conn: BoardConn, b: _build.Build) -> str | None:
+    """The slot that runs this very build (its manifest, every file's hash and the boot files
+    as built), or None. Cheap when it is not: one hash of one manifest."""
+    got = conn.json(_ACTIVE % {"ptr": POINTER, "slots": SLOTS})
+    if not got or got[1] != _build.sha256_file(b.out / _build.MANIFEST):
+        return None
+    state = scan(conn)
+    manifests = slot_manifests(conn, state)
+    if active_slot(state, manifests) != got[0]:
+        return None
+    for name in _build.BOOT_FILES:
+        f = next(x for x in b.files if x["path"] == name)
+        if state["root"].get(name) != f["sha256"]:
+            return None
+    return got[0]
+
+
 def stop_app(conn: BoardConn, say) -> BoardConn:
     """Stop a running application for good: a board with an armed watchdog would reset in
     the middle of the deploy, so it is reset once into safe mode (main.py removes the flag)."""
@@ -243,20 +282,37 @@ def stop_app(conn: BoardConn, say) -> BoardConn:
     return conn
 
 
-def deploy(port: str, build_dir: Path | str, console: Console | None = None, reset: bool = True,
-           boot_timeout: float = 30.0) -> Report:
+def is_virtual(conn: BoardConn) -> bool:
+    """The virtual board has a `host` module, an ESP32 none."""
+    return conn.json("try:\n    import host\n    print('true')\nexcept ImportError:\n    print('false')")
+
+
+def deploy(port: str, build_dir: Path | str | None, console: Console | None = None, reset: bool = True,
+           boot_timeout: float = 30.0, keep_port: bool = False) -> Report:
+    """`build_dir` None: the build for this kind of board where `parcelbox build` puts it."""
     console = console or Console(highlight=False)
-    b = _build.load(build_dir)
-    app_files = [f for f in b.files if f["path"].startswith(_build.APP + "/")]
+    b = _build.load(build_dir) if build_dir is not None else None
     rep = Report()
     conn = BoardConn(port)
     running = False
     try:
-        why = wrong_board(b.manifest.get("target"), conn.json(
-            "try:\n    import host\n    print('true')\nexcept ImportError:\n    print('false')"))
+        running = conn.app_running()
+        virtual = is_virtual(conn)
+        if b is None:
+            b = _build.load(default_build(virtual))
+        rep.build = b
+        why = wrong_board(b.manifest.get("target"), virtual)
         if why:
             raise BoardConnectionError(why)
-        running = conn.app_running()
+        slot = already_there(conn, b)
+        if slot is not None:
+            rep.identical, rep.slot = True, slot
+            if running:   # stopped by the raw REPL's Ctrl-C: back into service
+                kept: list = []
+                rep.booted = _booted(conn.reset(BOOT_LINE, timeout=boot_timeout, keep=kept if keep_port else None))
+                rep.serial = kept[0] if kept else None
+                rep.restarted = True
+            return rep
         # before anything is written (safe_once included): a build that does not fit is refused
         mem = board_memory(conn)
         try:
@@ -266,6 +322,7 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
         why = refusal(rep.fit, mem, b.manifest["firmware"])
         if why:
             raise BoardConnectionError(why)
+        app_files = [f for f in b.files if f["path"].startswith(_build.APP + "/")]
         conn = stop_app(conn, console.print)
         state = scan(conn)
         manifests = slot_manifests(conn, state)
@@ -332,10 +389,10 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
         if conn.json("print(json.dumps(open(%r).read().strip()))" % ("/" + POINTER)) != target:
             raise BoardConnectionError("the pointer did not switch to %s" % target)
         if reset:
-            lines = conn.reset(BOOT_LINE, timeout=boot_timeout)
-            booted = [ln for ln in lines if BOOT_LINE in ln and ln.startswith("PB ")]
-            rep.booted = booted[-1].split(BOOT_LINE, 1)[1] if booted else None
-    except BoardConnectionError:
+            kept: list = []
+            rep.booted = _booted(conn.reset(BOOT_LINE, timeout=boot_timeout, keep=kept if keep_port else None))
+            rep.serial = kept[0] if kept else None
+    except (BoardConnectionError, _build.BuildError):
         if running and conn.t is not None:   # stopped into safe mode: back into service
             conn.reset()
         raise
@@ -344,7 +401,19 @@ def deploy(port: str, build_dir: Path | str, console: Console | None = None, res
     return rep
 
 
+def _booted(lines: list[str]) -> str | None:
+    """'0.1.0 from /app_a' of main.py's boot line, or None."""
+    booted = [ln for ln in lines if BOOT_LINE in ln and ln.startswith("PB ")]
+    return booted[-1].split(BOOT_LINE, 1)[1] if booted else None
+
+
 def print_report(rep: Report, manifest: dict, console: Console) -> None:
+    if rep.identical:
+        console.print("already deployed: the board runs parcelbox %s (%s) from slot %s, every file's "
+                      "sha256 as built; nothing written%s" % (manifest["firmware"], manifest["target"], rep.slot,
+                                                              " (the application was reset back into service)"
+                                                              if rep.restarted else ""))
+        return
     console.print("deployed parcelbox %s (%s) to slot %s%s" % (
         manifest["firmware"], manifest["target"], rep.slot,
         " (previous: %s, kept as the fallback)" % rep.previous if rep.previous else ""))
@@ -362,22 +431,40 @@ def print_report(rep: Report, manifest: dict, console: Console) -> None:
                          heapneed.kb(f["margin"])))
 
 
-def run_cli(port: str, build_dir: str, no_reset: bool) -> int:
-    console = Console(highlight=False, soft_wrap=True)
-    try:
-        b = _build.load(build_dir)
-        rep = deploy(port, build_dir, console, reset=not no_reset)
-    except (_build.BuildError, BoardConnectionError) as e:
-        console.print("[red]Error:[/] %s" % e)
-        return 1
-    print_report(rep, b.manifest, console)
+def as_json(rep: Report) -> dict:
+    """The report for --json: what a script needs to know, in the words of the text report."""
+    m = rep.build.manifest if rep.build else {}
+    f = rep.fit
+    return {"firmware": m.get("firmware"), "target": m.get("target"), "build": str(rep.build.out) if rep.build else None,
+            "identical": rep.identical, "slot": rep.slot, "previous": rep.previous,
+            "sent": [{"path": p, "bytes": n} for p, n in rep.sent], "bytes_sent": rep.bytes_sent,
+            "copied": rep.copied, "unchanged": rep.unchanged, "removed": rep.removed,
+            "boot_files": rep.boot_files, "booted": rep.booted,
+            "heap": None if f is None else {k: f[k] for k in ("heap", "need", "margin", "mode", "codes")}}
+
+
+def run_cli(port: str, build_dir: str | None, no_reset: bool, as_json_out: bool = False,
+            keep: list | None = None) -> int:
+    """The command: errors are raised (BuildError, BoardConnectionError) for the CLI's one error
+    path. `keep` (a list): the port stays open after the boot line, appended to it (for run's monitor)."""
+    import json
+    console = Console(highlight=False, soft_wrap=True, stderr=as_json_out)   # --json: stdout is the JSON
+    rep = deploy(port, build_dir, console, reset=not no_reset, keep_port=keep is not None)
+    if keep is not None and rep.serial is not None:
+        keep.append(rep.serial)
+    if as_json_out:
+        print(json.dumps(as_json(rep)))
+    else:
+        print_report(rep, rep.build.manifest, console)
+    if rep.identical:
+        return 0
     if no_reset:
-        console.print("  not reset (--no-reset): the new slot runs from the next reset")
+        if not as_json_out:
+            console.print("  not reset (--no-reset): the new slot runs from the next reset")
         return 0
     if rep.booted:
-        console.print("  reset: the board booted firmware %s" % rep.booted)
+        if not as_json_out:
+            console.print("  reset: the board booted firmware %s" % rep.booted)
         return 0
-    console.print("[red]Error:[/] reset, but the board did not say which firmware it booted "
-                  "(parcelbox monitor shows what it prints)")
-    return 1
-
+    raise BoardConnectionError("reset, but the board did not say which firmware it booted "
+                               "(parcelbox monitor shows what it prints)")

@@ -160,6 +160,10 @@ def check_config(conn: BoardConn, sizes: dict) -> list:
             c["wifi"]["ssid"]]
 
 
+class Unreachable(BoardConnectionError):
+    """The board cannot be reached or stopped answering: doctor's exit 2."""
+
+
 @dataclass
 class Check:
     name: str
@@ -326,25 +330,29 @@ def _network(d: dict) -> list[Check]:
     return [wifi, broker]
 
 
-def run_cli(port: str, console: Console | None = None) -> int:
-    console = console or Console(highlight=False)
+def run_cli(port: str, console: Console | None = None, as_json: bool = False) -> int:
+    import json
+    console = console or Console(highlight=False, stderr=as_json)   # --json: stdout is the JSON
     try:
         conn = BoardConn(port)
     except BoardConnectionError as e:
-        console.print("[red]Error:[/] cannot reach the board: %s" % e)
-        console.print("check the cable and the port (ls /dev/serial/by-id), that no other program "
-                      "holds it (a monitor), and that the board is powered")
-        return 2
+        raise Unreachable("cannot reach the board: %s (check the cable and the port, that no other "
+                          "program holds it (a monitor), and that the board is powered)" % e) from None
     try:
         running = conn.app_running()
         checks, _ = examine(conn, running, console.print)
         if running:
             conn.reset()   # it was stopped to be read (a watchdog would reset it anyway)
     except BoardConnectionError as e:
-        console.print("[red]the board stopped answering:[/] %s" % e)
-        return 2
+        raise Unreachable("the board stopped answering: %s" % e) from None
     finally:
         conn.close()
+    problems = [c for c in checks if c.status in (FAIL, WARN)]
+    if as_json:
+        print(json.dumps({"port": port, "healthy": not problems, "restarted": running,
+                          "checks": [{"name": c.name, "status": c.status, "detail": c.detail,
+                                      "action": c.action} for c in checks]}))
+        return 1 if problems else 0
     table = Table(title="parcelbox doctor: %s" % port)
     for col in ("check", "status", "detail", "what to do"):
         table.add_column(col)
@@ -352,7 +360,6 @@ def run_cli(port: str, console: Console | None = None) -> int:
     for c in checks:
         table.add_row(c.name, "[%s]%s[/]" % (style[c.status], c.status), c.detail, c.action)
     console.print(table)
-    problems = [c for c in checks if c.status in (FAIL, WARN)]
     if running:
         console.print("the application was stopped to read the board, then the board was reset")
     if problems:

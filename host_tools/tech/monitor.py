@@ -23,6 +23,7 @@ LINE = re.compile(r"^PB ([DIWE]) (-?\d+) (.*)$")
 EVENT = re.compile(r"^event (\d+) (\S+) comp (\d+) id (\d+) arg (-?\d+)$")
 LEVELS = {"D": ("debug", "dim"), "I": ("info", "green"), "W": ("warn", "yellow"),
           "E": ("error", "bold red")}
+ORDER = "DIWE"   # --level shows a log line at this level or above (other lines always)
 # docs/protocol.md section 6: the low byte of a wrong_code's / rejected's arg.
 WRONG_CODE_REASONS = {0: "unknown code", 1: "expired", 2: "not yet valid", 3: "used up",
                       4: "power lost while checking"}
@@ -96,8 +97,10 @@ class Monitor:
     """Read `port` line by line until stop() or Ctrl-C; reopen it whenever it vanishes."""
 
     def __init__(self, port: str, baud: int = 115200, save: TextIO | None = None, raw: bool = False,
-                 console: Console | None = None, open_port: Callable[..., object] | None = None):
+                 console: Console | None = None, open_port: Callable[..., object] | None = None,
+                 level: str = "debug"):
         self.port, self.baud, self.save, self.raw = port, baud, save, raw
+        self.min_level = ORDER.index(level[0].upper())
         self.console = console or Console(highlight=False)
         # exclusive, as mpremote opens it: a deploy started meanwhile fails to open the port
         # instead of sharing it (two readers of a tty steal each other's bytes)
@@ -105,6 +108,8 @@ class Monitor:
                                                                  exclusive=True))
         self._stop = False
         self.lines = 0
+        self.hidden = 0      # below --level: not shown (but saved)
+        self.pending = b""   # read from the port before the monitor got it (run_cli's opened)
         self.reconnects = 0
 
     def stop(self) -> None:
@@ -123,7 +128,7 @@ class Monitor:
                 return self._open()
             except (serial.SerialException, OSError, ValueError) as e:
                 if not said:
-                    self._note("waiting for %s (%s); Ctrl-C to quit" % (self.port, _why(e)))
+                    self._note(waiting(self.port, e))
                     said = True
             time.sleep(RETRY_S)
         return None
@@ -134,7 +139,11 @@ class Monitor:
         if self.save:
             self.save.write(line + "\n")
             self.save.flush()
-        self.console.print(Text(line) if self.raw else render(decode(line)))
+        d = decode(line)
+        if d.level is not None and ORDER.index(d.level) < self.min_level:
+            self.hidden += 1
+            return
+        self.console.print(Text(line) if self.raw else render(d))
 
     def run(self) -> int:
         first = True
@@ -146,7 +155,10 @@ class Monitor:
             if not first:
                 self.reconnects += 1
             first = False
-            buf = b""
+            buf, self.pending = self.pending, b""
+            *lines, buf = buf.split(b"\n")
+            for ln in lines:
+                self._line(ln)
             try:
                 while not self._stop:
                     chunk = ser.read(max(1, ser.in_waiting))
@@ -168,12 +180,32 @@ class Monitor:
         return 0
 
 
+def waiting(port: str, e: BaseException) -> str:
+    """Why the port cannot be opened, in words: held by another program (mpremote and the
+    tools lock it), or missing (then the ports that exist), and that the monitor waits."""
+    why = _why(e)
+    if "exclusively lock" in why or getattr(e, "errno", None) == 11:
+        return ("%s is in use by another program (mpremote, a deploy): waiting until it lets go; "
+                "Ctrl-C to quit" % port)
+    text = "waiting for %s (%s)" % (port, why)
+    if "://" not in port:
+        from host_tools.tech import ports
+        try:
+            found = ports.existing()
+        except (OSError, ImportError):
+            found = []
+        text += "; serial ports here: %s" % (", ".join(found) if found else "none")
+    return text + "; Ctrl-C to quit"
+
+
 def _why(e: BaseException) -> str:
     msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
     return msg[:120]
 
 
-def run_cli(port: str, baud: int, save: str | None, raw: bool) -> int:
+def run_cli(port: str, baud: int, save: str | None, raw: bool, level: str = "debug", opened=None) -> int:
+    """`opened`: (a serial port already open on `port`, bytes already read from it), read first:
+    a deploy hands over the port right after the boot line, so no line of the boot is lost."""
     import signal
     # Ctrl-C ends the monitor even when it was started with SIGINT ignored (a background job
     # of a non-interactive shell), where Python would not install its handler
@@ -183,14 +215,20 @@ def run_cli(port: str, baud: int, save: str | None, raw: bool) -> int:
     except OSError as e:
         print("Error: cannot open %s: %s" % (save, e.strerror or e), file=sys.stderr)
         return 1
-    mon = Monitor(port, baud, f, raw)
+    mon = Monitor(port, baud, f, raw, level=level)
+    if opened is not None:
+        first = [opened[0]]
+        normal = mon._open
+        mon._open = lambda: first.pop() if first else normal()
+        mon.pending = opened[1]
     try:
         mon.run()
     except KeyboardInterrupt:
         pass
     finally:
-        mon.console.print(Text("-- monitor ended: %d lines%s" % (
-            mon.lines, ", saved to %s" % save if save else ""), style="bold blue"))
+        mon.console.print(Text("-- monitor ended: %d lines%s%s" % (
+            mon.lines, " (%d below %s not shown)" % (mon.hidden, level) if mon.hidden else "",
+            ", saved to %s" % save if save else ""), style="bold blue"))
         if f:
             f.close()
     return 0

@@ -268,58 +268,70 @@ def _mcu_board(p: Plan, existing: dict | None = None) -> None:
 
 def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_password: str, db: str,
             broker: str, ca: str | None, dry_run: bool, no_reset: bool, cert: str | None = None,
-            key: str | None = None, max_codes: int | None = None) -> int:
+            key: str | None = None, max_codes: int | None = None, as_json: bool = False) -> int:
+    """The command. Its errors (ProvisionError, BoardConnectionError) are raised for the CLI's one
+    error path. --json: one JSON object on stdout (the summary's lines, never a secret)."""
+    import json
+
     import click
 
     from host_tools.tech.conn import BoardConn, BoardConnectionError
     from host_tools.tech.deploy import stop_app
-    try:
-        given = {"max_codes": max_codes} if max_codes is not None else {}
-        if dry_run:
-            p = plan(db, box_id, broker, ssid, wifi_password, board, ca, client_cert=cert,
-                     client_key=key, settings=given)
-            _mcu_board(p)
-            for line in p.summary():
-                click.echo(line)
-            click.echo("dry run: checked by the firmware's rules, nothing written")
-            return 0
-        with BoardConn(port) as conn:
-            running = conn.app_running()
-            conn = stop_app(conn, click.echo)
-            try:
-                existing = None if board else existing_board(conn)
-                kept = {} if given else existing_max_codes(conn)   # --max-codes over the board's
-                try:
-                    p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing,
-                             client_cert=cert, client_key=key, settings=given or kept)
-                except ProvisionError as e:
-                    if kept and "settings" in str(e):
-                        raise ProvisionError("%s (max_codes %d was kept from the board's config.json: "
-                                             "give --max-codes)" % (e, kept["max_codes"])) from None
-                    raise
-                _mcu_board(p, existing)
-            except ProvisionError:
-                if running:   # nothing written: back into service rather than left in safe mode
-                    conn.reset()
-                raise
-            names = write(conn, p)
-            verdict = board_check(conn)
-            if verdict not in (None, "no firmware"):
-                raise BoardConnectionError("the board's firmware refuses the written configuration: %s" % verdict)
-            for line in p.summary():
-                click.echo(line)
-            click.echo("written to the board (each by rename, hashes read back): %s" % ", ".join(names))
-            click.echo("checked on the board by its firmware" if verdict is None else
-                       "no firmware on the board yet: checked on the host only (parcelbox deploy next)")
-            if no_reset:
-                return 0
-            lines = conn.reset((" boot box ", " config: ", " board: "), timeout=30)
-        boot = [ln for ln in lines if " boot box " in ln or " config: " in ln or " board: " in ln]
-        if boot:
-            click.echo("reset: " + boot[-1])
-        elif verdict is None:
-            click.echo("reset: the board did not log its boot within 30 s (parcelbox monitor)")
+    out = {"box": box_id, "dry_run": dry_run, "summary": [], "written": [], "checked_on_board": False,
+           "boot": None}
+    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+
+    def done() -> int:
+        if as_json:
+            click.echo(json.dumps(out))
         return 0
-    except (ProvisionError, BoardConnectionError) as e:
-        click.echo("Error: %s" % e, err=True)
-        return 1
+
+    given = {"max_codes": max_codes} if max_codes is not None else {}
+    if dry_run:
+        p = plan(db, box_id, broker, ssid, wifi_password, board, ca, client_cert=cert,
+                 client_key=key, settings=given)
+        _mcu_board(p)
+        out["summary"] = p.summary()
+        for line in out["summary"]:
+            say(line)
+        say("dry run: checked by the firmware's rules, nothing written")
+        return done()
+    with BoardConn(port) as conn:
+        running = conn.app_running()
+        conn = stop_app(conn, say)
+        try:
+            existing = None if board else existing_board(conn)
+            kept = {} if given else existing_max_codes(conn)   # --max-codes over the board's
+            try:
+                p = plan(db, box_id, broker, ssid, wifi_password, board, ca, existing_board=existing,
+                         client_cert=cert, client_key=key, settings=given or kept)
+            except ProvisionError as e:
+                if kept and "settings" in str(e):
+                    raise ProvisionError("%s (max_codes %d was kept from the board's config.json: "
+                                         "give --max-codes)" % (e, kept["max_codes"])) from None
+                raise
+            _mcu_board(p, existing)
+        except ProvisionError:
+            if running:   # nothing written: back into service rather than left in safe mode
+                conn.reset()
+            raise
+        names = write(conn, p)
+        verdict = board_check(conn)
+        if verdict not in (None, "no firmware"):
+            raise BoardConnectionError("the board's firmware refuses the written configuration: %s" % verdict)
+        out["summary"], out["written"], out["checked_on_board"] = p.summary(), names, verdict is None
+        for line in out["summary"]:
+            say(line)
+        say("written to the board (each by rename, hashes read back): %s" % ", ".join(names))
+        say("checked on the board by its firmware" if verdict is None else
+            "no firmware on the board yet: checked on the host only (parcelbox deploy next)")
+        if no_reset:
+            return done()
+        lines = conn.reset((" boot box ", " config: ", " board: "), timeout=30)
+    boot = [ln for ln in lines if " boot box " in ln or " config: " in ln or " board: " in ln]
+    if boot:
+        out["boot"] = boot[-1]
+        say("reset: " + boot[-1])
+    elif verdict is None:
+        say("reset: the board did not log its boot within 30 s (parcelbox monitor)")
+    return done()

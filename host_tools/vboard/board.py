@@ -133,6 +133,12 @@ class VirtualBoard:
         return self.uart.port
 
     @property
+    def pty(self) -> str | None:
+        """The same UART as a pty device (/dev/pts/N), for `mpremote connect PTY repl`; None
+        where the OS has no ptys."""
+        return self.uart.pty
+
+    @property
     def output(self) -> str:
         return self.uart.output
 

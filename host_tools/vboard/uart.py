@@ -2,10 +2,16 @@
 `socket://HOST:PORT` through pyserial. One client at a time: a new connection takes the
 UART over and the previous one is closed. What the board prints goes to the client (if
 any) and into `output`; what the client sends is offered byte by byte to `on_byte`
-(Ctrl-C while code runs) and otherwise queued in `inbuf`, under the board's condition."""
+(Ctrl-C while code runs) and otherwise queued in `inbuf`, under the board's condition.
+
+On POSIX the same UART is also a pty (`pty`, /dev/pts/N), a serial device as a USB adapter is:
+`mpremote connect /dev/pts/N repl` needs one (its console waits on the port's `fd`, which
+pyserial's socket:// has not), and an exclusive open of it locks out the next, as a tty does."""
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import sys
 import threading
@@ -26,6 +32,10 @@ class Uart:
         self._listener: socket.socket | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.pty: str | None = None        # the pty's device path, once listening (POSIX)
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._pty_thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -38,6 +48,39 @@ class Uart:
         self._listener.settimeout(0.2)
         self._thread = threading.Thread(target=self._accept_loop, name="vboard-accept", daemon=True)
         self._thread.start()
+        if hasattr(os, "openpty"):
+            self._open_pty()
+
+    def _open_pty(self) -> None:
+        import tty
+        self._master, self._slave = os.openpty()
+        # raw (no echo, no line editing), and the slave held open here: the line stays up
+        # between the programs that open it, and the master never reads EIO
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.pty = os.ttyname(self._slave)
+        self._pty_thread = threading.Thread(target=self._pty_loop, name="vboard-pty", daemon=True)
+        self._pty_thread.start()
+
+    def _pty_loop(self) -> None:
+        master = self._master
+        while not self._stopping:
+            try:
+                ready, _, _ = select.select([master], [], [], 0.2)
+                if not ready:
+                    continue
+                data = os.read(master, 4096)
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError):   # closed by close()
+                return
+            if not data:
+                continue
+            with self.cv:
+                for b in data:
+                    if not self.on_byte(b):
+                        self.inbuf.append(b)
+                self.cv.notify_all()
 
     def close(self) -> None:
         self._stopping = True
@@ -52,6 +95,16 @@ class Uart:
             c.close()
         if self._thread is not None:
             self._thread.join(10)
+        if self._pty_thread is not None:
+            self._pty_thread.join(10)
+        with self._out_lock:      # emit() writes to the master under this lock
+            fds, self._master, self._slave = (self._master, self._slave), None, None
+        for fd in fds:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     # ---- out ----------------------------------------------------------------------------
 
@@ -69,6 +122,11 @@ class Uart:
                     c.sendall(data)
                 except OSError:       # a client gone or not reading: the UART drops it
                     self._drop(c)
+            if self._master is not None:
+                try:
+                    os.write(self._master, data)
+                except OSError:       # nobody reads the pty and its buffer is full: dropped, as a UART's
+                    pass
 
     @property
     def output(self) -> str:

@@ -77,6 +77,7 @@ def cases(f):
         "provision": (["provision", "--dry-run", "--box", "A", "--wifi-ssid", "home", "--open-wifi",
                        "--db", missing, "--broker", "mqtts://h:8883"], 1),
         "doctor": (["doctor", "--port", "/dev/no-such-port"], 2),
+        "run": (["run", "--port", "/dev/no-such-port"], 1),
         "vboard": (["vboard", "--flash", str(f["tmp"] / "flash"), "--heap", "lots"], 1),
         "linux provision": (["linux", "provision", "--dry-run", "--box", "A", "--db", notdb,
                              "--broker", "mqtt://h"], 1),
@@ -85,7 +86,8 @@ def cases(f):
 
 
 _ENV = {k: None for k in ("PARCELBOX_DB", "PARCELBOX_BROKER", "PARCELBOX_CA", "PARCELBOX_USERNAME",
-                          "PARCELBOX_PASSWORD", "PARCELBOX_DEBUG", "PARCELBOX_WIFI_PASSWORD")}
+                          "PARCELBOX_PASSWORD", "PARCELBOX_DEBUG", "PARCELBOX_WIFI_PASSWORD",
+                          "PARCELBOX_PORT")}
 
 
 def invoke(args, **kw):
@@ -288,3 +290,53 @@ def test_a_bug_keeps_its_traceback_and_a_mistake_shows_one_with_parcelbox_debug(
     r = CliRunner(env={**_ENV, "PARCELBOX_DEBUG": "1"}).invoke(
         main, ["box", "status", "B", "--db", str(files["reg"])], catch_exceptions=False)
     assert r.exit_code == 1 and "Traceback" in r.output and "Error: no box B" in r.output
+
+
+# ---- the board's port: named, from PARCELBOX_PORT, or the one dev board attached ---------
+
+class _Port:
+    def __init__(self, device, vid=None, description="n/a"):
+        self.device, self.vid, self.description = device, vid, description
+
+
+@pytest.mark.parametrize("command, status", [(["deploy"], 1), (["doctor"], 2), (["run"], 1),
+                                             (["provision", "--box", "A", "--wifi-ssid", "s", "--open-wifi",
+                                               "--broker", "mqtt://h"], 1)])
+def test_no_port_and_no_dev_board_attached_is_one_error_line_naming_the_ports_there(files, monkeypatch,
+                                                                                   command, status):
+    from host_tools.tech import ports
+    monkeypatch.setattr(ports, "_comports", lambda: [_Port("/dev/ttyS0")])
+    r = invoke(command + (["--db", str(files["reg"])] if command[0] == "provision" else []))
+    line = _one_error_line(r, status)
+    assert "no ESP32 dev board attached" in line and "serial ports here: /dev/ttyS0" in line
+
+
+def test_two_dev_boards_attached_is_an_error_listing_both(monkeypatch):
+    from host_tools.tech import ports
+    monkeypatch.setattr(ports, "_comports", lambda: [_Port("/dev/ttyUSB0", 0x10C4, "CP2102 USB to UART"),
+                                                     _Port("/dev/ttyACM0", 0x303A, "USB JTAG/serial debug unit"),
+                                                     _Port("/dev/ttyS0")])
+    line = _one_error_line(invoke(["deploy"]), 1)
+    assert line == ("Error: several dev boards attached: /dev/ttyACM0 (Espressif USB, USB JTAG/serial debug "
+                    "unit), /dev/ttyUSB0 (CP210x, CP2102 USB to UART); choose one with --port or PARCELBOX_PORT")
+
+
+def test_the_one_dev_board_attached_is_taken_and_parcelbox_port_wins_over_it(monkeypatch):
+    from host_tools.tech import ports
+    monkeypatch.setattr(ports, "_comports", lambda: [_Port("/dev/ttyUSB3", 0x1A86, "USB Serial"),
+                                                     _Port("/dev/ttyS0")])
+    # the port is the one tried: nothing answers there, so the error names it
+    assert "/dev/ttyUSB3" in _one_error_line(invoke(["doctor"]), 2)
+    r = CliRunner(env={**_ENV, "PARCELBOX_PORT": "/dev/from-env"}).invoke(main, ["doctor"],
+                                                                          catch_exceptions=False)
+    assert "cannot open /dev/from-env" in _one_error_line(r, 2)
+
+
+def test_version_and_shell_completion_come_from_click():
+    r = invoke(["--version"])
+    assert r.exit_code == 0 and r.output == "parcelbox, version 0.1.0\n"
+    r = CliRunner(env={**_ENV, "_PARCELBOX_COMPLETE": "bash_source"}).invoke(main, [], prog_name="parcelbox")
+    assert "_parcelbox_completion()" in r.output and r.exit_code == 0, r.output
+    r = CliRunner(env={**_ENV, "_PARCELBOX_COMPLETE": "bash_complete", "COMP_WORDS": "parcelbox dep",
+                       "COMP_CWORD": "1"}).invoke(main, [], prog_name="parcelbox")
+    assert r.output.split() == ["plain,deploy"], r.output

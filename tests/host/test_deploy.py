@@ -19,6 +19,7 @@ import techlib
 from host_tools.tech import deploy
 from host_tools.tech import heapneed
 from host_tools.tech.conn import BoardConn, BoardConnectionError
+from host_tools.testing.wait import wait_for
 from host_tools.vboard.board import VirtualBoard
 
 pytestmark = pytest.mark.vm
@@ -76,11 +77,56 @@ def test_an_incremental_deploy_sends_only_the_changed_files(vboard, builds, tmp_
     assert not (vboard.flash / "safe_once").exists()
     assert techlib.slot_intact(vboard.flash, "app_b")["firmware"] == "0.1.1-test"
     assert techlib.slot_intact(vboard.flash, "app_a")["firmware"] == "0.1.0"   # the fallback
-    # the same build again goes to app_a: nothing travels, two files are copied on the board
-    rep = deploy.deploy(vboard.url, builds["v2"].out, quiet())
-    assert (rep.slot, rep.sent, sorted(rep.copied)) == ("app_a", [], ["parcelbox/__init__.mpy",
-                                                                      "parcelbox/ticks.mpy"])
-    assert len(rep.unchanged) == 27 and rep.booted == "0.1.1-test from /app_a"
+    # v1 again goes to app_a, where it still is: nothing travels, nothing is copied
+    rep = deploy.deploy(vboard.url, builds["v1"].out, quiet())
+    assert (rep.slot, rep.sent, rep.copied) == ("app_a", [], [])
+    assert len(rep.unchanged) == 29 and rep.booted == "0.1.0 from /app_a"
+
+
+def test_an_identical_redeploy_writes_nothing_and_says_so(vboard, builds):
+    techlib.provision_offline(vboard.flash)
+    deploy.deploy(vboard.url, builds["v1"].out, quiet())
+    vboard.wait_output("boot box box-1", timeout=30)
+    before = board_state(vboard.flash)      # slots, pointer, boot files, configuration
+    mark = len(vboard.output)
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "deploy", "--port", vboard.url,
+                        "--build", str(builds["v1"].out)], capture_output=True, text=True,
+                       cwd=techlib.ROOT, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout == ("already deployed: the board runs parcelbox 0.1.0 (sim) from slot app_a, every "
+                        "file's sha256 as built; nothing written (the application was reset back into "
+                        "service)\n")
+    assert board_state(vboard.flash) == before
+    vboard.wait_output("boot box box-1", timeout=30, start=mark)     # running again, not in safe mode
+    assert "safe mode" not in vboard.output[mark:]
+
+
+def test_build_and_deploy_find_the_same_build_folder_from_anywhere_and_deploy_speaks_json(
+        vboard, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from host_tools import paths
+    from host_tools.cli.main import main
+    techlib.provision_offline(vboard.flash)
+    monkeypatch.setattr(paths, "work_dir", lambda: tmp_path / "checkout")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    r = CliRunner().invoke(main, ["build", "--target", "sim"], catch_exceptions=False)
+    assert r.exit_code == 0 and str(tmp_path / "checkout" / "build" / "sim") in r.output, r.output
+    monkeypatch.chdir(tmp_path)
+    # no --build: the virtual board takes build/sim, where build put it
+    r = CliRunner().invoke(main, ["deploy", "--port", vboard.url, "--json"],
+                                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output + r.stderr
+    out = json.loads(r.stdout)
+    assert (out["firmware"], out["target"], out["identical"], out["slot"]) == ("0.1.0", "sim", False, "app_a")
+    assert out["build"] == str(tmp_path / "checkout" / "build" / "sim")
+    assert len(out["sent"]) == 29 and out["booted"] == "0.1.0 from /app_a" and out["heap"]["margin"] > 0
+    r = CliRunner().invoke(main, ["deploy", "--port", vboard.url, "--json"],
+                                           catch_exceptions=False)
+    assert r.exit_code == 0 and json.loads(r.stdout)["identical"] is True, r.output
 
 
 def test_a_deploy_killed_mid_transfer_leaves_the_previous_version_booting(vboard, builds):
@@ -351,7 +397,7 @@ def test_a_build_too_big_for_the_heap_is_refused_before_anything_is_switched(tmp
         mark = len(vb.output)
         p = run_deploy(vb.url, builds["v2"].out)
         assert p.returncode == 1, p.stdout + p.stderr
-        out = " ".join(p.stdout.split())                # rich wraps long lines
+        out = " ".join(p.stderr.split())                # the one Error: path: stderr
         assert "Traceback" not in p.stdout + p.stderr
         assert ("Error: parcelbox 0.1.1-test does not fit this board: as .mpy files with 256 codes (the "
                 "firmware's default max_codes) it needs %s of heap, the board has %s (no PSRAM). Nothing on "
@@ -421,3 +467,33 @@ def test_the_refusal_text_names_the_frozen_image_a_board_already_runs():
         "(docs/tooling.md section 2), not with deploy.\n"
         "(figures: heap_need.json, measured 2026-12-07, bench_memory)")
     assert deploy.refusal(deploy.fit({"heap_need": table}, dict(mem, heap=220000)), mem, "0.2.0") is None
+
+
+def test_run_builds_deploys_and_monitors_and_a_second_run_deploys_nothing(vboard, tmp_path):
+    import select
+    techlib.provision_offline(vboard.flash)
+
+    def run():
+        p = subprocess.Popen([sys.executable, "-m", "host_tools.cli.main", "run", "--out", str(tmp_path / "b")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=techlib.ROOT,
+                             env={**os.environ, "PARCELBOX_PORT": vboard.url})
+        seen = []
+
+        def more():
+            if select.select([p.stdout], [], [], 0)[0]:
+                seen.append(os.read(p.stdout.fileno(), 65536).decode("utf-8", "replace"))
+        try:
+            wait_for(lambda: "connected to %s" % vboard.url in "".join(seen), step=more, timeout=120,
+                     what="run to reach its monitor", diag=lambda: "".join(seen)[-3000:])
+        finally:
+            p.send_signal(signal.SIGINT)
+            rest, _ = p.communicate(timeout=30)
+        return p.returncode, "".join(seen) + rest.decode("utf-8", "replace")
+
+    rc, out = run()
+    assert rc == 0 and "Traceback" not in out, out
+    assert "parcelbox 0.1.0 for sim: " in out                          # built (target from the board)
+    assert "deployed parcelbox 0.1.0 (sim) to slot app_a" in out
+    assert "reset: the board booted firmware 0.1.0 from /app_a" in out and "monitor ended" in out
+    rc, out = run()
+    assert rc == 0 and "already deployed: the board runs parcelbox 0.1.0 (sim) from slot app_a" in out, out

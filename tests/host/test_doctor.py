@@ -42,6 +42,19 @@ def doctor(url):
     return p.returncode, p.stdout + p.stderr
 
 
+def test_doctor_json_is_the_checks_and_the_verdict(board):
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "doctor", "--json"], capture_output=True,
+                       text=True, cwd=techlib.ROOT, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "PARCELBOX_PORT": board.url})
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(p.stdout)
+    assert out["port"] == board.url and out["healthy"] is True and out["restarted"] is True
+    checks = {c["name"]: c for c in out["checks"]}
+    assert checks["firmware"]["status"] == "ok" and "every hash matches" in checks["firmware"]["detail"]
+    assert checks["wifi"]["status"] == "n/a"
+    no_secret(p.stdout, p.stderr)
+
+
 def no_secret(*texts):
     for t in texts:
         for s in SECRETS:

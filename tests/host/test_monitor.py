@@ -199,3 +199,71 @@ def test_the_monitor_holds_the_port_as_mpremote_does_so_a_deploy_cannot_share_it
         mon.stop()
         t.join(5)
         usb.unplug()
+
+
+def test_the_level_filter_shows_warnings_and_errors_only_but_saves_every_line(tmp_path):
+    usb = Usb(tmp_path / "tty")
+    usb.plug()
+    out, saved = io.StringIO(), io.StringIO()
+    mon = monitor.Monitor(str(usb.link), save=saved, level="warn", console=Console(file=out, width=300))
+    t = threading.Thread(target=mon.run, daemon=True)
+    t.start()
+    lines = ["PB D 10 scan", "PB I 20 boot box box-1", "PB W 30 link: down", "PB E 40 lock: stuck",
+             "rst:0x1 (POWERON_RESET)"]
+    try:
+        wait_for(lambda: "connected to" in out.getvalue(), what="the port")
+        usb.write(lines)
+        wait_for(lambda: mon.lines == 5, what="five lines")
+    finally:
+        mon.stop()
+        t.join(5)
+        usb.unplug()
+    shown = out.getvalue()
+    assert "link: down" in shown and "lock: stuck" in shown and "POWERON_RESET" in shown
+    assert "scan" not in shown and "boot box" not in shown and mon.hidden == 2
+    assert [ln for ln in saved.getvalue().splitlines() if not ln.startswith("# ")] == lines
+
+
+def test_a_missing_port_is_waited_for_naming_the_ports_that_exist(tmp_path, monkeypatch):
+    from host_tools.tech import ports
+
+    class P:
+        device, vid, description = "/dev/ttyUSB1", 0x10C4, "CP2102 USB to UART"
+    monkeypatch.setattr(ports, "_comports", lambda: [P()])
+    out = io.StringIO()
+    mon = monitor.Monitor(str(tmp_path / "ttyUSB0"), console=Console(file=out, width=300))
+    t = threading.Thread(target=mon.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: "waiting for" in out.getvalue(), what="the note")
+    finally:
+        mon.stop()
+        t.join(5)
+    assert "; serial ports here: /dev/ttyUSB1 (CP210x, CP2102 USB to UART); Ctrl-C to quit" in out.getvalue()
+
+
+def test_a_port_mpremote_holds_is_left_to_it_until_it_lets_go(tmp_path):
+    # mpremote opens the port exclusively: the monitor says so and waits, never sharing the
+    # line (two readers of a tty steal each other's bytes), then reads once it is free
+    import serial
+    usb = Usb(tmp_path / "tty")
+    usb.plug()
+    held = serial.Serial(str(usb.link), exclusive=True)     # as mpremote's SerialTransport opens it
+    out = io.StringIO()
+    mon = monitor.Monitor(str(usb.link), console=Console(file=out, width=300))
+    t = threading.Thread(target=mon.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: "in use by another program" in out.getvalue(), what="the note")
+        usb.write(["PB I 5 for mpremote"])
+        wait_for(lambda: held.in_waiting, what="the line to reach the holder")
+        assert held.read(held.in_waiting).startswith(b"PB I 5") and "connected" not in out.getvalue()
+        held.close()                                        # mpremote ends
+        wait_for(lambda: "connected to" in out.getvalue(), what="the monitor to take the free port")
+        usb.write(["PB I 6 for the monitor"])
+        wait_for(lambda: mon.lines == 1, what="the line")
+    finally:
+        mon.stop()
+        t.join(5)
+        usb.unplug()
+    assert "for the monitor" in out.getvalue() and "for mpremote" not in out.getvalue()

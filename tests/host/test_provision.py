@@ -157,6 +157,22 @@ def test_a_bare_board_gets_its_files_checked_on_the_host_and_no_secret_is_shown(
 
 
 @pytest.mark.vm
+def test_provision_json_is_one_object_on_stdout_without_a_secret(vboard, registry):
+    db, rec, _ = registry
+    env = dict(os.environ, PARCELBOX_WIFI_PASSWORD=WIFI_PW, PARCELBOX_PORT=vboard.url)
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli.main", "provision", "--box", "box-17", "--db", str(db),
+                        "--broker", "mqtt://10.0.0.2:1883", "--wifi-ssid", "home", "--board", "esp32-devkitc-4x3",
+                        "--no-reset", "--json"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(p.stdout)
+    assert (out["box"], out["written"], out["checked_on_board"]) == ("box-17", ["board.json", "config.json"], False)
+    assert out["summary"][1] == "wifi home (password set); box key and broker password: set, from the registry"
+    assert "checked on the host only" in p.stderr
+    for secret in (rec["box_key"], rec["mqtt_password"], WIFI_PW):
+        assert secret not in p.stdout + p.stderr
+
+
+@pytest.mark.vm
 def test_a_configuration_the_firmware_would_refuse_is_never_written(vboard, registry):
     db, _, _ = registry
     (vboard.flash / "config.json").write_text('{"old": true}')

@@ -385,3 +385,79 @@ def test_the_firmwares_watchdog_resets_a_board_left_at_the_repl(vboard, tmp_path
     assert 4 < time.monotonic() - t0 < 12
     vboard.wait_output(" boot box box-1 ", 30, start=start)
     assert [c for _, c in vboard.wait_sim().boots] == [3]
+
+
+class PtyTerminal:
+    """A program run in a terminal of its own (a pty pair): what it prints, and keys typed at it."""
+
+    def __init__(self, args):
+        import os
+        self.master, slave = os.openpty()
+        self.p = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+        os.close(slave)
+        self.out = b""
+
+    def read(self):
+        import os
+        import select
+        while select.select([self.master], [], [], 0)[0]:
+            try:
+                data = os.read(self.master, 4096)
+            except OSError:      # the program ended and its side of the pty closed
+                return
+            if not data:
+                return
+            self.out += data
+
+    def type(self, keys: bytes):
+        import os
+        os.write(self.master, keys)
+
+    def close(self):
+        import os
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(10)
+        os.close(self.master)
+
+
+def test_mpremote_repl_runs_on_the_boards_pty_where_socket_url_cannot(vboard):
+    from host_tools.testing.wait import wait_for
+    # over socket:// mpremote's console waits on the port's fd, which pyserial's socket has not
+    r = subprocess.run([MPREMOTE, "connect", vboard.url, "repl"], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0
+    assert vboard.pty is not None and vboard.pty.startswith("/dev/pts/")
+    term = PtyTerminal([MPREMOTE, "connect", vboard.pty, "repl"])
+    try:
+        wait_for(lambda: b"Use Ctrl-] or Ctrl-x to exit this shell" in term.out, step=term.read,
+                 what="mpremote's banner", diag=lambda: repr(term.out))
+        term.type(b"\r")
+        wait_for(lambda: b">>> " in term.out, step=term.read, what="the prompt", diag=lambda: repr(term.out))
+        term.type(b"print(6 * 7)\r")
+        wait_for(lambda: b"42\r\n>>> " in term.out, step=term.read, what="the answer", diag=lambda: repr(term.out))
+        # the monitor started meanwhile waits: mpremote holds the port exclusively
+        mon = subprocess.Popen([sys.executable, "-m", "host_tools.cli.main", "monitor", "--port", vboard.pty],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            import os
+            import select
+            seen = []
+
+            def more():
+                if select.select([mon.stdout], [], [], 0)[0]:
+                    seen.append(os.read(mon.stdout.fileno(), 4096).decode("utf-8", "replace"))
+            wait_for(lambda: "in use by another program" in "".join(seen), what="the monitor's note",
+                     step=more, diag=lambda: "".join(seen))
+            term.type(b"print('still mine')\r")
+            wait_for(lambda: b"still mine\r\n>>> " in term.out, step=term.read, what="the REPL to stay mpremote's")
+            term.type(b"\x1d")                               # Ctrl-]: mpremote ends
+            wait_for(lambda: term.p.poll() is not None, step=term.read, what="mpremote to end")
+            assert term.p.returncode == 0
+            wait_for(lambda: "connected to %s" % vboard.pty in "".join(seen), what="the monitor to take the port",
+                     step=more, diag=lambda: "".join(seen))
+        finally:
+            mon.send_signal(signal.SIGINT)
+            mon.wait(30)
+    finally:
+        term.close()
