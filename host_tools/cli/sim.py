@@ -216,6 +216,38 @@ def interactive(runner: sc.Runner, inp, out) -> int:
 
 # ---- the command ---------------------------------------------------------------------
 
+def _attached(box_id: str | None, prov_file: str | None, db: str):
+    """(provisioning record, registry path or None, folder for the box's flash) of the
+    operator's box: from the registry (--attach) or its provisioning file."""
+    import json
+    from host_tools.backend.sdk import Ledger, mqtt_password
+    if box_id and prov_file:
+        raise click.UsageError("--attach or --provision-file, not both")
+    if prov_file:
+        try:
+            rec = json.loads(Path(prov_file).read_text(encoding="utf-8"))
+            rec = {k: rec[k] for k in ("box_id", "box_key", "compartments")}
+            bytes.fromhex(rec["box_key"])
+        except (ValueError, KeyError, TypeError):
+            raise click.UsageError("%s is not a provisioning file (`parcelbox box add "
+                                   "--provision-file` writes one)" % prov_file) from None
+        rec["mqtt_password"] = mqtt_password(bytes.fromhex(rec["box_key"]))
+        return rec, None, Path(prov_file).resolve().parent
+    led = Ledger(db, create=False)
+    try:
+        row = led.box(box_id)
+        if row.key_gen:
+            raise click.ClickException(
+                "box %s's key was rotated (generation %d): a simulated box starts from the box "
+                "key, so register a box for the simulator" % (box_id, row.key_gen))
+        key = led.box_key(box_id)
+    finally:
+        led.close()
+    rec = {"box_id": box_id, "box_key": key.hex(), "mqtt_password": mqtt_password(key),
+           "compartments": row.compartments}
+    return rec, db, Path(db).resolve().parent
+
+
 def register(main: click.Group) -> None:
     @main.command()
     @click.option("--board", "board_file", type=click.Path(exists=True, dir_okay=False),
@@ -234,11 +266,32 @@ def register(main: click.Group) -> None:
     @click.option("--trace", "trace_file", type=click.Path(dir_okay=False),
                   help="With --script: write the JSON-lines trace here (else it goes to stdout).")
     @click.option("--keep", type=click.Path(file_okay=False), help="Keep the ledger and flash here.")
-    def sim(board_file, broker, ca, username, box_id, heap, vm, script, trace_file, keep):
+    @click.option("--attach", "attach_id", metavar="BOX_ID",
+                  help="Be the box the operator registered in --db (its key, its compartments), "
+                       "on the operator's broker (--broker or PARCELBOX_BROKER): no box or "
+                       "consumer of the sim's own; its flash stays beside the registry.")
+    @click.option("--provision-file", "prov_file", type=click.Path(exists=True, dir_okay=False),
+                  help="Be the box of this provisioning record (`box add --provision-file`), as "
+                       "--attach does, without a registry.")
+    @click.option("--consume", is_flag=True,
+                  help="With --attach: store the box's events in the registry too (else the "
+                       "operator's `parcelbox events --follow` does).")
+    @options.DB
+    def sim(board_file, broker, ca, username, box_id, heap, vm, script, trace_file, keep,
+            attach_id, prov_file, consume, db):
         """A simulated box: interactive in the terminal (line based), or --script FILE."""
         # a bad file or --broker is a ScenarioError or BrokerUrlError: exit 2 (cli/errors.py)
         steps = sc.load(script) if script else None
         board = sc.board_from_file(board_file) if board_file else None
+        attach, ledger = None, None
+        if attach_id or prov_file:
+            attach, ledger, where = _attached(attach_id, prov_file, db)
+            box_id = attach["box_id"]
+            broker = broker or os.environ.get("PARCELBOX_BROKER")
+            if not broker:
+                raise click.UsageError("an attached box needs the broker the backend uses: "
+                                       "--broker or PARCELBOX_BROKER")
+            keep = keep or str(where / ("sim-" + box_id))
         if broker:
             b = ExternalBroker(broker, ca, username, os.environ.get("PARCELBOX_PASSWORD"))
         else:
@@ -252,7 +305,8 @@ def register(main: click.Group) -> None:
         try:
             if steps is not None:
                 out = trace if trace is not None else sys.stdout
-                runner = sc.Runner(b, work, board=board, vm=vm, heap=heap, box_id=box_id, trace=out)
+                runner = sc.Runner(b, work, board=board, vm=vm, heap=heap, box_id=box_id, trace=out,
+                                   attach=attach, ledger=ledger, consume=consume)
                 try:
                     runner.check(steps, script)
                     runner.run(steps)
@@ -270,7 +324,8 @@ def register(main: click.Group) -> None:
                 narrator = Narrator()
                 echo = lambda r: (lambda s: s and click.echo(s))(narrator(r))  # noqa: E731
                 runner = sc.Runner(b, work, board=board, vm=vm, heap=heap, box_id=box_id,
-                                   trace=trace, echo=echo)
+                                   trace=trace, echo=echo, attach=attach, ledger=ledger,
+                                   consume=consume)
                 try:
                     rc = interactive(runner, sys.stdin, sys.stdout)
                 finally:

@@ -265,17 +265,22 @@ def load(path: str | Path) -> list[Step]:
 
 
 class Runner:
-    """Runs steps on one simulated box registered in a fresh ledger.
+    """Runs steps on one simulated box registered in a fresh ledger, or on a box an operator
+    registered (attach).
 
     broker: an object with host, port, ca_path (None: no TLS), add_user(name, password,
     backend=...), sdk_config(user) and restart()/stop()/start() (host_tools.testing.broker.Broker);
     `shared_subscriptions = False` if it has none (the consumer then subscribes plainly).
+    attach: the box's provisioning record (box_id, box_key, mqtt_password, compartments):
+    no box is registered; `ledger` (the operator's registry, optional) is where its codes
+    are issued and its events read; the operator's consumer stores them unless `consume`.
     """
 
     def __init__(self, broker, workdir: str | Path, *, board: dict | None = None,
                  vm: bool = False, heap: str | None = None, box_id: str = "box-1",
                  trace: TextIO | None = None, echo: Callable[[dict], None] | None = None,
-                 timeout: float = 20.0, port: str = "sim"):
+                 timeout: float = 20.0, port: str = "sim", attach: dict | None = None,
+                 ledger: str | Path | None = None, consume: bool = False):
         from host_tools.backend.sdk import Backend, Consumer, Ledger, mqtt_password
         from host_tools.sim.simbox import DEFAULT_HEAP, SimBox, provision
 
@@ -286,18 +291,32 @@ class Runner:
         self.work.mkdir(parents=True, exist_ok=True)
         if port not in ("sim", "linux"):
             raise ScenarioError("port must be 'sim' or 'linux', not %r" % (port,))
+        if attach is not None:
+            rec, box_id = attach, attach["box_id"]
+            self.box_id = box_id
+            board = board or board_for(rec["compartments"])
+            if len(board["compartments"]) != rec["compartments"]:
+                raise ScenarioError("box %s has %d compartment%s, the board %d" % (
+                    box_id, rec["compartments"], "s" if rec["compartments"] != 1 else "",
+                    len(board["compartments"])))
         board = board or (linux_board() if port == "linux" else default_board())
         self.compartments = len(board["compartments"])
-        self.ledger = Ledger(self.work / "ledger.db")
+        self.consumer = self.backend = self.ledger = None
         from host_tools.backend.sdk import LedgerError
-        try:
-            rec = Backend(self.ledger).register(box_id, compartments=len(board["compartments"]))
-        except LedgerError as e:
-            self.ledger.close()
-            if "already registered" not in str(e):
-                raise
-            raise LedgerError("%s in %s (an earlier run's folder): use an empty folder or "
-                              "another box id" % (e, self.work)) from None
+        if attach is None:
+            ledger = self.work / "ledger.db"
+            self.ledger = Ledger(ledger)
+            try:
+                rec = Backend(self.ledger).register(box_id, compartments=len(board["compartments"]))
+            except LedgerError as e:
+                self.ledger.close()
+                if "already registered" not in str(e):
+                    raise
+                raise LedgerError("%s in %s (an earlier run's folder): use an empty folder or "
+                                  "another box id" % (e, self.work)) from None
+            consume = True
+        elif ledger is not None:
+            self.ledger = Ledger(ledger, create=False)
         broker.add_user(box_id, mqtt_password(bytes.fromhex(rec["box_key"])))
         broker.add_user("scenario-consumer", backend=True)
         broker.add_user("scenario-backend", backend=True)
@@ -309,11 +328,13 @@ class Runner:
         flash = provision(self.work / "flash", board, {
             "box_id": box_id, "box_key": rec["box_key"], "wifi": {"ssid": "sim", "password": "x"},
             "broker": bcfg, "mqtt_password": rec["mqtt_password"]}, files)
-        make = Consumer if getattr(broker, "shared_subscriptions", True) else _plain_consumer(box_id)
-        self.consumer = make(str(self.work / "ledger.db"), broker.sdk_config("scenario-consumer"))
-        self.consumer.start()
-        self.consumer.subscribed.wait(10)
-        self.backend = Backend(self.ledger, broker.sdk_config("scenario-backend"))
+        if consume and self.ledger is not None:
+            make = Consumer if getattr(broker, "shared_subscriptions", True) else _plain_consumer(box_id)
+            self.consumer = make(str(ledger), broker.sdk_config("scenario-consumer"))
+            self.consumer.start()
+            self.consumer.subscribed.wait(10)
+        if self.ledger is not None:
+            self.backend = Backend(self.ledger, broker.sdk_config("scenario-backend"))
         if port == "linux":   # the linux port on the virtual circuit (host_tools/sim/linuxbox.py)
             from host_tools.sim.linuxbox import LinuxBox
             self.box = LinuxBox(flash, clock="virtual", epoch=int(time.time()), bounce_ms=3,
@@ -361,11 +382,11 @@ class Runner:
         for seq, name, comp, cid, arg in evs[self._seen["events"]:]:
             self._emit("event", seq=seq, name=name, comp=comp, id=cid, arg=arg)
         self._seen["events"] = len(evs)
-        for e in self.ledger.events(self.box_id):
+        for e in self.ledger.events(self.box_id) if self.ledger is not None else ():
             if e.seq not in self._seen["stored"]:
                 self._seen["stored"].add(e.seq)
                 self._emit("stored", seq=e.seq, name=e.type, comp=e.comp, id=e.id, arg=e.arg)
-        for seq, (op, name) in list(self._seen["commands"].items()):
+        for seq, (op, name) in list(self._seen["commands"].items()) if self.ledger else ():
             status, rej = self.ledger.command_outcome(self.box_id, seq)
             if status is not None or rej is not None:
                 self._emit("applied", seq=seq, op=op, code=name, status=status, rejected=rej)
@@ -405,6 +426,12 @@ class Runner:
         line; nothing has run then."""
         n = self.compartments
         for s in steps:
+            if self.backend is None and (s.verb == "backend" or s.verb == "expect"
+                                         and s.args.get("what") in ("stored", "ledger")):
+                where = "%s:%d" % (source, s.line) if source else "line %d" % s.line
+                raise ScenarioError("%s: %s: this box was attached from its provisioning file, "
+                                    "without a registry: issue codes with `parcelbox codes issue`"
+                                    % (where, s.text))
             comp = s.args.get("comp")
             if s.verb in ("door", "backend", "expect") and comp is not None and not (
                     (1 if s.verb == "door" or s.args.get("op") == "unlock" else 0) <= comp <= n):
@@ -602,9 +629,11 @@ class Runner:
         return None
 
     def close(self) -> None:
-        for f in (self.box.close, self.consumer.stop, self.backend.close, self.ledger.close):
+        for f in (self.box.close, self.consumer and self.consumer.stop,
+                  self.backend and self.backend.close, self.ledger and self.ledger.close):
             try:
-                f()
+                if f:
+                    f()
             except Exception:
                 pass
 
@@ -612,6 +641,22 @@ class Runner:
 def _plain_consumer(box_id: str):
     from host_tools.backend.embedded import plain_consumer
     return plain_consumer(box_id)
+
+
+def board_for(compartments: int) -> dict:
+    """The reference board with this many compartments (the default board first)."""
+    b = default_board()
+    if len(b["compartments"]) == compartments:
+        return b
+    for f in sorted(paths.BOARDS.glob("esp32*.json")):
+        try:
+            b = board_from_file(f)
+        except ScenarioError:
+            continue
+        if len(b["compartments"]) == compartments:
+            return b
+    raise ScenarioError("no reference board has %d compartments: give one with --board"
+                        % compartments)
 
 
 def default_board() -> dict:

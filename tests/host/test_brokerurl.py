@@ -10,8 +10,13 @@ from host_tools.tech.provision import ProvisionError, broker_address
 def test_a_url_without_a_port_takes_its_schemes():
     assert brokerurl.parse("mqtts://broker.example").port == 8883
     assert brokerurl.parse("mqtt://broker.example").port == 1883
-    u = brokerurl.parse("broker.example:1884")
+    u = brokerurl.parse("mqtt://broker.example:1884")
     assert (u.scheme, u.host, u.port, u.tls) == ("mqtt", "broker.example", 1884, False)
+
+
+def test_a_url_without_a_scheme_is_an_error_the_scheme_says_whether_tls_is_on():
+    with pytest.raises(ValueError, match="needs its scheme"):
+        brokerurl.parse("broker.example:1884")
 
 
 def test_user_and_password_are_unquoted_and_never_public():
@@ -21,7 +26,7 @@ def test_user_and_password_are_unquoted_and_never_public():
 
 
 @pytest.mark.parametrize("url, words", [
-    ("http://broker", "must look like"), ("mqtt://", "must look like"),
+    ("http://broker", "scheme must be mqtt:// or mqtts://"), ("mqtt://", "has no host"),
     ("mqtt://broker:99999", "port must be a number 1..65535")])
 def test_a_bad_url_is_one_clear_error_everywhere(url, words):
     with pytest.raises(ValueError, match=words):
