@@ -76,6 +76,7 @@ STORE_FLAGS = {
 # code-store flags that leave the box's codes EMPTY until the backend's next full sync
 CODES_FAILED_CLOSED = 1 | 4 | 8
 WRONG_REASONS = ("unknown", "expired", "not_yet_valid", "used_up", "unresolved")
+WRONG_WORDS = ("unknown code", "expired", "not yet valid", "used up", "power lost while checking")
 REFUSED_REASONS = ("", "occupied", "empty", "busy")
 REMOTE_SETTINGS = ("entry_timeout_ms", "submit_on_length", "pulse_ms", "open_window_ms",
                    "left_open_ms", "free_tries", "lockout_base_ms", "lockout_max_ms",
@@ -229,44 +230,80 @@ class Event:
 
     def describe(self) -> str:
         """Readable detail of the event's fields (no secrets: codes are ids)."""
-        k, a = self.type, self.arg
-        if k == "wrong_code":
-            r = a & 0xFF
-            return "%s, %d in a row" % (WRONG_REASONS[r] if r < len(WRONG_REASONS) else r, a >> 8)
-        if k == "refused":
-            return "code %d: %s" % (self.id, REFUSED_REASONS[a] if a < 4 else a)
-        if k == "result":
-            op = OPS[self.comp] if self.comp < len(OPS) else self.comp
-            st = STATUS[a & 0xFF] if (a & 0xFF) < len(STATUS) else a
-            return "command %d (%s): %s%s" % (self.id, op, st, ", restart pending" if a & 0x100 else "")
-        if k == "rejected":
-            r = REJECT[a & 0xFF] if (a & 0xFF) < len(REJECT) else str(a & 0xFF)
-            more = ", %d more suppressed" % (a >> 8) if a >> 8 else ""
-            what = ("ack of event %d" % self.id if r == "unsent_ack" else
-                    "command %d" % self.id if self.id else "a command")
-            words = REJECT_WORDS.get(r)
-            return "%s: %s%s%s" % (what, r, " (%s)" % words if words else "", more)
-        if k == "time_refused":
-            r = a & 0xFF
-            why = TIME_REFUSALS[r] if 0 < r < len(TIME_REFUSALS) else "reason %d" % r
-            src = TIME_SOURCES[self.comp] if 0 < self.comp < len(TIME_SOURCES) else "source %d" % self.comp
-            more = ", %d more refused since" % (a >> 8) if a >> 8 else ""
-            return "time refused: %s (%s): %s%s" % (why, src, _utc(self.id), more)
-        if k == "store_corrupt":
-            return _store_corrupt(self.id, a)
-        if k in ("opened", "closed"):
-            # closed: the role alone (its arg never carries a count)
-            return "code %d, %s%s" % (self.id, ROLE_NAMES.get(a & 0xFF, "none"),
-                                      _uses_left(a) if k == "opened" else "")
-        if k == "throttled":
-            return "locked out for %d s" % a
-        if k == "not_opened":
-            r = a & 0xFF
-            return "code %d: %s%s" % (self.id, NOT_OPENED_WORDS.get(r, "outcome %d" % r),
-                                      _uses_left(a))
-        if k in ("deposit", "pickup", "left_open"):
-            return "code %d" % self.id
-        return "arg %d" % a if a else ""
+        return details(self.type, self.comp, self.id, self.arg)
+
+
+# Kinds whose comp field is a compartment (in result it is an op, in time_refused a source).
+IN_COMPARTMENT = ("opened", "closed", "deposit", "pickup", "forced", "left_open", "not_opened",
+                  "refused")
+FORCED_WORDS = ("opened without an unlock", "found open at boot")
+
+
+def describe(kind: str, comp: int, code_id: int, arg: int) -> str:
+    """An event's fields in words, its compartment first where comp is one: the one decoding
+    of events for the events command, the simulator and the monitor."""
+    d = details(kind, comp, code_id, arg)
+    if kind in IN_COMPARTMENT and comp:
+        return "compartment %d%s" % (comp, ", " + d if d else "")
+    return d
+
+
+def details(kind: str, comp: int, code_id: int, arg: int) -> str:
+    """The fields of an event but its compartment, in words (docs/protocol.md section 6)."""
+    k, a = kind, arg
+    if k == "wrong_code":
+        r, n = a & 0xFF, a >> 8
+        return "%s, %d failure%s in a row" % (WRONG_WORDS[r] if r < len(WRONG_WORDS) else
+                                              "reason %d" % r, n, "" if n == 1 else "s")
+    if k == "refused":
+        return "code %d: %s" % (code_id, REFUSED_REASONS[a] if 0 < a < 4 else "reason %d" % a)
+    if k == "result":
+        op = OPS[comp] if 0 < comp < len(OPS) else "op %d" % comp
+        st = STATUS[a & 0xFF] if (a & 0xFF) < len(STATUS) else "status %d" % (a & 0xFF)
+        return "command %d (%s): %s%s" % (code_id, op, st, ", restart pending" if a & 0x100 else "")
+    if k == "rejected":
+        r = REJECT[a & 0xFF] if (a & 0xFF) < len(REJECT) else str(a & 0xFF)
+        more = ", %d more suppressed" % (a >> 8) if a >> 8 else ""
+        what = ("ack of event %d" % code_id if r == "unsent_ack" else
+                "command %d" % code_id if code_id else "a command")
+        words = REJECT_WORDS.get(r)
+        return "%s: %s%s%s" % (what, r, " (%s)" % words if words else "", more)
+    if k == "time_refused":
+        r = a & 0xFF
+        why = TIME_REFUSALS[r] if 0 < r < len(TIME_REFUSALS) else "reason %d" % r
+        src = TIME_SOURCES[comp] if 0 < comp < len(TIME_SOURCES) else "source %d" % comp
+        more = ", %d more refused since" % (a >> 8) if a >> 8 else ""
+        return "time refused: %s (%s): %s%s" % (why, src, _utc(code_id), more)
+    if k == "store_corrupt":
+        return _store_corrupt(code_id, a)
+    if k == "closed" and not code_id and not a:
+        return ""   # after a forced opening: no code, no role
+    if k in ("opened", "closed"):
+        # closed: the role alone (its arg never carries a count)
+        return "code %d, %s%s" % (code_id, ROLE_NAMES.get(a & 0xFF, "none"),
+                                  _uses_left(a) if k == "opened" else "")
+    if k == "throttled":
+        return "keypad locked out for %d s" % a
+    if k == "not_opened":
+        r = a & 0xFF
+        return "code %d: %s%s" % (code_id, NOT_OPENED_WORDS.get(r, "outcome %d" % r), _uses_left(a))
+    if k in ("deposit", "pickup", "left_open"):
+        return "code %d" % code_id
+    if k == "boot":
+        return "boot %d" % a
+    if k == "forced":
+        return FORCED_WORDS[a] if a < len(FORCED_WORDS) else "arg %d" % a
+    if k == "service":
+        return "code %d: %s service mode" % (code_id, "entered" if a else "left")
+    if k == "overflow":
+        return "outbox full: %d event%s dropped from seq %d" % (a, "" if a == 1 else "s", code_id)
+    if k == "expired":
+        return "%d code%s removed, their window ended" % (a, "" if a == 1 else "s")
+    if k == "crash":
+        return "the application crashed (reset cause %d); report crc32 %08x on the box" % (code_id, a)
+    if k == "tamper":
+        return "enclosure opened" if a else "enclosure closed again"
+    return "arg %d" % a if a else ""
 
 
 def _uses_left(a: int) -> str:

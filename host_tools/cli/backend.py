@@ -155,20 +155,26 @@ def unlock(c: Ctx, box_id, comp, wait, expires, as_json):
 @click.option("--box", "box_id", help="Only this box.")
 @click.option("--follow", is_flag=True, help="Consume events from the broker and print them "
                                               "as they are stored, until interrupted.")
-@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
+              help="Show the events stored last, this many.")
 @click.option("--group", default="parcelbox", show_default=True,
               help="Shared-subscription group of the consumers.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON array; with --follow, one JSON object per line.")
 @with_ctx
 def events(c: Ctx, box_id, follow, limit, group, as_json):
-    """Events in the ledger; with --follow, consume new ones (stored once, acked)."""
+    """Events in the ledger, by box and seq; with --follow, consume new ones (stored once,
+    acked) and print them as they are stored."""
     if box_id:
         c.ledger.box(box_id)
-    evs = c.ledger.events(box_id)[-limit:]
+    evs = c.ledger.latest_events(box_id, limit)
+    if as_json and not follow:
+        click.echo(json.dumps([_event_dict(e) for e in evs], sort_keys=True))
+        return
     for e in evs:
         _print_event(e, as_json)
     if not follow:
-        if not evs and not as_json:
+        if not evs:
             click.echo("no events")
         return
 
@@ -176,7 +182,17 @@ def events(c: Ctx, box_id, follow, limit, group, as_json):
         if box_id is None or ev.box == box_id:
             _print_event(ev, as_json)
 
-    with Consumer(c.db_path, c.mqtt(), group=group, handler=show):
+    cfg = c.mqtt()
+    where = "%s:%d" % (cfg.host, cfg.port)
+
+    def link(up, why):   # to stderr: stdout holds the events (JSON lines with --json)
+        click.echo("the broker at %s is back: listening again" % where if up else
+                   "lost the broker at %s (%s): trying again; the boxes keep their events "
+                   "until they are stored" % (where, why), err=True)
+
+    with Consumer(c.db_path, cfg, group=group, handler=show, on_link=link) as consumer:
+        consumer.subscribed.wait(10)
+        click.echo("listening for events on %s (group %s); Ctrl-C to stop" % (where, group), err=True)
         try:
             while True:
                 time.sleep(0.5)
@@ -193,15 +209,18 @@ def register(main: click.Group) -> None:
     main.add_command(events)
 
 
+def _event_dict(e: p.Event) -> dict:
+    return {"box": e.box, "seq": e.seq, "type": e.type, "comp": e.comp, "id": e.id,
+            "arg": e.arg, "t": e.t, "text": p.describe(e.type, e.comp, e.id, e.arg)}
+
+
 def _print_event(e: p.Event, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"box": e.box, "seq": e.seq, "type": e.type, "comp": e.comp,
-                               "id": e.id, "arg": e.arg, "t": e.t}, sort_keys=True))
+        click.echo(json.dumps(_event_dict(e), sort_keys=True))
     else:
-        click.echo("%s  %-10s #%-5d %-13s %s %s" % (_when(e.t) if e.t else "time unknown       ",
-                                                   e.box, e.seq, e.type,
-                                                   "comp %d" % e.comp if e.comp else "      ",
-                                                   e.describe()))
+        click.echo("%s  %-10s #%-5d %-13s %s" % (_when(e.t) if e.t else "time unknown       ",
+                                                e.box, e.seq, e.type,
+                                                p.describe(e.type, e.comp, e.id, e.arg)))
     sys.stdout.flush()
 
 

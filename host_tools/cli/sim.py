@@ -20,7 +20,10 @@ from pathlib import Path
 
 import click
 
+from host_tools import devlog
+from host_tools.backend import protocol as p
 from host_tools.cli import errors, options
+from host_tools.sim import narrate
 from host_tools.sim import scenario as sc
 from host_tools.backend.embedded import EmbeddedBroker
 
@@ -62,35 +65,47 @@ class ExternalBroker:
 
 # ---- printing ----------------------------------------------------------------------------
 
-def describe(r: dict) -> str | None:
-    """One readable line for a trace record (None: not worth a line)."""
-    k, t = r["kind"], "%8.3fs " % (r["t"] / 1000)
-    if k == "feedback":
-        return t + "LED %s%s" % (r["led"], ", buzzer %d Hz" % r["hz"] if r["hz"] else "")
-    if k == "unlock":
-        return t + "LOCK %d unlocked" % r["comp"]
-    if k == "relock":
-        return t + "LOCK %d locked after %d ms%s" % (r["comp"], r["ms"], " (failsafe)" if r["failsafe"] else "")
-    if k == "event":
-        return t + "event %d %s comp %d id %d arg %d (on flash)" % (r["seq"], r["name"], r["comp"], r["id"], r["arg"])
-    if k == "stored":
-        return t + "  -> sent: %s (seq %d) is in the backend's ledger" % (r["name"], r["seq"])
-    if k == "command":
-        extra = " %s: code id %d" % (r["code"], r["code_id"]) if r["op"] == "issue" else ""
-        return t + "backend: %s%s" % (r["op"], extra)
-    if k == "applied":
-        return t + "backend: the box answered %s (seq %d): %s" % (
-            r["op"], r["seq"], "ok" if r["status"] == 0 else "status %s rejected %s" % (r["status"], r["rejected"]))
-    if k == "expect":
-        return t + ("ok: " if r["ok"] else "NOT MET: ") + r["text"]
-    if k in ("door", "tamper"):
-        return t + "%s%s %s" % (k, " %d" % r["comp"] if k == "door" else "", "open" if r["open"] else "closed")
-    if k in ("network", "power", "broker", "clock"):
-        return t + "%s %s" % (k, {"network": lambda: "up" if r["up"] else "down",
-                                 "power": lambda: "on" if r["on"] else "cut",
-                                 "broker": lambda: r["action"],
-                                 "clock": lambda: "+%d s" % (r["jump_ms"] // 1000)}[k]())
-    return None
+class Narrator:
+    """One readable line per trace record worth one (None: not worth a line)."""
+
+    def __init__(self):
+        self.feedback = narrate.Feedback()
+
+    def __call__(self, r: dict) -> str | None:
+        k, t = r["kind"], "%8.3fs " % (r["t"] / 1000)
+        if k == "feedback":
+            text = self.feedback.line(r["led"], r["hz"])
+            return t + text if text else None
+        if k == "unlock":
+            return t + "LOCK %d unlocked" % r["comp"]
+        if k == "relock":
+            return t + "LOCK %d locked after %d ms%s" % (r["comp"], r["ms"], " (failsafe)" if r["failsafe"] else "")
+        if k == "event":
+            return t + "%s (on flash)" % devlog.event_line(r["seq"], r["name"], r["comp"], r["id"], r["arg"])
+        if k == "stored":
+            return t + "  -> sent: %s (seq %d) is in the backend's ledger" % (r["name"], r["seq"])
+        if k == "command":
+            extra = " %s: code id %d" % (r["code"], r["code_id"]) if r["op"] == "issue" else ""
+            return t + "backend: %s%s" % (r["op"], extra)
+        if k == "applied":
+            said = ("ok" if r["status"] == 0 else
+                    "rejected: %s" % _name(p.REJECT, r["rejected"]) if r["status"] is None else
+                    _name(p.STATUS, r["status"] & 0xFF))
+            return t + "backend: the box answered %s (seq %d): %s" % (r["op"], r["seq"], said)
+        if k == "expect":
+            return t + ("ok: " if r["ok"] else "NOT MET: ") + r["text"]
+        if k in ("door", "tamper"):
+            return t + "%s%s %s" % (k, " %d" % r["comp"] if k == "door" else "", "open" if r["open"] else "closed")
+        if k in ("network", "power", "broker", "clock"):
+            return t + "%s %s" % (k, {"network": lambda: "up" if r["up"] else "down",
+                                     "power": lambda: "on" if r["on"] else "cut",
+                                     "broker": lambda: r["action"],
+                                     "clock": lambda: "+%d s" % (r["jump_ms"] // 1000)}[k]())
+        return None
+
+
+def _name(names: tuple, n) -> str:
+    return names[n] if isinstance(n, int) and 0 <= n < len(names) and names[n] else "%s" % n
 
 
 def status(runner: sc.Runner) -> str:
@@ -105,9 +120,16 @@ def status(runner: sc.Runner) -> str:
     doors = " ".join("%d:%s%s%s" % (c, "shut" if box.circuit.doors[c - 1].state else "open",
                                      ",UNLOCKED" if box.energised(c) else "",
                                      ",parcel" if c in occupied else "") for c in range(1, n + 1))
-    return "[%s] LED %s, buzzer %s, %s, %s | %s" % (
+    left = narrate.lockout_left(runner.records, box.now)
+    return "[%s] LED %s, buzzer %s, %s, %s%s | %s" % (
         "%.1fs" % (box.now / 1000), box.led, "%d Hz" % box.hz if box.hz else "off",
-        "on" if box.running else "POWER OFF", "online" if box.online else "offline", doors)
+        "on" if box.running else "POWER OFF", "online" if box.online else "offline",
+        ", keypad LOCKED OUT for %s more" % _span(left) if left else "", doors)
+
+
+def _span(ms: int) -> str:
+    s = (ms + 999) // 1000
+    return "%d s" % s if s < 120 else "%d min %02d s" % (s // 60, s % 60)
 
 
 _KEYS = re.compile(r"^[0-9*#A-D ]+$")
@@ -299,7 +321,8 @@ def register(main: click.Group) -> None:
                 finally:
                     runner.close()
             else:
-                echo = lambda r: (lambda s: s and click.echo(s))(describe(r))  # noqa: E731
+                narrator = Narrator()
+                echo = lambda r: (lambda s: s and click.echo(s))(narrator(r))  # noqa: E731
                 runner = sc.Runner(b, work, board=board, vm=vm, heap=heap, box_id=box_id,
                                    trace=trace, echo=echo, attach=attach, ledger=ledger,
                                    consume=consume)

@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tools import paths
-from host_tools import boards
+from host_tools import boards, devlog, paths
 from host_tools.backend import protocol as p
 from host_tools.backend.embedded import EmbeddedBroker, plain_consumer
 from host_tools.backend.sdk import Backend, Consumer, Ledger, MqttConfig
@@ -128,16 +127,11 @@ class Demo:
             t = next((b + ticks for b in reversed(boots) if b + ticks <= box.now), box.now)
             if not m:
                 if " link: " in ln:   # the box's MQTT link: connected, lost, refused
-                    rows.append((t, 2, "box", ln.split(" link: ", 1)[1].join(("MQTT link: ", ""))))
+                    text = devlog.words("link: " + ln.split(" link: ", 1)[1])
+                    rows.append((t, 2, "box", "MQTT " + text))
                 continue
-            seq, name, comp, cid = int(m[1]), m[2], int(m[3]), int(m[4])
-            if name == "result":   # comp: the command's op, code id: its seq, arg: status
-                what = "result: command %d (%s) %s" % (cid, p.OPS[comp] if comp < len(p.OPS) else comp,
-                                                      "ok" if int(m[5]) == 0 else "status %s" % m[5])
-            else:
-                what = "%s%s%s" % (name, " compartment %d" % comp if comp else "",
-                                   " code #%d" % cid if cid else "")
-            rows.append((t, 2, "box", "event #%d %s (on flash, to send)" % (seq, what)))
+            what = devlog.event_line(int(m[1]), m[2], int(m[3]), int(m[4]), int(m[5]))
+            rows.append((t, 2, "box", "%s (on flash, to send)" % what))
         seen["lines"] = len(lines)
         for t, e in self.arrived[seen["ledger"]:]:
             rows.append((t, 3, "ledger", "stored event #%d %s" % (e.seq, e.type)))
@@ -258,6 +252,8 @@ class Demo:
         self.w("parcelbox demo: one box's story, the firmware in %s, MQTT to %s"
                % ("the MicroPython VM" if self.vm else "CPython", where))
         self.w("ledger and flash in %s%s" % (self.folder, "" if self.keep else " (removed at the end)"))
+        self.w("the clock is simulated: the timeline shows the box's own time (mm:ss.ms), and "
+               "its typing, doors and waits take no real time")
         self.ledger = Ledger(self.folder / "ledger.db")
         self.be = Backend(self.ledger, issuer)
 
@@ -284,7 +280,8 @@ class Demo:
                     self.w("  " + ln)
             self.w("demo: FAILED at step %d (%s): %s" % (self.steps_done + 1, self.current, failed))
             return 1
-        self.w("demo: all %d steps as expected (%.1f s)" % (self.steps_done, took))
+        self.w("demo: all %d steps as expected (%.1f s of the box's simulated time in %.1f s)"
+               % (self.steps_done, self.box.now / 1000 if self.box else 0, took))
         return 0
 
     # -- the steps

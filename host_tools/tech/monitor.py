@@ -2,8 +2,8 @@
 
 The firmware logs `PB <D|I|W|E> <ticks ms> <text>` (docs/runtime.md section 7) and its
 events as `event <seq> <name> comp <n> id <code id> arg <n>`. The monitor colours the level,
-names the event (and the reason inside a wrong_code or rejected event's arg), passes every
-other line through, and when the port vanishes (a USB replug) waits for it and reads on.
+names the event and says its fields in words (host_tools/devlog.py, the one decoding), passes
+every other line through, and when the port vanishes (a USB replug) waits for it and reads on.
 It only reads: type at the board with `mpremote repl`.
 """
 
@@ -19,15 +19,14 @@ import serial
 from rich.console import Console
 from rich.text import Text
 
+from host_tools import devlog
+from host_tools.backend import protocol
+
 LINE = re.compile(r"^PB ([DIWE]) (-?\d+) (.*)$")
 EVENT = re.compile(r"^event (\d+) (\S+) comp (\d+) id (\d+) arg (-?\d+)$")
 LEVELS = {"D": ("debug", "dim"), "I": ("info", "green"), "W": ("warn", "yellow"),
           "E": ("error", "bold red")}
 ORDER = "DIWE"   # --level shows a log line at this level or above (other lines always)
-# docs/protocol.md section 6: the low byte of a wrong_code's / rejected's arg.
-WRONG_CODE_REASONS = {0: "unknown code", 1: "expired", 2: "not yet valid", 3: "used up",
-                      4: "power lost while checking"}
-REJECT_REASONS = {1: "bad_mac", 2: "replay", 3: "stale", 4: "malformed"}
 RETRY_S = 0.5
 
 
@@ -62,13 +61,7 @@ def decode(line: str) -> Decoded:
         name = NAMES[kind]
     ev = {"seq": int(seq), "type": kind, "name": name, "comp": int(comp), "id": int(code_id),
           "arg": int(arg), "security": kind is not None and (SECURITY >> kind) & 1 == 1}
-    a = ev["arg"]
-    if name == "wrong_code":
-        ev["detail"] = "%s, %d failures in a row" % (WRONG_CODE_REASONS.get(a & 0xFF, "reason %d" % (a & 0xFF)),
-                                                     a >> 8)
-    elif name == "rejected":
-        ev["detail"] = "%s%s" % (REJECT_REASONS.get(a & 0xFF, "reason %d" % (a & 0xFF)),
-                                 ", %d more suppressed" % (a >> 8) if a >> 8 else "")
+    ev["detail"] = protocol.describe(name, ev["comp"], ev["id"], ev["arg"])
     return Decoded(level, ms, text, ev)
 
 
@@ -80,15 +73,12 @@ def render(d: Decoded) -> Text:
     t.append("%10.3f " % (d.ms / 1000.0), style="dim")
     t.append("%-5s " % label, style=style)
     if d.event is None:
-        t.append(d.text, style=style if d.level in "WE" else "")
+        t.append(devlog.words(d.text), style=style if d.level in "WE" else "")
         return t
     e = d.event
     t.append("event #%d " % e["seq"])
     t.append(e["name"], style="bold magenta" if e["security"] else "bold cyan")
-    if e["type"] is not None:
-        t.append(" (type %d%s)" % (e["type"], ", security" if e["security"] else ""), style="dim")
-    t.append(" comp %d id %d arg %d" % (e["comp"], e["id"], e["arg"]))
-    if "detail" in e:
+    if e["detail"]:
         t.append(": " + e["detail"], style=style)
     return t
 

@@ -134,6 +134,58 @@ def plan(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board
          client_cert: str | None = None, client_key: str | None = None) -> Plan:
     """Everything checked, nothing written. `client_cert` and `client_key`: the box's TLS client
     certificate and key, PEM files, converted to DER for the box (host_tools/tech/clientcert.py)."""
+    row, key, addr, ca_data, client = _host_parts(db, box_id, broker, ssid, wifi_password, ca,
+                                                  client_cert, client_key)
+    dev_board = None
+    if board is not None:
+        r = _boards.check_file(board_file(board))
+        if not r.ok:
+            raise ProvisionError("board %s must not ship (parcelbox board check):\n  %s"
+                                 % (board, "\n  ".join(r.errors)))
+        dev_board = r.board
+    check_board = dev_board or existing_board
+    if check_board is None:
+        raise ProvisionError("the board has no board.json: give --board NAME")
+    if len(check_board["compartments"]) != row.compartments:
+        n = len(check_board["compartments"])
+        fits = [q.stem for q in _boards.shipped() if _compartments(q) == row.compartments]
+        raise ProvisionError("box %s is registered with %d compartment(s), board %s has %d%s"
+                             % (box_id, row.compartments, check_board.get("name", "?"), n,
+                                ": give a board with %d (%s)" % (row.compartments, ", ".join(fits))
+                                if fits else ""))
+    config = {"box_id": box_id, "box_key": key.hex(), "wifi": {"ssid": ssid, "password": wifi_password},
+              "broker": addr, "mqtt_username": box_id, "mqtt_password": mqtt_password(key),
+              "settings": settings or {}}
+    validate(config, check_board, ca_data, client)
+    return Plan(box_id, config, dev_board, ca_data, client)
+
+
+def precheck(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board: str | None,
+             ca: str | None, settings: dict, client_cert: str | None = None,
+             client_key: str | None = None) -> None:
+    """What the host can check before the board is touched (connecting stops its application
+    and resets it into safe mode): all of plan() with --board, else all but the board."""
+    if board is None:
+        _host_parts(db, box_id, broker, ssid, wifi_password, ca, client_cert, client_key)
+        return
+    _mcu_board(plan(db, box_id, broker, ssid, wifi_password, board, ca, settings=settings,
+                    client_cert=client_cert, client_key=client_key))
+
+
+def _compartments(path: Path) -> int | None:
+    """A shipped microcontroller board's compartments; None for a linux board (or no board)."""
+    try:
+        b = json.loads(path.read_text())
+        chip = _boards.CHIPS.get(b["chip"])
+        return None if chip is None or chip.named else len(b["compartments"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _host_parts(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, ca: str | None,
+                client_cert: str | None, client_key: str | None) -> tuple:
+    """What needs no board: the box and its key from the registry, the broker's address, the
+    CA, the client certificate, the Wi-Fi settings; ProvisionError at the first wrong one."""
     try:
         ledger = Ledger(db, create=False)
     except LedgerError as e:
@@ -165,25 +217,7 @@ def plan(db: str, box_id: str, broker: str, ssid: str, wifi_password: str, board
         raise ProvisionError("the Wi-Fi SSID must be 1 to 32 bytes")
     if len(wifi_password.encode()) > 64 or (wifi_password and len(wifi_password) < 8):
         raise ProvisionError("a WPA2 Wi-Fi password has 8 to 64 characters (none: an open network)")
-    dev_board = None
-    if board is not None:
-        r = _boards.check_file(board_file(board))
-        if not r.ok:
-            raise ProvisionError("board %s must not ship (parcelbox board check):\n  %s"
-                                 % (board, "\n  ".join(r.errors)))
-        dev_board = r.board
-    check_board = dev_board or existing_board
-    if check_board is None:
-        raise ProvisionError("the board has no board.json: give --board NAME")
-    if len(check_board["compartments"]) != row.compartments:
-        raise ProvisionError("box %s is registered with %d compartment(s), board %s has %d"
-                             % (box_id, row.compartments, check_board.get("name", "?"),
-                                len(check_board["compartments"])))
-    config = {"box_id": box_id, "box_key": key.hex(), "wifi": {"ssid": ssid, "password": wifi_password},
-              "broker": addr, "mqtt_username": box_id, "mqtt_password": mqtt_password(key),
-              "settings": settings or {}}
-    validate(config, check_board, ca_data, client)
-    return Plan(box_id, config, dev_board, ca_data, client)
+    return row, key, addr, ca_data, client
 
 
 def _client(cert: str | None, key: str | None, addr: dict) -> clientcert.ClientCert | None:
@@ -296,6 +330,7 @@ def run_cli(port: str | None, box_id: str, board: str | None, ssid: str, wifi_pa
             say(line)
         say("dry run: checked by the firmware's rules, nothing written")
         return done()
+    precheck(db, box_id, broker, ssid, wifi_password, board, ca, given, cert, key)
     with BoardConn(port) as conn:
         running = conn.app_running()
         conn = stop_app(conn, say)

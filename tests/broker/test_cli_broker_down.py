@@ -36,3 +36,38 @@ def test_a_broker_that_went_away_makes_every_sending_command_exit_1(broker, run)
         assert "connection refused" in errors[0] and "ConnectionRefusedError" not in out
     codes = json.loads(run("codes", "list", "A", "--all", "--json"))
     assert [(c["id"], c["status"]) for c in codes] == [(issued["code_id"], "active")]
+
+
+def test_events_follow_says_when_it_listens_when_the_broker_goes_and_when_it_is_back(broker, run, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from host_tools.testing.wait import wait_for
+
+    run("box", "add", "A")
+    env = dict(os.environ, PARCELBOX_DB=str(tmp_path / "ledger.db"), PARCELBOX_BROKER=broker.url,
+               PARCELBOX_CA=str(broker.ca_path), PARCELBOX_USERNAME="backend",
+               PARCELBOX_PASSWORD=broker.backend_password)
+    proc = subprocess.Popen([sys.executable, "-m", "host_tools.cli.main", "events", "--follow", "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("listening for events on" in s for s in said) or proc.poll() is not None,
+                 what="the follower to listen")
+        broker.stop()
+        wait_for(lambda: any("lost the broker at" in s for s in said), what="the follower to notice")
+        broker.start()
+        wait_for(lambda: any("is back: listening again" in s for s in said), timeout=30,
+                 what="the follower to be back")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+        reader.join(5)
+    assert proc.returncode == 0, "".join(said)
+    assert out.strip() == "" and not any("Traceback" in s for s in said)   # stdout: events only
+    assert [s.split(" ")[0] for s in said] == ["listening", "lost", "the"], said

@@ -12,11 +12,13 @@ import pytest
 from host_tools.sim import demo
 
 STORY = ("issued the driver's deposit code #1", "issued the recipient's one-time code #2",
-         "ACCEPTED: green", "solenoid 1 energised", "event #6 deposit compartment 1 code #1",
-         "REJECTED: red", "pickup compartment 1 code #2", "stored event #11 pickup",
+         "ACCEPTED: green", "solenoid 1 energised", "event #6 deposit: compartment 1, code 1",
+         "REJECTED: red", "unknown code, 1 failure in a row", "pickup: compartment 1, code 2",
+         "stored event #11 pickup",
          "code #2 is used up", "THROTTLED: amber", "the keypad is locked for 30 s",
          "the power is cut", "powers on (boot 2", "the lockout survived the power cut",
-         "each exactly once", "the box's outbox on flash: empty", "demo: all 7 steps as expected")
+         "each exactly once", "the box's outbox on flash: empty", "the clock is simulated",
+         "demo: all 7 steps as expected", "of the box's simulated time in")
 
 
 def _secrets(monkeypatch):

@@ -2,6 +2,7 @@
 # embedded amqtt broker (its default), the trace to a file or stdout, a bad file, an unmet
 # expectation, and the interactive, line-based box driven through stdin.
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,9 +64,12 @@ def test_the_interactive_box_takes_lines_on_stdin(tmp_path):
     assert len(code) == 1 and out.count(code[0].split()[3]) == 1      # shown once
     for comp in (1, 2, 3, 4):
         assert "LOCK %d unlocked" % comp in out
-    assert "door 2 open" in out and "opened comp 2" in out
+    assert "door 2 open" in out and "opened: compartment 2, code " in out
     assert "sent: closed" in out and "ok: expect stored closed comp 2" in out
-    assert "LED red" in out or "LED off, buzzer" in out         # the three keys
+    # each key press is one line (the click's end is not another), and a pattern is named
+    assert "feedback key (LED off, buzzer 2400 Hz)" in out
+    assert not re.search(r"(?m)^ +[0-9.]+s LED off$", out)
+    assert "event #" in out and " arg " not in out
     assert "error: bogus line: unknown command 'bogus'" in out
     assert "online |" in out and "2:shut" in out
     assert out.rstrip().endswith("bye")

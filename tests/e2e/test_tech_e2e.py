@@ -84,7 +84,7 @@ def test_a_deployed_and_provisioned_box_connects_and_opens_for_a_backend_code(vb
         outputs.append(mon_out)
     opened = [e for e in ledger.events(BOX) if e.type == "opened"]
     assert len(opened) == 1 and opened[0].comp == 1 and opened[0].id == issued.code_id
-    assert "opened (type 2, security) comp 1" in mon_out
+    assert "opened: compartment 1, code %d, owner, 0 uses left" % issued.code_id in mon_out
     assert [p.comp for p in box.pulses] == [1]
 
     secrets = [rec["box_key"], rec["mqtt_password"], WIFI_PW, issued.code]

@@ -263,3 +263,26 @@ def test_a_revoke_the_box_answers_unknown_code_succeeds_the_code_is_not_there(ru
     out = run("codes", "revoke", "A", str(issued["code_id"]), "--wait", "1", "--broker", "mqtt://h")
     assert "unknown_code" in out and "Error" not in out
     assert json.loads(run("box", "status", "A", "--json"))["last_refused"] is None
+
+
+def test_events_are_shown_by_box_and_seq_in_words_and_json_is_one_array(run):
+    from host_tools.backend import protocol as p
+    from host_tools.backend.sdk import Ledger
+    run("box", "add", "A", "--json")
+    run("box", "add", "B", "--json")
+    assert json.loads(run("events", "--json")) == []
+    lg = Ledger(run.db)
+    # arrival order is not the box's order: after an outage the older events come late
+    for box, seq, kind, comp, id_, arg in (("B", 2, "result", 1, 4, 0), ("A", 3, "throttled", 0, 0, 30),
+                                          ("A", 1, "boot", 0, 0, 1), ("A", 2, "wrong_code", 0, 0, 6 << 8)):
+        lg.record_event(p.Event(box, seq, kind, comp, id_, arg, 0), "c")
+    lg.close()
+    listed = json.loads(run("events", "--json"))
+    assert [(e["box"], e["seq"]) for e in listed] == [("A", 1), ("A", 2), ("A", 3), ("B", 2)]
+    assert listed[1]["text"] == "unknown code, 6 failures in a row"
+    # --limit: the events stored last (A 1 and A 2 came after A 3), still in seq order
+    assert [e["seq"] for e in json.loads(run("events", "--json", "--box", "A", "--limit", "2"))] == [1, 2]
+    lines = run("events").splitlines()
+    assert [ln.split()[3] for ln in lines] == ["#1", "#2", "#3", "#2"]
+    assert "keypad locked out for 30 s" in lines[2] and "command 4 (add): ok" in lines[3]
+    assert "arg " not in " ".join(lines)

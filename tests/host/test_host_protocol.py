@@ -208,3 +208,23 @@ def test_a_reason_or_source_from_a_newer_firmware_is_shown_by_number():
     assert _ev("store_corrupt", 0, 0, 9 | 1 << 8).describe() == "file 9: flag 1"
     assert _ev("not_opened", 1, 4, 9 | 2 << 8).describe() == "code 4: outcome 9, 2 uses left"
     assert _ev("opened", 1, 4, 7 | 0xFFFF << 8).describe() == "code 4, none"
+
+
+@pytest.mark.parametrize("kind, comp, id_, arg, words", [
+    ("boot", 0, 0, 3, "boot 3"),
+    ("wrong_code", 0, 0, 4 | 1 << 8, "power lost while checking, 1 failure in a row"),
+    ("throttled", 0, 0, 60, "keypad locked out for 60 s"),
+    ("forced", 2, 0, 0, "compartment 2, opened without an unlock"),
+    ("forced", 2, 0, 1, "compartment 2, found open at boot"),
+    ("closed", 2, 0, 0, "compartment 2"),
+    ("refused", 3, 8, 1, "compartment 3, code 8: occupied"),
+    ("service", 0, 9, 1, "code 9: entered service mode"),
+    ("overflow", 0, 120, 7, "outbox full: 7 events dropped from seq 120"),
+    ("expired", 0, 0, 1, "1 code removed, their window ended"),
+    ("crash", 0, 3, 0xDEADBEEF, "the application crashed (reset cause 3); report crc32 deadbeef on the box"),
+    ("tamper", 0, 0, 0, "enclosure closed again"),
+    ("result", 11, 40, 0, "command 40 (time): ok"),   # comp is the op here, not a compartment
+    ("time_refused", 1, 0, 2, "time refused: outside 2024..2100 (network): 1970-01-01 00:00:00Z"),
+])
+def test_every_event_is_described_with_its_compartment_where_comp_is_one(kind, comp, id_, arg, words):
+    assert p.describe(kind, comp, id_, arg) == words

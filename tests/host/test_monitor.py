@@ -40,11 +40,15 @@ def test_an_event_logged_by_number_is_shown_with_its_name():
     assert (e["name"], e["type"]) == ("tamper", 19)
 
 
-def test_wrong_code_and_rejected_args_are_explained():
+def test_an_events_fields_are_explained_in_the_backends_words():
     e = monitor.decode("PB W 5446 event 3 wrong_code comp 0 id 0 arg 513").event
     assert e["detail"] == "expired, 2 failures in a row"
     e = monitor.decode("PB W 5 event 4 rejected comp 0 id 12 arg 770").event
-    assert e["detail"] == "replay, 3 more suppressed"
+    assert e["detail"] == "command 12: replay (its seq was already used), 3 more suppressed"
+    e = monitor.decode("PB I 5 event 5 result comp 1 id 3 arg 0").event
+    assert e["detail"] == "command 3 (add): ok"
+    e = monitor.decode("PB W 5 event 6 opened comp 2 id 7 arg 257").event
+    assert e["detail"] == "compartment 2, code 7, recipient, 1 use left"
 
 
 def test_lines_that_are_not_the_firmware_log_pass_through_unchanged():
@@ -59,10 +63,21 @@ def test_a_garbled_event_name_that_looks_like_a_digit_does_not_stop_the_monitor(
     assert d.event["name"] == "\u00b2" and d.event["type"] is None
 
 
-def test_the_rendered_line_shows_the_event_name_and_level():
+def test_the_rendered_line_shows_the_event_in_words_not_numbers():
     text = monitor.render(monitor.decode(RECORDED[3])).plain
-    assert text == "     1.328 warn  event #2 wrong_code (type 6, security) comp 0 id 0 arg 256: " \
-                   "unknown code, 1 failures in a row"
+    assert text == "     1.328 warn  event #2 wrong_code: unknown code, 1 failure in a row"
+    text = monitor.render(monitor.decode("PB I 5 event 9 result comp 1 id 3 arg 0")).plain
+    assert text == "     0.005 info  event #9 result: command 3 (add): ok"
+
+
+def test_a_link_error_number_is_said_in_words():
+    # the VM logs a bare errno (this host's); MicroPython with an errno module names it
+    text = monitor.render(monitor.decode(RECORDED[2])).plain
+    assert text == "     0.001 warn  link: io: connection refused (errno 111)"
+    text = monitor.render(monitor.decode("PB W 7 link: io: [Errno 113] ECONNABORTED")).plain
+    assert text.endswith("link: io: software caused connection abort (ECONNABORTED, errno 113)")
+    text = monitor.render(monitor.decode("PB W 7 link: io: 4242")).plain
+    assert text.endswith("link: io: errno 4242")
 
 
 # ---- over a pty pair, with a replug ---------------------------------------------------
@@ -126,7 +141,7 @@ def test_the_monitor_reads_on_after_a_replug_and_saves_the_whole_session(tmp_pat
              for n in notes]
     assert kinds == ["connected to", "vanished", "waiting for", "is back"]
     shown = out.getvalue()
-    assert "event #6 forced (type 8, security) comp 1" in shown
+    assert "event #6 forced: compartment 1, opened without an unlock" in shown
     assert "event #8 tamper" in shown and "ValueError: syntax error in JSON" in shown
 
 

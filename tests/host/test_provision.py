@@ -130,6 +130,26 @@ def test_the_password_can_come_from_the_environment_or_a_file(registry, tmp_path
     assert r.exit_code == 0 and WIFI_PW not in r.output
 
 
+@pytest.mark.parametrize("extra, said", [
+    ({"--board": "esp32s3-devkitc-4x4"}, "registered with 1 compartment(s), board esp32s3-devkitc-4x4 "
+                                         "has 4: give a board with 1 (esp32-devkitc-4x3, "),
+    ({"--board": "nonesuch"}, "no board 'nonesuch'"),
+    ({"--box": "box-99"}, "no box box-99"),
+    ({"--broker": "mqtts://b:8883"}, "mqtts:// needs the broker's CA file"),
+    ({"--wifi-ssid": "x" * 33}, "the Wi-Fi SSID must be 1 to 32 bytes"),
+])
+def test_what_the_host_can_check_is_refused_before_the_board_is_touched(registry, extra, said):
+    # the port has no board behind it: a refusal that names the port came too late (connecting
+    # stops the board's application and resets it into safe mode)
+    db, _, _ = registry
+    opts = {"--port": "socket://127.0.0.1:1", "--box": "box-17", "--db": str(db),
+            "--broker": "mqtt://b:1883", "--wifi-ssid": "home", **extra}
+    r = CliRunner(env={"PARCELBOX_WIFI_PASSWORD": WIFI_PW}).invoke(
+        main, ["provision"] + [x for kv in opts.items() for x in kv])
+    assert r.exit_code == 1 and said in r.output, r.output
+    assert "127.0.0.1:1" not in r.output
+
+
 # ---- on the virtual board, with the real mpremote ------------------------------------------
 
 def _prov(url, db, *extra, env_pw=WIFI_PW):
@@ -263,9 +283,11 @@ def test_a_ca_file_holding_a_private_key_is_refused_and_the_key_not_shown(regist
 
 
 @pytest.mark.vm
-def test_a_refused_provision_puts_a_running_box_back_into_service(vboard, registry):
-    # deploy stopped the application (a reset into safe mode) before the registry said no:
-    # the box must not be left at its REPL until someone power-cycles it
+def test_a_refused_provision_leaves_a_running_box_in_service(vboard, registry):
+    # what the host can check is checked before the board is touched; what only the board
+    # can tell (its board.json, without --board) is refused after connecting stopped the
+    # application (a reset into safe mode): the box must not be left at its REPL until
+    # someone power-cycles it
     import io
 
     from rich.console import Console
@@ -274,6 +296,9 @@ def test_a_refused_provision_puts_a_running_box_back_into_service(vboard, regist
     from host_tools.tech import build
     from host_tools.tech import deploy
     db, _, _ = registry
+    led = Ledger(db)
+    Backend(led).register("box-4", compartments=4)
+    led.close()
     techlib.provision_offline(vboard.flash)
     deploy.deploy(vboard.url, build.build("sim", db.parent / "sim").out, Console(file=io.StringIO()))
     vboard.wait_output("boot box box-1", timeout=30)
@@ -281,6 +306,9 @@ def test_a_refused_provision_puts_a_running_box_back_into_service(vboard, regist
     mark = len(vboard.output)
     rc, out = _prov(vboard.url, db, "--box", "box-99")
     assert rc == 1 and "no box box-99" in out, out
+    assert vboard.output[mark:] == ""                  # not touched: no REPL, no reset
+    rc, out = _prov(vboard.url, db, "--box", "box-4")   # the board's board.json has 1
+    assert rc == 1 and "registered with 4 compartment(s), board esp32-devkitc-4x3 has 1" in out, out
     assert (vboard.flash / "config.json").read_bytes() == config
     vboard.wait_output("boot box box-1", timeout=30, start=mark)
 

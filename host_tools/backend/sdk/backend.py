@@ -239,13 +239,17 @@ class Consumer:
     # persistent member while it is away, and they reach the others only when the
     # box sends them again (30 s).
     def __init__(self, ledger_path: str, cfg: mqtt.MqttConfig, name: str | None = None,
-                 group: str = GROUP, handler=None, persistent: bool = True):
+                 group: str = GROUP, handler=None, persistent: bool = True, on_link=None):
         self.ledger_path = str(ledger_path)
         self.cfg = cfg
         self.name = name or cfg.username or "consumer"
         self.group = group
         self.handler = handler
         self.persistent = persistent
+        # on_link(up, why): False when the connection to the broker is lost (paho reconnects),
+        # True when it is back and subscribed again; called on paho's network thread
+        self.on_link = on_link
+        self._lost = False
         self.stats = {"received": 0, "stored": 0, "duplicates": 0, "refused": 0, "errors": 0,
                       "syncs": 0, "times": 0}
         self._ledger: Ledger | None = None
@@ -256,17 +260,18 @@ class Consumer:
         self._ledger = Ledger(self.ledger_path)  # used only on the network thread
         c = mqtt.client(self.cfg, self.cfg.username or self.name, clean_session=not self.persistent)
         c.on_connect = self._on_connect
-        c.on_subscribe = lambda *a: self.subscribed.set()
+        c.on_subscribe = self._on_subscribe
+        c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         mqtt.connect(c, self.cfg)
         self._c = c
         return self
 
     def stop(self) -> None:
-        if self._c is not None:
-            self._c.disconnect()
-            self._c.loop_stop()
-            self._c = None
+        c, self._c = self._c, None   # first: the disconnect below is no loss to report
+        if c is not None:
+            c.disconnect()
+            c.loop_stop()
 
     def __enter__(self):
         return self.start()
@@ -278,6 +283,20 @@ class Consumer:
         if rc == 0:
             c.subscribe([("$share/%s/%s+/evt" % (self.group, p.PREFIX), 1),
                          (p.PREFIX + "+/state", 1), (p.PREFIX + "+/status", 1)])
+
+    def _on_subscribe(self, *a) -> None:
+        self.subscribed.set()
+        if self._lost:
+            self._lost = False
+            if self.on_link:
+                self.on_link(True, None)
+
+    def _on_disconnect(self, c, userdata, flags, rc, props=None) -> None:
+        if self._c is None or self._lost:   # stop() or already said
+            return
+        self._lost = True
+        if self.on_link:
+            self.on_link(False, str(rc).lower())
 
     def _on_message(self, c, userdata, msg: paho.MQTTMessage) -> None:
         try:

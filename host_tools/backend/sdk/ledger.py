@@ -520,6 +520,18 @@ class Ledger:
         rows = self.db.execute(q + " ORDER BY received, box, seq LIMIT ?", args + (limit,))
         return [p.Event(*r) for r in rows]
 
+    def latest_events(self, box_id: str | None = None, limit: int = 100) -> list[p.Event]:
+        """The `limit` events stored last, in the boxes' own order: by box, then seq (events
+        arrive in any order: after an outage the older ones come late)."""
+        q = "SELECT box, seq, type, comp, code_id, arg, t FROM events"
+        args: tuple = ()
+        if box_id:
+            q += " WHERE box=?"
+            args = (box_id,)
+        rows = self.db.execute("SELECT * FROM (%s ORDER BY received DESC, box DESC, seq DESC "
+                               "LIMIT ?) ORDER BY box, seq" % q, args + (limit,))
+        return [p.Event(*r) for r in rows]
+
     def set_status(self, box_id: str, online: bool) -> None:
         with self.tx() as db:
             db.execute("UPDATE boxes SET online=?, status_at=? WHERE id=?",
