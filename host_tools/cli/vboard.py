@@ -47,7 +47,9 @@ def register(main: click.Group) -> None:
             if vb.pty:
                 click.echo("the same UART as a serial device: %s (for mpremote connect %s repl)"
                            % (vb.pty, vb.pty))
+            click.echo("type keys and door commands here, as at the box ('help')")
             sys.stdout.flush()
+            threading.Thread(target=_console, args=(vb,), name="vboard-keys", daemon=True).start()
             try:
                 while not stop.wait(0.5):
                     pass
@@ -58,3 +60,13 @@ def register(main: click.Group) -> None:
             if mqtt is not None:
                 mqtt.stop()
         click.echo("stopped")
+
+
+def _console(vb) -> None:
+    """The box's world from standard input, a line at a time, until it ends (the board is
+    served on until Ctrl-C either way)."""
+    from host_tools.vboard.keys import handle
+    for line in sys.stdin:
+        answer = handle(vb, line)
+        if answer:
+            click.echo(answer)

@@ -249,6 +249,8 @@ def _stage_sim_firmware(stage):
 
 
 def test_the_sim_firmware_copied_with_mpremote_boots_on_reset_with_its_world(vboard, tmp_path):
+    from host_tools.vboard import keys
+    assert keys.handle(vboard, "482915#").startswith("error: no firmware is running")
     files = _stage_sim_firmware(tmp_path / "stage")
     mp(vboard, "fs", "cp", "-r", *map(str, files), ":", timeout=180)
     assert (vboard.flash / "lib" / "parcelbox" / "app.mpy").read_bytes() == \
@@ -267,6 +269,15 @@ def test_the_sim_firmware_copied_with_mpremote_boots_on_reset_with_its_world(vbo
     box.until(lambda: [e[1] for e in box.events()] == ["boot", "wrong_code"], "the event")
     assert box.pulses == [] and [c for _, c in box.boots] == [5]     # machine.reset()
     vboard.wait_output(" wrong_code ", 10, start=start)
+    # the same world from the command line: `parcelbox vboard` reads these lines on stdin
+    assert keys.handle(vboard, "door 9 open") == "error: door 9 open: the box has compartment 1 only"
+    assert keys.handle(vboard, "fly away").startswith("error: fly away: not a command")
+    assert keys.handle(vboard, "door 1 open") == "door 1 open"
+    box.until(lambda: "forced" in [e[1] for e in box.events()], "a door forced open")
+    assert keys.handle(vboard, "door 1 close") == "door 1 closed"
+    assert keys.handle(vboard, "press 2 2 2 2 2 2").startswith("typed 6 keys")
+    box.until(lambda: [e[1] for e in box.events()].count("wrong_code") == 2, "a second wrong code")
+    assert keys.handle(vboard, "status").startswith("LED ")
     out = vboard.output
     for secret in ("wifi-secret-1", "mqtt-secret-2", bytes(range(32)).hex()):
         assert secret not in out
@@ -284,7 +295,7 @@ PARCELBOX = str(Path(sys.executable).with_name("parcelbox"))
 def test_parcelbox_vboard_serves_mpremote_until_ctrl_c(tmp_path):
     flash = tmp_path / "flash"
     p = subprocess.Popen([PARCELBOX, "vboard", "--flash", str(flash)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     try:
         line = p.stdout.readline()
         m = re.match(r"virtual board (socket://127\.0\.0\.1:\d+) \(flash (.*)\); Ctrl-C to stop$", line)
@@ -295,6 +306,14 @@ def test_parcelbox_vboard_serves_mpremote_until_ctrl_c(tmp_path):
             url = m.group(1)
         mp(Url, "exec", "open('hello.txt', 'w').write('from the board')")
         assert (flash / "hello.txt").read_text() == "from the board"
+        # its keypad from the command line: no firmware runs yet, and it says so
+        p.stdin.write("482915#\n")
+        p.stdin.flush()
+        lines = []
+        while len(lines) < 5 and not lines[-1:] == ["error: no firmware is running on the board "
+                                                     "yet (deploy, provision, reset)\n"]:
+            lines.append(p.stdout.readline())
+        assert lines[-1].startswith("error: no firmware"), lines
     finally:
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
