@@ -220,6 +220,7 @@ def _attached(box_id: str | None, prov_file: str | None, db: str):
     """(provisioning record, registry path or None, folder for the box's flash) of the
     operator's box: from the registry (--attach) or its provisioning file."""
     import json
+    from host_tools.backend import protocol as p
     from host_tools.backend.sdk import Ledger, mqtt_password
     if box_id and prov_file:
         raise click.UsageError("--attach or --provision-file, not both")
@@ -228,6 +229,9 @@ def _attached(box_id: str | None, prov_file: str | None, db: str):
             rec = json.loads(Path(prov_file).read_text(encoding="utf-8"))
             rec = {k: rec[k] for k in ("box_id", "box_key", "compartments")}
             bytes.fromhex(rec["box_key"])
+            p.check_box_id(rec["box_id"])   # it names the flash folder: no path in it
+            if type(rec["compartments"]) is not int or not 1 <= rec["compartments"] <= 32:
+                raise ValueError
         except (ValueError, KeyError, TypeError):
             raise click.UsageError("%s is not a provisioning file (`parcelbox box add "
                                    "--provision-file` writes one)" % prov_file) from None

@@ -65,8 +65,13 @@ def register(main: click.Group) -> None:
 def _console(vb) -> None:
     """The box's world from standard input, a line at a time, until it ends (the board is
     served on until Ctrl-C either way)."""
+    from host_tools.sim.simbox import Reboot, SimError
     from host_tools.vboard.keys import handle
     for line in sys.stdin:
-        answer = handle(vb, line)
+        try:
+            answer = handle(vb, line)
+        except (SimError, Reboot) as e:   # the firmware reset or stopped while keys went in
+            answer = "error: %s: %s" % (line.strip(), "the board reset" if isinstance(
+                e, Reboot) else e)
         if answer:
             click.echo(answer)

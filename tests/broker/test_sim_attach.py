@@ -91,6 +91,8 @@ def test_sim_attach_names_what_is_missing_in_one_line(broker, tmp_path):
     db, rec = _operator(broker, tmp_path)
     prov = tmp_path / "box-17.json"
     prov.write_text(json.dumps(rec))
+    outside = tmp_path / "outside.json"   # its box id would name a flash folder elsewhere
+    outside.write_text(json.dumps(dict(rec, box_id="../../elsewhere")))
     script = tmp_path / "s.txt"
     script.write_text("backend issue c1 recipient comp 1\n")
     cases = [
@@ -98,6 +100,7 @@ def test_sim_attach_names_what_is_missing_in_one_line(broker, tmp_path):
         (["--attach", "box-17", "--db", str(tmp_path / "nope.db"), *_at(broker)], "no registry"),
         (["--attach", "box-17", "--db", str(db)], "PARCELBOX_BROKER"),
         (["--provision-file", str(script), *_at(broker)], "not a provisioning file"),
+        (["--provision-file", str(outside), *_at(broker)], "not a provisioning file"),
         (["--provision-file", str(prov), *_at(broker), "--script", str(script)], "codes issue"),
         (["--attach", "box-17", "--db", str(db), *_at(broker), "--board",
           str(paths.BOARDS / "esp32s3-devkitc-4x4.json")], "1 compartment, the board 4"),
